@@ -1,0 +1,1 @@
+"""The dicom-bq Pulumi program and its parts."""

@@ -1,0 +1,1 @@
+"""ComponentResources of the export path, one per module."""

@@ -1,0 +1,92 @@
+"""The Cloud Healthcare service agent: made to exist, granted its roles, given time to propagate."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_gcp as gcp
+import pulumiverse_time as time
+
+from infra.grants import GrantSpec
+
+
+@dataclass(frozen=True)
+class AgentAccessArgs:
+    source_project: str
+    member: pulumi.Input[str]
+    grants: Sequence[GrantSpec]
+    propagation_wait_seconds: int
+    # Resources a grant's scope must exist before, by scope kind (the BigQuery dataset).
+    scope_resources: dict[str, pulumi.Resource] = field(default_factory=dict)
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
+
+
+class AgentAccess(pulumi.ComponentResource):
+    """Additive grants only: IAM members never replace anyone else's bindings."""
+
+    identity: gcp.projects.ServiceIdentity
+    members: list[pulumi.CustomResource]
+    propagated: time.Sleep
+
+    def __init__(
+        self, name: str, args: AgentAccessArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("dicom-bq:index:AgentAccess", name, None, opts)
+        # The agent is created lazily by Google on first use; granting roles to an agent that
+        # does not exist yet fails, so force it into existence first.
+        self.identity = gcp.projects.ServiceIdentity(
+            f"{name}-identity",
+            project=args.source_project,
+            service="healthcare.googleapis.com",
+            opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
+        )
+        self.members = [self._member(name, spec, args) for spec in args.grants]
+        self.propagated = time.Sleep(
+            f"{name}-iam-propagation",
+            create_duration=f"{args.propagation_wait_seconds}s",
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(self.members)),
+        )
+        self.register_outputs({"identity": self.identity.id})
+
+    def _member(self, name: str, spec: GrantSpec, args: AgentAccessArgs) -> pulumi.CustomResource:
+        depends_on: list[pulumi.Resource] = [self.identity]
+        if spec.scope.kind in args.scope_resources:
+            depends_on.append(args.scope_resources[spec.scope.kind])
+        opts = pulumi.ResourceOptions(parent=self, depends_on=depends_on)
+        resource_name = f"{name}-{spec.key}"
+        scope = spec.scope
+        if scope.kind == "bigquery_dataset":
+            return gcp.bigquery.DatasetIamMember(
+                resource_name,
+                project=scope.project,
+                dataset_id=scope.resource,
+                role=spec.role,
+                member=args.member,
+                opts=opts,
+            )
+        if scope.kind == "bucket":
+            return gcp.storage.BucketIAMMember(
+                resource_name, bucket=scope.resource, role=spec.role, member=args.member, opts=opts
+            )
+        if scope.kind == "topic":
+            return gcp.pubsub.TopicIAMMember(
+                resource_name,
+                project=scope.project,
+                topic=scope.resource,
+                role=spec.role,
+                member=args.member,
+                opts=opts,
+            )
+        if scope.kind == "crypto_key":
+            return gcp.kms.CryptoKeyIAMMember(
+                resource_name,
+                crypto_key_id=scope.resource,
+                role=spec.role,
+                member=args.member,
+                opts=opts,
+            )
+        return gcp.projects.IAMMember(
+            resource_name, project=scope.project, role=spec.role, member=args.member, opts=opts
+        )

@@ -1,0 +1,50 @@
+"""The BigQuery dataset that receives exported DICOM metadata, in its own project."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_gcp as gcp
+
+from infra.components.protection import phi_options
+
+
+@dataclass(frozen=True)
+class BigQueryDestinationArgs:
+    project: str
+    dataset_id: str
+    location: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    kms_key: str | None = None
+    protected: bool = False
+    retain_on_delete: bool = False
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
+
+
+class BigQueryDestination(pulumi.ComponentResource):
+    dataset: gcp.bigquery.Dataset
+
+    def __init__(
+        self, name: str, args: BigQueryDestinationArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("dicom-bq:index:BigQueryDestination", name, None, opts)
+        encryption = (
+            gcp.bigquery.DatasetDefaultEncryptionConfigurationArgs(kms_key_name=args.kms_key)
+            if args.kms_key
+            else None
+        )
+        self.dataset = gcp.bigquery.Dataset(
+            f"{name}-dataset",
+            project=args.project,
+            dataset_id=args.dataset_id,
+            location=args.location,
+            labels=dict(args.labels),
+            description="DICOM metadata exported from the Cloud Healthcare API (PHI).",
+            default_encryption_configuration=encryption,
+            # Exported tables hold PHI: destroying the stack never drops them with the dataset.
+            delete_contents_on_destroy=False,
+            opts=phi_options(self, args.protected, args.retain_on_delete, args.depends_on),
+        )
+        self.register_outputs({"dataset_id": self.dataset.dataset_id})

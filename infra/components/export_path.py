@@ -1,0 +1,134 @@
+"""The whole DICOM-to-BigQuery export path for one stack, in the order Google requires."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_gcp as gcp
+
+from infra import naming
+from infra.components.agent import AgentAccess, AgentAccessArgs
+from infra.components.bigquery import BigQueryDestination, BigQueryDestinationArgs
+from infra.components.healthcare import DicomStorage, DicomStorageArgs
+from infra.components.services import ProjectServices, ProjectServicesArgs
+from infra.grants import grant_specs
+from infra.settings import StackSettings
+
+
+@dataclass(frozen=True)
+class DicomExportPathArgs:
+    settings: StackSettings
+
+
+class DicomExportPath(pulumi.ComponentResource):
+    """APIs -> service agent -> BigQuery dataset -> grants -> wait -> Healthcare dataset and store."""
+
+    def __init__(
+        self, name: str, args: DicomExportPathArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("dicom-bq:index:DicomExportPath", name, None, opts)
+        s = args.settings
+        child = pulumi.ResourceOptions(parent=self)
+
+        services = ProjectServices(
+            f"{name}-apis",
+            ProjectServicesArgs(source_project=s.source_project, bigquery_project=s.bigquery_project),
+            opts=child,
+        )
+        destination = BigQueryDestination(
+            f"{name}-bigquery",
+            BigQueryDestinationArgs(
+                project=s.bigquery_project,
+                dataset_id=s.bigquery_dataset_id,
+                location=s.bigquery_dataset_location,
+                labels=s.labels,
+                kms_key=s.bigquery_kms_key,
+                protected=s.protected,
+                retain_on_delete=s.retain_on_delete,
+                depends_on=[services.bigquery],
+            ),
+            opts=child,
+        )
+        self.agent_member = self._agent_member(s)
+        specs = grant_specs(s)
+        access = AgentAccess(
+            f"{name}-agent",
+            AgentAccessArgs(
+                source_project=s.source_project,
+                member=self.agent_member,
+                grants=specs,
+                propagation_wait_seconds=s.iam_propagation_wait,
+                scope_resources={"bigquery_dataset": destination.dataset},
+                depends_on=[services.healthcare],
+            ),
+            opts=child,
+        )
+        # The API checks the agent's access when a CMEK dataset or a streaming or notifying store
+        # is created, so those wait until the grants have propagated.
+        after_grants: list[pulumi.Resource] = [access.propagated]
+        storage = DicomStorage(
+            f"{name}-dicom",
+            DicomStorageArgs(
+                project=s.source_project,
+                location=s.location,
+                dataset_id=s.healthcare_dataset_id,
+                store_id=s.dicom_store_id,
+                time_zone=s.time_zone,
+                labels=s.labels,
+                notification_topic=s.notification_topic,
+                stream_table_uris=[
+                    naming.table_uri(s.bigquery_project, s.bigquery_dataset_id, table)
+                    for table in s.stream_tables
+                ],
+                kms_key=s.healthcare_kms_key,
+                protected=s.protected,
+                retain_on_delete=s.retain_on_delete,
+                dataset_depends_on=[services.healthcare]
+                + (after_grants if s.healthcare_kms_key else []),
+                store_depends_on=after_grants
+                if (s.stream_tables or s.notification_topic)
+                else [],
+            ),
+            opts=child,
+        )
+
+        self.store = storage.store
+        self.store_name = storage.store_name
+        self.agent_email = pulumi.Output.from_input(self.agent_member).apply(
+            lambda member: member.removeprefix("serviceAccount:")
+        )
+        self.grants = pulumi.Output.from_input(self.agent_member).apply(
+            lambda member: [spec.for_member(member).as_dict() for spec in specs]
+        )
+        self.bigquery_dataset = destination.dataset
+        self.outputs: dict[str, Any] = {
+            "dicomStoreName": self.store.id.apply(lambda _: self.store_name),
+            "dicomwebUrl": naming.dicomweb_url(self.store_name, s.universe_domain),
+            "agentEmail": self.agent_email,
+            "sourceProject": s.source_project,
+            "bigqueryProject": s.bigquery_project,
+            "bigqueryDataset": destination.dataset.dataset_id.apply(
+                lambda dataset_id: f"{s.bigquery_project}.{dataset_id}"
+            ),
+            "verificationTableUri": naming.verification_table_uri(
+                s.bigquery_project, s.bigquery_dataset_id
+            ),
+            "filterBucket": s.filter_bucket,
+            "universeDomain": s.universe_domain,
+            "grants": self.grants,
+        }
+        self.register_outputs(self.outputs)
+
+    def _agent_member(self, s: StackSettings) -> pulumi.Input[str]:
+        if s.agent_member:
+            return s.agent_member
+        project = gcp.organizations.get_project_output(
+            project_id=s.source_project, opts=pulumi.InvokeOutputOptions(parent=self)
+        )
+        return project.number.apply(
+            lambda number: naming.agent_member(
+                str(number), s.universe_domain, s.agent_iam_domain
+            )
+        )

@@ -1,0 +1,45 @@
+"""The Google APIs each project needs, enabled and never disabled on destroy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_gcp as gcp
+
+
+@dataclass(frozen=True)
+class ProjectServicesArgs:
+    source_project: str
+    bigquery_project: str
+
+
+class ProjectServices(pulumi.ComponentResource):
+    """healthcare.googleapis.com in the source project, bigquery.googleapis.com where BigQuery is."""
+
+    healthcare: gcp.projects.Service
+    bigquery: gcp.projects.Service
+
+    def __init__(
+        self, name: str, args: ProjectServicesArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("dicom-bq:index:ProjectServices", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        # Other workloads may use these APIs: destroying this stack must not switch them off.
+        self.healthcare = gcp.projects.Service(
+            f"{name}-healthcare",
+            project=args.source_project,
+            service="healthcare.googleapis.com",
+            disable_on_destroy=False,
+            disable_dependent_services=False,
+            opts=child,
+        )
+        self.bigquery = gcp.projects.Service(
+            f"{name}-bigquery",
+            project=args.bigquery_project,
+            service="bigquery.googleapis.com",
+            disable_on_destroy=False,
+            disable_dependent_services=False,
+            opts=child,
+        )
+        self.register_outputs({})

@@ -1,0 +1,3 @@
+"""dicom-bq: the operator CLI for the DICOM-to-BigQuery export path."""
+
+__version__ = "0.1.0"
