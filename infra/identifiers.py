@@ -11,11 +11,13 @@ import unicodedata
 
 PROJECT_ID_RULE = re.compile(r"^(?:[a-z][a-z0-9.-]{0,61}[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 PROJECT_NUMBER_RULE = re.compile(r"^[1-9][0-9]{5,19}$")
-# Regions such as us-central1 or northamerica-northeast1, multi-regions us / eu, sovereign u-france-east1.
+# Regions (us-central1, northamerica-northeast1), multi-regions (us, eu), sovereign u-france-east1.
 LOCATION_RULE = re.compile(r"^(?:[a-z]+|(?:u-)?[a-z]+-[a-z]+[0-9]{1,2})$")
 BIGQUERY_DATASET_RULE = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
 BUCKET_RULE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,220}[a-z0-9]$")
-TOPIC_RULE = re.compile(r"^projects/(?P<project>[^/]+)/topics/(?P<topic>[A-Za-z][A-Za-z0-9\-_.~+%]{2,254})$")
+TOPIC_RULE = re.compile(
+    r"^projects/(?P<project>[^/]+)/topics/(?P<topic>[A-Za-z][A-Za-z0-9\-_.~+%]{2,254})$"
+)
 KMS_KEY_RULE = re.compile(
     r"^projects/(?P<project>[^/]+)/locations/(?P<location>[a-z0-9-]+)"
     r"/keyRings/(?P<ring>[A-Za-z0-9_-]{1,63})/cryptoKeys/(?P<key>[A-Za-z0-9_-]{1,63})$"
@@ -166,9 +168,7 @@ def check_label_value(value: str) -> str | None:
 
 
 def _label_chars(value: str) -> bool:
-    return all(
-        unicodedata.category(ch) in ("Ll", "Lo", "Nd") or ch in "_-" for ch in value
-    )
+    return all(unicodedata.category(ch) in ("Ll", "Lo", "Nd") or ch in "_-" for ch in value)
 
 
 def check_hostname(value: str) -> str | None:

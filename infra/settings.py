@@ -139,9 +139,7 @@ class StackSettings(BaseModel):
         if value not in _time_zones():
             close = difflib.get_close_matches(value, sorted(_time_zones()), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ValueError(
-                f"a time zone is an IANA name such as 'UTC' or 'Europe/Paris'{hint}"
-            )
+            raise ValueError(f"a time zone is an IANA name such as 'UTC' or 'Europe/Paris'{hint}")
         return value
 
     @field_validator("labels")
@@ -261,7 +259,7 @@ _STRUCTURED_KEYS = {"labels", "streamTables"}
 
 
 def parse_settings(raw: Mapping[str, Any], stack: str = "STACK") -> StackSettings:
-    """Validate raw config values (keys without the namespace) into settings, or raise SettingsError.
+    """Validate raw config values (keys without namespace) into settings, or raise SettingsError.
 
     Structured values may arrive as JSON text, as `pulumi.Config` holds them.
     """
@@ -299,8 +297,10 @@ def _explain(error: ValidationError, stack: str) -> list[str]:
             problems.append(
                 f"{where} is not a dicom-bq setting: {hint}the settings are {', '.join(known)}"
             )
-        elif item["type"] == "value_error" and "ctx" in item and isinstance(
-            item["ctx"].get("error"), SettingsError
+        elif (
+            item["type"] == "value_error"
+            and "ctx" in item
+            and isinstance(item["ctx"].get("error"), SettingsError)
         ):
             problems.extend(item["ctx"]["error"].problems)
         else:

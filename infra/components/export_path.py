@@ -23,7 +23,7 @@ class DicomExportPathArgs:
 
 
 class DicomExportPath(pulumi.ComponentResource):
-    """APIs -> service agent -> BigQuery dataset -> grants -> wait -> Healthcare dataset and store."""
+    """APIs, service agent, BigQuery dataset, grants, wait, then Healthcare dataset and store."""
 
     def __init__(
         self, name: str, args: DicomExportPathArgs, opts: pulumi.ResourceOptions | None = None
@@ -34,7 +34,9 @@ class DicomExportPath(pulumi.ComponentResource):
 
         services = ProjectServices(
             f"{name}-apis",
-            ProjectServicesArgs(source_project=s.source_project, bigquery_project=s.bigquery_project),
+            ProjectServicesArgs(
+                source_project=s.source_project, bigquery_project=s.bigquery_project
+            ),
             opts=child,
         )
         destination = BigQueryDestination(
@@ -87,9 +89,7 @@ class DicomExportPath(pulumi.ComponentResource):
                 retain_on_delete=s.retain_on_delete,
                 dataset_depends_on=[services.healthcare]
                 + (after_grants if s.healthcare_kms_key else []),
-                store_depends_on=after_grants
-                if (s.stream_tables or s.notification_topic)
-                else [],
+                store_depends_on=after_grants if (s.stream_tables or s.notification_topic) else [],
             ),
             opts=child,
         )
@@ -128,7 +128,5 @@ class DicomExportPath(pulumi.ComponentResource):
             project_id=s.source_project, opts=pulumi.InvokeOutputOptions(parent=self)
         )
         return project.number.apply(
-            lambda number: naming.agent_member(
-                str(number), s.universe_domain, s.agent_iam_domain
-            )
+            lambda number: naming.agent_member(str(number), s.universe_domain, s.agent_iam_domain)
         )

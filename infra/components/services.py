@@ -15,7 +15,7 @@ class ProjectServicesArgs:
 
 
 class ProjectServices(pulumi.ComponentResource):
-    """healthcare.googleapis.com in the source project, bigquery.googleapis.com where BigQuery is."""
+    """The Healthcare API in the source project, the BigQuery API where BigQuery is."""
 
     healthcare: gcp.projects.Service
     bigquery: gcp.projects.Service

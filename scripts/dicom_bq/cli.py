@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -25,22 +25,30 @@ app = typer.Typer(
 )
 
 
-class PlanFormat(str, Enum):
+class PlanFormat(StrEnum):
     table = "table"
     json = "json"
     markdown = "markdown"
 
 
-@app.callback()
-def root(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-) -> None:
-    """Provision and verify the Cloud Healthcare API DICOM-to-BigQuery export path."""
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         from dicom_bq import __version__
 
         typer.echo(__version__)
         raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
+    """Provision and verify the Cloud Healthcare API DICOM-to-BigQuery export path."""
 
 
 def fail(error: DicomBqError) -> NoReturn:
@@ -63,7 +71,9 @@ ProjectDirOption = Annotated[
 
 @app.command()
 def plan(
-    stack: Annotated[str, typer.Option("--stack", "-s", help="Stack name, as in Pulumi.<stack>.yaml.")],
+    stack: Annotated[
+        str, typer.Option("--stack", "-s", help="Stack name, as in Pulumi.<stack>.yaml.")
+    ],
     output_format: Annotated[
         PlanFormat, typer.Option("--format", "-f", help="table, json or markdown.")
     ] = PlanFormat.table,

@@ -84,7 +84,9 @@ class _RecordingMocks(pulumi.runtime.Mocks):
     def __init__(self) -> None:
         self.unresolved_projects: list[str] = []
 
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
+    def new_resource(
+        self, args: pulumi.runtime.MockResourceArgs
+    ) -> tuple[str | None, dict[Any, Any]]:
         template = _ID_FORMATS.get(args.typ)
         try:
             resource_id = template.format(**args.inputs) if template else f"{args.name}-id"
@@ -92,11 +94,11 @@ class _RecordingMocks(pulumi.runtime.Mocks):
             resource_id = f"{args.name}-id"
         return resource_id, dict(args.inputs)
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:
-        if args.token == "gcp:organizations/getProject:getProject":
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[Any, Any]:  # type: ignore[override]
+        if args.token == "gcp:organizations/getProject:getProject":  # noqa: S105
             project = str(args.args.get("projectId"))
             self.unresolved_projects.append(project)
-            return {"projectId": project, "number": UNRESOLVED_NUMBER.format(project=project)}, None
+            return {"projectId": project, "number": UNRESOLVED_NUMBER.format(project=project)}
         raise DicomBqError(f"the offline plan cannot answer the data source {args.token}")
 
 
@@ -106,7 +108,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
         self.registrations: list[tuple[str, Any, dict[str, Any]]] = []
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - the gRPC method's name
-        response = super().RegisterResource(request)
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
         if request.type != "pulumi:pulumi:Stack":
             inputs = pulumi.runtime.rpc.deserialize_properties(request.object)
             self.registrations.append((response.urn, request, inputs))
@@ -146,10 +148,12 @@ def plan_stack(stack: str, raw_config: dict[str, Any]) -> Plan:
     )
     # Each plan gets its own root stack: several plans may run in one process.
     pulumi_settings.ROOT.set(None)
-    pulumi.runtime.set_mocks(mocks, project=PROJECT_NAME, stack=stack, preview=True, monitor=monitor)
+    pulumi.runtime.set_mocks(
+        mocks, project=PROJECT_NAME, stack=stack, preview=True, monitor=monitor
+    )
     outputs: dict[str, Any] = {}
 
-    @pulumi.runtime.test
+    @pulumi.runtime.test  # type: ignore[untyped-decorator]
     def run() -> pulumi.Output[Any]:
         path = define_stack(load_settings())
         return pulumi.Output.all(**path.outputs).apply(outputs.update)

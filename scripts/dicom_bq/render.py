@@ -94,9 +94,7 @@ def markdown(plan: Plan) -> str:
         "|---|---|---|---|",
     ]
     for g in plan.grants:
-        lines.append(
-            f"| `{g['role']}` | `{g['member']}` | `{g['scope']}` | {_cell(g['reason'])} |"
-        )
+        lines.append(f"| `{g['role']}` | `{g['member']}` | `{g['scope']}` | {_cell(g['reason'])} |")
     if plan.notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in plan.notes]
     return "\n".join(lines) + "\n"

@@ -1,0 +1,79 @@
+"""Plan inventories: what each example stack creates, as golden YAML compared by subset.
+
+Regenerate after an intended change with:  python -m tests.inventory dev prod
+then review the diff of tests/inventories/*.yaml like any other code change: it is the IAM review.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+from dicom_bq.planner import Plan, plan_stack
+from dicom_bq.stackfiles import read_stack_config
+
+ROOT = Path(__file__).resolve().parent.parent
+INVENTORIES = ROOT / "tests" / "inventories"
+REGENERATE = "python -m tests.inventory {stacks}"
+
+
+def plan_example(stack: str) -> Plan:
+    return plan_stack(stack, read_stack_config(ROOT, stack))
+
+
+def inventory(plan: Plan) -> dict[str, Any]:
+    resources = plan.custom_resources()
+    return {
+        "counts": dict(sorted(Counter(r.type for r in resources).items())),
+        "resources": {
+            r.name: {
+                "type": r.type,
+                "protect": r.protect,
+                "retain_on_delete": r.retain_on_delete,
+                "depends_on": r.depends_on,
+                "inputs": r.inputs,
+            }
+            for r in resources
+        },
+        "grants": plan.grants,
+        "outputs": {key: value for key, value in plan.outputs.items() if key != "grants"},
+    }
+
+
+def subset_differences(expected: Any, actual: Any, path: str = "") -> list[str]:
+    """Where `expected` is not contained in `actual`: maps by key, everything else by equality."""
+    if isinstance(expected, dict):
+        if not isinstance(actual, dict):
+            return [f"{path or '.'}: expected a map, got {actual!r}"]
+        problems = []
+        for key, value in expected.items():
+            where = f"{path}.{key}" if path else str(key)
+            if key not in actual:
+                problems.append(f"{where}: missing (expected {value!r})")
+            else:
+                problems.extend(subset_differences(value, actual[key], where))
+        return problems
+    if expected != actual:
+        return [f"{path}: expected {expected!r}, got {actual!r}"]
+    return []
+
+
+def inventory_path(stack: str) -> Path:
+    return INVENTORIES / f"{stack}.yaml"
+
+
+def write(stack: str) -> Path:
+    path = inventory_path(stack)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = f"# Plan inventory of stack {stack}. Regenerate: {REGENERATE.format(stacks=stack)}\n"
+    body = yaml.safe_dump(inventory(plan_example(stack)), sort_keys=False, width=100)
+    path.write_text(header + body, encoding="utf-8")
+    return path
+
+
+if __name__ == "__main__":
+    for name in sys.argv[1:] or ["dev", "prod"]:
+        print(f"wrote {write(name).relative_to(ROOT)}")

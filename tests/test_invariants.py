@@ -1,0 +1,132 @@
+"""Rules every stack's plan must keep, whatever its settings."""
+
+from __future__ import annotations
+
+import pytest
+from dicom_bq.planner import Plan, plan_stack
+
+from infra import naming
+from tests.conftest import base_settings, cached_plan
+
+AUTHORITATIVE_IAM = ("IAMPolicy", "IAMBinding", "IamPolicy", "IamBinding")
+PHI_TYPES = {
+    "gcp:healthcare/dataset:Dataset",
+    "gcp:healthcare/dicomStore:DicomStore",
+    "gcp:bigquery/dataset:Dataset",
+}
+IDENTITY = "gcp:projects/serviceIdentity:ServiceIdentity"
+
+
+def by_type(plan: Plan, type_: str) -> list:  # type: ignore[type-arg]
+    return [r for r in plan.custom_resources() if r.type == type_]
+
+
+def grant_resources(plan: Plan) -> list:  # type: ignore[type-arg]
+    return [r for r in plan.custom_resources() if "role" in r.inputs and "member" in r.inputs]
+
+
+def test_no_authoritative_iam_resource(example_plan: Plan) -> None:
+    for resource in example_plan.resources:
+        assert not resource.type.endswith(AUTHORITATIVE_IAM), resource.type
+
+
+@pytest.mark.parametrize(("stack", "number"), [("dev", "123456789012"), ("prod", "987654321098")])
+def test_agent_is_the_source_projects_agent(stack: str, number: str) -> None:
+    plan = cached_plan(stack)
+    email = f"service-{number}@gcp-sa-healthcare.iam.gserviceaccount.com"
+    assert plan.outputs["agentEmail"] == email
+    members = {r.inputs["member"] for r in grant_resources(plan)}
+    assert members == {f"serviceAccount:{email}"}
+    assert {g["member"] for g in plan.grants} == members
+
+
+def test_prod_grants_land_in_the_destination_project() -> None:
+    plan = cached_plan("prod")
+    scopes = {g["role"]: g["scope"] for g in plan.grants}
+    assert scopes["roles/bigquery.dataEditor"] == naming.bigquery_dataset_scope(
+        "imaging-analytics-prod", "dicom_metadata"
+    )
+    assert scopes["roles/bigquery.jobUser"] == naming.project_scope("imaging-analytics-prod")
+    (job_user,) = [r for r in grant_resources(plan) if r.inputs["role"] == "roles/bigquery.jobUser"]
+    assert job_user.inputs["project"] == "imaging-analytics-prod"
+
+
+def test_every_grant_depends_on_the_service_identity(example_plan: Plan) -> None:
+    (identity,) = by_type(example_plan, IDENTITY)
+    grants = grant_resources(example_plan)
+    assert grants
+    for grant in grants:
+        assert identity.name in grant.depends_on, grant.name
+
+
+def test_grant_resources_render_the_grants_list(example_plan: Plan) -> None:
+    rendered = sorted((r.inputs["role"], r.inputs["member"]) for r in grant_resources(example_plan))
+    listed = sorted((g["role"], g["member"]) for g in example_plan.grants)
+    assert rendered == listed
+
+
+def test_streaming_store_waits_for_propagation() -> None:
+    plan = cached_plan("prod")
+    (sleep,) = by_type(plan, "time:index/sleep:Sleep")
+    (store,) = by_type(plan, "gcp:healthcare/dicomStore:DicomStore")
+    assert store.inputs["streamConfigs"]
+    assert sleep.name in store.depends_on
+    assert set(sleep.depends_on) >= {g.name for g in grant_resources(plan)}
+
+
+def test_cmek_dataset_waits_for_propagation() -> None:
+    plan = cached_plan("prod")
+    (sleep,) = by_type(plan, "time:index/sleep:Sleep")
+    (dataset,) = by_type(plan, "gcp:healthcare/dataset:Dataset")
+    assert sleep.name in dataset.depends_on
+
+
+def test_protect_follows_protected(example_plan: Plan) -> None:
+    protected = example_plan.stack == "prod"
+    for resource in example_plan.custom_resources():
+        assert resource.protect == (protected and resource.type in PHI_TYPES), resource.name
+
+
+def test_bigquery_never_deletes_contents(example_plan: Plan) -> None:
+    (dataset,) = by_type(example_plan, "gcp:bigquery/dataset:Dataset")
+    assert dataset.inputs["deleteContentsOnDestroy"] is False
+
+
+def test_apis_are_never_disabled_on_destroy(example_plan: Plan) -> None:
+    services = by_type(example_plan, "gcp:projects/service:Service")
+    assert {s.inputs["service"] for s in services} == {
+        "healthcare.googleapis.com",
+        "bigquery.googleapis.com",
+    }
+    assert all(s.inputs["disableOnDestroy"] is False for s in services)
+
+
+def test_project_scope_for_data_editor_when_asked() -> None:
+    plan = plan_stack("scope", base_settings(dataEditorScope="project"))
+    (editor,) = [g for g in plan.grants if g["role"] == "roles/bigquery.dataEditor"]
+    assert editor["scope"] == naming.project_scope("dicom-src-test")
+
+
+def test_unknown_project_number_is_resolved_at_deploy_time() -> None:
+    plan = plan_stack("nonumber", base_settings(sourceProjectNumber=None))
+    assert plan.notes
+    assert "sourceProjectNumber" in plan.notes[0]
+    assert plan.outputs["agentEmail"].startswith("service-PROJECT_NUMBER_OF_dicom-src-test@")
+
+
+def test_sovereign_universe_changes_agent_domain_and_endpoint() -> None:
+    plan = plan_stack("tpc", base_settings(universeDomain="s3nsapis.fr"))
+    assert plan.outputs["agentEmail"].endswith(
+        "@gcp-sa-healthcare.s3ns-system.iam.gserviceaccount.com"
+    )
+    assert plan.outputs["dicomwebUrl"].startswith("https://healthcare.s3nsapis.fr/v1/")
+
+
+def test_twenty_stacks_plan_in_one_process() -> None:
+    names = set()
+    for index in range(20):
+        plan = plan_stack(f"gen{index}", base_settings(dicomStoreId=f"store-{index}"))
+        (store,) = by_type(plan, "gcp:healthcare/dicomStore:DicomStore")
+        names.add(store.inputs["name"])
+        assert len(plan.custom_resources()) == 9
+    assert len(names) == 20

@@ -1,0 +1,156 @@
+"""Stack settings: good ones parse, bad ones are refused with a message naming the key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from infra.settings import SettingsError, parse_settings
+from tests.conftest import base_settings
+
+BAD_SETTINGS: list[tuple[str, dict[str, Any], str]] = [
+    ("missing source project", {"sourceProject": None}, "dicom-bq:sourceProject is required"),
+    ("missing store", {"dicomStoreId": None}, "dicom-bq:dicomStoreId is required"),
+    ("missing location", {"location": None}, "dicom-bq:location is required"),
+    ("missing bq dataset", {"bigqueryDatasetId": None}, "dicom-bq:bigqueryDatasetId is required"),
+    ("project uppercase", {"sourceProject": "My-Project"}, "dicom-bq:sourceProject"),
+    ("project too short", {"sourceProject": "abc"}, "dicom-bq:sourceProject"),
+    ("project trailing hyphen", {"sourceProject": "my-project-"}, "dicom-bq:sourceProject"),
+    ("project number given as id", {"sourceProject": "123456789012"}, "dicom-bq:sourceProject"),
+    (
+        "destination with underscore",
+        {"destinationProject": "bq_project"},
+        "dicom-bq:destinationProject",
+    ),
+    (
+        "project number with letters",
+        {"sourceProjectNumber": "12345abc"},
+        "dicom-bq:sourceProjectNumber",
+    ),
+    (
+        "project number leading zero",
+        {"sourceProjectNumber": "0123456789"},
+        "dicom-bq:sourceProjectNumber",
+    ),
+    ("location uppercase", {"location": "US-CENTRAL1"}, "dicom-bq:location"),
+    ("location zone", {"location": "us-central1-a"}, "dicom-bq:location"),
+    ("dataset id slash", {"healthcareDatasetId": "a/b"}, "dicom-bq:healthcareDatasetId"),
+    ("dataset id too long", {"healthcareDatasetId": "d" * 257}, "dicom-bq:healthcareDatasetId"),
+    ("store id space", {"dicomStoreId": "my store"}, "dicom-bq:dicomStoreId"),
+    ("store id empty", {"dicomStoreId": ""}, "dicom-bq:dicomStoreId"),
+    ("bq dataset hyphen", {"bigqueryDatasetId": "dicom-metadata"}, "dicom-bq:bigqueryDatasetId"),
+    ("bq dataset too long", {"bigqueryDatasetId": "d" * 1025}, "dicom-bq:bigqueryDatasetId"),
+    ("bq location bad", {"bigqueryLocation": "Mars"}, "dicom-bq:bigqueryLocation"),
+    ("time zone unknown", {"timeZone": "Europe/Pariss"}, "dicom-bq:timeZone"),
+    ("label key uppercase", {"labels": {"Env": "dev"}}, "dicom-bq:labels"),
+    ("label key digit first", {"labels": {"1env": "dev"}}, "dicom-bq:labels"),
+    ("label value dot", {"labels": {"env": "dev.1"}}, "dicom-bq:labels"),
+    ("label value too long", {"labels": {"env": "v" * 64}}, "dicom-bq:labels"),
+    ("too many labels", {"labels": {f"k{i}": "v" for i in range(65)}}, "dicom-bq:labels"),
+    ("topic not a path", {"notificationTopic": "dicom-instances"}, "dicom-bq:notificationTopic"),
+    (
+        "topic goog prefix",
+        {"notificationTopic": "projects/dicom-src-test/topics/goog-x"},
+        "dicom-bq:notificationTopic",
+    ),
+    ("six streams", {"streamTables": [f"t{i}" for i in range(6)]}, "at most 5"),
+    ("duplicate stream", {"streamTables": ["a", "b", "a"]}, "more than once"),
+    ("stream as uri", {"streamTables": ["bq://p.d.t"]}, "dicom-bq:streamTables"),
+    ("stream bad char", {"streamTables": ["inst$"]}, "dicom-bq:streamTables"),
+    ("kms key not a path", {"healthcareKmsKey": "my-key"}, "dicom-bq:healthcareKmsKey"),
+    (
+        "kms key wrong location",
+        {"healthcareKmsKey": "projects/kms-project/locations/europe-west4/keyRings/r/cryptoKeys/k"},
+        "dicom-bq:healthcareKmsKey",
+    ),
+    (
+        "bq kms key wrong location",
+        {"bigqueryKmsKey": "projects/kms-project/locations/us-east1/keyRings/r/cryptoKeys/k"},
+        "dicom-bq:bigqueryKmsKey",
+    ),
+    ("bucket with gs scheme", {"filterBucket": "gs://filters"}, "dicom-bq:filterBucket"),
+    ("bucket uppercase", {"filterBucket": "Filters"}, "dicom-bq:filterBucket"),
+    ("bucket goog prefix", {"filterBucket": "goog-filters"}, "dicom-bq:filterBucket"),
+    ("protected not boolean", {"protected": "maybe"}, "dicom-bq:protected"),
+    ("wait not a duration", {"iamPropagationWait": "two minutes"}, "dicom-bq:iamPropagationWait"),
+    ("wait too long", {"iamPropagationWait": "2h"}, "dicom-bq:iamPropagationWait"),
+    ("wait over an hour", {"iamPropagationWait": "61m"}, "dicom-bq:iamPropagationWait"),
+    ("scope unknown", {"dataEditorScope": "table"}, "dicom-bq:dataEditorScope"),
+    ("universe not a domain", {"universeDomain": "not a domain"}, "dicom-bq:universeDomain"),
+    (
+        "unknown universe without agent domain",
+        {"universeDomain": "example.org"},
+        "dicom-bq:agentIamDomain",
+    ),
+    ("typo in a key", {"sourceProjet": "x"}, "did you mean 'sourceProject'"),
+    ("labels not json", {"labels": "{env: dev"}, "dicom-bq:labels"),
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [pytest.param(o, e, id=name) for name, o, e in BAD_SETTINGS],
+)
+def test_bad_setting_is_refused_with_its_key(overrides: dict[str, Any], expected: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(base_settings(**overrides), "dev")
+    assert expected in str(caught.value)
+
+
+def test_there_are_at_least_25_bad_settings() -> None:
+    assert len(BAD_SETTINGS) >= 25
+
+
+def test_missing_key_message_says_how_to_set_it() -> None:
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(base_settings(sourceProject=None), "prod")
+    assert "pulumi config set dicom-bq:sourceProject VALUE --stack prod" in str(caught.value)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(base_settings(location="X", dicomStoreId="a b"), "dev")
+    assert len(caught.value.problems) == 2
+
+
+def test_defaults_and_derived_values() -> None:
+    settings = parse_settings(base_settings(), "dev")
+    assert settings.time_zone == "UTC"
+    assert settings.iam_propagation_wait == 120
+    assert settings.bigquery_project == "dicom-src-test"
+    assert not settings.cross_project
+    assert settings.bigquery_dataset_location == "us-central1"
+    assert settings.agent_member == (
+        "serviceAccount:service-111122223333@gcp-sa-healthcare.iam.gserviceaccount.com"
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"iamPropagationWait": "2m"}, 120),
+        ({"iamPropagationWait": 45}, 45),
+        ({"iamPropagationWait": "0s"}, 0),
+    ],
+)
+def test_wait_durations(raw: dict[str, Any], expected: int) -> None:
+    assert parse_settings(base_settings(**raw)).iam_propagation_wait == expected
+
+
+def test_values_as_pulumi_config_holds_them() -> None:
+    settings = parse_settings(
+        base_settings(
+            protected="true",
+            labels='{"env": "prod"}',
+            streamTables='["a", "b"]',
+            sourceProjectNumber=123456789012,
+            destinationProject="example.com:analytics-prj",
+            healthcareDatasetId="données-ü_1.0",
+        )
+    )
+    assert settings.protected is True
+    assert settings.labels == {"env": "prod"}
+    assert settings.stream_tables == ["a", "b"]
+    assert settings.source_project_number == "123456789012"
+    assert settings.cross_project
