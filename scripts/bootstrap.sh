@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Creates .venv and installs dicom-bq with its dev tools, from this project's own files only.
+# Re-runs the install when pyproject.toml changed since the last one. Needs nothing but python3.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv="$root/.venv"
+python=${PYTHON:-python3}
+stamp="$venv/.dicom-bq-installed"
+want=$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)
+if [ ! -x "$venv/bin/python" ]; then
+  "$python" -m venv "$venv"
+fi
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "dicom-bq: installing into $venv (first run takes a minute)" >&2
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$root[dev]" >&2
+  echo "$want" > "$stamp"
+fi
