@@ -102,6 +102,443 @@ def plan(
         print_table(result, Console(width=200 if not sys.stdout.isatty() else None))
 
 
+ApiVersionOption = Annotated[
+    str, typer.Option("--api-version", help="Healthcare API version: v1 or v1beta1.")
+]
+ApiEndpointOption = Annotated[
+    str | None,
+    typer.Option("--api-endpoint", help="Healthcare API root URL, for private endpoints."),
+]
+ImpersonateOption = Annotated[
+    str | None,
+    typer.Option("--impersonate-service-account", help="Call Google as this service account."),
+]
+TimeoutOption = Annotated[
+    str | None,
+    typer.Option("--timeout", help="Stop waiting after this long: seconds, or 90s, 30m, 2h."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+PermissionWindowOption = Annotated[
+    str,
+    typer.Option(
+        "--permission-window",
+        help="How long to retry PERMISSION_DENIED while new grants propagate.",
+    ),
+]
+
+
+def _api_version(value: str) -> str:
+    from dicom_bq.healthcare_api import API_VERSIONS
+
+    if value not in API_VERSIONS:
+        raise DicomBqError(f"--api-version {value!r} is not valid: choose v1 or v1beta1")
+    return value
+
+
+def _connection(
+    api_endpoint: str | None, impersonate: str | None, universe: str | None = None
+) -> Any:
+    from dicom_bq.endpoints import Connection
+
+    return Connection(
+        universe_domain=universe or "googleapis.com",
+        healthcare_endpoint=api_endpoint,
+        impersonate=impersonate,
+    )
+
+
+def _err_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _progress(console: Any, status: Any) -> Any:
+    def update(state: Any, elapsed: float) -> None:
+        status.update(
+            f"{state.name.rsplit('/', 1)[-1]}: {state.state.lower()} {elapsed:.0f}s, "
+            f"{state.success} done, {state.failure} failed, {state.pending} pending"
+        )
+
+    return update
+
+
+def _summary(state: Any, console: Any) -> None:
+    console.print(f"operation: {state.name}")
+    console.print(f"state:     {state.state}")
+    console.print(
+        f"counters:  success={state.success} failure={state.failure} pending={state.pending}"
+    )
+    if state.logs_url:
+        console.print(f"logs:      {state.logs_url}")
+    if state.error_code is not None:
+        console.print(f"error:     {state.error_code} {state.error_message}")
+    if not state.done:
+        console.print(f"resume:    dicom-bq operations wait {state.name}")
+
+
+def _finish(state: Any, as_json: bool) -> NoReturn:
+    if as_json:
+        print_json(state.as_dict())
+    else:
+        from rich.console import Console
+
+        _summary(state, Console(highlight=False))
+    raise typer.Exit(state.exit_code)
+
+
+def _follow(api: Any, name: str, timeout: float | None, as_json: bool) -> Any:
+    from dicom_bq.errors import EXIT_INTERRUPTED
+    from dicom_bq.operations import Follower
+
+    console = _err_console()
+    try:
+        if as_json or not console.is_terminal:
+            return Follower(api).follow(name, timeout)
+        with console.status(f"waiting for {name}") as status:
+            return Follower(api).follow(name, timeout, _progress(console, status))
+    except KeyboardInterrupt:
+        typer.echo(
+            f"Interrupted: operation {name} keeps running. Resume with: "
+            f"dicom-bq operations wait {name}",
+            err=True,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _confirm_truncate(table: Any, connection: Any, yes: bool) -> None:
+    """WRITE_TRUNCATE on a table with rows needs a yes: from --yes, or typed at a terminal."""
+    if yes:
+        return
+    from dicom_bq.bigquery_tables import BigQueryTables
+
+    rows = BigQueryTables(connection, table.project).row_count(table)
+    if not rows:
+        return
+    question = f"{table.uri} holds {rows} rows; WRITE_TRUNCATE erases them. Continue?"
+    if not sys.stdin.isatty():
+        raise DicomBqError(
+            f"{table.uri} holds {rows} rows and WRITE_TRUNCATE would erase them: pass --yes to "
+            "confirm, or use WRITE_APPEND or a new table"
+        )
+    if not typer.confirm(question, default=False, err=True):
+        raise DicomBqError("not confirmed: nothing was exported")
+
+
+@app.command()
+def export(
+    store: Annotated[
+        str, typer.Option("--store", help="projects/P/locations/L/datasets/D/dicomStores/S")
+    ],
+    table: Annotated[str, typer.Option("--table", help="Destination, bq://PROJECT.DATASET.TABLE.")],
+    write_disposition: Annotated[
+        str | None,
+        typer.Option(
+            "--write-disposition",
+            help="WRITE_EMPTY (default), WRITE_TRUNCATE or WRITE_APPEND; write-empty also works.",
+        ),
+    ] = None,
+    force: Annotated[
+        bool | None,
+        typer.Option(
+            "--force/--no-force", help="Legacy: --force is WRITE_TRUNCATE, --no-force WRITE_EMPTY."
+        ),
+    ] = None,
+    filter_uri: Annotated[
+        str | None,
+        typer.Option("--filter", help="Filter file gs://BUCKET/OBJECT of paths to export."),
+    ] = None,
+    api_version: ApiVersionOption = "v1",
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Print the operation name and exit.")
+    ] = False,
+    timeout: TimeoutOption = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Confirm WRITE_TRUNCATE of a table with rows.")
+    ] = False,
+    agent_email: Annotated[
+        str | None,
+        typer.Option("--agent-email", help="The store's service agent, for error advice."),
+    ] = None,
+    permission_window: PermissionWindowOption = "10m",
+    api_endpoint: ApiEndpointOption = None,
+    impersonate: ImpersonateOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Export the store's DICOM metadata to a BigQuery table and follow the operation."""
+    try:
+        from dicom_bq import refs
+        from dicom_bq.export import Exporter, ExportPlan
+
+        if force is not None and write_disposition is not None:
+            raise DicomBqError(
+                "--force/--no-force and --write-disposition say the same thing twice and the API "
+                "takes only one: keep --write-disposition (--force is WRITE_TRUNCATE, --no-force "
+                "WRITE_EMPTY)"
+            )
+        plan = ExportPlan(
+            store=refs.StoreName.parse(store),
+            table=refs.TableUri.parse(table),
+            write_disposition=refs.parse_write_disposition(write_disposition)
+            if write_disposition
+            else None,
+            force=force,
+            filter=refs.GcsUri.parse(filter_uri) if filter_uri else None,
+        )
+        seconds = refs.parse_timeout(timeout) if timeout else None
+        window = refs.parse_timeout(permission_window)
+        version = _api_version(api_version)
+        connection = _connection(api_endpoint, impersonate)
+        if plan.truncates:
+            _confirm_truncate(plan.table, connection, yes)
+        from dicom_bq.healthcare_api import HealthcareApi
+
+        api = HealthcareApi(connection, version)
+        exporter = Exporter(api, permission_window=window, agent_email=agent_email)
+        name = exporter.start(
+            plan,
+            on_wait=lambda why, delay: typer.echo(f"{why}; retrying in {delay:.0f}s", err=True),
+        )
+    except DicomBqError as error:
+        fail(error)
+    if no_wait:
+        if as_json:
+            print_json({"operation": name, "done": False})
+        else:
+            typer.echo(name)
+        raise typer.Exit(0)
+    typer.echo(f"Started {name}", err=True)
+    state = _follow(api, name, seconds, as_json)
+    if state.error_code == 7:
+        from dicom_bq.export import explain_permission_denied
+
+        typer.echo(
+            explain_permission_denied(plan, agent_email, 0, state.error_message or ""), err=True
+        )
+    _finish(state, as_json)
+
+
+operations_app = typer.Typer(help="Re-attach to a long-running operation.", no_args_is_help=True)
+app.add_typer(operations_app, name="operations")
+
+
+@operations_app.command("describe")
+def operations_describe(
+    name: Annotated[str, typer.Argument(help="projects/P/locations/L/datasets/D/operations/ID")],
+    api_version: ApiVersionOption = "v1",
+    api_endpoint: ApiEndpointOption = None,
+    impersonate: ImpersonateOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show an operation's state once."""
+    try:
+        from dicom_bq.healthcare_api import ApiCallError, HealthcareApi
+        from dicom_bq.operations import OperationState
+        from dicom_bq.refs import parse_operation_name
+
+        operation = parse_operation_name(name)
+        api = HealthcareApi(_connection(api_endpoint, impersonate), _api_version(api_version))
+        try:
+            state = OperationState.from_api(api.get_operation(operation))
+        except ApiCallError as error:
+            raise DicomBqError(f"cannot read {operation}: {error}", exit_code=1) from None
+    except DicomBqError as error:
+        fail(error)
+    _finish(state, as_json)
+
+
+@operations_app.command("wait")
+def operations_wait(
+    name: Annotated[str, typer.Argument(help="projects/P/locations/L/datasets/D/operations/ID")],
+    timeout: TimeoutOption = None,
+    api_version: ApiVersionOption = "v1",
+    api_endpoint: ApiEndpointOption = None,
+    impersonate: ImpersonateOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Wait for an operation to finish, then summarize it."""
+    try:
+        from dicom_bq.healthcare_api import HealthcareApi
+        from dicom_bq.refs import parse_operation_name, parse_timeout
+
+        operation = parse_operation_name(name)
+        seconds = parse_timeout(timeout) if timeout else None
+        api = HealthcareApi(_connection(api_endpoint, impersonate), _api_version(api_version))
+    except DicomBqError as error:
+        fail(error)
+    _finish(_follow(api, operation, seconds, as_json), as_json)
+
+
+def _verify_target(
+    stack: str | None,
+    outputs: Path | None,
+    store: str | None,
+    table: str | None,
+    filter_bucket: str | None,
+    project_dir: Path | None,
+) -> Any:
+    from dicom_bq import stack_outputs
+    from dicom_bq.refs import StoreName, TableUri
+
+    sources = [stack is not None, outputs is not None, store is not None]
+    if sum(sources) != 1:
+        raise DicomBqError(
+            "say where to verify with exactly one of --stack NAME, --outputs FILE or "
+            "--store NAME (with --table)"
+        )
+    if store is not None:
+        if table is None:
+            raise DicomBqError(
+                "--store needs --table bq://PROJECT.DATASET.TABLE for the verification export"
+            )
+        from infra import identifiers
+
+        problem = identifiers.check_bucket(filter_bucket) if filter_bucket else None
+        if problem:
+            raise DicomBqError(f"--filter-bucket {filter_bucket!r} is not valid: {problem}")
+        return stack_outputs.VerifyTarget(
+            StoreName.parse(store), TableUri.parse(table), filter_bucket
+        )
+    if outputs is not None:
+        document = stack_outputs.read_outputs_file(outputs)
+    else:
+        from dicom_bq.stackfiles import find_project_dir
+
+        assert stack is not None
+        document = stack_outputs.read_stack_outputs(stack, project_dir or find_project_dir())
+    return stack_outputs.target_from_outputs(document, table)
+
+
+def run_verify(
+    target: Any,
+    seed: bool,
+    keep: bool,
+    timeout: float | None,
+    window: float,
+    api_version: str,
+    connection: Any,
+    as_json: bool,
+) -> NoReturn:
+    from dicom_bq.bigquery_tables import BigQueryTables
+    from dicom_bq.export import Exporter
+    from dicom_bq.healthcare_api import HealthcareApi
+    from dicom_bq.operations import Follower
+    from dicom_bq.storage_objects import StorageObjects
+    from dicom_bq.verify import Verifier
+
+    api = HealthcareApi(connection, api_version)
+    filters = StorageObjects(connection, target.store.project) if target.filter_bucket else None
+    console = _err_console()
+
+    def show(step: Any) -> None:
+        mark = "[green]ok[/]" if step.ok else "[red]FAILED[/]"
+        console.print(f"{mark} {step.name:<8} {step.seconds:7.2f}s  {step.detail}", highlight=False)
+
+    verifier = Verifier(
+        api=api,
+        rows=BigQueryTables(connection, target.table.project),
+        filters=filters,
+        exporter=Exporter(api, permission_window=window, agent_email=target.agent_email),
+        follower=Follower(api),
+        on_step=show,
+    )
+    try:
+        report = verifier.run(target, seed=seed, keep=keep, timeout=timeout)
+    except KeyboardInterrupt:
+        from dicom_bq.errors import EXIT_INTERRUPTED
+
+        typer.echo("Interrupted: an export operation may still be running.", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        typer.echo("verification passed" if report.ok else "verification FAILED")
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+def verify(
+    stack: Annotated[
+        str | None, typer.Option("--stack", "-s", help="Read the outputs of this stack.")
+    ] = None,
+    outputs: Annotated[
+        Path | None, typer.Option("--outputs", help="Saved `pulumi stack output --json`.")
+    ] = None,
+    store: Annotated[
+        str | None, typer.Option("--store", help="Or name the store directly.")
+    ] = None,
+    table: Annotated[
+        str | None, typer.Option("--table", help="Verification table (default: the stack's).")
+    ] = None,
+    filter_bucket: Annotated[
+        str | None,
+        typer.Option("--filter-bucket", help="Bucket for the filter file, with --store."),
+    ] = None,
+    no_seed: Annotated[
+        bool, typer.Option("--no-seed", help="Export what is there; compare counts.")
+    ] = False,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the synthetic instance.")] = False,
+    timeout: TimeoutOption = "30m",
+    permission_window: PermissionWindowOption = "10m",
+    api_version: ApiVersionOption = "v1",
+    api_endpoint: ApiEndpointOption = None,
+    impersonate: ImpersonateOption = None,
+    project_dir: ProjectDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Seed a synthetic instance, export it to BigQuery, find its row, clean up."""
+    try:
+        from dicom_bq.refs import parse_timeout
+
+        seconds = parse_timeout(timeout) if timeout else None
+        window = parse_timeout(permission_window)
+        version = _api_version(api_version)
+        target = _verify_target(stack, outputs, store, table, filter_bucket, project_dir)
+        connection = _connection(api_endpoint, impersonate, target.universe_domain)
+        run_verify(target, not no_seed, keep, seconds, window, version, connection, as_json)
+    except DicomBqError as error:
+        fail(error)
+
+
+@app.command()
+def up(
+    stack: Annotated[str, typer.Option("--stack", "-s", help="The stack to deploy, then verify.")],
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Pass --yes to pulumi up (no preview prompt).")
+    ] = False,
+    no_seed: Annotated[
+        bool, typer.Option("--no-seed", help="Verify without a synthetic instance.")
+    ] = False,
+    timeout: TimeoutOption = "30m",
+    permission_window: PermissionWindowOption = "10m",
+    project_dir: ProjectDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """`pulumi up` on the stack, then `verify` on its fresh outputs."""
+    try:
+        from dicom_bq import stack_outputs
+        from dicom_bq.refs import parse_timeout
+        from dicom_bq.stackfiles import find_project_dir, read_stack_config
+
+        folder = project_dir or find_project_dir()
+        seconds = parse_timeout(timeout) if timeout else None
+        window = parse_timeout(permission_window)
+        # A bad stack fails here, offline, before pulumi touches anything.
+        from dicom_bq.planner import plan_stack
+
+        plan_stack(stack, read_stack_config(folder, stack))
+        code = stack_outputs.pulumi_up(stack, folder, yes)
+        if code != 0:
+            raise DicomBqError(
+                f"`pulumi up` failed with exit code {code}: nothing was verified", exit_code=1
+            )
+        target = stack_outputs.target_from_outputs(stack_outputs.read_stack_outputs(stack, folder))
+        connection = _connection(None, None, target.universe_domain)
+        run_verify(target, not no_seed, False, seconds, window, "v1", connection, as_json)
+    except DicomBqError as error:
+        fail(error)
+
+
 def main() -> None:
     app()
 

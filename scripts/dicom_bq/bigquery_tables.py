@@ -1,0 +1,63 @@
+"""BigQuery reads the CLI needs: does a table exist, how many rows, is this instance's row there."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dicom_bq.endpoints import Connection
+from dicom_bq.errors import EXIT_FAILED, DicomBqError
+from dicom_bq.refs import TableUri
+
+INSTANCE_ROW_SQL = (
+    "SELECT StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, PatientID\n"
+    "FROM `{table}`\n"
+    "WHERE SOPInstanceUID = @sop_instance_uid\n"
+    "LIMIT 10"
+)
+ROW_COUNT_SQL = "SELECT COUNT(*) AS row_count FROM `{table}`"
+
+
+class BigQueryTables:
+    def __init__(self, connection: Connection, billing_project: str) -> None:
+        from google.api_core.client_options import ClientOptions
+        from google.cloud import bigquery
+
+        endpoint = connection.bigquery()
+        options = ClientOptions(api_endpoint=endpoint.url.rstrip("/")) if endpoint else None
+        self._bigquery = bigquery
+        self._client = bigquery.Client(
+            project=billing_project,
+            credentials=connection.credentials(endpoint is not None),
+            client_options=options,
+        )
+
+    def _fail(self, what: str, error: Exception) -> DicomBqError:
+        return DicomBqError(f"BigQuery refused to {what}: {error}", exit_code=EXIT_FAILED)
+
+    def row_count(self, table: TableUri) -> int | None:
+        """Rows in the table, or None when it does not exist."""
+        from google.api_core import exceptions
+
+        try:
+            return int(self._client.get_table(table.table_id).num_rows or 0)
+        except exceptions.NotFound:
+            return None
+        except exceptions.GoogleAPIError as error:
+            raise self._fail(f"describe {table.uri}", error) from None
+
+    def instance_rows(self, table: TableUri, sop_instance_uid: str) -> list[dict[str, Any]]:
+        """The exported rows of one instance; the UID travels as a query parameter."""
+        from google.api_core import exceptions
+
+        config = self._bigquery.QueryJobConfig(
+            query_parameters=[
+                self._bigquery.ScalarQueryParameter("sop_instance_uid", "STRING", sop_instance_uid)
+            ]
+        )
+        try:
+            rows = self._client.query_and_wait(
+                INSTANCE_ROW_SQL.format(table=table.table_id), job_config=config
+            )
+            return [dict(row.items()) for row in rows]
+        except exceptions.GoogleAPIError as error:
+            raise self._fail(f"query {table.uri}", error) from None

@@ -1,0 +1,93 @@
+"""Where each Google API is reached, and with which credentials.
+
+Production and local runs share this code: an emulator variable (HEALTHCARE_EMULATOR_HOST,
+BIGQUERY_EMULATOR_HOST, STORAGE_EMULATOR_HOST, as a URL such as http://127.0.0.1:8123) only
+changes the endpoint and switches to anonymous credentials, as Google's own clients do for
+STORAGE_EMULATOR_HOST.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dicom_bq.errors import DicomBqError
+from infra import naming
+
+CLOUD_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: str  # scheme://host[:port]/ with a trailing slash
+    emulated: bool
+
+
+@dataclass(frozen=True)
+class Connection:
+    """What every client of one CLI run needs: endpoints and the identity to call them as."""
+
+    universe_domain: str = naming.DEFAULT_UNIVERSE
+    healthcare_endpoint: str | None = None  # --api-endpoint, for private endpoints
+    impersonate: str | None = None
+    environ: Mapping[str, str] | None = None
+
+    def _env(self, name: str) -> str | None:
+        value = (self.environ if self.environ is not None else os.environ).get(name)
+        return value or None
+
+    def _emulator(self, variable: str) -> Endpoint | None:
+        host = self._env(variable)
+        if host is None:
+            return None
+        url = host if "://" in host else f"http://{host}"
+        return Endpoint(url.rstrip("/") + "/", emulated=True)
+
+    def healthcare(self) -> Endpoint:
+        emulator = self._emulator("HEALTHCARE_EMULATOR_HOST")
+        if emulator:
+            return emulator
+        if self.healthcare_endpoint:
+            url = self.healthcare_endpoint
+            if not url.startswith(("https://", "http://")):
+                raise DicomBqError(
+                    f"--api-endpoint {url!r} is not valid: give a URL such as "
+                    "https://healthcare.googleapis.com/"
+                )
+            return Endpoint(url.rstrip("/") + "/", emulated=False)
+        return Endpoint(f"https://healthcare.{self.universe_domain}/", emulated=False)
+
+    def bigquery(self) -> Endpoint | None:
+        return self._emulator("BIGQUERY_EMULATOR_HOST")
+
+    def storage(self) -> Endpoint | None:
+        return self._emulator("STORAGE_EMULATOR_HOST")
+
+    def credentials(self, emulated: bool) -> Any:
+        """Application Default Credentials, optionally impersonating a service account."""
+        from google.auth import credentials as auth_credentials
+
+        if emulated:
+            return auth_credentials.AnonymousCredentials()  # type: ignore[no-untyped-call]
+        import google.auth
+        from google.auth import exceptions as auth_exceptions
+
+        try:
+            source, _ = google.auth.default(scopes=[CLOUD_SCOPE])
+        except auth_exceptions.DefaultCredentialsError:
+            raise DicomBqError(
+                "no Google credentials found: run `gcloud auth application-default login` "
+                "(or set GOOGLE_APPLICATION_CREDENTIALS), then try again",
+                exit_code=1,
+            ) from None
+        if not self.impersonate:
+            return source
+        from google.auth import impersonated_credentials
+
+        return impersonated_credentials.Credentials(  # type: ignore[no-untyped-call]
+            source_credentials=source,
+            target_principal=self.impersonate,
+            target_scopes=[CLOUD_SCOPE],
+        )

@@ -1,0 +1,116 @@
+"""Long-running operations: reading their state and following them to the end."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from dicom_bq.errors import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT
+from dicom_bq.retry import POLL_BACKOFF, Backoff, Clock, SystemClock
+
+PERMISSION_DENIED = 7  # google.rpc.Code
+
+
+class OperationSource(Protocol):
+    def get_operation(self, name: str) -> dict[str, Any]: ...
+
+
+def _count(counter: dict[str, Any], key: str) -> int:
+    # int64 fields travel as JSON strings.
+    return int(counter.get(key) or 0)
+
+
+@dataclass(frozen=True)
+class OperationState:
+    name: str
+    done: bool
+    success: int
+    failure: int
+    pending: int
+    logs_url: str | None
+    error_code: int | None
+    error_message: str | None
+    response: dict[str, Any] | None
+
+    @classmethod
+    def from_api(cls, operation: dict[str, Any]) -> OperationState:
+        metadata = operation.get("metadata") or {}
+        counter = metadata.get("counter") or {}
+        error = operation.get("error")
+        return cls(
+            name=str(operation.get("name", "")),
+            done=bool(operation.get("done", False)),
+            success=_count(counter, "success"),
+            failure=_count(counter, "failure"),
+            pending=_count(counter, "pending"),
+            logs_url=metadata.get("logsUrl"),
+            error_code=int(error.get("code", 2)) if error else None,
+            error_message=str(error.get("message", "")) if error else None,
+            response=operation.get("response"),
+        )
+
+    @property
+    def state(self) -> str:
+        if not self.done:
+            return "RUNNING"
+        if self.error_code is not None:
+            return "FAILED"
+        return "DONE_WITH_FAILURES" if self.failure else "SUCCEEDED"
+
+    @property
+    def exit_code(self) -> int:
+        if not self.done:
+            return EXIT_TIMEOUT
+        return EXIT_FAILED if self.error_code is not None or self.failure else EXIT_OK
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "operation": self.name,
+            "done": self.done,
+            "state": self.state,
+            "success": self.success,
+            "failure": self.failure,
+            "pending": self.pending,
+            "logs_url": self.logs_url,
+            "error": (
+                {"code": self.error_code, "message": self.error_message}
+                if self.error_code is not None
+                else None
+            ),
+        }
+
+
+@dataclass
+class Follower:
+    """Polls an operation with capped exponential backoff until it is done or time runs out."""
+
+    source: OperationSource
+    backoff: Backoff = POLL_BACKOFF
+    clock: Clock | None = None
+    polls: int = 0
+
+    def follow(
+        self,
+        name: str,
+        timeout: float | None,
+        on_update: Callable[[OperationState, float], None] | None = None,
+    ) -> OperationState:
+        clock = self.clock or SystemClock()
+        started = clock.monotonic()
+        delays = self.backoff.delays()
+        while True:
+            state = OperationState.from_api(self.source.get_operation(name))
+            self.polls += 1
+            elapsed = clock.monotonic() - started
+            if on_update:
+                on_update(state, elapsed)
+            if state.done:
+                return state
+            delay = next(delays)
+            if timeout is not None:
+                remaining = timeout - elapsed
+                if remaining <= 0:
+                    return state
+                delay = min(delay, remaining)
+            clock.sleep(delay)

@@ -1,0 +1,93 @@
+"""A provisioned stack's outputs: from `pulumi stack output --json` or a saved copy."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dicom_bq.errors import DicomBqError
+from dicom_bq.refs import StoreName, TableUri
+from infra import identifiers
+
+
+@dataclass(frozen=True)
+class VerifyTarget:
+    store: StoreName
+    table: TableUri
+    filter_bucket: str | None = None
+    agent_email: str | None = None
+    universe_domain: str = "googleapis.com"
+
+
+def pulumi_executable() -> str:
+    found = shutil.which("pulumi")
+    if not found:
+        raise DicomBqError(
+            "the Pulumi CLI is not on PATH: install it (https://www.pulumi.com/docs/install/), "
+            "or pass the outputs with --outputs FILE (saved from `pulumi stack output --json`)"
+        )
+    return found
+
+
+def read_stack_outputs(stack: str, project_dir: Path) -> dict[str, Any]:
+    command = [pulumi_executable(), "stack", "output", "--json", "--stack", stack]
+    result = subprocess.run(command, cwd=project_dir, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise DicomBqError(
+            f"`pulumi stack output --json --stack {stack}` failed ({result.returncode}): "
+            f"{result.stderr.strip() or result.stdout.strip()}; check the stack name with "
+            "`pulumi stack ls`"
+        )
+    return _parse(result.stdout, f"the outputs of stack {stack}")
+
+
+def read_outputs_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise DicomBqError(f"--outputs {path}: cannot read it ({error.strerror})") from None
+    return _parse(text, f"--outputs {path}")
+
+
+def _parse(text: str, what: str) -> dict[str, Any]:
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DicomBqError(
+            f"{what} is not JSON ({error.msg} at line {error.lineno}): save it with "
+            "`pulumi stack output --json > outputs.json`"
+        ) from None
+    if not isinstance(document, dict):
+        raise DicomBqError(f"{what} must be a JSON object of output names and values")
+    return document
+
+
+def target_from_outputs(outputs: dict[str, Any], table: str | None = None) -> VerifyTarget:
+    missing = [key for key in ("dicomStoreName", "verificationTableUri") if not outputs.get(key)]
+    if missing:
+        raise DicomBqError(
+            f"the stack outputs lack {', '.join(missing)}: is this a dicom-bq stack, and has "
+            "`pulumi up` completed on it?"
+        )
+    bucket = outputs.get("filterBucket") or None
+    if bucket is not None and identifiers.check_bucket(str(bucket)):
+        raise DicomBqError(f"the stack output filterBucket {bucket!r} is not a bucket name")
+    return VerifyTarget(
+        store=StoreName.parse(str(outputs["dicomStoreName"])),
+        table=TableUri.parse(table or str(outputs["verificationTableUri"])),
+        filter_bucket=str(bucket) if bucket else None,
+        agent_email=outputs.get("agentEmail") or None,
+        universe_domain=str(outputs.get("universeDomain") or "googleapis.com"),
+    )
+
+
+def pulumi_up(stack: str, project_dir: Path, yes: bool) -> int:
+    """`pulumi up`, its output streamed to this terminal; returns its exit code."""
+    command = [pulumi_executable(), "up", "--stack", stack]
+    if yes:
+        command.append("--yes")
+    return subprocess.run(command, cwd=project_dir, check=False).returncode
