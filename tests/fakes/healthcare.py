@@ -1,0 +1,366 @@
+"""A loopback Cloud Healthcare API: the REST surface dicom-bq uses, with Google's documented semantics.
+
+- dicomStores.get, getDICOMStoreMetrics, export, operations.get for v1 and v1beta1; every export
+  body is checked against that version's discovery document shipped in google-api-python-client.
+- Export semantics from Google's how-to: missing table created; existing table with force=true or
+  WRITE_TRUNCATE overwritten; force=false errors; WRITE_EMPTY errors unless the table is empty;
+  WRITE_APPEND appends; filter files read from Cloud Storage (the storage emulator).
+- DICOMweb goes to a real Orthanc: STOW-RS is forwarded, instance DELETE is translated to Orthanc's
+  REST API (Orthanc's plugin has no DICOMweb delete), and the export reads instances by QIDO-RS.
+- Faults: queued HTTP statuses, dropped connections and slow answers; PERMISSION_DENIED on the
+  request or in the operation, as while IAM propagates.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tests.fakes.bigquery import FakeBigQuery
+from tests.fakes.discovery import schema_problems
+from tests.fakes.http import Request, Reset, Response, serve
+
+_PREFIX = re.compile(r"^/(v1|v1beta1)/")
+_STORE = r"projects/[^/]+/locations/[^/]+/datasets/[^/]+/dicomStores/[^/:]+"
+_FILTER_LINE = re.compile(
+    r"^/studies/(?P<study>[0-9.]+)(?:/series/(?P<series>[0-9.]+)(?:/instances/(?P<instance>[0-9.]+))?)?$"
+)
+TAGS = {
+    "0020000D": "StudyInstanceUID",
+    "0020000E": "SeriesInstanceUID",
+    "00080018": "SOPInstanceUID",
+    "00100020": "PatientID",
+    "00100010": "PatientName",
+    "00080060": "Modality",
+    "00080020": "StudyDate",
+}
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float: ...
+
+
+class RealClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+@dataclass
+class Fault:
+    method: str
+    path_contains: str
+    kind: int | str  # an HTTP status, "reset", or "slow"
+    times: int = 1
+    seconds: float = 0.0
+
+
+@dataclass
+class FakeOperation:
+    name: str
+    version: str
+    table: str
+    disposition: str
+    rows: list[dict[str, Any]]
+    done_at: float
+    error: dict[str, Any] | None = None
+    failures: int = 0
+    written: bool = False
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+
+@dataclass
+class FakeHealthcare:
+    bigquery: FakeBigQuery
+    orthanc_url: str = ""
+    storage_url: str = ""
+    clock: Clock = field(default_factory=RealClock)
+    export_seconds: float = 0.3
+    stores: set[str] = field(default_factory=set)
+    faults: list[Fault] = field(default_factory=list)
+    caller_denied_exports: int = 0
+    agent_denied_until: float | None = None
+    agent_email: str = "service-111122223333@gcp-sa-healthcare.iam.gserviceaccount.com"
+    operations: dict[str, FakeOperation] = field(default_factory=dict)
+    requests: list[Request] = field(default_factory=list)
+    export_bodies: list[dict[str, Any]] = field(default_factory=list)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    url: str = ""
+
+    def start(self) -> FakeHealthcare:
+        self.server, self.url = serve(self.handle)
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    def handle(self, request: Request) -> Response:
+        with self.lock:
+            self.requests.append(request)
+            fault = self._take_fault(request)
+        if fault is not None:
+            if fault.kind == "reset":
+                raise Reset()
+            if fault.kind == "slow":
+                time.sleep(fault.seconds)
+            elif isinstance(fault.kind, int):
+                return Response.error(fault.kind, "UNAVAILABLE", "injected fault")
+        prefix = _PREFIX.match(request.path)
+        if not prefix:
+            return Response.error(404, "NOT_FOUND", f"no such path {request.path}")
+        version, rest = prefix.group(1), request.path[prefix.end() :]
+        with self.lock:
+            return self._route(version, rest, request)
+
+    def _take_fault(self, request: Request) -> Fault | None:
+        for fault in self.faults:
+            if (
+                fault.method == request.method
+                and fault.path_contains in request.path
+                and fault.times > 0
+            ):
+                fault.times -= 1
+                return fault
+        return None
+
+    def _route(self, version: str, rest: str, request: Request) -> Response:
+        if m := re.fullmatch(rf"({_STORE})/dicomWeb(/.*)", rest):
+            return self._dicomweb(m.group(1), m.group(2), request)
+        if m := re.fullmatch(rf"({_STORE}):export", rest):
+            return (
+                self._export(version, m.group(1), request)
+                if request.method == "POST"
+                else self._bad()
+            )
+        if m := re.fullmatch(rf"({_STORE}):getDICOMStoreMetrics", rest):
+            return self._metrics(m.group(1))
+        if m := re.fullmatch(_STORE, rest):
+            if m.group(0) not in self.stores:
+                return Response.error(404, "NOT_FOUND", f"DICOM store {m.group(0)} not found")
+            return Response.json({"name": m.group(0), "labels": {}})
+        if re.fullmatch(r"projects/[^/]+/locations/[^/]+/datasets/[^/]+/operations/[^/]+", rest):
+            return self._operation(rest)
+        return Response.error(404, "NOT_FOUND", f"no such path {rest}")
+
+    def _bad(self) -> Response:
+        return Response.error(405, "INVALID_ARGUMENT", "method not allowed")
+
+    # -- DICOMweb, backed by Orthanc ------------------------------------------------------------
+
+    def _orthanc(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, bytes]:
+        request = urllib.request.Request(
+            self.orthanc_url + path, data=body, method=method, headers=headers or {}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                return answer.status, answer.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    def _dicomweb(self, store: str, path: str, request: Request) -> Response:
+        if store not in self.stores:
+            return Response.error(404, "NOT_FOUND", f"DICOM store {store} not found")
+        if request.method == "POST" and path == "/studies":
+            headers = {
+                "Content-Type": request.headers.get("content-type", ""),
+                "Accept": "application/dicom+json",
+            }
+            status, body = self._orthanc("POST", "/dicom-web/studies", request.body, headers)
+            return Response(status, body, {"Content-Type": "application/dicom+json"})
+        m = re.fullmatch(r"/studies/([0-9.]+)/series/([0-9.]+)/instances/([0-9.]+)", path)
+        if request.method == "DELETE" and m:
+            status, body = self._orthanc("POST", "/tools/lookup", m.group(3).encode())
+            found = [item for item in json.loads(body or b"[]") if item.get("Type") == "Instance"]
+            if not found:
+                return Response.error(404, "NOT_FOUND", f"instance {m.group(3)} not found")
+            self._orthanc("DELETE", f"/instances/{found[0]['ID']}")
+            return Response.json({})
+        status, body = self._orthanc(request.method, "/dicom-web" + path)
+        return Response(status, body, {"Content-Type": "application/dicom+json"})
+
+    def _instances(self) -> list[dict[str, Any]]:
+        fields = "&".join(f"includefield={tag}" for tag in TAGS)
+        status, body = self._orthanc("GET", f"/dicom-web/instances?{fields}")
+        assert status == 200, body
+        rows = []
+        for item in json.loads(body or b"[]"):
+            row: dict[str, Any] = {}
+            for tag, keyword in TAGS.items():
+                values = item.get(tag, {}).get("Value") or [None]
+                value = values[0]
+                row[keyword] = value.get("Alphabetic") if isinstance(value, dict) else value
+            row["DroppedTags"] = []
+            rows.append(row)
+        return rows
+
+    def _metrics(self, store: str) -> Response:
+        if store not in self.stores:
+            return Response.error(404, "NOT_FOUND", f"DICOM store {store} not found")
+        _, body = self._orthanc("GET", "/statistics")
+        stats = json.loads(body)
+        return Response.json(
+            {
+                "name": store,
+                "instanceCount": str(stats["CountInstances"]),
+                "seriesCount": str(stats["CountSeries"]),
+                "studyCount": str(stats["CountStudies"]),
+                "blobStorageSizeBytes": str(stats["TotalDiskSize"]),
+            }
+        )
+
+    # -- export and operations ----------------------------------------------------------------
+
+    def _export(self, version: str, store: str, request: Request) -> Response:
+        body = request.json()
+        self.export_bodies.append(body)
+        problems = schema_problems("healthcare", version, "ExportDicomDataRequest", body)
+        if problems:
+            return Response.error(400, "INVALID_ARGUMENT", "; ".join(problems))
+        if store not in self.stores:
+            return Response.error(404, "NOT_FOUND", f"DICOM store {store} not found")
+        if self.caller_denied_exports > 0:
+            self.caller_denied_exports -= 1
+            return Response.error(
+                403,
+                "PERMISSION_DENIED",
+                f"Permission 'healthcare.dicomStores.export' denied on resource '{store}'",
+            )
+        destination = body.get("bigqueryDestination")
+        if not destination or "tableUri" not in destination:
+            return Response.error(
+                400, "INVALID_ARGUMENT", "bigqueryDestination.tableUri is required"
+            )
+        uri = destination["tableUri"]
+        if len(uri) > 2000 or not re.fullmatch(r"bq://[^.]+(\.[^.]+)*\.[A-Za-z0-9_]+\.[^.]+", uri):
+            return Response.error(400, "INVALID_ARGUMENT", f"invalid BigQuery table URI {uri!r}")
+        table = uri[len("bq://") :]
+        dataset = table.rsplit(".", 1)[0]
+        name = re.sub(r"/dicomStores/.*", "", store) + f"/operations/{len(self.operations) + 1000}"
+        operation = FakeOperation(
+            name,
+            version,
+            table,
+            self._disposition(destination),
+            [],
+            self.clock.monotonic() + self.export_seconds,
+        )
+        self.operations[name] = operation
+        if self.agent_denied_until is not None and self.clock.monotonic() < self.agent_denied_until:
+            operation.error = {
+                "code": 7,
+                "message": f"{self.agent_email} does not have bigquery.tables.create permission for dataset {dataset}",
+            }
+        elif dataset not in self.bigquery.datasets:
+            operation.error = {"code": 5, "message": f"BigQuery dataset {dataset} not found"}
+        elif self._refuses(operation, destination):
+            operation.error = {
+                "code": 9,
+                "message": f"BigQuery table {table} already exists and the write disposition does not allow writing to it",
+            }
+        else:
+            try:
+                operation.rows = self._selected(body.get("filterConfig"))
+            except ValueError as error:
+                operation.error = {"code": 3, "message": str(error)}
+        return Response.json(self._operation_json(operation, done=False))
+
+    def _disposition(self, destination: dict[str, Any]) -> str:
+        disposition = destination.get("writeDisposition", "WRITE_DISPOSITION_UNSPECIFIED")
+        if disposition != "WRITE_DISPOSITION_UNSPECIFIED":
+            return str(disposition)
+        return "FORCE_TRUE" if destination.get("force") else "FORCE_FALSE"
+
+    def _refuses(self, operation: FakeOperation, destination: dict[str, Any]) -> bool:
+        existing = self.bigquery.tables.get(operation.table)
+        if existing is None:
+            return False
+        if operation.disposition == "FORCE_FALSE":
+            return True
+        return operation.disposition == "WRITE_EMPTY" and len(existing) > 0
+
+    def _selected(self, filter_config: dict[str, Any] | None) -> list[dict[str, Any]]:
+        rows = self._instances()
+        if not filter_config:
+            return rows
+        uri = filter_config["resourcePathsGcsUri"]
+        bucket, _, name = uri[len("gs://") :].partition("/")
+        quoted = urllib.parse.quote(name, safe="")
+        try:
+            with urllib.request.urlopen(
+                f"{self.storage_url}/storage/v1/b/{bucket}/o/{quoted}?alt=media", timeout=30
+            ) as answer:
+                text = answer.read().decode()
+        except urllib.error.HTTPError:
+            raise ValueError(f"filter file {uri} not found") from None
+        wanted = []
+        for number, line in enumerate(re.split(r"\r?\n", text), start=1):
+            if not line:
+                continue
+            match = _FILTER_LINE.match(line)
+            if not match:
+                raise ValueError(f"filter file line {number} is not a resource path: {line!r}")
+            wanted.append(match)
+        return [row for row in rows if any(_covers(m, row) for m in wanted)]
+
+    def _operation(self, name: str) -> Response:
+        operation = self.operations.get(name)
+        if operation is None:
+            return Response.error(404, "NOT_FOUND", f"operation {name} not found")
+        done = self.clock.monotonic() >= operation.done_at
+        if done and not operation.written and operation.error is None:
+            operation.written = True
+            existing = self.bigquery.tables.get(operation.table) or []
+            keep = existing if operation.disposition == "WRITE_APPEND" else []
+            self.bigquery.tables[operation.table] = keep + operation.rows
+        return Response.json(self._operation_json(operation, done))
+
+    def _operation_json(self, operation: FakeOperation, done: bool) -> dict[str, Any]:
+        total = len(operation.rows)
+        counter: dict[str, str] = {}
+        if done:
+            counter = {"success": str(total - operation.failures)} if total else {}
+            if operation.failures:
+                counter["failure"] = str(operation.failures)
+        elif total:
+            counter = {"pending": str(total)}
+        document: dict[str, Any] = {
+            "name": operation.name,
+            "metadata": {
+                "@type": f"type.googleapis.com/google.cloud.healthcare.{operation.version}.OperationMetadata",
+                "apiMethodName": f"google.cloud.healthcare.{operation.version}.dicom.DicomService.ExportDicomData",
+                "createTime": operation.created,
+                "logsUrl": f"https://console.cloud.google.com/logs/query?operation={operation.name.rsplit('/', 1)[-1]}",
+                "counter": counter,
+            },
+        }
+        if done:
+            document["done"] = True
+            if operation.error:
+                document["error"] = operation.error
+            else:
+                document["response"] = {
+                    "@type": f"type.googleapis.com/google.cloud.healthcare.{operation.version}.dicom.ExportDicomDataResponse"
+                }
+        return document
+
+
+def _covers(match: re.Match[str], row: dict[str, Any]) -> bool:
+    return (
+        match.group("study") == row["StudyInstanceUID"]
+        and match.group("series") in (None, row["SeriesInstanceUID"])
+        and match.group("instance") in (None, row["SOPInstanceUID"])
+    )
