@@ -5,8 +5,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from dicom_bq.planner import Plan
 
+from dicom_bq.planner import Plan
 from tests.fakes.bigquery import FakeBigQuery
 from tests.fakes.healthcare import FakeHealthcare
 from tests.inventory import plan_example

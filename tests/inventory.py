@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from dicom_bq.planner import Plan, plan_stack
 from dicom_bq.stackfiles import read_stack_config
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from dicom_bq.planner import Plan, plan_stack
 
+from dicom_bq.planner import Plan, plan_stack
 from infra import naming
 from tests.conftest import base_settings, cached_plan
 

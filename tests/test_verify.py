@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dicom_bq.cli import app
 from typer.testing import CliRunner
 
+from dicom_bq.cli import app
 from tests.conftest import FILTER_BUCKET, STORE, Cloud
 
 runner = CliRunner()

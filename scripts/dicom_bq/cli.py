@@ -163,27 +163,27 @@ def _progress(console: Any, status: Any) -> Any:
     return update
 
 
-def _summary(state: Any, console: Any) -> None:
-    console.print(f"operation: {state.name}")
-    console.print(f"state:     {state.state}")
-    console.print(
-        f"counters:  success={state.success} failure={state.failure} pending={state.pending}"
-    )
+def _summary(state: Any) -> None:
+    # Plain lines, never wrapped: the names and commands in them are meant to be copied.
+    lines = [
+        f"operation: {state.name}",
+        f"state:     {state.state}",
+        f"counters:  success={state.success} failure={state.failure} pending={state.pending}",
+    ]
     if state.logs_url:
-        console.print(f"logs:      {state.logs_url}")
+        lines.append(f"logs:      {state.logs_url}")
     if state.error_code is not None:
-        console.print(f"error:     {state.error_code} {state.error_message}")
+        lines.append(f"error:     {state.error_code} {state.error_message}")
     if not state.done:
-        console.print(f"resume:    dicom-bq operations wait {state.name}")
+        lines.append(f"resume:    dicom-bq operations wait {state.name}")
+    typer.echo("\n".join(lines))
 
 
 def _finish(state: Any, as_json: bool) -> NoReturn:
     if as_json:
         print_json(state.as_dict())
     else:
-        from rich.console import Console
-
-        _summary(state, Console(highlight=False))
+        _summary(state)
     raise typer.Exit(state.exit_code)
 
 

@@ -80,6 +80,7 @@ class HealthcareApi:
         connection: Connection,
         api_version: str = "v1",
         retry: RetryPolicy | None = None,
+        request_timeout: float = REQUEST_TIMEOUT,
     ) -> None:
         endpoint = connection.healthcare()
         credentials = connection.credentials(endpoint.emulated)
@@ -87,7 +88,7 @@ class HealthcareApi:
         self.base_url = f"{endpoint.url}{api_version}/"
         self.retry = retry or RetryPolicy()
         self._http = google_auth_httplib2.AuthorizedHttp(
-            credentials, http=httplib2.Http(timeout=REQUEST_TIMEOUT)
+            credentials, http=httplib2.Http(timeout=request_timeout)
         )
         self._service = discovery.build_from_document(
             discovery_document(api_version),
