@@ -432,7 +432,11 @@ def run_verify(
 
     def show(step: Any) -> None:
         mark = "[green]ok[/]" if step.ok else "[red]FAILED[/]"
-        console.print(f"{mark} {step.name:<8} {step.seconds:7.2f}s  {step.detail}", highlight=False)
+        console.print(
+            f"{mark} {step.name:<8} {step.seconds:7.2f}s  {step.detail}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
     verifier = Verifier(
         api=api,
