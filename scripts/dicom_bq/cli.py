@@ -22,6 +22,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain help: rich's help renderer pulls in a Markdown parser and doubles start-up time.
+    rich_markup_mode=None,
 )
 
 
@@ -318,7 +320,9 @@ def export(
     _finish(state, as_json)
 
 
-operations_app = typer.Typer(help="Re-attach to a long-running operation.", no_args_is_help=True)
+operations_app = typer.Typer(
+    help="Re-attach to a long-running operation.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(operations_app, name="operations")
 
 

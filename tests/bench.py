@@ -1,0 +1,171 @@
+"""Benchmarks, reported not asserted:  python -m tests.bench [startup] [plan] [polling] [verify]
+
+startup  `dicom-bq --help` against `python -c "import typer"` (median of 15 runs each)
+plan     `dicom-bq plan --stack prod` wall time, and 20 generated stacks planned in one process
+polling  a simulated 30-minute export on virtual time: requests sent and lag after `done`,
+         for dicom-bq's backoff, gcloud's waiter and google-api-core's default polling
+verify   `dicom-bq verify` against the fakes, Orthanc and the storage emulator, split by step
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+def _median_seconds(command: list[str], runs: int) -> float:
+    timings = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True, cwd=ROOT)
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings)
+
+
+def startup() -> None:
+    typer_import = _median_seconds([sys.executable, "-c", "import typer"], 15)
+    help_time = _median_seconds([str(VENV_BIN / "dicom-bq"), "--help"], 15)
+    print(f"python -c 'import typer'  {typer_import * 1000:7.0f} ms")
+    print(
+        f"dicom-bq --help           {help_time * 1000:7.0f} ms  ({help_time / typer_import:.2f}x)"
+    )
+
+
+def plan() -> None:
+    from dicom_bq.planner import plan_stack
+    from tests.conftest import base_settings
+
+    one = _median_seconds([str(VENV_BIN / "dicom-bq"), "plan", "--stack", "prod", "-f", "json"], 5)
+    print(f"dicom-bq plan --stack prod (process)  {one:6.2f} s")
+    plan_stack("warm-up", base_settings())
+    started = time.perf_counter()
+    for index in range(20):
+        plan_stack(
+            f"gen{index}",
+            base_settings(
+                dicomStoreId=f"store-{index}",
+                destinationProject=f"analytics-{index:03d}",
+                streamTables=[f"t{n}" for n in range(index % 6)],
+                filterBucket=f"filters-{index:03d}",
+            ),
+        )
+    total = time.perf_counter() - started
+    print(f"20 generated stacks in one process    {total:6.2f} s ({total / 20 * 1000:.0f} ms each)")
+
+
+def polling() -> None:
+    from dicom_bq.operations import Follower
+    from dicom_bq.retry import POLL_BACKOFF, Backoff
+    from tests.fakes.bigquery import FakeBigQuery
+    from tests.fakes.clock import VirtualClock
+    from tests.fakes.healthcare import FakeHealthcare, FakeOperation
+
+    duration = 30 * 60.0
+    policies = {
+        "dicom-bq (1s, x2, cap 20s, -5% jitter)": POLL_BACKOFF,
+        "google-api-core (1s, x1.5, cap 20s)": Backoff(
+            initial=1.0, factor=1.5, cap=20.0, jitter=0.0
+        ),
+        "gcloud waiter (2s, x1.4, cap 180s)": Backoff(
+            initial=2.0, factor=1.4, cap=180.0, jitter=0.0
+        ),
+    }
+    print(f"{'policy':<42}{'requests':>9}{'lag after done':>16}")
+    for label, backoff in policies.items():
+        clock = VirtualClock()
+        fake = FakeHealthcare(bigquery=FakeBigQuery(), clock=clock).start()
+        name = "projects/p/locations/l/datasets/d/operations/1"
+        fake.operations[name] = FakeOperation(
+            name, "v1", "p.d.t", "WRITE_EMPTY", [], done_at=duration
+        )
+        source = _DirectSource(fake)
+        follower = Follower(source, backoff=backoff, clock=clock)
+        follower.follow(name, timeout=None)
+        lag = clock.now - duration
+        print(f"{label:<42}{follower.polls:>9}{lag:>14.1f} s")
+        fake.stop()
+
+
+class _DirectSource:
+    """operations.get over loopback HTTP, as the CLI does, without credentials."""
+
+    def __init__(self, fake: Any) -> None:
+        import urllib.request
+
+        self._open = urllib.request.urlopen
+        self._url = fake.url
+
+    def get_operation(self, name: str) -> dict[str, Any]:
+        import json
+
+        with self._open(f"{self._url}/v1/{name}", timeout=10) as answer:
+            document: dict[str, Any] = json.loads(answer.read())
+            return document
+
+
+def verify() -> None:
+    import json
+    import os
+
+    from typer.testing import CliRunner
+
+    from dicom_bq.cli import app
+    from tests import peers
+    from tests.conftest import BQ_DATASET, FILTER_BUCKET, STORE, _ensure_bucket
+    from tests.fakes.bigquery import FakeBigQuery
+    from tests.fakes.healthcare import FakeHealthcare
+
+    with (
+        tempfile.TemporaryDirectory() as workdir,
+        peers.orthanc(Path(workdir)) as orthanc_url,
+        peers.storage_emulator() as storage_url,
+    ):
+        bigquery = FakeBigQuery(datasets={BQ_DATASET}).start()
+        healthcare = FakeHealthcare(
+            bigquery=bigquery, orthanc_url=orthanc_url, storage_url=storage_url, stores={STORE}
+        ).start()
+        os.environ.update(
+            HEALTHCARE_EMULATOR_HOST=healthcare.url,
+            BIGQUERY_EMULATOR_HOST=bigquery.url,
+            STORAGE_EMULATOR_HOST=storage_url,
+        )
+        _ensure_bucket(storage_url, FILTER_BUCKET)
+        outputs = Path(workdir) / "outputs.json"
+        outputs.write_text(
+            json.dumps(
+                {
+                    "dicomStoreName": STORE,
+                    "verificationTableUri": f"bq://{BQ_DATASET}.dicom_bq_verification",
+                    "filterBucket": FILTER_BUCKET,
+                }
+            )
+        )
+        runs = []
+        for _ in range(5):
+            started = time.perf_counter()
+            result = CliRunner().invoke(app, ["verify", "--outputs", str(outputs), "--json"])
+            wall = time.perf_counter() - started
+            assert result.exit_code == 0, result.output
+            runs.append((wall, json.loads(result.stdout)["steps"]))
+        wall, steps = sorted(runs, key=lambda run: run[0])[len(runs) // 2]
+        print(f"dicom-bq verify (median of 5)  {wall:6.2f} s")
+        for step in steps:
+            print(f"  {step['step']:<8} {step['seconds']:6.2f} s")
+        healthcare.stop()
+        bigquery.stop()
+
+
+BENCHMARKS = {"startup": startup, "plan": plan, "polling": polling, "verify": verify}
+
+if __name__ == "__main__":
+    for name in sys.argv[1:] or list(BENCHMARKS):
+        print(f"== {name}")
+        BENCHMARKS[name]()
