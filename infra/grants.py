@@ -12,6 +12,17 @@ from typing import Literal
 from infra import naming
 from infra.settings import StackSettings
 
+# Every role grant_specs can give the agent: the allow-list when a checker lacks the exact list.
+AGENT_ROLES = frozenset(
+    {
+        "roles/bigquery.dataEditor",
+        "roles/bigquery.jobUser",
+        "roles/storage.objectViewer",
+        "roles/pubsub.publisher",
+        "roles/cloudkms.cryptoKeyEncrypterDecrypter",
+    }
+)
+
 ScopeKind = Literal["bigquery_dataset", "project", "bucket", "topic", "crypto_key"]
 
 

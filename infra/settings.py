@@ -99,6 +99,8 @@ class StackSettings(BaseModel):
     retain_on_delete: bool = False
     iam_propagation_wait: int = 120
     data_editor_scope: Literal["dataset", "project"] = "dataset"
+    allowed_bigquery_locations: list[str] | None = None
+    require_cmek: bool = False
     universe_domain: str = naming.DEFAULT_UNIVERSE
     agent_iam_domain: str | None = None
 
@@ -181,6 +183,15 @@ class StackSettings(BaseModel):
             )
         return value
 
+    @field_validator("allowed_bigquery_locations")
+    @classmethod
+    def _check_allowed_locations(cls, value: list[str] | None) -> list[str] | None:
+        for location in value or []:
+            problem = identifiers.check_bigquery_location(location)
+            if problem:
+                raise ValueError(f"{location!r}: {problem}")
+        return value
+
     @field_validator("iam_propagation_wait", mode="before")
     @classmethod
     def _wait_seconds(cls, value: Any) -> int:
@@ -255,7 +266,7 @@ def config_keys() -> list[str]:
     return sorted(field.alias or name for name, field in StackSettings.model_fields.items())
 
 
-_STRUCTURED_KEYS = {"labels", "streamTables"}
+_STRUCTURED_KEYS = {"labels", "streamTables", "allowedBigqueryLocations"}
 
 
 def parse_settings(raw: Mapping[str, Any], stack: str = "STACK") -> StackSettings:

@@ -37,7 +37,8 @@ def inventory(plan: Plan) -> dict[str, Any]:
                 "depends_on": r.depends_on,
                 "inputs": r.inputs,
             }
-            for r in resources
+            # Registration order varies between runs; names do not.
+            for r in sorted(resources, key=lambda resource: resource.name)
         },
         "grants": plan.grants,
         "outputs": {key: value for key, value in plan.outputs.items() if key != "grants"},

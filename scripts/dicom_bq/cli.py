@@ -79,6 +79,12 @@ def plan(
     output_format: Annotated[
         PlanFormat, typer.Option("--format", "-f", help="table, json or markdown.")
     ] = PlanFormat.table,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check", help="Run the policy rules on the plan; exit 1 on a mandatory one."
+        ),
+    ] = False,
     project_dir: ProjectDirOption = None,
 ) -> None:
     """Show, offline, every resource and grant the stack would create. No credentials needed."""
@@ -87,21 +93,38 @@ def plan(
         from dicom_bq.stackfiles import find_project_dir, read_stack_config
 
         folder = project_dir or find_project_dir()
-        result = plan_stack(stack, read_stack_config(folder, stack))
+        raw = read_stack_config(folder, stack)
+        result = plan_stack(stack, raw)
     except DicomBqError as error:
         fail(error)
+    findings: list[Any] = []
+    if check:
+        from dicom_bq.checks import check_plan
+        from infra.settings import parse_settings
+
+        findings = check_plan(result, parse_settings(raw, stack))
     if output_format is PlanFormat.json:
-        print_json(result.as_dict())
+        document = result.as_dict()
+        if check:
+            document["findings"] = [f.as_dict() for f in findings]
+        print_json(document)
     elif output_format is PlanFormat.markdown:
-        from dicom_bq.render import markdown
+        from dicom_bq.render import findings_markdown, markdown
 
         typer.echo(markdown(result), nl=False)
+        if check:
+            typer.echo("\n" + findings_markdown(findings), nl=False)
     else:
         from rich.console import Console
 
-        from dicom_bq.render import print_table
+        from dicom_bq.render import print_findings, print_table
 
-        print_table(result, Console(width=200 if not sys.stdout.isatty() else None))
+        console = Console(width=200 if not sys.stdout.isatty() else None)
+        print_table(result, console)
+        if check:
+            print_findings(findings, console)
+    if any(f.enforcement == "mandatory" for f in findings):
+        raise typer.Exit(1)
 
 
 ApiVersionOption = Annotated[

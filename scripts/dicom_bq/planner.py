@@ -7,6 +7,7 @@ records every registration (type, name, inputs, protect, dependencies) as the en
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,7 +140,13 @@ def plan_stack(stack: str, raw_config: dict[str, Any]) -> Plan:
         raise DicomBqError(
             f"stack {stack!r} has settings that cannot be used:\n" + str(error)
         ) from None
+    return record_program(stack, raw_config, lambda: define_stack(load_settings()).outputs)
 
+
+def record_program(
+    stack: str, raw_config: dict[str, Any], program: Callable[[], dict[str, Any]]
+) -> Plan:
+    """Run `program` (it registers resources, returns its outputs) under the recording mock."""
     mocks = _RecordingMocks()
     monitor = _RecordingMonitor(mocks)
     set_all_config(
@@ -155,8 +162,7 @@ def plan_stack(stack: str, raw_config: dict[str, Any]) -> Plan:
 
     @pulumi.runtime.test  # type: ignore[untyped-decorator]
     def run() -> pulumi.Output[Any]:
-        path = define_stack(load_settings())
-        return pulumi.Output.all(**path.outputs).apply(outputs.update)
+        return pulumi.Output.all(**program()).apply(outputs.update)
 
     run()
     names = {urn: request.name for urn, request, _ in monitor.registrations}

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dicom_bq.planner import Plan, PlannedResource
+from infra.policy_rules import RULES, Finding
 
 _KEY_INPUTS = (
     "project",
@@ -97,4 +98,29 @@ def markdown(plan: Plan) -> str:
         lines.append(f"| `{g['role']}` | `{g['member']}` | `{g['scope']}` | {_cell(g['reason'])} |")
     if plan.notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in plan.notes]
+    return "\n".join(lines) + "\n"
+
+
+def print_findings(findings: list[Finding], console: Console) -> None:
+    if not findings:
+        console.print(f"[green]policy checks passed[/]: {len(RULES)} rules, no findings")
+        return
+    table = Table(title="Policy findings")
+    for column in ("rule", "level", "resource", "finding", "fix"):
+        table.add_column(column, overflow="fold")
+    for f in findings:
+        table.add_row(f.rule, f.enforcement, f.resource, f.message, f.remediation)
+    console.print(table)
+
+
+def findings_markdown(findings: list[Finding]) -> str:
+    lines = ["## Policy checks", ""]
+    if not findings:
+        return "\n".join([*lines, f"All {len(RULES)} rules pass.", ""])
+    lines += ["| rule | level | resource | finding | fix |", "|---|---|---|---|---|"]
+    for f in findings:
+        lines.append(
+            f"| {f.rule} | {f.enforcement} | `{f.resource}` | {_cell(f.message)} | "
+            f"{_cell(f.remediation)} |"
+        )
     return "\n".join(lines) + "\n"
