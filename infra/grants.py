@@ -7,10 +7,13 @@ the review and the policy checks compare against it. Nothing here talks to Googl
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from infra import naming
-from infra.settings import StackSettings
+
+if TYPE_CHECKING:
+    # Only for annotations: the policy pack imports this module without pydantic installed.
+    from infra.settings import StackSettings
 
 # Every role grant_specs can give the agent: the allow-list when a checker lacks the exact list.
 AGENT_ROLES = frozenset(

@@ -16,3 +16,12 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$root[dev]" >&2
   echo "$want" > "$stamp"
 fi
+# The CrossGuard pack has its own environment: pulumi-policy pins an older protobuf.
+policy_venv="$root/.venv-policy"
+policy_stamp="$policy_venv/.dicom-bq-installed"
+policy_want=$(sha256sum "$root/policy/requirements.txt" | cut -d' ' -f1)
+if [ ! -f "$policy_stamp" ] || [ "$(cat "$policy_stamp")" != "$policy_want" ]; then
+  "$python" -m venv "$policy_venv"
+  "$policy_venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$root/policy/requirements.txt" >&2
+  echo "$policy_want" > "$policy_stamp"
+fi

@@ -1,0 +1,1 @@
+"""The dicom-bq CrossGuard policy pack."""

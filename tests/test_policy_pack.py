@@ -1,0 +1,104 @@
+"""The CrossGuard pack, run in its own environment (.venv-policy) on CrossGuard's own types."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+import pytest
+
+from tests.inventory import ROOT
+
+POLICY_PYTHON = ROOT / ".venv-policy" / "bin" / "python"
+
+DRIVER = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from pulumi_policy import PolicyCustomTimeouts, PolicyResource, PolicyResourceOptions, StackValidationArgs
+from policy.pack import policies
+
+spec = json.loads(sys.stdin.read())
+def resource(r):
+    opts = PolicyResourceOptions(r.get("protect", False), [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
+    return PolicyResource(r["type"], r["props"], "urn:pulumi:s::p::" + r["type"] + "::" + r["name"], r["name"], opts, None, None, [], {})
+args = StackValidationArgs([resource(r) for r in spec["resources"]], spec["config"])
+report = {}
+for policy in policies():
+    found = []
+    policy.validate(args, lambda message, urn=None: found.append(message))
+    report[policy.name] = {"level": policy.enforcement_level.value, "violations": found}
+print(json.dumps(report))
+"""
+
+
+def run_pack(
+    resources: list[dict[str, Any]], config: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    if not POLICY_PYTHON.exists():
+        pytest.fail("the policy environment is missing: run scripts/bootstrap.sh")
+    answer = subprocess.run(
+        [str(POLICY_PYTHON), "-c", DRIVER, str(ROOT)],
+        input=json.dumps({"resources": resources, "config": config or {}}),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    report: dict[str, Any] = json.loads(answer.stdout)
+    return report
+
+
+def plan_resources(stack: str) -> list[dict[str, Any]]:
+    from tests.conftest import cached_plan
+
+    return [
+        {"type": r.type, "name": r.name, "props": r.inputs, "protect": r.protect}
+        for r in cached_plan(stack).custom_resources()
+    ]
+
+
+def test_pack_has_a_policy_per_rule_and_passes_prod() -> None:
+    from tests.conftest import cached_plan
+
+    plan = cached_plan("prod")
+    config = {
+        "protected": True,
+        "requireCmek": True,
+        "allowedBigqueryLocations": ["europe-west4"],
+        "expectedGrants": plan.grants,
+    }
+    report = run_pack(plan_resources("prod"), config)
+    assert len(report) >= 12
+    assert {name: r["violations"] for name, r in report.items() if r["violations"]} == {}
+    assert report["dbq013-apis-stay-enabled"]["level"] == "advisory"
+
+
+def test_pack_blocks_an_authoritative_binding_and_a_basic_role() -> None:
+    resources = plan_resources("dev") + [
+        {
+            "type": "gcp:projects/iAMBinding:IAMBinding",
+            "name": "wipe",
+            "props": {
+                "project": "dicom-bq-dev",
+                "role": "roles/bigquery.jobUser",
+                "members": ["user:a@example.com"],
+            },
+        },
+        {
+            "type": "gcp:projects/iAMMember:IAMMember",
+            "name": "editor",
+            "props": {
+                "project": "dicom-bq-dev",
+                "role": "roles/editor",
+                "member": "user:a@example.com",
+            },
+        },
+    ]
+    report = run_pack(resources)
+    assert report["dbq001-no-authoritative-iam"]["level"] == "mandatory"
+    assert report["dbq001-no-authoritative-iam"]["violations"][0].startswith("wipe: ")
+    assert (
+        "Fix: Use the *IAMMember resource" in report["dbq001-no-authoritative-iam"]["violations"][0]
+    )
+    assert report["dbq002-no-basic-roles"]["violations"][0].startswith("editor: ")
