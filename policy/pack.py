@@ -22,7 +22,7 @@ CONFIG_SCHEMA = PolicyConfigSchema(
         "expectedGrants": {
             "type": "array",
             "items": {"type": "object"},
-            "description": "The stack's `grants` output: [{role, scope}]; the role allow-list otherwise.",
+            "description": "The stack output `grants`: [{role, scope}]; else the role allow-list.",
         },
     }
 )

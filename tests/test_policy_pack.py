@@ -75,7 +75,8 @@ def test_pack_has_a_policy_per_rule_and_passes_prod() -> None:
 
 
 def test_pack_blocks_an_authoritative_binding_and_a_basic_role() -> None:
-    resources = plan_resources("dev") + [
+    resources = [
+        *plan_resources("dev"),
         {
             "type": "gcp:projects/iAMBinding:IAMBinding",
             "name": "wipe",

@@ -192,7 +192,9 @@ def test_every_rule_has_fixtures_and_there_are_at_least_12() -> None:
     assert len(RULES) >= 12
     assert {rule.id for rule in RULES} == set(CASES)
     for rule in RULES:
-        assert rule.description and rule.remediation and rule.nearest
+        assert rule.description
+        assert rule.remediation
+        assert rule.nearest
         assert rule.enforcement in ("mandatory", "advisory")
 
 
@@ -201,7 +203,7 @@ def test_rule_passes_and_fails(rule_id: str) -> None:
     context, passing, failing, culprit = CASES[rule_id]
     with_identity = rule_id != "DBQ012"
     extra = [IDENTITY] if with_identity else []
-    assert [f for f in evaluate(passing + [IDENTITY], context) if f.rule == rule_id] == []
+    assert [f for f in evaluate([*passing, IDENTITY], context) if f.rule == rule_id] == []
     found = [f for f in evaluate(failing + extra, context) if f.rule == rule_id]
     assert [f.resource for f in found] == [culprit]
     assert found[0].remediation
@@ -232,7 +234,7 @@ def _plan_with(extra: Any) -> Any:
 def test_a_basic_role_fails_the_check() -> None:
     import pulumi_gcp as gcp
 
-    plan, findings = _plan_with(
+    _plan, findings = _plan_with(
         lambda: gcp.projects.IAMMember(
             "oops", project="dicom-src-test", role="roles/editor", member="user:dev@example.com"
         )
