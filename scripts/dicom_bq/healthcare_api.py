@@ -11,44 +11,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import google_auth_httplib2
-import httplib2
-from googleapiclient import discovery, discovery_cache
-from googleapiclient.errors import HttpError
-
 from dicom_bq.endpoints import Connection
+from dicom_bq.google_api import REQUEST_TIMEOUT, ApiCallError, GoogleApi
 from dicom_bq.refs import WriteDisposition
-from dicom_bq.retry import RETRYABLE_STATUSES, RetryPolicy, TransientError
+from dicom_bq.retry import RetryPolicy
+
+__all__ = ["API_VERSIONS", "ApiCallError", "ExportRequest", "HealthcareApi"]
 
 API_VERSIONS = ("v1", "v1beta1")
-REQUEST_TIMEOUT = 60.0
-
-
-class ApiCallError(Exception):
-    """An answer that retrying will not change (400, 403, 404...), or retries ran out."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(f"{status} {reason}: {message}")
-        self.status = status
-        self.reason = reason
-        self.message = message
-
-
-def _error_details(status: int, content: bytes | str | None) -> ApiCallError:
-    text = content.decode("utf-8", "replace") if isinstance(content, bytes) else (content or "")
-    try:
-        error = json.loads(text).get("error", {})
-        return ApiCallError(status, str(error.get("status", "")), str(error.get("message", text)))
-    except (ValueError, AttributeError):
-        return ApiCallError(status, "", text.strip()[:500])
-
-
-def discovery_document(api_version: str) -> dict[str, Any]:
-    text = discovery_cache.get_static_doc("healthcare", api_version)
-    if text is None:
-        raise RuntimeError(f"google-api-python-client ships no healthcare {api_version} document")
-    document: dict[str, Any] = json.loads(text)
-    return document
 
 
 @dataclass(frozen=True)
@@ -74,7 +44,7 @@ class ExportRequest:
         return body
 
 
-class HealthcareApi:
+class HealthcareApi(GoogleApi):
     def __init__(
         self,
         connection: Connection,
@@ -83,73 +53,32 @@ class HealthcareApi:
         request_timeout: float = REQUEST_TIMEOUT,
     ) -> None:
         endpoint = connection.healthcare()
-        credentials = connection.credentials(endpoint.emulated)
+        super().__init__(
+            "healthcare",
+            api_version,
+            endpoint,
+            connection.credentials(endpoint.emulated),
+            retry,
+            request_timeout,
+        )
         self.api_version = api_version
         self.base_url = f"{endpoint.url}{api_version}/"
-        self.retry = retry or RetryPolicy()
-        self._http = google_auth_httplib2.AuthorizedHttp(
-            credentials, http=httplib2.Http(timeout=request_timeout)
-        )
-        self._service = discovery.build_from_document(
-            discovery_document(api_version),
-            http=self._http,
-            client_options={"api_endpoint": endpoint.url},
-        )
-
-    # -- plumbing ---------------------------------------------------------------------------
-
-    def _once(self, request: Any) -> Any:
-        try:
-            return request.execute(num_retries=0)
-        except HttpError as error:
-            status = int(error.resp.status)
-            if status in RETRYABLE_STATUSES:
-                raise TransientError(f"HTTP {status} from {request.uri}") from None
-            raise _error_details(status, error.content) from None
-        except (TimeoutError, OSError, httplib2.HttpLib2Error) as error:
-            raise TransientError(f"{type(error).__name__} talking to {request.uri}") from None
-
-    def _call(self, request: Any) -> Any:
-        try:
-            return self.retry.run(lambda: self._once(request))
-        except TransientError as error:
-            raise ApiCallError(503, "UNAVAILABLE", f"gave up after retries: {error}") from None
-
-    def _raw(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> bytes:
-        def once() -> bytes:
-            try:
-                response, content = self._http.request(url, method, body=body, headers=headers)
-            except (OSError, httplib2.HttpLib2Error) as error:
-                raise TransientError(f"{type(error).__name__} talking to {url}") from None
-            status = int(response.status)
-            if status in RETRYABLE_STATUSES:
-                raise TransientError(f"HTTP {status} from {url}")
-            if status >= 400:
-                raise _error_details(status, content)
-            return bytes(content)
-
-        try:
-            return self.retry.run(once)
-        except TransientError as error:
-            raise ApiCallError(503, "UNAVAILABLE", f"gave up after retries: {error}") from None
 
     def _stores(self) -> Any:
-        return self._service.projects().locations().datasets().dicomStores()
-
-    # -- the API ----------------------------------------------------------------------------
+        return self.service.projects().locations().datasets().dicomStores()
 
     def export(self, request: ExportRequest) -> dict[str, Any]:
-        return dict(self._call(self._stores().export(name=request.store, body=request.body())))
+        return dict(self.call(self._stores().export(name=request.store, body=request.body())))
 
     def get_operation(self, name: str) -> dict[str, Any]:
-        operations = self._service.projects().locations().datasets().operations()
-        return dict(self._call(operations.get(name=name)))
+        operations = self.service.projects().locations().datasets().operations()
+        return dict(self.call(operations.get(name=name)))
 
     def get_store(self, name: str) -> dict[str, Any]:
-        return dict(self._call(self._stores().get(name=name)))
+        return dict(self.call(self._stores().get(name=name)))
 
     def store_metrics(self, name: str) -> dict[str, Any]:
-        return dict(self._call(self._stores().getDICOMStoreMetrics(name=name)))
+        return dict(self.call(self._stores().getDICOMStoreMetrics(name=name)))
 
     def dicomweb_url(self, store: str) -> str:
         return f"{self.base_url}{store}/dicomWeb"
@@ -166,9 +95,9 @@ class HealthcareApi:
             "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
             "Accept": "application/dicom+json",
         }
-        content = self._raw("POST", f"{self.dicomweb_url(store)}/studies", body, headers)
+        content = self.raw("POST", f"{self.dicomweb_url(store)}/studies", body, headers)
         return json.loads(content) if content.strip() else {}
 
     def delete_instance(self, store: str, study: str, series: str, instance: str) -> None:
         path = f"/studies/{study}/series/{series}/instances/{instance}"
-        self._raw("DELETE", self.dicomweb_url(store) + path, None, {})
+        self.raw("DELETE", self.dicomweb_url(store) + path, None, {})

@@ -1,0 +1,105 @@
+"""A Google REST API through the discovery client: static documents, retries, clear errors.
+
+The discovery documents are the copies shipped in google-api-python-client, so no discovery
+request is made and the request shapes are Google's own.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import google_auth_httplib2
+import httplib2
+from googleapiclient import discovery, discovery_cache
+from googleapiclient.errors import HttpError
+
+from dicom_bq.endpoints import Endpoint
+from dicom_bq.retry import RETRYABLE_STATUSES, RetryPolicy, TransientError
+
+REQUEST_TIMEOUT = 60.0
+
+
+class ApiCallError(Exception):
+    """An answer that retrying will not change (400, 403, 404...), or retries ran out."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+def error_details(status: int, content: bytes | str | None) -> ApiCallError:
+    text = content.decode("utf-8", "replace") if isinstance(content, bytes) else (content or "")
+    try:
+        error = json.loads(text).get("error", {})
+        return ApiCallError(status, str(error.get("status", "")), str(error.get("message", text)))
+    except (ValueError, AttributeError):
+        return ApiCallError(status, "", text.strip()[:500])
+
+
+def discovery_document(api: str, version: str) -> dict[str, Any]:
+    text = discovery_cache.get_static_doc(api, version)
+    if text is None:
+        raise RuntimeError(f"google-api-python-client ships no {api} {version} document")
+    document: dict[str, Any] = json.loads(text)
+    return document
+
+
+class GoogleApi:
+    def __init__(
+        self,
+        api: str,
+        version: str,
+        endpoint: Endpoint,
+        credentials: Any,
+        retry: RetryPolicy | None = None,
+        request_timeout: float = REQUEST_TIMEOUT,
+    ) -> None:
+        self.retry = retry or RetryPolicy()
+        self.http = google_auth_httplib2.AuthorizedHttp(
+            credentials, http=httplib2.Http(timeout=request_timeout)
+        )
+        self.service = discovery.build_from_document(
+            discovery_document(api, version),
+            http=self.http,
+            client_options={"api_endpoint": endpoint.url},
+        )
+
+    def _once(self, request: Any) -> Any:
+        try:
+            return request.execute(num_retries=0)
+        except HttpError as error:
+            status = int(error.resp.status)
+            if status in RETRYABLE_STATUSES:
+                raise TransientError(f"HTTP {status} from {request.uri}") from None
+            raise error_details(status, error.content) from None
+        except (TimeoutError, OSError, httplib2.HttpLib2Error) as error:
+            raise TransientError(f"{type(error).__name__} talking to {request.uri}") from None
+
+    def call(self, request: Any) -> Any:
+        try:
+            return self.retry.run(lambda: self._once(request))
+        except TransientError as error:
+            raise ApiCallError(503, "UNAVAILABLE", f"gave up after retries: {error}") from None
+
+    def raw(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> bytes:
+        """A request the discovery document does not describe (DICOMweb), same retries."""
+
+        def once() -> bytes:
+            try:
+                response, content = self.http.request(url, method, body=body, headers=headers)
+            except (OSError, httplib2.HttpLib2Error) as error:
+                raise TransientError(f"{type(error).__name__} talking to {url}") from None
+            status = int(response.status)
+            if status in RETRYABLE_STATUSES:
+                raise TransientError(f"HTTP {status} from {url}")
+            if status >= 400:
+                raise error_details(status, content)
+            return bytes(content)
+
+        try:
+            return self.retry.run(once)
+        except TransientError as error:
+            raise ApiCallError(503, "UNAVAILABLE", f"gave up after retries: {error}") from None
