@@ -127,6 +127,62 @@ def plan(
         raise typer.Exit(1)
 
 
+class ReviewFormat(StrEnum):
+    markdown = "markdown"
+    json = "json"
+
+
+@app.command()
+def review(
+    stack: Annotated[
+        str, typer.Option("--stack", "-s", help="Stack name, as in Pulumi.<stack>.yaml.")
+    ],
+    output_format: Annotated[
+        ReviewFormat, typer.Option("--format", "-f", help="markdown or json.")
+    ] = ReviewFormat.markdown,
+    online: Annotated[
+        bool, typer.Option("--online", help="Read role permissions from the IAM API.")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
+    ] = None,
+    project_dir: ProjectDirOption = None,
+) -> None:
+    """A review document: every grant, why, its permissions, and the policy results."""
+    try:
+        from dicom_bq import roles
+        from dicom_bq.checks import check_plan
+        from dicom_bq.planner import plan_stack
+        from dicom_bq.review import review_document, review_markdown
+        from dicom_bq.stackfiles import find_project_dir, read_stack_config
+        from infra.settings import parse_settings
+
+        raw = read_stack_config(project_dir or find_project_dir(), stack)
+        result = plan_stack(stack, raw)
+        settings = parse_settings(raw, stack)
+        findings = check_plan(result, settings)
+        lookup = (
+            roles.IamRoles(_connection(None, None, settings.universe_domain)).get
+            if online
+            else roles.from_snapshot
+        )
+        document = review_document(result, findings, lookup)
+    except DicomBqError as error:
+        fail(error)
+    text = (
+        review_markdown(document, findings)
+        if output_format is ReviewFormat.markdown
+        else json.dumps(document, indent=2) + "\n"
+    )
+    if output:
+        output.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {output}", err=True)
+    else:
+        typer.echo(text, nl=False)
+    if not document["policy"]["passed"]:
+        raise typer.Exit(1)
+
+
 ApiVersionOption = Annotated[
     str, typer.Option("--api-version", help="Healthcare API version: v1 or v1beta1.")
 ]

@@ -2,6 +2,7 @@
 
 Production and local runs share this code: an emulator variable (HEALTHCARE_EMULATOR_HOST,
 BIGQUERY_EMULATOR_HOST, STORAGE_EMULATOR_HOST, as a URL such as http://127.0.0.1:8123) only
+(and IAM_EMULATOR_HOST, RESOURCEMANAGER_EMULATOR_HOST for the audit) only
 changes the endpoint and switches to anonymous credentials, as Google's own clients do for
 STORAGE_EMULATOR_HOST.
 """
@@ -58,6 +59,17 @@ class Connection:
                 )
             return Endpoint(url.rstrip("/") + "/", emulated=False)
         return Endpoint(f"https://healthcare.{self.universe_domain}/", emulated=False)
+
+    def _service(self, variable: str, service: str) -> Endpoint:
+        return self._emulator(variable) or Endpoint(
+            f"https://{service}.{self.universe_domain}/", emulated=False
+        )
+
+    def iam(self) -> Endpoint:
+        return self._service("IAM_EMULATOR_HOST", "iam")
+
+    def resource_manager(self) -> Endpoint:
+        return self._service("RESOURCEMANAGER_EMULATOR_HOST", "cloudresourcemanager")
 
     def bigquery(self) -> Endpoint | None:
         return self._emulator("BIGQUERY_EMULATOR_HOST")

@@ -1,0 +1,65 @@
+"""What a role lets its holder do: from the IAM API when online, from a dated snapshot otherwise."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from dicom_bq.endpoints import Connection
+from dicom_bq.google_api import ApiCallError, GoogleApi
+
+
+@dataclass(frozen=True)
+class RolePermissions:
+    role: str
+    title: str
+    permissions: tuple[str, ...]
+    source: str  # "IAM API" or "snapshot YYYY-MM-DD"
+
+
+@cache
+def _snapshot() -> dict[str, Any]:
+    text = resources.files("dicom_bq").joinpath("data/role_permissions.json").read_text("utf-8")
+    document: dict[str, Any] = json.loads(text)
+    return document
+
+
+def snapshot_date() -> str:
+    return str(_snapshot()["snapshot_date"])
+
+
+def from_snapshot(role: str) -> RolePermissions:
+    entry = _snapshot()["roles"].get(role)
+    if entry is None:
+        return RolePermissions(role, "", (), f"not in the snapshot of {snapshot_date()}")
+    return RolePermissions(
+        role, entry["title"], tuple(sorted(entry["permissions"])), f"snapshot {snapshot_date()}"
+    )
+
+
+class IamRoles(GoogleApi):
+    def __init__(self, connection: Connection) -> None:
+        endpoint = connection.iam()
+        super().__init__("iam", "v1", endpoint, connection.credentials(endpoint.emulated))
+
+    def get(self, role: str) -> RolePermissions:
+        """The live role; the snapshot when the API cannot be read (say why in the source)."""
+        try:
+            answer = self.call(self.service.roles().get(name=role))
+        except ApiCallError as error:
+            fallback = from_snapshot(role)
+            return RolePermissions(
+                role,
+                fallback.title,
+                fallback.permissions,
+                f"{fallback.source} (IAM API: {error.status} {error.reason})",
+            )
+        return RolePermissions(
+            role,
+            str(answer.get("title", "")),
+            tuple(sorted(answer.get("includedPermissions", []))),
+            "IAM API",
+        )
