@@ -183,6 +183,59 @@ def review(
         raise typer.Exit(1)
 
 
+@app.command()
+def audit(
+    stack: Annotated[
+        str | None,
+        typer.Option("--stack", "-s", help="Expected grants from this stack's settings."),
+    ] = None,
+    outputs: Annotated[
+        Path | None, typer.Option("--outputs", help="Expected grants from saved stack outputs.")
+    ] = None,
+    impersonate: ImpersonateOption = None,
+    project_dir: ProjectDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Compare the live IAM policies with the stack's grants: missing, extra, public, basic."""
+    try:
+        from dicom_bq.audit import AuditTarget, compare, read_live_policies
+
+        if (stack is None) == (outputs is None):
+            raise DicomBqError(
+                "say what to audit with exactly one of --stack NAME or --outputs FILE"
+            )
+        if outputs is not None:
+            from dicom_bq.stack_outputs import read_outputs_file
+
+            target = AuditTarget.from_outputs(outputs.stem, read_outputs_file(outputs))
+        else:
+            from dicom_bq.planner import plan_stack
+            from dicom_bq.stackfiles import find_project_dir, read_stack_config
+
+            assert stack is not None
+            planned = plan_stack(stack, read_stack_config(project_dir or find_project_dir(), stack))
+            target = AuditTarget.from_outputs(stack, planned.outputs)
+        findings = compare(target, read_live_policies(_connection(None, impersonate), target))
+    except DicomBqError as error:
+        fail(error)
+    if as_json:
+        print_json(
+            {
+                "stack": target.stack,
+                "clean": not findings,
+                "findings": [f.as_dict() for f in findings],
+            }
+        )
+    elif not findings:
+        typer.echo(
+            f"clean: the live IAM policies match the {len(target.grants)} grants of {target.stack}"
+        )
+    else:
+        for finding in findings:
+            typer.echo(f"{finding.kind}: {finding.message}\n  fix: {finding.fix}")
+    raise typer.Exit(1 if findings else 0)
+
+
 ApiVersionOption = Annotated[
     str, typer.Option("--api-version", help="Healthcare API version: v1 or v1beta1.")
 ]
