@@ -11,6 +11,9 @@ from dicom_bq.google_api import ApiCallError, GoogleApi
 from infra import naming
 from infra.policy_rules import AGENT, BASIC_ROLES, PUBLIC_MEMBERS
 
+# Google grants this to the agent on its own project when it creates the agent; removing it
+# breaks the Healthcare API, so it is expected, never "extra".
+SERVICE_AGENT_ROLE = "roles/healthcare.serviceAgent"
 Kind = Literal["missing", "extra", "basic-role", "public", "deleted-principal"]
 # BigQuery's legacy dataset roles, as the access list may still spell them.
 LEGACY_DATASET_ROLES = {
@@ -126,7 +129,9 @@ def compare(target: AuditTarget, policies: list[LivePolicy]) -> list[AuditFindin
                     + _iam_command(scope, "add", target.agent_member, role),
                 )
             )
-    expected = set(target.grants)
+    expected = set(target.grants) | {
+        (SERVICE_AGENT_ROLE, naming.project_scope(target.source_project))
+    }
     for policy in policies:
         for role, member in policy.bindings:
             if member == target.agent_member and (role, policy.scope) not in expected:

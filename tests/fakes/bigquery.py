@@ -17,6 +17,7 @@ from tests.fakes.discovery import schema_problems
 from tests.fakes.http import Request, Response, serve
 
 _TABLE = re.compile(r"^/bigquery/v2/projects/([^/]+)/datasets/([^/]+)/tables/([^/]+)$")
+_DATASET = re.compile(r"^/bigquery/v2/projects/([^/]+)/datasets/([^/]+)$")
 _QUERY = re.compile(r"^/bigquery/v2/projects/([^/]+)/queries$")
 _FROM = re.compile(r"FROM `([^`]+)`")
 _WHERE = re.compile(r"WHERE (\w+) = @(\w+)")
@@ -27,6 +28,7 @@ _SELECT = re.compile(r"^SELECT (.+?)\s+FROM", re.S)
 class FakeBigQuery:
     datasets: set[str] = field(default_factory=set)  # "project.dataset"
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # "p.d.t" -> rows
+    dataset_access: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # "p.d" -> access
     requests: list[Request] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     url: str = ""
@@ -58,6 +60,19 @@ class FakeBigQuery:
                     },
                     "numRows": str(len(self.tables[table_id])),
                     "schema": {"fields": _schema(self.tables[table_id])},
+                }
+            )
+        match = _DATASET.match(request.path)
+        if match and request.method == "GET":
+            project, dataset = match.groups()
+            if f"{project}.{dataset}" not in self.datasets:
+                return Response.error(404, "notFound", f"Not found: Dataset {project}:{dataset}")
+            return Response.json(
+                {
+                    "kind": "bigquery#dataset",
+                    "id": f"{project}:{dataset}",
+                    "datasetReference": {"projectId": project, "datasetId": dataset},
+                    "access": self.dataset_access.get(f"{project}.{dataset}", []),
                 }
             )
         match = _QUERY.match(request.path)
