@@ -281,3 +281,9 @@ def test_plan_check_cli_exit_codes(tmp_path: Any) -> None:
 
     findings = json.loads(bad.stdout)["findings"]
     assert [f["rule"] for f in findings] == ["DBQ010"]
+
+
+def test_readme_maps_every_rule() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for rule in RULES:
+        assert f"| {rule.id} | {rule.description} | {rule.enforcement} | {rule.nearest} |" in readme
