@@ -225,17 +225,11 @@ def _access_member(entry: Any) -> str | None:
 
 def read_dataset_policy(connection: Connection, project: str, dataset: str) -> LivePolicy:
     from google.api_core import exceptions
-    from google.api_core.client_options import ClientOptions
-    from google.cloud import bigquery
 
-    endpoint = connection.bigquery()
-    client = bigquery.Client(
-        project=project,
-        credentials=connection.credentials(endpoint is not None),
-        client_options=ClientOptions(api_endpoint=endpoint.url.rstrip("/")) if endpoint else None,
-    )
     try:
-        entries = client.get_dataset(f"{project}.{dataset}").access_entries
+        entries = (
+            connection.bigquery_client(project).get_dataset(f"{project}.{dataset}").access_entries
+        )
     except exceptions.GoogleAPIError as error:
         raise DicomBqError(
             f"cannot read BigQuery dataset {project}:{dataset}: {error}", exit_code=EXIT_FAILED
@@ -250,17 +244,13 @@ def read_dataset_policy(connection: Connection, project: str, dataset: str) -> L
 
 def read_bucket_policy(connection: Connection, project: str, bucket: str) -> LivePolicy:
     from google.api_core import exceptions
-    from google.api_core.client_options import ClientOptions
-    from google.cloud import storage  # type: ignore[attr-defined]
 
-    endpoint = connection.storage()
-    client = storage.Client(
-        project=project,
-        credentials=connection.credentials(endpoint is not None),
-        client_options=ClientOptions(api_endpoint=endpoint.url.rstrip("/")) if endpoint else None,
-    )
     try:
-        policy = client.bucket(bucket).get_iam_policy(requested_policy_version=3)
+        policy = (
+            connection.storage_client(project)
+            .bucket(bucket)
+            .get_iam_policy(requested_policy_version=3)
+        )
     except exceptions.GoogleAPIError as error:
         raise DicomBqError(
             f"cannot read bucket gs://{bucket}: {error}", exit_code=EXIT_FAILED

@@ -19,17 +19,10 @@ ROW_COUNT_SQL = "SELECT COUNT(*) AS row_count FROM `{table}`"
 
 class BigQueryTables:
     def __init__(self, connection: Connection, billing_project: str) -> None:
-        from google.api_core.client_options import ClientOptions
         from google.cloud import bigquery
 
-        endpoint = connection.bigquery()
-        options = ClientOptions(api_endpoint=endpoint.url.rstrip("/")) if endpoint else None
         self._bigquery = bigquery
-        self._client = bigquery.Client(
-            project=billing_project,
-            credentials=connection.credentials(endpoint is not None),
-            client_options=options,
-        )
+        self._client = connection.bigquery_client(billing_project)
 
     def _fail(self, what: str, error: Exception) -> DicomBqError:
         return DicomBqError(f"BigQuery refused to {what}: {error}", exit_code=EXIT_FAILED)

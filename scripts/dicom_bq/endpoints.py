@@ -77,6 +77,34 @@ class Connection:
     def storage(self) -> Endpoint | None:
         return self._emulator("STORAGE_EMULATOR_HOST")
 
+    def bigquery_client(self, project: str) -> Any:
+        """A google-cloud-bigquery client billing `project`, on the emulator when one is set."""
+        from google.api_core.client_options import ClientOptions
+        from google.cloud import bigquery
+
+        endpoint = self.bigquery()
+        return bigquery.Client(
+            project=project,
+            credentials=self.credentials(endpoint is not None),
+            client_options=ClientOptions(api_endpoint=endpoint.url.rstrip("/"))
+            if endpoint
+            else None,
+        )
+
+    def storage_client(self, project: str) -> Any:
+        """A google-cloud-storage client, on the emulator when one is set."""
+        from google.api_core.client_options import ClientOptions
+        from google.cloud import storage  # type: ignore[attr-defined]
+
+        endpoint = self.storage()
+        return storage.Client(
+            project=project,
+            credentials=self.credentials(endpoint is not None),
+            client_options=ClientOptions(api_endpoint=endpoint.url.rstrip("/"))
+            if endpoint
+            else None,
+        )
+
     def credentials(self, emulated: bool) -> Any:
         """Application Default Credentials, optionally impersonating a service account."""
         from google.auth import credentials as auth_credentials

@@ -9,16 +9,7 @@ from dicom_bq.refs import GcsUri
 
 class StorageObjects:
     def __init__(self, connection: Connection, project: str) -> None:
-        from google.api_core.client_options import ClientOptions
-        from google.cloud import storage  # type: ignore[attr-defined]
-
-        endpoint = connection.storage()
-        options = ClientOptions(api_endpoint=endpoint.url.rstrip("/")) if endpoint else None
-        self._client = storage.Client(
-            project=project,
-            credentials=connection.credentials(endpoint is not None),
-            client_options=options,
-        )
+        self._client = connection.storage_client(project)
 
     def upload_text(self, target: GcsUri, text: str) -> None:
         from google.api_core import exceptions
