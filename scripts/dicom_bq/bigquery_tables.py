@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from dicom_bq.endpoints import Connection
 from dicom_bq.errors import EXIT_FAILED, DicomBqError
+from dicom_bq.queries import Query
 from dicom_bq.refs import TableUri
 
 INSTANCE_ROW_SQL = (
@@ -54,3 +56,21 @@ class BigQueryTables:
             return [dict(row.items()) for row in rows]
         except exceptions.GoogleAPIError as error:
             raise self._fail(f"query {table.uri}", error) from None
+
+    def run(self, query: Query, page_size: int = 10_000) -> Iterator[dict[str, Any]]:
+        """Rows of `query`, fetched a page at a time so a large result is never held whole."""
+        from google.api_core import exceptions
+
+        config = self._bigquery.QueryJobConfig(
+            query_parameters=[
+                self._bigquery.ScalarQueryParameter(name, kind, value)
+                for name, kind, value in query.parameters
+            ]
+        )
+        try:
+            for row in self._client.query_and_wait(
+                query.sql, job_config=config, page_size=page_size
+            ):
+                yield dict(row.items())
+        except exceptions.GoogleAPIError as error:
+            raise self._fail("run the query", error) from None

@@ -6,6 +6,7 @@ Heavy modules (Pulumi, Google clients) are imported inside the commands that nee
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from enum import StrEnum
@@ -236,6 +237,242 @@ def audit(
     raise typer.Exit(1 if findings else 0)
 
 
+filter_app = typer.Typer(
+    help="Export filter files: validate, build, upload.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(filter_app, name="filter")
+
+
+def _print_report(report: Any, as_json: bool) -> None:
+    if as_json:
+        print_json(report.as_dict())
+        return
+    for problem in report.errors:
+        typer.echo(
+            f"{report.path}:{problem.line}: error: {problem.reason}: {problem.text}", err=True
+        )
+    if report.error_count > len(report.errors):
+        typer.echo(f"... and {report.error_count - len(report.errors)} more errors", err=True)
+    for problem in report.warnings:
+        typer.echo(f"{report.path}:{problem.line}: warning: {problem.reason}", err=True)
+    if report.warning_count > len(report.warnings):
+        typer.echo(f"... and {report.warning_count - len(report.warnings)} more warnings", err=True)
+    mixed = 0 < report.crlf_lines < report.lines
+    typer.echo(
+        f"{report.path}: {report.lines} lines, {report.error_count} errors, "
+        f"{report.warning_count} warnings" + (" (mixed \\n and \\r\\n endings)" if mixed else "")
+    )
+
+
+def _validated(path: Path, strict: bool, as_json: bool) -> Any:
+    from dicom_bq.filters import validate_file
+
+    if not path.is_file():
+        raise DicomBqError(f"filter file {path} does not exist or is not a file")
+    report = validate_file(path, strict)
+    if not report.ok:
+        _print_report(report, as_json)
+        raise typer.Exit(2)
+    return report
+
+
+@filter_app.command("validate")
+def filter_validate(
+    path: Annotated[Path, typer.Argument(help="The filter file.")],
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Leading zeros and UIDs over 64 characters are errors.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Check every line is /studies/UID[/series/UID[/instances/UID]]; exit 2 on any error."""
+    try:
+        report = _validated(path, strict, as_json)
+    except DicomBqError as error:
+        fail(error)
+    _print_report(report, as_json)
+
+
+@filter_app.command("build")
+def filter_build(
+    uids_csv: Annotated[
+        Path | None,
+        typer.Option(
+            "--uids-csv", help="CSV: StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID."
+        ),
+    ] = None,
+    query: Annotated[
+        str | None, typer.Option("--query", help="SQL whose first column is a path.")
+    ] = None,
+    table: Annotated[
+        str | None, typer.Option("--table", help="An exported table, bq://P.D.T.")
+    ] = None,
+    where: Annotated[
+        str | None, typer.Option("--where", help="With --table: an SQL condition.")
+    ] = None,
+    project: Annotated[
+        str | None, typer.Option("--project", help="Project billed for --query.")
+    ] = None,
+    normalize: Annotated[
+        bool, typer.Option("--normalize", help="Drop duplicates and lines a broader line covers.")
+    ] = False,
+    output: Annotated[
+        str | None,
+        typer.Option("--output", "-o", help="A file or gs://BUCKET/OBJECT (default stdout)."),
+    ] = None,
+) -> None:
+    """Build a filter file from UIDs (CSV, BigQuery, or paths on stdin)."""
+    import tempfile
+
+    try:
+        from dicom_bq import filters, refs
+
+        sources = [uids_csv is not None, query is not None, table is not None]
+        if sum(sources) > 1:
+            raise DicomBqError("give one source: --uids-csv, --query, --table, or paths on stdin")
+        if where and table is None:
+            raise DicomBqError("--where goes with --table")
+        target = (
+            refs.GcsUri.parse(output, "--output") if output and output.startswith("gs://") else None
+        )
+        lines: Any
+        if uids_csv is not None:
+            if not uids_csv.is_file():
+                raise DicomBqError(f"--uids-csv {uids_csv} does not exist or is not a file")
+            lines = filters.lines_from_csv(uids_csv.open(encoding="utf-8-sig", newline=""))
+        elif query is not None or table is not None:
+            from dicom_bq.bigquery_tables import BigQueryTables
+            from dicom_bq.queries import Query, filter_paths
+            from infra import identifiers
+
+            if table is not None:
+                uri = refs.TableUri.parse(table)
+                built, billing = filter_paths(uri, where), project or uri.project
+            else:
+                if not project or identifiers.check_project_id(project):
+                    raise DicomBqError(
+                        "--query needs --project PROJECT_ID, the project billed for it"
+                    )
+                built, billing = Query(str(query)), project
+            rows = BigQueryTables(_connection(None, None), billing).run(built)
+            lines = filters.checked_lines((str(next(iter(row.values()))) for row in rows), "query")
+        else:
+            if sys.stdin.isatty():
+                raise DicomBqError(
+                    "give a source: --uids-csv FILE, --query SQL, --table URI, or paths on stdin"
+                )
+            lines = filters.checked_lines(sys.stdin, "stdin")
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(output) if output and target is None else Path(folder) / "filter.txt"
+            count = filters.build_file(lines, path, normalize)
+            if target is not None:
+                from dicom_bq.storage_objects import StorageObjects
+
+                StorageObjects(_connection(None, None), target.bucket).upload_file(
+                    str(path), target, UPLOAD_CHUNK
+                )
+            elif output is None:
+                typer.echo(path.read_text(encoding="ascii"), nl=False)
+    except filters.BuildError as error:
+        fail(DicomBqError(str(error)))
+    except DicomBqError as error:
+        fail(error)
+    typer.echo(f"{count} lines" + (f" written to {output}" if output else ""), err=True)
+
+
+UPLOAD_CHUNK = 8 * 1024 * 1024
+
+
+@filter_app.command("upload")
+def filter_upload(
+    path: Annotated[Path, typer.Argument(help="The filter file.")],
+    destination: Annotated[str, typer.Argument(help="gs://BUCKET/OBJECT")],
+    chunk_mib: Annotated[int, typer.Option("--chunk-mib", help="Resumable upload chunk size.")] = 8,
+) -> None:
+    """Validate a filter file, then upload it (resumable) to Cloud Storage."""
+    try:
+        from dicom_bq import refs
+        from dicom_bq.storage_objects import StorageObjects
+
+        target = refs.GcsUri.parse(destination, "destination")
+        if not 1 <= chunk_mib <= 1024:
+            raise DicomBqError(f"--chunk-mib {chunk_mib} is not valid: use 1 to 1024")
+        report = _validated(path, False, False)
+        size = StorageObjects(_connection(None, None), target.bucket).upload_file(
+            str(path), target, chunk_mib * 1024 * 1024
+        )
+    except DicomBqError as error:
+        fail(error)
+    typer.echo(f"uploaded {report.lines} lines ({size} bytes) to {target.uri}")
+
+
+query_app = typer.Typer(
+    help="The how-to's analysis queries on an exported table.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(query_app, name="query")
+TableOption = Annotated[str, typer.Option("--table", help="The exported table, bq://P.D.T.")]
+
+
+def _run_query(table: str, build: Any, as_json: bool) -> None:
+    try:
+        from dicom_bq.bigquery_tables import BigQueryTables
+        from dicom_bq.refs import TableUri
+
+        uri = TableUri.parse(table)
+        rows = list(BigQueryTables(_connection(None, None), uri.project).run(build(uri)))
+    except DicomBqError as error:
+        fail(error)
+    # BigQuery's JSON export prints every value as a string; so does --json, like the how-to.
+    rows = [{k: None if v is None else str(v) for k, v in row.items()} for row in rows]
+    if as_json:
+        print_json(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    view = Table(show_lines=False)
+    for column in rows[0].keys() if rows else ["(no rows)"]:
+        view.add_column(column, overflow="fold")
+    for row in rows:
+        view.add_row(*(value or "" for value in row.values()))
+    Console().print(view)
+
+
+@query_app.command("dicomweb-paths")
+def query_dicomweb_paths(
+    patient_id: Annotated[str, typer.Option("--patient-id", help="PatientID to look up.")],
+    table: TableOption,
+    as_json: JsonOption = False,
+) -> None:
+    """The DICOMweb paths of one patient's instances."""
+    from dicom_bq.queries import dicomweb_paths
+
+    _run_query(table, lambda uri: dicomweb_paths(uri, patient_id), as_json)
+
+
+@query_app.command("latest-studies")
+def query_latest_studies(
+    table: TableOption,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10000, help="How many studies.")] = 10,
+    as_json: JsonOption = False,
+) -> None:
+    """The latest studies with their patient and instance count, for a reading worklist."""
+    from dicom_bq.queries import latest_studies
+
+    _run_query(table, lambda uri: latest_studies(uri, limit), as_json)
+
+
+@query_app.command("dropped-tags")
+def query_dropped_tags(table: TableOption, as_json: JsonOption = False) -> None:
+    """The tags the export could not hold (DroppedTags), with how many instances had each."""
+    from dicom_bq.queries import dropped_tags
+
+    _run_query(table, dropped_tags, as_json)
+
+
 ApiVersionOption = Annotated[
     str, typer.Option("--api-version", help="Healthcare API version: v1 or v1beta1.")
 ]
@@ -359,6 +596,47 @@ def _confirm_truncate(table: Any, connection: Any, yes: bool) -> None:
         raise DicomBqError("not confirmed: nothing was exported")
 
 
+def _filter_bucket(bucket: str | None, stack: str | None) -> str:
+    """The bucket for an uploaded filter file; warns when the agent may not be able to read it."""
+    from infra import identifiers
+
+    stack_bucket = None
+    if stack is not None:
+        from dicom_bq.stackfiles import find_project_dir, read_stack_config
+
+        stack_bucket = read_stack_config(find_project_dir(), stack).get("filterBucket")
+    chosen = bucket or stack_bucket
+    if not chosen:
+        raise DicomBqError(
+            "--filter-file needs a bucket: --filter-bucket BUCKET, or --stack NAME whose "
+            "dicom-bq:filterBucket the agent can read"
+        )
+    problem = identifiers.check_bucket(str(chosen))
+    if problem:
+        raise DicomBqError(f"--filter-bucket {chosen!r} is not valid: {problem}")
+    if chosen != stack_bucket:
+        typer.echo(
+            f"Warning: gs://{chosen} is not the stack's filter bucket: the Cloud Healthcare "
+            "service agent needs roles/storage.objectViewer on it, or the export fails",
+            err=True,
+        )
+    return str(chosen)
+
+
+def _upload_filter(path: Path, bucket: str, connection: Any) -> Any:
+    import datetime
+    import uuid
+
+    from dicom_bq.refs import GcsUri
+    from dicom_bq.storage_objects import StorageObjects
+
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = GcsUri(bucket, f"dicom-bq/filters/{stamp}-{uuid.uuid4().hex[:8]}-{path.name}")
+    StorageObjects(connection, bucket).upload_file(str(path), target, UPLOAD_CHUNK)
+    typer.echo(f"Uploaded {path} to {target.uri}", err=True)
+    return target
+
+
 @app.command()
 def export(
     store: Annotated[
@@ -381,6 +659,16 @@ def export(
     filter_uri: Annotated[
         str | None,
         typer.Option("--filter", help="Filter file gs://BUCKET/OBJECT of paths to export."),
+    ] = None,
+    filter_file: Annotated[
+        Path | None,
+        typer.Option("--filter-file", help="A local filter file: validated, uploaded, then used."),
+    ] = None,
+    filter_bucket: Annotated[
+        str | None, typer.Option("--filter-bucket", help="Bucket for --filter-file.")
+    ] = None,
+    stack: Annotated[
+        str | None, typer.Option("--stack", help="Take --filter-bucket from this stack's settings.")
     ] = None,
     api_version: ApiVersionOption = "v1",
     no_wait: Annotated[
@@ -423,7 +711,15 @@ def export(
         window = refs.parse_timeout(permission_window)
         version = _api_version(api_version)
         connection = _connection(api_endpoint, impersonate)
-        if plan.truncates:
+        if filter_file is not None:
+            if filter_uri:
+                raise DicomBqError("give --filter gs://... or --filter-file FILE, not both")
+            bucket = _filter_bucket(filter_bucket, stack)
+            _validated(filter_file, False, False)
+            if plan.truncates:
+                _confirm_truncate(plan.table, connection, yes)
+            plan = dataclasses.replace(plan, filter=_upload_filter(filter_file, bucket, connection))
+        elif plan.truncates:
             _confirm_truncate(plan.table, connection, yes)
         from dicom_bq.healthcare_api import HealthcareApi
 

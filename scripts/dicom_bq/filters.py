@@ -377,3 +377,24 @@ def normalize(path: Path) -> Iterator[str]:
                     continue
                 written_instances.add(digest)
             yield line.decode("ascii")
+
+
+def write_lines(lines: Iterable[str], path: Path) -> int:
+    count = 0
+    with path.open("w", encoding="ascii", newline="\n") as out:
+        for line in lines:
+            out.write(line + "\n")
+            count += 1
+    return count
+
+
+def build_file(lines: Iterable[str], path: Path, normalized: bool) -> int:
+    """Write `lines` to `path`, normalized through a spill file when asked; returns the count."""
+    if not normalized:
+        return write_lines(lines, path)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        spill = Path(folder) / "lines.txt"
+        write_lines(lines, spill)
+        return write_lines(normalize(spill), path)
