@@ -132,9 +132,9 @@ def check_line(raw: bytes) -> tuple[str | None, list[str]]:
         return "the line has spaces or tabs", []
     if not line.startswith("/studies/"):
         return "the line must start with /studies/", []
-    if line.endswith("/"):
-        return "the line ends with '/': remove it", []
     parts = line[1:].split("/")
+    if line.endswith("/") and len(parts) % 2:
+        return "the line ends with '/': remove it", []
     if len(parts) % 2:
         return f"'{parts[-1]}' has no UID after it", []
     if len(parts) > 6:
