@@ -5,10 +5,13 @@ plan     `dicom-bq plan --stack prod` wall time, and 20 generated stacks planned
 polling  a simulated 30-minute export on virtual time: requests sent and lag after `done`,
          for dicom-bq's backoff, gcloud's waiter and google-api-core's default polling
 verify   `dicom-bq verify` against the fakes, Orthanc and the storage emulator, split by step
+filters  `filter validate` and `filter build --normalize` on a generated 10-million-line file,
+         beside `wc -l` and `grep -cE` of the same pattern: lines/s and peak memory
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
@@ -163,7 +166,70 @@ def verify() -> None:
         bigquery.stop()
 
 
-BENCHMARKS = {"startup": startup, "plan": plan, "polling": polling, "verify": verify}
+FILTER_PATTERN = (
+    r"^/studies/[0-9]+(\.[0-9]+)*(/series/[0-9]+(\.[0-9]+)*(/instances/[0-9]+(\.[0-9]+)*)?)?$"
+)
+
+
+def _generate_filter(path: Path, lines: int) -> None:
+    """Instance lines of 10-instance series, some repeated, some covered by a series line."""
+    with path.open("w", encoding="ascii") as out:
+        for n in range(lines):
+            study = f"1.2.840.113619.2.55.3.{n // 1000}"
+            series = f"{study}.{(n // 10) % 100 + 1}"
+            if n % 1000 == 999:
+                out.write(f"/studies/{study}/series/{series}\n")
+            elif n % 100 == 50:
+                out.write(
+                    f"/studies/{study}/series/{series}/instances/{series}.{n % 10 + 1 - 1 or 1}\n"
+                )
+            else:
+                out.write(f"/studies/{study}/series/{series}/instances/{series}.{n % 10 + 1}\n")
+
+
+def _timed(command: str, output: Path) -> tuple[float, int]:
+    """Wall seconds and peak resident memory (KiB) of a shell command, by GNU time.
+
+    Output goes to a file: GNU grep stops at the first match when stdout is /dev/null.
+    """
+    answer = subprocess.run(
+        ["/usr/bin/time", "-f", "%e %M", "bash", "-c", f"{command} > {output}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    seconds, kib = answer.stderr.strip().splitlines()[-1].split()
+    return float(seconds), int(kib)
+
+
+def filters() -> None:
+    lines = int(os.environ.get("DICOM_BQ_BENCH_LINES", "10000000"))
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "filter.txt"
+        _generate_filter(path, lines)
+        size = path.stat().st_size
+        print(f"{lines:,} lines, {size / 1e6:.0f} MB")
+        cli = VENV_BIN / "dicom-bq"
+        commands = {
+            "wc -l": f"wc -l {path}",
+            "grep -cE (same pattern)": f"grep -cE '{FILTER_PATTERN}' {path}",
+            "dicom-bq filter validate": f"{cli} filter validate {path}",
+            "dicom-bq filter build --normalize": f"{cli} filter build --normalize -o {folder}/out.txt < {path}",
+        }
+        print(f"{'command':<36}{'seconds':>9}{'M lines/s':>11}{'peak MiB':>10}")
+        for label, command in commands.items():
+            seconds, kib = _timed(command, Path(folder) / "stdout.txt")
+            print(f"{label:<36}{seconds:>9.2f}{lines / seconds / 1e6:>11.2f}{kib / 1024:>10.0f}")
+
+
+BENCHMARKS = {
+    "startup": startup,
+    "plan": plan,
+    "polling": polling,
+    "verify": verify,
+    "filters": filters,
+}
 
 if __name__ == "__main__":
     for name in sys.argv[1:] or list(BENCHMARKS):

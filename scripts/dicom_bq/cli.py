@@ -323,6 +323,7 @@ def filter_build(
     ] = None,
 ) -> None:
     """Build a filter file from UIDs (CSV, BigQuery, or paths on stdin)."""
+    import shutil
     import tempfile
 
     try:
@@ -337,10 +338,12 @@ def filter_build(
             refs.GcsUri.parse(output, "--output") if output and output.startswith("gs://") else None
         )
         lines: Any
+        source: str | None
         if uids_csv is not None:
             if not uids_csv.is_file():
                 raise DicomBqError(f"--uids-csv {uids_csv} does not exist or is not a file")
             lines = filters.lines_from_csv(uids_csv.open(encoding="utf-8-sig", newline=""))
+            source = None
         elif query is not None or table is not None:
             from dicom_bq.bigquery_tables import BigQueryTables
             from dicom_bq.queries import Query, filter_paths
@@ -356,16 +359,27 @@ def filter_build(
                     )
                 built, billing = Query(str(query)), project
             rows = BigQueryTables(_connection(None, None), billing).run(built)
-            lines = filters.checked_lines((str(next(iter(row.values()))) for row in rows), "query")
+            lines = (str(next(iter(row.values()))) for row in rows)
+            source = "query result"
         else:
             if sys.stdin.isatty():
                 raise DicomBqError(
                     "give a source: --uids-csv FILE, --query SQL, --table URI, or paths on stdin"
                 )
-            lines = filters.checked_lines(sys.stdin, "stdin")
+            lines = sys.stdin.buffer
+            source = "stdin"
         with tempfile.TemporaryDirectory() as folder:
             path = Path(output) if output and target is None else Path(folder) / "filter.txt"
-            count = filters.build_file(lines, path, normalize)
+            if source is None:
+                count = filters.build_file(lines, path, normalize)
+            else:
+                spill = Path(folder) / "spill.txt"
+                if source == "stdin":
+                    with spill.open("wb") as out:
+                        shutil.copyfileobj(lines, out, 1 << 20)
+                else:
+                    filters.write_lines(lines, spill)
+                count = filters.build_from_spill(spill, path, normalize, source)
             if target is not None:
                 from dicom_bq.storage_objects import StorageObjects
 

@@ -314,16 +314,21 @@ def lines_from_csv(stream: TextIO) -> Iterator[str]:
         yield line
 
 
-def checked_lines(lines: Iterable[str], source: str) -> Iterator[str]:
-    """Lines from stdin or a query, each validated before it is written."""
-    for number, raw in enumerate(lines, start=1):
-        line = raw.rstrip("\r\n")
-        if not line:
-            continue
-        error, _ = check_line(line.encode())
-        if error:
-            raise BuildError(f"{source} line {number}: {error}: {line[:120]!r}")
-        yield line
+def build_from_spill(spill: Path, path: Path, normalized: bool, source: str) -> int:
+    """Lines spilled from stdin or a query: validated in bulk, then written (normalized)."""
+    import shutil
+
+    report = validate_file(spill)
+    if not report.ok:
+        first = report.errors[0]
+        raise BuildError(
+            f"{source} line {first.line}: {first.reason}: {first.text!r} "
+            f"({report.error_count} bad lines in all)"
+        )
+    if normalized:
+        return write_lines(normalize(spill), path)
+    shutil.copyfile(spill, path)
+    return report.lines
 
 
 def _split(line: bytes) -> tuple[bytes, bytes | None, bytes | None]:
@@ -342,40 +347,38 @@ def normalize(path: Path) -> Iterator[str]:
     series: set[tuple[bytes, bytes]] = set()
     with path.open("rb") as stream:
         for raw in stream:
+            if b"/instances/" in raw:
+                continue
             line = raw.rstrip(b"\r\n")
             if not line:
                 continue
-            study, serie, instance = _split(line)
+            study, serie, _ = _split(line)
             if serie is None:
                 studies.add(study)
-            elif instance is None:
+            else:
                 series.add((study, serie))
-    written_studies: set[bytes] = set()
-    written_series: set[tuple[bytes, bytes]] = set()
-    written_instances: set[bytes] = set()
+    covering = bool(studies or series)
+    written: set[bytes] = set()
+    digest = hashlib.blake2b
     with path.open("rb") as stream:
         for raw in stream:
             line = raw.rstrip(b"\r\n")
             if not line:
                 continue
-            study, serie, instance = _split(line)
-            if serie is None:
-                if study in written_studies:
-                    continue
-                written_studies.add(study)
-            elif study in studies:
-                continue
-            elif instance is None:
-                if (study, serie) in written_series:
-                    continue
-                written_series.add((study, serie))
-            elif (study, serie) in series:
-                continue
+            if b"/instances/" in line:
+                if covering:
+                    study, serie, _ = _split(line)
+                    if study in studies or (study, serie) in series:
+                        continue
+                key = digest(line, digest_size=16).digest()
             else:
-                digest = hashlib.blake2b(line, digest_size=16).digest()
-                if digest in written_instances:
+                study, serie, _ = _split(line)
+                if serie is not None and study in studies:
                     continue
-                written_instances.add(digest)
+                key = line  # few, and kept whole
+            if key in written:
+                continue
+            written.add(key)
             yield line.decode("ascii")
 
 
