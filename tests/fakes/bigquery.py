@@ -97,15 +97,25 @@ class FakeBigQuery:
             columns, rows = _run_sql(self.tables, sql, parameters)
         except sqlite3.Error as error:
             return Response.error(400, "invalidQuery", f"{error} in {sql!r}")
-        types = ["INTEGER" if rows and isinstance(rows[0][i], int) else "STRING" for i in range(len(columns))]
+        types = [
+            "INTEGER" if rows and isinstance(rows[0][i], int) else "STRING"
+            for i in range(len(columns))
+        ]
         return Response.json(
             {
                 "kind": "bigquery#queryResponse",
                 "jobComplete": True,
                 "jobReference": {"projectId": project, "jobId": f"fake-{len(self.requests)}"},
                 "totalRows": str(len(rows)),
-                "schema": {"fields": [{"name": c, "type": t, "mode": "NULLABLE"} for c, t in zip(columns, types, strict=True)]},
-                "rows": [{"f": [{"v": None if v is None else str(v)} for v in row]} for row in rows],
+                "schema": {
+                    "fields": [
+                        {"name": c, "type": t, "mode": "NULLABLE"}
+                        for c, t in zip(columns, types, strict=True)
+                    ]
+                },
+                "rows": [
+                    {"f": [{"v": None if v is None else str(v)} for v in row]} for row in rows
+                ],
             }
         )
 
@@ -133,7 +143,9 @@ def _to_sqlite(sql: str) -> str:
     return sql
 
 
-def _run_sql(tables: dict[str, list[dict[str, Any]]], sql: str, parameters: dict[str, Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
+def _run_sql(
+    tables: dict[str, list[dict[str, Any]]], sql: str, parameters: dict[str, Any]
+) -> tuple[list[str], list[tuple[Any, ...]]]:
     db = sqlite3.connect(":memory:")
     db.create_function("CONCAT", -1, _concat)
     for name, rows in tables.items():
@@ -141,7 +153,13 @@ def _run_sql(tables: dict[str, list[dict[str, Any]]], sql: str, parameters: dict
         db.execute(f'CREATE TABLE "{name}" ({", ".join(f"{c!r}" for c in columns)})')
         db.executemany(
             f'INSERT INTO "{name}" VALUES ({", ".join("?" for _ in columns)})',
-            [tuple(json.dumps(r.get(c)) if isinstance(r.get(c), list) else r.get(c) for c in columns) for r in rows],
+            [
+                tuple(
+                    json.dumps(r.get(c)) if isinstance(r.get(c), list) else r.get(c)
+                    for c in columns
+                )
+                for r in rows
+            ],
         )
     cursor = db.execute(_to_sqlite(sql), parameters)
     columns = [d[0] for d in cursor.description]
