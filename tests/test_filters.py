@@ -345,7 +345,8 @@ def test_export_with_a_local_filter_file(cloud: Cloud, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "is not the stack's filter bucket" in result.stderr
     uri = cloud.healthcare.export_bodies[-1]["filterConfig"]["resourcePathsGcsUri"]
-    assert uri.startswith(f"gs://{FILTER_BUCKET}/dicom-bq/filters/") and uri.endswith("-filter.txt")
+    assert uri.startswith(f"gs://{FILTER_BUCKET}/dicom-bq/filters/")
+    assert uri.endswith("-filter.txt")
     rows = cloud.bigquery.tables["dicom-src-test.dicom_metadata.subset"]
     assert [r["SOPInstanceUID"] for r in rows] == [chosen.sop_uid]
 
