@@ -266,3 +266,12 @@ def test_permission_denied_is_explained_after_the_window(cloud: Cloud) -> None:
     assert "roles/bigquery.jobUser on project dicom-src-test" in message
     assert "gcloud projects get-iam-policy dicom-src-test" in message
     assert "Traceback" not in result.output
+
+
+def test_unknown_operation_is_explained(cloud: Cloud) -> None:
+    name = "projects/dicom-src-test/locations/us-central1/datasets/imaging/operations/999"
+    for command in ("describe", "wait"):
+        result = runner.invoke(app, ["operations", command, name])
+        assert result.exit_code == 1
+        assert f"cannot read operation {name}: 404 NOT_FOUND" in result.stderr
+        assert "Traceback" not in result.output

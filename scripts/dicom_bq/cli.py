@@ -574,14 +574,22 @@ def _finish(state: Any, as_json: bool) -> NoReturn:
 
 def _follow(api: Any, name: str, timeout: float | None, as_json: bool) -> Any:
     from dicom_bq.errors import EXIT_INTERRUPTED
+    from dicom_bq.google_api import ApiCallError
     from dicom_bq.operations import Follower
 
     console = _err_console()
     try:
-        if as_json or not console.is_terminal:
+        if as_json or not console.is_terminal or timeout == 0:
             return Follower(api).follow(name, timeout)
         with console.status(f"waiting for {name}") as status:
             return Follower(api).follow(name, timeout, _progress(console, status))
+    except ApiCallError as error:
+        fail(
+            DicomBqError(
+                f"cannot read operation {name}: {error.status} {error.reason} {error.message}",
+                exit_code=1,
+            )
+        )
     except KeyboardInterrupt:
         typer.echo(
             f"Interrupted: operation {name} keeps running. Resume with: "
@@ -777,20 +785,7 @@ def operations_describe(
     as_json: JsonOption = False,
 ) -> None:
     """Show an operation's state once."""
-    try:
-        from dicom_bq.healthcare_api import ApiCallError, HealthcareApi
-        from dicom_bq.operations import OperationState
-        from dicom_bq.refs import parse_operation_name
-
-        operation = parse_operation_name(name)
-        api = HealthcareApi(_connection(api_endpoint, impersonate), _api_version(api_version))
-        try:
-            state = OperationState.from_api(api.get_operation(operation))
-        except ApiCallError as error:
-            raise DicomBqError(f"cannot read {operation}: {error}", exit_code=1) from None
-    except DicomBqError as error:
-        fail(error)
-    _finish(state, as_json)
+    operations_wait(name, "0", api_version, api_endpoint, impersonate, as_json)
 
 
 @operations_app.command("wait")
@@ -808,7 +803,8 @@ def operations_wait(
         from dicom_bq.refs import parse_operation_name, parse_timeout
 
         operation = parse_operation_name(name)
-        seconds = parse_timeout(timeout) if timeout else None
+        # "0" is describe's: one look, no waiting.
+        seconds = (0.0 if timeout == "0" else parse_timeout(timeout)) if timeout else None
         api = HealthcareApi(_connection(api_endpoint, impersonate), _api_version(api_version))
     except DicomBqError as error:
         fail(error)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.fakes.discovery import schema_problems
-from tests.fakes.http import Request, Response, serve
+from tests.fakes.http import LoopbackFake, Request, Response
 
 _TABLE = re.compile(r"^/bigquery/v2/projects/([^/]+)/datasets/([^/]+)/tables/([^/]+)$")
 _DATASET = re.compile(r"^/bigquery/v2/projects/([^/]+)/datasets/([^/]+)$")
@@ -25,20 +25,13 @@ _FROM = re.compile(r"FROM `([^`]+)`")
 
 
 @dataclass
-class FakeBigQuery:
+class FakeBigQuery(LoopbackFake):
     datasets: set[str] = field(default_factory=set)  # "project.dataset"
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # "p.d.t" -> rows
     dataset_access: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # "p.d" -> access
     requests: list[Request] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     url: str = ""
-
-    def start(self) -> FakeBigQuery:
-        self.server, self.url = serve(self.handle)
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
 
     def handle(self, request: Request) -> Response:
         with self.lock:

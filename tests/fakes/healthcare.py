@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from tests.fakes.bigquery import FakeBigQuery
 from tests.fakes.discovery import schema_problems
-from tests.fakes.http import Request, Reset, Response, serve
+from tests.fakes.http import LoopbackFake, Request, Reset, Response
 
 _PREFIX = re.compile(r"^/(v1|v1beta1)/")
 _STORE = r"projects/[^/]+/locations/[^/]+/datasets/[^/]+/dicomStores/[^/:]+"
@@ -76,7 +76,7 @@ class FakeOperation:
 
 
 @dataclass
-class FakeHealthcare:
+class FakeHealthcare(LoopbackFake):
     bigquery: FakeBigQuery
     orthanc_url: str = ""
     storage_url: str = ""
@@ -92,13 +92,6 @@ class FakeHealthcare:
     export_bodies: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.RLock = field(default_factory=threading.RLock)
     url: str = ""
-
-    def start(self) -> FakeHealthcare:
-        self.server, self.url = serve(self.handle)
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
 
     # -- dispatch ---------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -44,6 +44,7 @@ class Reset(Exception):
 
 
 Handler = Callable[[Request], Response]
+FakeT = TypeVar("FakeT", bound="LoopbackFake")
 
 
 def serve(handler: Handler) -> tuple[ThreadingHTTPServer, str]:
@@ -86,3 +87,19 @@ def serve(handler: Handler) -> tuple[ThreadingHTTPServer, str]:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+class LoopbackFake:
+    """start() serves `handle` on 127.0.0.1 and sets `url`; stop() shuts it down."""
+
+    url: str
+
+    def handle(self, request: Request) -> Response:
+        raise NotImplementedError
+
+    def start(self: FakeT) -> FakeT:
+        self.server, self.url = serve(self.handle)
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()

@@ -7,25 +7,18 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fakes.http import Request, Response, serve
+from tests.fakes.http import LoopbackFake, Request, Response
 
 Bindings = list[dict[str, Any]]
 
 
 @dataclass
-class FakeIam:
+class FakeIam(LoopbackFake):
     projects: dict[str, Bindings] = field(default_factory=dict)
     buckets: dict[str, Bindings] = field(default_factory=dict)
     roles: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     url: str = ""
-
-    def start(self) -> FakeIam:
-        self.server, self.url = serve(self.handle)
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
 
     def handle(self, request: Request) -> Response:
         self.requests.append(request)
