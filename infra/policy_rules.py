@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from infra import naming
@@ -71,13 +71,7 @@ class Finding:
     remediation: str
 
     def as_dict(self) -> dict[str, str]:
-        return {
-            "rule": self.rule,
-            "enforcement": self.enforcement,
-            "resource": self.resource,
-            "message": self.message,
-            "remediation": self.remediation,
-        }
+        return asdict(self)
 
 
 Check = Callable[[list[Resource], PolicyContext], Iterable[tuple[str, str]]]

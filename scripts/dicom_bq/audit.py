@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from dicom_bq.endpoints import Connection
@@ -84,14 +84,7 @@ class AuditFinding:
     fix: str
 
     def as_dict(self) -> dict[str, str]:
-        return {
-            "kind": self.kind,
-            "scope": self.scope,
-            "role": self.role,
-            "member": self.member,
-            "message": self.message,
-            "fix": self.fix,
-        }
+        return asdict(self)
 
 
 def _iam_command(scope: str, verb: Literal["add", "remove"], member: str, role: str) -> str:
