@@ -59,7 +59,8 @@ def test_up_deploys_then_verifies(cloud: Cloud, stand_in_pulumi: Path) -> None:
     assert result.exit_code == 0, result.output
     calls = stand_in_pulumi.read_text().splitlines()
     assert calls == ["up --stack dev --yes", "stack output --json --stack dev"]
-    report = json.loads(result.stdout.split("Resources: 15 created", 1)[-1])
+    assert "Resources: 15 created" in result.stderr
+    report = json.loads(result.stdout)
     assert report["ok"] is True
     assert [s["step"] for s in report["steps"]][-2:] == ["query", "cleanup"]
 

@@ -973,7 +973,7 @@ def up(
         from dicom_bq.planner import plan_stack
 
         plan_stack(stack, read_stack_config(folder, stack))
-        code = stack_outputs.pulumi_up(stack, folder, yes)
+        code = stack_outputs.pulumi_up(stack, folder, yes, output_to_stderr=as_json)
         if code != 0:
             raise DicomBqError(
                 f"`pulumi up` failed with exit code {code}: nothing was verified", exit_code=1

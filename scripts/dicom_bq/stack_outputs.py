@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,9 +86,21 @@ def target_from_outputs(outputs: dict[str, Any], table: str | None = None) -> Ve
     )
 
 
-def pulumi_up(stack: str, project_dir: Path, yes: bool) -> int:
-    """`pulumi up`, its output streamed to this terminal; returns its exit code."""
+def pulumi_up(stack: str, project_dir: Path, yes: bool, output_to_stderr: bool = False) -> int:
+    """`pulumi up`, its output streamed as it comes; returns its exit code.
+
+    With `output_to_stderr`, Pulumi's output goes to stderr so stdout carries only JSON.
+    """
     command = [pulumi_executable(), "up", "--stack", stack]
     if yes:
         command.append("--yes")
-    return subprocess.run(command, cwd=project_dir, check=False).returncode
+    if not output_to_stderr:
+        return subprocess.run(command, cwd=project_dir, check=False).returncode
+    with subprocess.Popen(
+        command, cwd=project_dir, stdout=subprocess.PIPE, text=True, bufsize=1
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+    return process.returncode
