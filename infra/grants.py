@@ -26,6 +26,9 @@ AGENT_ROLES = frozenset(
     }
 )
 
+# Who a grant is for: the Cloud Healthcare service agent, or BigQuery's encryption account (which
+# must use the BigQuery dataset's CMEK key when the export and the streams create tables).
+Principal = Literal["agent", "bigquery_encryption"]
 ScopeKind = Literal["bigquery_dataset", "project", "bucket", "topic", "crypto_key"]
 
 
@@ -52,12 +55,13 @@ class Scope:
 
 @dataclass(frozen=True)
 class GrantSpec:
-    """A role the agent needs somewhere, before we know the agent's address."""
+    """A role a principal needs somewhere, before we know the principal's address."""
 
     key: str  # stable, unique within a stack: names the IAM resource
     role: str
     scope: Scope
     reason: str
+    principal: Principal = "agent"
 
     def for_member(self, member: str) -> Grant:
         return Grant(role=self.role, member=member, scope=self.scope.uri, reason=self.reason)
@@ -137,8 +141,23 @@ def grant_specs(settings: StackSettings) -> list[GrantSpec]:
                 "must be able to use it before the dataset is created.",
             )
         )
+    if settings.bigquery_kms_key:
+        specs.append(
+            GrantSpec(
+                "bigquery-cmek-encrypter",
+                "roles/cloudkms.cryptoKeyEncrypterDecrypter",
+                Scope(
+                    "crypto_key",
+                    settings.bigquery_kms_key.split("/")[1],
+                    settings.bigquery_kms_key,
+                ),
+                "BigQuery's own encryption account encrypts the tables the export and the streams "
+                "create in the CMEK dataset; without this grant their creation fails.",
+                principal="bigquery_encryption",
+            )
+        )
     return specs
 
 
-def agent_grants(settings: StackSettings, member: str) -> list[Grant]:
-    return [spec.for_member(member) for spec in grant_specs(settings)]
+def stack_grants(settings: StackSettings, members: dict[Principal, str]) -> list[Grant]:
+    return [spec.for_member(members[spec.principal]) for spec in grant_specs(settings)]

@@ -39,6 +39,13 @@ def agent_member(
     return "serviceAccount:" + agent_email(source_project_number, universe_domain, agent_iam_domain)
 
 
+def bigquery_encryption_member(bigquery_project_number: str) -> str:
+    """BigQuery's encryption account, which must be able to use a dataset's default CMEK key."""
+    return (
+        f"serviceAccount:bq-{bigquery_project_number}@bigquery-encryption.iam.gserviceaccount.com"
+    )
+
+
 def healthcare_dataset_name(project: str, location: str, dataset_id: str) -> str:
     return f"projects/{project}/locations/{location}/datasets/{dataset_id}"
 

@@ -83,6 +83,9 @@ class StackSettings(BaseModel):
     destination_project: str | None = Field(
         None, description="Project of the BigQuery dataset; the source project when absent."
     )
+    destination_project_number: str | None = Field(
+        None, description="Number of the BigQuery project, for BigQuery's CMEK account."
+    )
     location: str = Field(description="Healthcare dataset location, such as us-central1.")
     healthcare_dataset_id: str
     time_zone: str = "UTC"
@@ -107,7 +110,7 @@ class StackSettings(BaseModel):
     _check_project = field_validator("source_project", "destination_project")(
         _rule(identifiers.check_project_id)
     )
-    _check_number = field_validator("source_project_number")(
+    _check_number = field_validator("source_project_number", "destination_project_number")(
         _rule(identifiers.check_project_number)
     )
     _check_location = field_validator("location")(_rule(identifiers.check_location))
@@ -129,7 +132,7 @@ class StackSettings(BaseModel):
         _rule(identifiers.check_hostname)
     )
 
-    @field_validator("source_project_number", mode="before")
+    @field_validator("source_project_number", "destination_project_number", mode="before")
     @classmethod
     def _number_as_text(cls, value: Any) -> Any:
         # YAML reads an unquoted project number as an int.
@@ -252,6 +255,12 @@ class StackSettings(BaseModel):
         return naming.dicom_store_name(
             self.source_project, self.location, self.healthcare_dataset_id, self.dicom_store_id
         )
+
+    @property
+    def bigquery_project_number(self) -> str | None:
+        if self.cross_project:
+            return self.destination_project_number
+        return self.destination_project_number or self.source_project_number
 
     @property
     def agent_member(self) -> str | None:

@@ -11,7 +11,7 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
-from infra.policy_rules import RULES, ExpectedGrant, PolicyContext, Resource, Rule
+from infra.policy_rules import AGENT, RULES, ExpectedGrant, PolicyContext, Resource, Rule
 
 PACK_NAME = "dicom-bq"
 CONFIG_SCHEMA = PolicyConfigSchema(
@@ -34,7 +34,11 @@ def context_from(config: dict[str, Any]) -> PolicyContext:
     locations = config.get("allowedBigqueryLocations")
     return PolicyContext(
         protected=bool(config.get("protected", False)),
-        expected_grants=frozenset(ExpectedGrant(g["role"], g["scope"]) for g in grants)
+        expected_grants=frozenset(
+            ExpectedGrant(g["role"], g["scope"])
+            for g in grants
+            if AGENT.match(g.get("member", "serviceAccount:service-0@gcp-sa-healthcare.x"))
+        )
         if grants is not None
         else None,
         allowed_bigquery_locations=frozenset(locations) if locations is not None else None,

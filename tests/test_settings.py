@@ -29,6 +29,11 @@ BAD_SETTINGS: list[tuple[str, dict[str, Any], str]] = [
         "dicom-bq:sourceProjectNumber",
     ),
     (
+        "destination number not digits",
+        {"destinationProjectNumber": "analytics"},
+        "dicom-bq:destinationProjectNumber",
+    ),
+    (
         "project number leading zero",
         {"sourceProjectNumber": "0123456789"},
         "dicom-bq:sourceProjectNumber",

@@ -9,6 +9,7 @@ import pulumi
 import pulumi_gcp as gcp
 import pulumiverse_time as time
 
+from infra.components.iam import render_grant
 from infra.grants import GrantSpec
 
 
@@ -54,39 +55,9 @@ class AgentAccess(pulumi.ComponentResource):
         depends_on: list[pulumi.Resource] = [self.identity]
         if spec.scope.kind in args.scope_resources:
             depends_on.append(args.scope_resources[spec.scope.kind])
-        opts = pulumi.ResourceOptions(parent=self, depends_on=depends_on)
-        resource_name = f"{name}-{spec.key}"
-        scope = spec.scope
-        if scope.kind == "bigquery_dataset":
-            return gcp.bigquery.DatasetIamMember(
-                resource_name,
-                project=scope.project,
-                dataset_id=scope.resource,
-                role=spec.role,
-                member=args.member,
-                opts=opts,
-            )
-        if scope.kind == "bucket":
-            return gcp.storage.BucketIAMMember(
-                resource_name, bucket=scope.resource, role=spec.role, member=args.member, opts=opts
-            )
-        if scope.kind == "topic":
-            return gcp.pubsub.TopicIAMMember(
-                resource_name,
-                project=scope.project,
-                topic=scope.resource,
-                role=spec.role,
-                member=args.member,
-                opts=opts,
-            )
-        if scope.kind == "crypto_key":
-            return gcp.kms.CryptoKeyIAMMember(
-                resource_name,
-                crypto_key_id=scope.resource,
-                role=spec.role,
-                member=args.member,
-                opts=opts,
-            )
-        return gcp.projects.IAMMember(
-            resource_name, project=scope.project, role=spec.role, member=args.member, opts=opts
+        return render_grant(
+            f"{name}-{spec.key}",
+            spec,
+            args.member,
+            pulumi.ResourceOptions(parent=self, depends_on=depends_on),
         )

@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_gcp as gcp
 
+from infra.components.iam import render_grant
 from infra.components.protection import phi_options
+from infra.grants import GrantSpec
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,9 @@ class BigQueryDestinationArgs:
     location: str
     labels: Mapping[str, str] = field(default_factory=dict)
     kms_key: str | None = None
+    # BigQuery's encryption account's grant on kms_key, made before the dataset that uses the key.
+    encryption_grant: GrantSpec | None = None
+    encryption_member: pulumi.Input[str] | None = None
     protected: bool = False
     retain_on_delete: bool = False
     depends_on: list[pulumi.Resource] = field(default_factory=list)
@@ -35,6 +40,16 @@ class BigQueryDestination(pulumi.ComponentResource):
             if args.kms_key
             else None
         )
+        depends_on = list(args.depends_on)
+        if args.encryption_grant is not None and args.encryption_member is not None:
+            depends_on.append(
+                render_grant(
+                    f"{name}-{args.encryption_grant.key}",
+                    args.encryption_grant,
+                    args.encryption_member,
+                    pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
+                )
+            )
         self.dataset = gcp.bigquery.Dataset(
             f"{name}-dataset",
             project=args.project,
@@ -45,6 +60,6 @@ class BigQueryDestination(pulumi.ComponentResource):
             default_encryption_configuration=encryption,
             # Exported tables hold PHI: destroying the stack never drops them with the dataset.
             delete_contents_on_destroy=False,
-            opts=phi_options(self, args.protected, args.retain_on_delete, args.depends_on),
+            opts=phi_options(self, args.protected, args.retain_on_delete, depends_on),
         )
         self.register_outputs({"dataset_id": self.dataset.dataset_id})

@@ -39,6 +39,12 @@ class DicomExportPath(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        self.agent_member = self._agent_member(s)
+        specs = grant_specs(s)
+        encryption = [spec for spec in specs if spec.principal == "bigquery_encryption"]
+        self.bigquery_encryption_member = (
+            self._bigquery_encryption_member(s) if encryption else None
+        )
         destination = BigQueryDestination(
             f"{name}-bigquery",
             BigQueryDestinationArgs(
@@ -47,20 +53,20 @@ class DicomExportPath(pulumi.ComponentResource):
                 location=s.bigquery_dataset_location,
                 labels=s.labels,
                 kms_key=s.bigquery_kms_key,
+                encryption_grant=encryption[0] if encryption else None,
+                encryption_member=self.bigquery_encryption_member,
                 protected=s.protected,
                 retain_on_delete=s.retain_on_delete,
                 depends_on=[services.bigquery],
             ),
             opts=child,
         )
-        self.agent_member = self._agent_member(s)
-        specs = grant_specs(s)
         access = AgentAccess(
             f"{name}-agent",
             AgentAccessArgs(
                 source_project=s.source_project,
                 member=self.agent_member,
-                grants=specs,
+                grants=[spec for spec in specs if spec.principal == "agent"],
                 propagation_wait_seconds=s.iam_propagation_wait,
                 scope_resources={"bigquery_dataset": destination.dataset},
                 depends_on=[services.healthcare],
@@ -99,8 +105,11 @@ class DicomExportPath(pulumi.ComponentResource):
         self.agent_email = pulumi.Output.from_input(self.agent_member).apply(
             lambda member: member.removeprefix("serviceAccount:")
         )
-        self.grants = pulumi.Output.from_input(self.agent_member).apply(
-            lambda member: [spec.for_member(member).as_dict() for spec in specs]
+        self.grants = pulumi.Output.all(self.agent_member, self.bigquery_encryption_member).apply(
+            lambda members: [
+                spec.for_member(members[0] if spec.principal == "agent" else members[1]).as_dict()
+                for spec in specs
+            ]
         )
         self.bigquery_dataset = destination.dataset
         self.outputs: dict[str, Any] = {
@@ -121,12 +130,21 @@ class DicomExportPath(pulumi.ComponentResource):
         }
         self.register_outputs(self.outputs)
 
+    def _project_number(self, project: str, known: str | None) -> pulumi.Input[str]:
+        """A project's number: from the settings, or looked up at deploy time."""
+        if known:
+            return known
+        found = gcp.organizations.get_project_output(
+            project_id=project, opts=pulumi.InvokeOutputOptions(parent=self)
+        )
+        return found.number.apply(str)
+
     def _agent_member(self, s: StackSettings) -> pulumi.Input[str]:
-        if s.agent_member:
-            return s.agent_member
-        project = gcp.organizations.get_project_output(
-            project_id=s.source_project, opts=pulumi.InvokeOutputOptions(parent=self)
+        number = self._project_number(s.source_project, s.source_project_number)
+        return pulumi.Output.from_input(number).apply(
+            lambda n: naming.agent_member(n, s.universe_domain, s.agent_iam_domain)
         )
-        return project.number.apply(
-            lambda number: naming.agent_member(str(number), s.universe_domain, s.agent_iam_domain)
-        )
+
+    def _bigquery_encryption_member(self, s: StackSettings) -> pulumi.Input[str]:
+        number = self._project_number(s.bigquery_project, s.bigquery_project_number)
+        return pulumi.Output.from_input(number).apply(naming.bigquery_encryption_member)

@@ -50,7 +50,11 @@ class AuditTarget:
         return cls(
             stack=stack,
             agent_member=f"serviceAccount:{outputs['agentEmail']}",
-            grants=tuple((g["role"], g["scope"]) for g in outputs["grants"]),
+            grants=tuple(
+                (g["role"], g["scope"])
+                for g in outputs["grants"]
+                if g.get("member") == f"serviceAccount:{outputs['agentEmail']}"
+            ),
             source_project=str(outputs["sourceProject"]),
             bigquery_project=str(outputs["bigqueryProject"]),
             bigquery_dataset=str(outputs["bigqueryDataset"]).rsplit(".", 1)[-1],

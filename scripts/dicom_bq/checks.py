@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dicom_bq.planner import Plan
-from infra.policy_rules import ExpectedGrant, Finding, PolicyContext, Resource, evaluate
+from infra.policy_rules import AGENT, ExpectedGrant, Finding, PolicyContext, Resource, evaluate
 from infra.settings import StackSettings
 
 
@@ -16,7 +16,9 @@ def plan_resources(plan: Plan) -> list[Resource]:
 def plan_context(settings: StackSettings, grants: list[dict[str, Any]]) -> PolicyContext:
     return PolicyContext(
         protected=settings.protected,
-        expected_grants=frozenset(ExpectedGrant(g["role"], g["scope"]) for g in grants),
+        expected_grants=frozenset(
+            ExpectedGrant(g["role"], g["scope"]) for g in grants if AGENT.match(g["member"])
+        ),
         allowed_bigquery_locations=(
             frozenset(settings.allowed_bigquery_locations)
             if settings.allowed_bigquery_locations is not None
