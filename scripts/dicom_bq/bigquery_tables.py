@@ -7,16 +7,8 @@ from typing import Any
 
 from dicom_bq.endpoints import Connection
 from dicom_bq.errors import EXIT_FAILED, DicomBqError
-from dicom_bq.queries import Query
+from dicom_bq.queries import Query, instance_row
 from dicom_bq.refs import TableUri
-
-INSTANCE_ROW_SQL = (
-    "SELECT StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, PatientID\n"
-    "FROM `{table}`\n"
-    "WHERE SOPInstanceUID = @sop_instance_uid\n"
-    "LIMIT 10"
-)
-ROW_COUNT_SQL = "SELECT COUNT(*) AS row_count FROM `{table}`"
 
 
 class BigQueryTables:
@@ -42,22 +34,11 @@ class BigQueryTables:
 
     def instance_rows(self, table: TableUri, sop_instance_uid: str) -> list[dict[str, Any]]:
         """The exported rows of one instance; the UID travels as a query parameter."""
-        from google.api_core import exceptions
+        return list(self.run(instance_row(table, sop_instance_uid), what=f"query {table.uri}"))
 
-        config = self._bigquery.QueryJobConfig(
-            query_parameters=[
-                self._bigquery.ScalarQueryParameter("sop_instance_uid", "STRING", sop_instance_uid)
-            ]
-        )
-        try:
-            rows = self._client.query_and_wait(
-                INSTANCE_ROW_SQL.format(table=table.table_id), job_config=config
-            )
-            return [dict(row.items()) for row in rows]
-        except exceptions.GoogleAPIError as error:
-            raise self._fail(f"query {table.uri}", error) from None
-
-    def run(self, query: Query, page_size: int = 10_000) -> Iterator[dict[str, Any]]:
+    def run(
+        self, query: Query, page_size: int = 10_000, what: str = "run the query"
+    ) -> Iterator[dict[str, Any]]:
         """Rows of `query`, fetched a page at a time so a large result is never held whole."""
         from google.api_core import exceptions
 
@@ -73,4 +54,4 @@ class BigQueryTables:
             ):
                 yield dict(row.items())
         except exceptions.GoogleAPIError as error:
-            raise self._fail("run the query", error) from None
+            raise self._fail(what, error) from None

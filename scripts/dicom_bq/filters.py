@@ -48,6 +48,7 @@ _SEPARATORS = bytes.maketrans(
 _UID_CHARS = bytes.maketrans(_DIGITS_AND_DOTS, b"x" * len(_DIGITS_AND_DOTS))
 _LONG_UID = b"x" * (MAX_UID + 1)
 LEVELS = ("studies", "series", "instances")
+LEVEL_NAMES = ("study", "series", "instance")
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ def check_line(raw: bytes) -> tuple[str | None, list[str]]:
         level, uid = parts[depth], parts[depth + 1]
         if level != LEVELS[depth // 2]:
             return f"expected '{LEVELS[depth // 2]}' where the line has '{level}'", []
-        error, found = _uid_problems(uid, LEVELS[depth // 2].rstrip("s").replace("studie", "study"))
+        error, found = _uid_problems(uid, LEVEL_NAMES[depth // 2])
         if error:
             return error, []
         warnings += found

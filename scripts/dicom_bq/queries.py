@@ -18,6 +18,17 @@ class Query:
     parameters: tuple[Parameter, ...] = ()
 
 
+def instance_row(table: TableUri, sop_instance_uid: str) -> Query:
+    """The exported row of one instance: what `verify` checks against what it sent."""
+    return Query(
+        "SELECT StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, PatientID\n"
+        f"FROM `{table.table_id}`\n"
+        "WHERE SOPInstanceUID = @sop_instance_uid\n"
+        "LIMIT 10",
+        (("sop_instance_uid", "STRING", sop_instance_uid),),
+    )
+
+
 def dicomweb_paths(table: TableUri, patient_id: str) -> Query:
     return Query(
         "SELECT CONCAT('/dicomWeb/studies/', StudyInstanceUID, '/series/', SeriesInstanceUID, "

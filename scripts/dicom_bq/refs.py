@@ -22,7 +22,6 @@ _OPERATION = re.compile(
     r"/datasets/(?P<dataset>[^/]+)/operations/(?P<operation>[A-Za-z0-9_-]+)$"
 )
 _TIMEOUT = re.compile(r"^(?P<amount>[0-9]+(?:\.[0-9]+)?)(?P<unit>s|m|h)?$")
-_UID = re.compile(r"^[0-9]+(?:\.[0-9]+)*$")
 
 
 class WriteDisposition(StrEnum):
@@ -164,9 +163,3 @@ def parse_write_disposition(value: str) -> WriteDisposition:
     except ValueError:
         choices = ", ".join(d.value for d in WriteDisposition)
         raise _fail("--write-disposition", value, f"choose one of {choices}") from None
-
-
-def check_uid(value: str, what: str) -> str:
-    if not _UID.match(value) or len(value) > 64:
-        raise _fail(what, value, "a DICOM UID is digits separated by dots, at most 64 characters")
-    return value
