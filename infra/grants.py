@@ -62,6 +62,9 @@ class GrantSpec:
     scope: Scope
     reason: str
     principal: Principal = "agent"
+    # Keys this grant had before (its resource was named after them): aliases keep the live
+    # IAM member instead of replacing it when a key is renamed.
+    former_keys: tuple[str, ...] = ()
 
     def for_member(self, member: str) -> Grant:
         return Grant(role=self.role, member=member, scope=self.scope.uri, reason=self.reason)

@@ -145,6 +145,34 @@ def kms_key_location(value: str) -> str:
     return match.group("location")
 
 
+# Cloud KMS key locations that may protect a dataset in a given location. Both pages say the
+# same: a regional dataset takes a key in the same region, a multi-region one the matching KMS
+# multi-region, and Cloud KMS has no `eu` location (its Europe multi-region is `europe`).
+# - Healthcare, https://cloud.google.com/healthcare-api/docs/cmek: "a Cloud Healthcare API dataset
+#   in region us must be protected with a key ring from region us, and a Cloud Healthcare API
+#   dataset in region eu must be protected with a key ring from region europe ... You can't use
+#   the global region."
+# - BigQuery, https://cloud.google.com/bigquery/docs/customer-managed-encryption: "a dataset in
+#   region US should be protected with a key ring from region us, and a dataset in region EU
+#   should be protected with a key ring from region europe. Regional datasets should use matching
+#   regional keys." The same page allows `global` through the API and bq, not the console.
+HEALTHCARE_KMS_MULTI_REGIONS = {"us": "us", "eu": "europe"}
+BIGQUERY_KMS_MULTI_REGIONS = {"US": "us", "EU": "europe"}
+
+
+def healthcare_kms_locations(dataset_location: str) -> tuple[str, ...]:
+    """The Cloud KMS locations whose keys may protect a Healthcare dataset in this location."""
+    return (HEALTHCARE_KMS_MULTI_REGIONS.get(dataset_location, dataset_location),)
+
+
+def bigquery_kms_locations(dataset_location: str) -> tuple[str, ...]:
+    """The Cloud KMS locations whose keys may protect a BigQuery dataset in this location."""
+    upper = dataset_location.upper()
+    if upper in BIGQUERY_KMS_MULTI_REGIONS:
+        return (BIGQUERY_KMS_MULTI_REGIONS[upper], "global")
+    return (dataset_location.lower(), "global")
+
+
 def check_label_key(value: str) -> str | None:
     if (
         1 <= len(value) <= 63

@@ -30,6 +30,9 @@ CONFIG_NAMESPACE = "dicom-bq"
 MAX_STREAMS = 5
 MAX_LABELS = 64
 MAX_WAIT_SECONDS = 3600
+# Google: IAM changes "typically" propagate within 2 minutes, sometimes 7 or more
+# (https://cloud.google.com/iam/docs/access-change-propagation).
+DEFAULT_WAIT_SECONDS = 120
 _DURATION = re.compile(r"^(?P<amount>[0-9]+)(?P<unit>s|m)?$")
 
 
@@ -76,36 +79,103 @@ class StackSettings(BaseModel):
         alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
     )
 
-    source_project: str = Field(description="Project that holds the Healthcare dataset and store.")
+    # Descriptions are the `description:` of each key in Pulumi.yaml, which is generated from
+    # this model (python -m infra.project_config); a key without a default is required there too.
+    source_project: str = Field(
+        description="Project ID that holds the Healthcare dataset and the DICOM store (the "
+        "agent's project)."
+    )
+    location: str = Field(description="Location of the Healthcare dataset, such as us-central1.")
+    healthcare_dataset_id: str = Field(
+        description="Healthcare dataset ID (letters, digits, _ - .; up to 256)."
+    )
+    dicom_store_id: str = Field(description="DICOM store ID (letters, digits, _ - .; up to 256).")
+    bigquery_dataset_id: str = Field(
+        description="BigQuery dataset ID receiving exports (letters, digits, underscores)."
+    )
     source_project_number: str | None = Field(
-        None, description="Number of the source project; looked up at deploy time when absent."
+        None,
+        description="Number of the source project. Makes the agent's address known offline; "
+        "looked up at deploy time when empty.",
     )
     destination_project: str | None = Field(
-        None, description="Project of the BigQuery dataset; the source project when absent."
+        None,
+        description="Project ID of the BigQuery dataset; empty: the source project.",
     )
     destination_project_number: str | None = Field(
-        None, description="Number of the BigQuery project, for BigQuery's CMEK account."
+        None,
+        description="Number of the BigQuery project; shows BigQuery's CMEK account offline "
+        "(at deploy time it comes from BigQuery).",
     )
-    location: str = Field(description="Healthcare dataset location, such as us-central1.")
-    healthcare_dataset_id: str
-    time_zone: str = "UTC"
-    dicom_store_id: str
-    labels: dict[str, str] = Field(default_factory=dict)
-    notification_topic: str | None = None
-    stream_tables: list[str] = Field(default_factory=list)
-    bigquery_dataset_id: str
-    bigquery_location: str | None = None
-    healthcare_kms_key: str | None = None
-    bigquery_kms_key: str | None = None
-    filter_bucket: str | None = None
-    protected: bool = False
-    retain_on_delete: bool = False
-    iam_propagation_wait: int = 120
-    data_editor_scope: Literal["dataset", "project"] = "dataset"
-    allowed_bigquery_locations: list[str] | None = None
-    require_cmek: bool = False
-    universe_domain: str = naming.DEFAULT_UNIVERSE
-    agent_iam_domain: str | None = None
+    time_zone: str = Field("UTC", description="IANA time zone of the Healthcare dataset.")
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels (key: value) on the store and both datasets.",
+    )
+    notification_topic: str | None = Field(
+        None,
+        description="Pub/Sub topic projects/P/topics/T notified of new instances; the agent is "
+        "granted publisher on it. Empty: no notifications.",
+    )
+    stream_tables: list[str] = Field(
+        default_factory=list,
+        description="Up to 5 table names in the stack's BigQuery dataset that the store streams "
+        "metadata to.",
+    )
+    bigquery_location: str | None = Field(
+        None,
+        description="BigQuery dataset location (US, EU or a region); empty: the Healthcare "
+        "location.",
+    )
+    healthcare_kms_key: str | None = Field(
+        None,
+        description="Cloud KMS key for the Healthcare dataset (CMEK), in the matching KMS "
+        "location (eu -> europe). Empty: Google-managed keys.",
+    )
+    bigquery_kms_key: str | None = Field(
+        None,
+        description="Cloud KMS key for the BigQuery dataset's tables (CMEK), in the matching KMS "
+        "location (EU -> europe, US -> us). Empty: Google-managed keys.",
+    )
+    filter_bucket: str | None = Field(
+        None,
+        description="Bucket holding export filter files; the agent is granted objectViewer on "
+        "it. Empty: no filtered exports.",
+    )
+    protected: bool = Field(
+        False,
+        description="Protect the PHI resources (Healthcare dataset, DICOM store, BigQuery "
+        "dataset) from deletion.",
+    )
+    retain_on_delete: bool = Field(
+        False, description="Keep the PHI resources in Google Cloud when they leave the stack."
+    )
+    iam_propagation_wait: int = Field(
+        DEFAULT_WAIT_SECONDS,
+        description="Wait after the grants before creating what needs them, such as 120s or 3m.",
+    )
+    data_editor_scope: Literal["dataset", "project"] = Field(
+        "dataset",
+        description="Where roles/bigquery.dataEditor is granted: dataset or project.",
+    )
+    allowed_bigquery_locations: list[str] | None = Field(
+        None,
+        description="BigQuery locations this stack may use; the policy checks enforce it. "
+        "Empty: any location.",
+    )
+    require_cmek: bool = Field(
+        False,
+        description="Require customer-managed keys on both datasets; the policy checks enforce it.",
+    )
+    universe_domain: str = Field(
+        naming.DEFAULT_UNIVERSE,
+        description="API universe, googleapis.com unless in a sovereign cloud.",
+    )
+    agent_iam_domain: str | None = Field(
+        None,
+        description="Service-agent domain for a universe dicom-bq does not know; empty: the "
+        "known one.",
+    )
 
     _check_project = field_validator("source_project", "destination_project")(
         _rule(identifiers.check_project_id)
@@ -186,6 +256,11 @@ class StackSettings(BaseModel):
             )
         return value
 
+    @field_validator("allowed_bigquery_locations", mode="before")
+    @classmethod
+    def _empty_means_any(cls, value: Any) -> Any:
+        return None if value == [] else value
+
     @field_validator("allowed_bigquery_locations")
     @classmethod
     def _check_allowed_locations(cls, value: list[str] | None) -> list[str] | None:
@@ -207,22 +282,25 @@ class StackSettings(BaseModel):
         problems: list[tuple[str, str]] = []
         if self.healthcare_kms_key:
             key_location = identifiers.kms_key_location(self.healthcare_kms_key)
-            if key_location != self.location:
+            allowed = identifiers.healthcare_kms_locations(self.location)
+            if key_location not in allowed:
                 problems.append(
                     (
                         "healthcareKmsKey",
-                        f"the key is in '{key_location}' but the Healthcare dataset is in "
-                        f"'{self.location}': use a key ring in '{self.location}'",
+                        f"the key is in Cloud KMS location '{key_location}' but a Healthcare "
+                        f"dataset in '{self.location}' needs a key ring in '{allowed[0]}'",
                     )
                 )
         if self.bigquery_kms_key:
             key_location = identifiers.kms_key_location(self.bigquery_kms_key)
-            if key_location.lower() != self.bigquery_dataset_location.lower():
+            allowed = identifiers.bigquery_kms_locations(self.bigquery_dataset_location)
+            if key_location not in allowed:
                 problems.append(
                     (
                         "bigqueryKmsKey",
-                        f"the key is in '{key_location}' but the BigQuery dataset is in "
-                        f"'{self.bigquery_dataset_location}': use a key ring in that location",
+                        f"the key is in Cloud KMS location '{key_location}' but a BigQuery "
+                        f"dataset in '{self.bigquery_dataset_location}' needs a key ring in "
+                        f"{' or '.join(repr(a) for a in allowed)}",
                     )
                 )
         if not naming.known_universe(self.universe_domain) and not self.agent_iam_domain:
@@ -275,22 +353,81 @@ def config_keys() -> list[str]:
     return sorted(field.alias or name for name, field in StackSettings.model_fields.items())
 
 
+def required_keys() -> list[str]:
+    """Keys a stack cannot do without: the only ones Pulumi.yaml declares with no default."""
+    return sorted(
+        field.alias or name
+        for name, field in StackSettings.model_fields.items()
+        if field.is_required()
+    )
+
+
+# Read by the program but not declared in Pulumi.yaml: Pulumi's project schema gained the
+# `object` type only in 2025 (pulumi/pulumi#20129, #20132); older CLIs refuse it. Undeclared keys
+# pass the engine untouched (pulumi/pulumi sdk/go/common/workspace/config.go, mergeConfig loops
+# over the project's keys only), and the program validates them itself.
+UNDECLARED_KEYS = frozenset({"labels"})
+
+
+def _schema_type(annotation: Any) -> dict[str, Any]:
+    text = str(annotation)
+    if annotation is bool:
+        return {"type": "boolean"}
+    if annotation is int:
+        # A duration such as 120s or 3m: declared as a string, parsed by the program.
+        return {"type": "string"}
+    if "list[str]" in text:
+        return {"type": "array", "items": {"type": "string"}}
+    return {"type": "string"}
+
+
+def _schema_default(name: str, field: Any) -> Any:
+    if name == "iam_propagation_wait":
+        return f"{field.default}s"
+    value = field.get_default(call_default_factory=True)
+    if value is None:
+        # Pulumi needs a default for a key to be optional; empty means "not set" to the program.
+        return [] if "list[" in str(field.annotation) else ""
+    return value
+
+
+def project_config_schema() -> dict[str, dict[str, Any]]:
+    """The `config:` block of Pulumi.yaml, generated from this model so the two cannot drift.
+
+    Pulumi's engine refuses a stack that lacks a declared key with neither `default` nor `value`
+    ("Stack 'dev' is missing configuration values ...": pulumi/pulumi
+    sdk/go/common/workspace/config.go, mergeConfig). So only required settings go without one.
+    """
+    schema: dict[str, dict[str, Any]] = {}
+    for name, field in StackSettings.model_fields.items():
+        key = field.alias or name
+        if key in UNDECLARED_KEYS:
+            continue
+        entry = _schema_type(field.annotation)
+        if not field.is_required():
+            entry["default"] = _schema_default(name, field)
+        entry["description"] = field.description or ""
+        schema[key] = entry
+    return schema
+
+
 _STRUCTURED_KEYS = {"labels", "streamTables", "allowedBigqueryLocations"}
 
 
 def parse_settings(raw: Mapping[str, Any], stack: str = "STACK") -> StackSettings:
     """Validate raw config values (keys without namespace) into settings, or raise SettingsError.
 
-    Structured values may arrive as JSON text, as `pulumi.Config` holds them.
+    Structured values may arrive as JSON text, as `pulumi.Config` holds them. An empty value is
+    an unset one: it is how Pulumi.yaml's defaults say "none".
     """
-    values = dict(raw)
+    values = {key: value for key, value in raw.items() if value != "" and value is not None}
     for key in _STRUCTURED_KEYS & values.keys():
         if isinstance(values[key], str):
             try:
                 values[key] = json.loads(values[key])
             except json.JSONDecodeError:
                 raise SettingsError(
-                    [f"{CONFIG_NAMESPACE}:{key}: {values[key]!r} is not a list or map"]
+                    [f"{CONFIG_NAMESPACE}:{key}: {_excerpt(values[key])} is not a list or map"]
                 ) from None
     try:
         return StackSettings.model_validate(values)
@@ -300,11 +437,70 @@ def parse_settings(raw: Mapping[str, Any], stack: str = "STACK") -> StackSetting
         raise SettingsError(_explain(error, stack)) from None
 
 
+def _excerpt(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 5] + "...'" + f" ({len(text)} chars)"
+
+
+def near_miss_namespace(namespace: str) -> bool:
+    """`dicombq`, `dicom_bq`, `dicom-bq-`, `Dicom-BQ`: keys there are silently ignored by Pulumi."""
+    if namespace == CONFIG_NAMESPACE:
+        return False
+    folded = re.sub(r"[^a-z0-9]", "", namespace.lower())
+    ratio = difflib.SequenceMatcher(None, namespace.lower(), CONFIG_NAMESPACE).ratio()
+    return folded == "dicombq" or ratio >= 0.8
+
+
+def namespace_warnings(config: Mapping[str, Any]) -> list[str]:
+    warnings = []
+    for full_key in sorted(config):
+        namespace, _, key = str(full_key).rpartition(":")
+        if near_miss_namespace(namespace):
+            warnings.append(
+                f"config key '{full_key}' is in namespace '{namespace}', which dicom-bq does not "
+                f"read: did you mean '{CONFIG_NAMESPACE}:{key}'? Rename it with `pulumi config "
+                f"rm {full_key}` and `pulumi config set {CONFIG_NAMESPACE}:{key} VALUE`"
+            )
+    return warnings
+
+
+def settings_from_config(
+    config: Mapping[str, Any], stack: str = "STACK"
+) -> tuple[StackSettings, list[str]]:
+    """Settings from a whole stack config (namespaced keys, as the engine hands it to the
+    program), and warnings. Unknown `dicom-bq:` keys are refused: the engine lets them through.
+    """
+    own = {}
+    for full_key, value in config.items():
+        namespace, _, key = str(full_key).rpartition(":")
+        if namespace == CONFIG_NAMESPACE:
+            own[key] = value
+    settings = parse_settings(own, stack)
+    return settings, namespace_warnings(config) + wait_warnings(settings)
+
+
+def wait_warnings(settings: StackSettings) -> list[str]:
+    needs_wait = (
+        settings.stream_tables
+        or settings.notification_topic
+        or settings.healthcare_kms_key
+        or settings.bigquery_kms_key
+    )
+    if needs_wait and settings.iam_propagation_wait < DEFAULT_WAIT_SECONDS:
+        return [
+            f"{CONFIG_NAMESPACE}:iamPropagationWait is {settings.iam_propagation_wait}s; Google "
+            "says IAM changes typically take 2 minutes to propagate, and this stack creates "
+            "resources that Google checks against its grants: use at least 120s"
+        ]
+    return []
+
+
 def _explain(error: ValidationError, stack: str) -> list[str]:
     known = config_keys()
     problems = []
     for item in error.errors():
         key = str(item["loc"][0]) if item["loc"] else ""
+        key = key if len(key) <= 60 and key.isprintable() else _excerpt(key).strip("'")
         where = f"{CONFIG_NAMESPACE}:{key}"
         if item["type"] == "missing":
             problems.append(
@@ -325,5 +521,5 @@ def _explain(error: ValidationError, stack: str) -> list[str]:
             problems.extend(item["ctx"]["error"].problems)
         else:
             message = str(item["msg"]).removeprefix("Value error, ")
-            problems.append(f"{where} = {item['input']!r} is not valid: {message}")
+            problems.append(f"{where} = {_excerpt(item['input'])} is not valid: {message}")
     return problems

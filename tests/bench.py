@@ -43,15 +43,15 @@ def startup() -> None:
 
 
 def plan() -> None:
-    from dicom_bq.planner import plan_stack
+    from dicom_bq.planner import plan_settings
     from tests.conftest import base_settings
 
     one = _median_seconds([str(VENV_BIN / "dicom-bq"), "plan", "--stack", "prod", "-f", "json"], 5)
     print(f"dicom-bq plan --stack prod (process)  {one:6.2f} s")
-    plan_stack("warm-up", base_settings())
+    plan_settings("warm-up", base_settings())
     started = time.perf_counter()
     for index in range(20):
-        plan_stack(
+        plan_settings(
             f"gen{index}",
             base_settings(
                 dicomStoreId=f"store-{index}",

@@ -22,7 +22,7 @@ REGENERATE = "python -m tests.inventory {stacks}"
 
 
 def plan_example(stack: str) -> Plan:
-    return plan_stack(stack, read_stack_config(ROOT, stack))
+    return plan_stack(read_stack_config(ROOT, stack, use_cli=False))
 
 
 def inventory(plan: Plan) -> dict[str, Any]:
@@ -35,11 +35,15 @@ def inventory(plan: Plan) -> dict[str, Any]:
                 "protect": r.protect,
                 "retain_on_delete": r.retain_on_delete,
                 "depends_on": r.depends_on,
+                "delete_before_replace": r.delete_before_replace,
                 "inputs": r.inputs,
             }
             # Registration order varies between runs; names do not.
             for r in sorted(resources, key=lambda resource: resource.name)
         },
+        "invokes": sorted(
+            ({"token": i.token, "args": i.args} for i in plan.invokes), key=lambda i: str(i)
+        ),
         "grants": plan.grants,
         "outputs": {key: value for key, value in plan.outputs.items() if key != "grants"},
     }

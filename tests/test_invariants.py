@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dicom_bq.planner import Plan, plan_stack
+from dicom_bq.planner import Plan, plan_settings
 from infra import naming
 from tests.conftest import base_settings, cached_plan
 
@@ -69,9 +69,14 @@ def test_grant_resources_render_the_grants_list(example_plan: Plan) -> None:
     assert rendered == listed
 
 
+def _named(plan: Plan, name: str):  # type: ignore[no-untyped-def]
+    (resource,) = [r for r in plan.custom_resources() if r.name == name]
+    return resource
+
+
 def test_streaming_store_waits_for_propagation() -> None:
     plan = cached_plan("prod")
-    (sleep,) = by_type(plan, "time:index/sleep:Sleep")
+    sleep = _named(plan, "dicom-bq-agent-iam-propagation")
     (store,) = by_type(plan, "gcp:healthcare/dicomStore:DicomStore")
     assert store.inputs["streamConfigs"]
     assert sleep.name in store.depends_on
@@ -80,21 +85,46 @@ def test_streaming_store_waits_for_propagation() -> None:
 
 def test_cmek_dataset_waits_for_propagation() -> None:
     plan = cached_plan("prod")
-    (sleep,) = by_type(plan, "time:index/sleep:Sleep")
     (dataset,) = by_type(plan, "gcp:healthcare/dataset:Dataset")
-    assert sleep.name in dataset.depends_on
+    assert "dicom-bq-agent-iam-propagation" in dataset.depends_on
 
 
-def test_bigquery_cmek_account_can_use_the_key_before_the_dataset_exists() -> None:
+def test_bigquery_cmek_account_comes_from_bigquery_and_its_grant_propagates_first() -> None:
     plan = cached_plan("prod")
     key = "projects/clinical-kms-prod/locations/europe-west4/keyRings/imaging/cryptoKeys/bigquery"
     (grant,) = [r for r in grant_resources(plan) if r.inputs.get("cryptoKeyId") == key]
-    assert grant.inputs["member"] == (
-        "serviceAccount:bq-555566667777@bigquery-encryption.iam.gserviceaccount.com"
+    # The address is the one BigQuery's getServiceAccount answered (which creates the account),
+    # not one built from the project number.
+    (lookup,) = [i for i in plan.invokes if i.token.endswith("getDefaultServiceAccount")]
+    assert lookup.args["project"] == "imaging-analytics-prod"
+    assert (
+        grant.inputs["member"]
+        == lookup.result["member"]
+        == ("serviceAccount:bq-555566667777@bigquery-encryption.iam.gserviceaccount.com")
     )
+    sleep = _named(plan, "dicom-bq-bigquery-iam-propagation")
+    assert grant.name in sleep.depends_on
     (dataset,) = by_type(plan, "gcp:bigquery/dataset:Dataset")
-    assert grant.name in dataset.depends_on
+    assert sleep.name in dataset.depends_on
     assert grant.inputs["member"] in {g["member"] for g in plan.grants}
+
+
+def test_waits_carry_triggers_naming_each_grant_they_cover(example_plan: Plan) -> None:
+    for sleep in by_type(example_plan, "time:index/sleep:Sleep"):
+        covered = [_named(example_plan, name) for name in sleep.depends_on]
+        grants = [r for r in covered if "role" in r.inputs]
+        assert grants, sleep.name
+        triggers = sleep.inputs["triggers"]
+        assert len(triggers) == len(grants)
+        for grant in grants:
+            prefix = f"{grant.inputs['role']} {grant.inputs['member']} //"
+            assert any(t.startswith(prefix) for t in triggers.values()), grant.name
+
+
+def test_every_grant_is_replaced_delete_before_replace(example_plan: Plan) -> None:
+    grants = grant_resources(example_plan)
+    assert grants
+    assert all(g.delete_before_replace for g in grants)
 
 
 def test_protect_follows_protected(example_plan: Plan) -> None:
@@ -118,20 +148,20 @@ def test_apis_are_never_disabled_on_destroy(example_plan: Plan) -> None:
 
 
 def test_project_scope_for_data_editor_when_asked() -> None:
-    plan = plan_stack("scope", base_settings(dataEditorScope="project"))
+    plan = plan_settings("scope", base_settings(dataEditorScope="project"))
     (editor,) = [g for g in plan.grants if g["role"] == "roles/bigquery.dataEditor"]
     assert editor["scope"] == naming.project_scope("dicom-src-test")
 
 
 def test_unknown_project_number_is_resolved_at_deploy_time() -> None:
-    plan = plan_stack("nonumber", base_settings(sourceProjectNumber=None))
+    plan = plan_settings("nonumber", base_settings(sourceProjectNumber=None))
     assert plan.notes
     assert "sourceProjectNumber" in plan.notes[0]
     assert plan.outputs["agentEmail"].startswith("service-PROJECT_NUMBER_OF_dicom-src-test@")
 
 
 def test_sovereign_universe_changes_agent_domain_and_endpoint() -> None:
-    plan = plan_stack("tpc", base_settings(universeDomain="s3nsapis.fr"))
+    plan = plan_settings("tpc", base_settings(universeDomain="s3nsapis.fr"))
     assert plan.outputs["agentEmail"].endswith(
         "@gcp-sa-healthcare.s3ns-system.iam.gserviceaccount.com"
     )
@@ -141,7 +171,7 @@ def test_sovereign_universe_changes_agent_domain_and_endpoint() -> None:
 def test_twenty_stacks_plan_in_one_process() -> None:
     names = set()
     for index in range(20):
-        plan = plan_stack(f"gen{index}", base_settings(dicomStoreId=f"store-{index}"))
+        plan = plan_settings(f"gen{index}", base_settings(dicomStoreId=f"store-{index}"))
         (store,) = by_type(plan, "gcp:healthcare/dicomStore:DicomStore")
         names.add(store.inputs["name"])
         assert len(plan.custom_resources()) == 9

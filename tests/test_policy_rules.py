@@ -9,7 +9,7 @@ import pytest
 from dicom_bq.checks import check_plan, has_mandatory, plan_resources
 from dicom_bq.planner import record_program
 from infra.policy_rules import RULES, ExpectedGrant, PolicyContext, Resource, evaluate
-from infra.settings import parse_settings
+from infra.settings import parse_settings, settings_from_config
 from tests.conftest import base_settings, cached_plan
 from tests.inventory import ROOT
 
@@ -214,7 +214,8 @@ def test_example_stacks_pass_every_rule(stack: str) -> None:
     from dicom_bq.stackfiles import read_stack_config
 
     plan = cached_plan(stack)
-    assert check_plan(plan, parse_settings(read_stack_config(ROOT, stack), stack)) == []
+    config = read_stack_config(ROOT, stack, use_cli=False)
+    assert check_plan(plan, settings_from_config(config.values, stack)[0]) == []
 
 
 def _plan_with(extra: Any) -> Any:
@@ -227,7 +228,7 @@ def _plan_with(extra: Any) -> Any:
         return outputs
 
     raw = base_settings(protected=True)
-    plan = record_program("change", raw, program)
+    plan = record_program("change", {f"dicom-bq:{k}": v for k, v in raw.items()}, program)
     return plan, check_plan(plan, parse_settings(raw))
 
 

@@ -9,7 +9,7 @@ import pulumi
 import pulumi_gcp as gcp
 import pulumiverse_time as time
 
-from infra.components.iam import render_grant
+from infra.components.iam import grants_then_wait
 from infra.grants import GrantSpec
 
 
@@ -43,21 +43,13 @@ class AgentAccess(pulumi.ComponentResource):
             service="healthcare.googleapis.com",
             opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
         )
-        self.members = [self._member(name, spec, args) for spec in args.grants]
-        self.propagated = time.Sleep(
-            f"{name}-iam-propagation",
-            create_duration=f"{args.propagation_wait_seconds}s",
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(self.members)),
+        self.members, self.propagated = grants_then_wait(
+            name,
+            args.grants,
+            args.member,
+            args.propagation_wait_seconds,
+            parent=self,
+            depends_on=[self.identity],
+            scope_resources=args.scope_resources,
         )
         self.register_outputs({"identity": self.identity.id})
-
-    def _member(self, name: str, spec: GrantSpec, args: AgentAccessArgs) -> pulumi.CustomResource:
-        depends_on: list[pulumi.Resource] = [self.identity]
-        if spec.scope.kind in args.scope_resources:
-            depends_on.append(args.scope_resources[spec.scope.kind])
-        return render_grant(
-            f"{name}-{spec.key}",
-            spec,
-            args.member,
-            pulumi.ResourceOptions(parent=self, depends_on=depends_on),
-        )

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_gcp as gcp
 
-from infra.components.iam import render_grant
+from infra.components.iam import grants_then_wait
 from infra.components.protection import phi_options
 from infra.grants import GrantSpec
 
@@ -23,6 +23,7 @@ class BigQueryDestinationArgs:
     # BigQuery's encryption account's grant on kms_key, made before the dataset that uses the key.
     encryption_grant: GrantSpec | None = None
     encryption_member: pulumi.Input[str] | None = None
+    propagation_wait_seconds: int = 120
     protected: bool = False
     retain_on_delete: bool = False
     depends_on: list[pulumi.Resource] = field(default_factory=list)
@@ -42,14 +43,19 @@ class BigQueryDestination(pulumi.ComponentResource):
         )
         depends_on = list(args.depends_on)
         if args.encryption_grant is not None and args.encryption_member is not None:
-            depends_on.append(
-                render_grant(
-                    f"{name}-{args.encryption_grant.key}",
-                    args.encryption_grant,
-                    args.encryption_member,
-                    pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
-                )
+            # BigQuery checks that its encryption account can use the key when it creates a
+            # CMEK dataset ("cloudkms.cryptoKeyVersions.useToEncrypt denied" otherwise:
+            # https://cloud.google.com/bigquery/docs/customer-managed-encryption), so the
+            # dataset waits for the grant to propagate.
+            _, propagated = grants_then_wait(
+                name,
+                [args.encryption_grant],
+                args.encryption_member,
+                args.propagation_wait_seconds,
+                parent=self,
+                depends_on=args.depends_on,
             )
+            depends_on.append(propagated)
         self.dataset = gcp.bigquery.Dataset(
             f"{name}-dataset",
             project=args.project,

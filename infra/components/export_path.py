@@ -43,7 +43,7 @@ class DicomExportPath(pulumi.ComponentResource):
         specs = grant_specs(s)
         encryption = [spec for spec in specs if spec.principal == "bigquery_encryption"]
         self.bigquery_encryption_member = (
-            self._bigquery_encryption_member(s) if encryption else None
+            self._bigquery_encryption_member(s, services.bigquery) if encryption else None
         )
         destination = BigQueryDestination(
             f"{name}-bigquery",
@@ -55,6 +55,7 @@ class DicomExportPath(pulumi.ComponentResource):
                 kms_key=s.bigquery_kms_key,
                 encryption_grant=encryption[0] if encryption else None,
                 encryption_member=self.bigquery_encryption_member,
+                propagation_wait_seconds=s.iam_propagation_wait,
                 protected=s.protected,
                 retain_on_delete=s.retain_on_delete,
                 depends_on=[services.bigquery],
@@ -145,6 +146,19 @@ class DicomExportPath(pulumi.ComponentResource):
             lambda n: naming.agent_member(n, s.universe_domain, s.agent_iam_domain)
         )
 
-    def _bigquery_encryption_member(self, s: StackSettings) -> pulumi.Input[str]:
-        number = self._project_number(s.bigquery_project, s.bigquery_project_number)
-        return pulumi.Output.from_input(number).apply(naming.bigquery_encryption_member)
+    def _bigquery_encryption_member(
+        self, s: StackSettings, bigquery_api: pulumi.Resource
+    ) -> pulumi.Output[str]:
+        """BigQuery's encryption account, made to exist before anything is granted to it.
+
+        Google creates bq-NUMBER@bigquery-encryption.iam.gserviceaccount.com lazily, on the first
+        projects.getServiceAccount call; granting a key to the address built by hand fails with
+        "Service account ... does not exist" (terraform-google-bigquery#80). The data source calls
+        that method (pulumi-gcp bigquery/get_default_service_account.py), after the BigQuery API
+        is enabled.
+        """
+        account = gcp.bigquery.get_default_service_account_output(
+            project=s.bigquery_project,
+            opts=pulumi.InvokeOutputOptions(parent=self, depends_on=[bigquery_api]),
+        )
+        return account.member

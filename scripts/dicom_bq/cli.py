@@ -94,16 +94,17 @@ def plan(
         from dicom_bq.stackfiles import find_project_dir, read_stack_config
 
         folder = project_dir or find_project_dir()
-        raw = read_stack_config(folder, stack)
-        result = plan_stack(stack, raw)
+        result = plan_stack(read_stack_config(folder, stack))
     except DicomBqError as error:
         fail(error)
+    for note in result.notes:
+        typer.echo(f"Note: {note}", err=True)
     findings: list[Any] = []
     if check:
         from dicom_bq.checks import check_plan
-        from infra.settings import parse_settings
 
-        findings = check_plan(result, parse_settings(raw, stack))
+        assert result.settings is not None
+        findings = check_plan(result, result.settings)
     if output_format is PlanFormat.json:
         document = result.as_dict()
         if check:
@@ -156,11 +157,10 @@ def review(
         from dicom_bq.planner import plan_stack
         from dicom_bq.review import review_document, review_markdown
         from dicom_bq.stackfiles import find_project_dir, read_stack_config
-        from infra.settings import parse_settings
 
-        raw = read_stack_config(project_dir or find_project_dir(), stack)
-        result = plan_stack(stack, raw)
-        settings = parse_settings(raw, stack)
+        result = plan_stack(read_stack_config(project_dir or find_project_dir(), stack))
+        settings = result.settings
+        assert settings is not None
         findings = check_plan(result, settings)
         lookup = (
             roles.IamRoles(_connection(None, None, settings.universe_domain)).get
@@ -214,7 +214,7 @@ def audit(
             from dicom_bq.stackfiles import find_project_dir, read_stack_config
 
             assert stack is not None
-            planned = plan_stack(stack, read_stack_config(project_dir or find_project_dir(), stack))
+            planned = plan_stack(read_stack_config(project_dir or find_project_dir(), stack))
             target = AuditTarget.from_outputs(stack, planned.outputs)
         findings = compare(target, read_live_policies(_connection(None, impersonate), target))
     except DicomBqError as error:
@@ -626,7 +626,7 @@ def _filter_bucket(bucket: str | None, stack: str | None) -> str:
     if stack is not None:
         from dicom_bq.stackfiles import find_project_dir, read_stack_config
 
-        stack_bucket = read_stack_config(find_project_dir(), stack).get("filterBucket")
+        stack_bucket = read_stack_config(find_project_dir(), stack).own().get("filterBucket")
     chosen = bucket or stack_bucket
     if not chosen:
         raise DicomBqError(
@@ -972,7 +972,7 @@ def up(
         # A bad stack fails here, offline, before pulumi touches anything.
         from dicom_bq.planner import plan_stack
 
-        plan_stack(stack, read_stack_config(folder, stack))
+        plan_stack(read_stack_config(folder, stack))
         code = stack_outputs.pulumi_up(stack, folder, yes, output_to_stderr=as_json)
         if code != 0:
             raise DicomBqError(

@@ -17,9 +17,10 @@ from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.config import set_all_config
 
 from dicom_bq.errors import DicomBqError
-from dicom_bq.stackfiles import PROJECT_NAME
+from dicom_bq.stackfiles import PROJECT_NAME, StackConfig
+from infra import naming
 from infra.program import define_stack, load_settings
-from infra.settings import CONFIG_NAMESPACE, SettingsError, parse_settings
+from infra.settings import SettingsError, StackSettings, settings_from_config
 
 UNRESOLVED_NUMBER = "PROJECT_NUMBER_OF_{project}"
 
@@ -34,6 +35,9 @@ class PlannedResource:
     retain_on_delete: bool
     depends_on: list[str]
     inputs: dict[str, Any]
+    delete_before_replace: bool = False
+    aliases: list[str] = field(default_factory=list)
+    urn: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -44,8 +48,19 @@ class PlannedResource:
             "protect": self.protect,
             "retain_on_delete": self.retain_on_delete,
             "depends_on": self.depends_on,
+            "delete_before_replace": self.delete_before_replace,
+            "aliases": self.aliases,
             "inputs": self.inputs,
         }
+
+
+@dataclass(frozen=True)
+class PlannedInvoke:
+    """A data source the program called (`pulumi up` calls it for real, before what uses it)."""
+
+    token: str
+    args: dict[str, Any]
+    result: dict[str, Any]
 
 
 @dataclass
@@ -54,6 +69,10 @@ class Plan:
     resources: list[PlannedResource]
     outputs: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    invokes: list[PlannedInvoke] = field(default_factory=list)
+    # Project ID -> number, as the deployment will know them (settings, or a placeholder).
+    project_numbers: dict[str, str] = field(default_factory=dict)
+    settings: StackSettings | None = None
 
     @property
     def grants(self) -> list[dict[str, str]]:
@@ -81,9 +100,21 @@ _ID_FORMATS = {
 }
 
 
+GET_PROJECT = "gcp:organizations/getProject:getProject"
+GET_BIGQUERY_ACCOUNT = "gcp:bigquery/getDefaultServiceAccount:getDefaultServiceAccount"
+
+
 class _RecordingMocks(pulumi.runtime.Mocks):
-    def __init__(self) -> None:
+    def __init__(self, known_numbers: dict[str, str] | None = None) -> None:
+        self.known_numbers = dict(known_numbers or {})
         self.unresolved_projects: list[str] = []
+        self.invokes: list[PlannedInvoke] = []
+
+    def number(self, project: str) -> str:
+        if project not in self.known_numbers:
+            self.unresolved_projects.append(project)
+            return UNRESOLVED_NUMBER.format(project=project)
+        return self.known_numbers[project]
 
     def new_resource(
         self, args: pulumi.runtime.MockResourceArgs
@@ -96,11 +127,22 @@ class _RecordingMocks(pulumi.runtime.Mocks):
         return resource_id, dict(args.inputs)
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[Any, Any]:  # type: ignore[override]
-        if args.token == "gcp:organizations/getProject:getProject":  # noqa: S105
-            project = str(args.args.get("projectId"))
-            self.unresolved_projects.append(project)
-            return {"projectId": project, "number": UNRESOLVED_NUMBER.format(project=project)}
-        raise DicomBqError(f"the offline plan cannot answer the data source {args.token}")
+        result = self._answer(args.token, dict(args.args))
+        self.invokes.append(PlannedInvoke(args.token, _clean(dict(args.args)), result))
+        return result
+
+    def _answer(self, token: str, call_args: dict[str, Any]) -> dict[str, Any]:
+        if token == GET_PROJECT:
+            project = str(call_args.get("projectId"))
+            return {"projectId": project, "number": self.number(project)}
+        if token == GET_BIGQUERY_ACCOUNT:
+            # BigQuery's projects.getServiceAccount answers bq-NUMBER@bigquery-encryption...
+            # (https://cloud.google.com/bigquery/docs/reference/rest/v2/projects/getServiceAccount)
+            project = str(call_args.get("project"))
+            member = naming.bigquery_encryption_member(self.number(project))
+            email = member.removeprefix("serviceAccount:")
+            return {"email": email, "member": member, "project": project, "id": email}
+        raise DicomBqError(f"the offline plan cannot answer the data source {token}")
 
 
 class _RecordingMonitor(pulumi_mocks.MockMonitor):
@@ -114,6 +156,16 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
             inputs = pulumi.runtime.rpc.deserialize_properties(request.object)
             self.registrations.append((response.urn, request, inputs))
         return response
+
+
+def _alias_text(alias: Any) -> str:
+    """An alias as the engine receives it: a whole URN, or a spec (name, parent...)."""
+    if isinstance(alias, str):
+        return alias
+    if alias.WhichOneof("alias") == "urn":
+        return str(alias.urn)
+    spec = alias.spec
+    return f"name={spec.name}" + (f" parentUrn={spec.parentUrn}" if spec.parentUrn else "")
 
 
 def _config_text(value: Any) -> str:
@@ -132,27 +184,54 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def plan_stack(stack: str, raw_config: dict[str, Any]) -> Plan:
-    """Run the program for `stack` with `raw_config` (keys without namespace) and record it."""
+def known_project_numbers(settings: StackSettings) -> dict[str, str]:
+    numbers = {}
+    if settings.source_project_number:
+        numbers[settings.source_project] = settings.source_project_number
+    if settings.bigquery_project_number:
+        numbers[settings.bigquery_project] = settings.bigquery_project_number
+    return numbers
+
+
+def plan_stack(config: StackConfig) -> Plan:
+    """Run the program on a stack's merged config and record what it registers."""
     try:
-        parse_settings(raw_config, stack)
+        settings, warnings = settings_from_config(config.values, config.stack)
     except SettingsError as error:
         raise DicomBqError(
-            f"stack {stack!r} has settings that cannot be used:\n" + str(error)
+            f"stack {config.stack!r} has settings that cannot be used:\n" + str(error)
         ) from None
-    return record_program(stack, raw_config, lambda: define_stack(load_settings()).outputs)
+    plan = record_program(
+        config.stack,
+        config.values,
+        lambda: define_stack(load_settings()).outputs,
+        known_numbers=known_project_numbers(settings),
+    )
+    plan.notes[:0] = [*config.notes, *warnings]
+    plan.settings = settings
+    return plan
+
+
+def plan_settings(stack: str, raw: dict[str, Any]) -> Plan:
+    """Plan from `dicom-bq:` values given without namespace (tests, generated stacks)."""
+    return plan_stack(
+        StackConfig(stack=stack, values={f"{PROJECT_NAME}:{k}": v for k, v in raw.items()})
+    )
 
 
 def record_program(
-    stack: str, raw_config: dict[str, Any], program: Callable[[], dict[str, Any]]
+    stack: str,
+    config: dict[str, Any],
+    program: Callable[[], dict[str, Any]],
+    known_numbers: dict[str, str] | None = None,
 ) -> Plan:
-    """Run `program` (it registers resources, returns its outputs) under the recording mock."""
-    mocks = _RecordingMocks()
+    """Run `program` (it registers resources, returns its outputs) under the recording mock.
+
+    `config` has namespaced keys; values reach the program as the engine passes them (text).
+    """
+    mocks = _RecordingMocks(known_numbers)
     monitor = _RecordingMonitor(mocks)
-    set_all_config(
-        {f"{CONFIG_NAMESPACE}:{key}": _config_text(value) for key, value in raw_config.items()},
-        [],
-    )
+    set_all_config({key: _config_text(value) for key, value in config.items()}, [])
     # Each plan gets its own root stack: several plans may run in one process.
     pulumi_settings.ROOT.set(None)
     pulumi.runtime.set_mocks(
@@ -176,12 +255,25 @@ def record_program(
             retain_on_delete=bool(request.retainOnDelete),
             depends_on=sorted({names[urn] for urn in request.dependencies if urn in names}),
             inputs=_clean(inputs),
+            delete_before_replace=bool(request.deleteBeforeReplace),
+            aliases=sorted(_alias_text(alias) for alias in request.aliases),
+            urn=urn,
         )
-        for _, request, inputs in monitor.registrations
+        for urn, request, inputs in monitor.registrations
     ]
     notes = [
         f"The number of project {project!r} is looked up at deploy time; set "
-        f"dicom-bq:sourceProjectNumber to see the agent's real address here."
+        f"dicom-bq:sourceProjectNumber or destinationProjectNumber to see the real addresses "
+        "here."
         for project in sorted(set(mocks.unresolved_projects))
     ]
-    return Plan(stack=stack, resources=resources, outputs=_clean(outputs), notes=notes)
+    numbers = dict(mocks.known_numbers)
+    numbers.update({p: UNRESOLVED_NUMBER.format(project=p) for p in mocks.unresolved_projects})
+    return Plan(
+        stack=stack,
+        resources=resources,
+        outputs=_clean(outputs),
+        notes=notes,
+        invokes=mocks.invokes,
+        project_numbers=numbers,
+    )

@@ -1,0 +1,54 @@
+"""Pulumi.yaml's `config:` block, generated from the settings model.
+
+Regenerate after changing a setting:  python -m infra.project_config
+A test fails when Pulumi.yaml and the model disagree.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+from infra.settings import UNDECLARED_KEYS, project_config_schema
+
+PULUMI_YAML = Path(__file__).resolve().parent.parent / "Pulumi.yaml"
+REGENERATE = "python -m infra.project_config"
+_MARK = "config:\n"
+
+
+def config_block() -> str:
+    header = (
+        f"# Generated from infra/settings.py by `{REGENERATE}`; do not edit by hand.\n"
+        "# Keys without a default are required in every stack. Empty means not set.\n"
+        + "".join(
+            f"# {key} is read too, undeclared: Pulumi's project schema has no map type before "
+            "2025 (pulumi/pulumi#20129); the program validates it.\n"
+            for key in sorted(UNDECLARED_KEYS)
+        )
+    )
+    body = yaml.safe_dump(
+        {"config": project_config_schema()}, sort_keys=False, width=100, allow_unicode=True
+    )
+    return header + body
+
+
+def render(current: str) -> str:
+    """Pulumi.yaml with its config block replaced (the block is last in the file)."""
+    start = current.find("\n# Generated from infra/settings.py")
+    if start < 0:
+        start = current.find("\n" + _MARK)
+    head = current if start < 0 else current[: start + 1]
+    return head + config_block()
+
+
+def main() -> int:
+    current = PULUMI_YAML.read_text(encoding="utf-8")
+    PULUMI_YAML.write_text(render(current), encoding="utf-8")
+    print(f"wrote {PULUMI_YAML.name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
