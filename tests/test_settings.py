@@ -159,3 +159,56 @@ def test_values_as_pulumi_config_holds_them() -> None:
     assert settings.stream_tables == ["a", "b"]
     assert settings.source_project_number == "123456789012"
     assert settings.cross_project
+
+
+# Google's CMEK pages: Healthcare https://cloud.google.com/healthcare-api/docs/cmek ("a dataset in
+# region eu must be protected with a key ring from region europe ... You can't use the global
+# region"); BigQuery https://cloud.google.com/bigquery/docs/customer-managed-encryption ("a dataset
+# in region US should be protected with a key ring from region us, and a dataset in region EU ...
+# from region europe"; `global` works through the API and bq). Cloud KMS has no `eu` location.
+KEY = "projects/kms-project/locations/{}/keyRings/r/cryptoKeys/k"
+KMS_LOCATIONS: list[tuple[str, str, str, bool]] = [
+    # (setting, dataset location, key location, accepted)
+    ("healthcare", "us-central1", "us-central1", True),
+    ("healthcare", "us-central1", "us-east1", False),
+    ("healthcare", "us", "us", True),
+    ("healthcare", "eu", "europe", True),
+    ("healthcare", "eu", "eu", False),
+    ("healthcare", "europe-west4", "europe", False),
+    ("healthcare", "us-central1", "global", False),
+    ("bigquery", "EU", "europe", True),
+    ("bigquery", "EU", "eu", False),
+    ("bigquery", "US", "us", True),
+    ("bigquery", "US", "us-central1", False),
+    ("bigquery", "europe-west4", "europe-west4", True),
+    ("bigquery", "europe-west4", "europe", False),
+    ("bigquery", "EU", "global", True),
+    ("bigquery", "asia-northeast1", "global", True),
+]
+
+
+@pytest.mark.parametrize(("side", "dataset_location", "key_location", "accepted"), KMS_LOCATIONS)
+def test_cmek_key_locations_follow_googles_pages(
+    side: str, dataset_location: str, key_location: str, accepted: bool
+) -> None:
+    if side == "healthcare":
+        raw = base_settings(location=dataset_location, healthcareKmsKey=KEY.format(key_location))
+    else:
+        raw = base_settings(
+            bigqueryLocation=dataset_location, bigqueryKmsKey=KEY.format(key_location)
+        )
+    if accepted:
+        parse_settings(raw)
+    else:
+        with pytest.raises(SettingsError, match=f"dicom-bq:{side}KmsKey"):
+            parse_settings(raw)
+
+
+def test_a_short_wait_before_google_checked_creations_is_warned() -> None:
+    from infra.settings import settings_from_config
+
+    config = {f"dicom-bq:{k}": v for k, v in base_settings(iamPropagationWait="30s").items()}
+    assert settings_from_config(config)[1] == []  # nothing waits on the grants
+    config["dicom-bq:streamTables"] = '["instances"]'
+    (warning,) = settings_from_config(config)[1]
+    assert "iamPropagationWait is 30s" in warning

@@ -96,7 +96,9 @@ class DicomExportPath(pulumi.ComponentResource):
                 retain_on_delete=s.retain_on_delete,
                 dataset_depends_on=[services.healthcare]
                 + (after_grants if s.healthcare_kms_key else []),
-                store_depends_on=after_grants if (s.stream_tables or s.notification_topic) else [],
+                # Streams need their BigQuery dataset to exist, whatever the grant's scope.
+                store_depends_on=(after_grants if (s.stream_tables or s.notification_topic) else [])
+                + ([destination.dataset] if s.stream_tables else []),
             ),
             opts=child,
         )
