@@ -54,7 +54,8 @@ def stand_in_pulumi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_up_deploys_then_verifies(cloud: Cloud, stand_in_pulumi: Path) -> None:
     result = runner.invoke(
-        app, ["up", "--stack", "dev", "--yes", "--project-dir", str(ROOT), "--json"]
+        app,
+        ["up", "--stack", "dev", "--yes", "--skip-preflight", "--project-dir", str(ROOT), "--json"],
     )
     assert result.exit_code == 0, result.output
     calls = stand_in_pulumi.read_text().splitlines()
@@ -69,7 +70,9 @@ def test_failed_up_is_not_verified(
     cloud: Cloud, stand_in_pulumi: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PULUMI_UP_EXIT", "255")
-    result = runner.invoke(app, ["up", "--stack", "dev", "--project-dir", str(ROOT)])
+    result = runner.invoke(
+        app, ["up", "--stack", "dev", "--skip-preflight", "--project-dir", str(ROOT)]
+    )
     assert result.exit_code == 1
     assert "`pulumi up` failed with exit code 255" in result.stderr
     assert cloud.healthcare.requests == []

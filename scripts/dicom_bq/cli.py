@@ -947,6 +947,41 @@ def verify(
 
 
 @app.command()
+def preflight(
+    stack: Annotated[str, typer.Option("--stack", "-s", help="The stack to check.")],
+    impersonate: ImpersonateOption = None,
+    project_dir: ProjectDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check, with your credentials, what the stack's first `pulumi up` needs: APIs, the bucket,
+    topic and keys it grants on, your permissions, and names already taken. Writes nothing.
+    Exit 0 all clear, 1 something will fail, 2 bad input."""
+    try:
+        from dicom_bq.preflight import preflight_stack
+        from dicom_bq.stackfiles import find_project_dir
+
+        report = preflight_stack(
+            stack=stack, project_dir=project_dir or find_project_dir(), impersonate=impersonate
+        )
+    except DicomBqError as error:
+        fail(error)
+    _print_preflight(report, as_json)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _print_preflight(report: Any, as_json: bool) -> None:
+    from dicom_bq.preflight import report_lines
+
+    for note in report.notes:
+        typer.echo(f"Note: {note}", err=True)
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        typer.echo("\n".join(report_lines(report)))
+
+
+@app.command()
 def up(
     stack: Annotated[str, typer.Option("--stack", "-s", help="The stack to deploy, then verify.")],
     yes: Annotated[
@@ -957,10 +992,13 @@ def up(
     ] = False,
     timeout: TimeoutOption = "30m",
     permission_window: PermissionWindowOption = "10m",
+    skip_preflight: Annotated[
+        bool, typer.Option("--skip-preflight", help="Do not run `dicom-bq preflight` first.")
+    ] = False,
     project_dir: ProjectDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """`pulumi up` on the stack, then `verify` on its fresh outputs."""
+    """`dicom-bq preflight`, `pulumi up` on the stack, then `verify` on its fresh outputs."""
     try:
         from dicom_bq import stack_outputs
         from dicom_bq.refs import parse_timeout
@@ -973,6 +1011,18 @@ def up(
         from dicom_bq.planner import plan_stack
 
         plan_stack(read_stack_config(folder, stack))
+        if not skip_preflight:
+            from dicom_bq.preflight import preflight_stack, report_lines
+
+            report = preflight_stack(stack=stack, project_dir=folder, impersonate=None)
+            for line in report_lines(report):
+                typer.echo(line, err=True)
+            if not report.ok:
+                raise DicomBqError(
+                    "preflight found what would make `pulumi up` fail (above): nothing was "
+                    "deployed; fix it, or pass --skip-preflight",
+                    exit_code=1,
+                )
         code = stack_outputs.pulumi_up(stack, folder, yes, output_to_stderr=as_json)
         if code != 0:
             raise DicomBqError(

@@ -65,6 +65,30 @@ class Connection:
             f"https://{service}.{self.universe_domain}/", emulated=False
         )
 
+    # The emulator variable of each Google REST API read through its discovery document.
+    # PUBSUB_EMULATOR_HOST and STORAGE_EMULATOR_HOST are Google's own names; the others follow
+    # the same convention.
+    _EMULATOR_VARIABLES = {  # noqa: RUF012 - a constant table
+        "serviceusage": "SERVICEUSAGE_EMULATOR_HOST",
+        "cloudresourcemanager": "RESOURCEMANAGER_EMULATOR_HOST",
+        "storage": "STORAGE_EMULATOR_HOST",
+        "pubsub": "PUBSUB_EMULATOR_HOST",
+        "cloudkms": "KMS_EMULATOR_HOST",
+        "healthcare": "HEALTHCARE_EMULATOR_HOST",
+        "bigquery": "BIGQUERY_EMULATOR_HOST",
+        "iam": "IAM_EMULATOR_HOST",
+    }
+
+    def discovery_endpoint(self, api: str, service_path: str) -> Endpoint:
+        """The base URL a discovery client needs: its `api_endpoint` replaces the document's
+        rootUrl *and* servicePath (googleapiclient discovery.build_from_document), so the
+        servicePath ("storage/v1/", "bigquery/v2/") is appended here."""
+        variable = self._EMULATOR_VARIABLES.get(api)
+        emulator = self._emulator(variable) if variable else None
+        if emulator is not None:
+            return Endpoint(emulator.url + service_path, emulated=True)
+        return Endpoint(f"https://{api}.{self.universe_domain}/{service_path}", emulated=False)
+
     def iam(self) -> Endpoint:
         return self._service("IAM_EMULATOR_HOST", "iam")
 

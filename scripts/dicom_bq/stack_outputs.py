@@ -104,3 +104,26 @@ def pulumi_up(stack: str, project_dir: Path, yes: bool, output_to_stderr: bool =
             sys.stderr.write(line)
             sys.stderr.flush()
     return process.returncode
+
+
+def read_stack_resource_ids(stack: str, project_dir: Path) -> tuple[set[str] | None, str]:
+    """The IDs of what the stack already manages (`pulumi stack export`), or None with why.
+
+    Never raises: preflight works without a CLI, only less sure about what is the stack's own.
+    """
+    found = shutil.which("pulumi")
+    if not found:
+        return None, "the Pulumi CLI is not on PATH"
+    command = [found, "stack", "export", "--stack", stack]
+    result = subprocess.run(command, cwd=project_dir, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        said = (result.stderr.strip() or result.stdout.strip()).splitlines()[-1:] or ["failed"]
+        if "no stack named" in said[0]:
+            return set(), f"stack {stack} does not exist yet"
+        return None, f"`pulumi stack export` failed: {said[0][:200]}"
+    try:
+        deployment = json.loads(result.stdout).get("deployment") or {}
+    except (json.JSONDecodeError, AttributeError):
+        return None, "`pulumi stack export` did not answer JSON"
+    resources = deployment.get("resources") or []
+    return {str(r.get("id")) for r in resources if isinstance(r, dict) and r.get("id")}, ""
