@@ -198,8 +198,9 @@ def plan_stack(config: StackConfig) -> Plan:
     try:
         settings, warnings = settings_from_config(config.values, config.stack)
     except SettingsError as error:
+        unresolved = "".join(f"\nNote: {note}" for note in config.notes)
         raise DicomBqError(
-            f"stack {config.stack!r} has settings that cannot be used:\n" + str(error)
+            f"stack {config.stack!r} has settings that cannot be used:\n{error}{unresolved}"
         ) from None
     plan = record_program(
         config.stack,
