@@ -205,15 +205,14 @@ def test_ctrl_c_leaves_the_operation_running(cloud: Cloud, monkeypatch: pytest.M
 
 
 @pytest.mark.parametrize("status", [429, 500, 502, 503])
-def test_transient_statuses_are_retried(cloud: Cloud, status: int) -> None:
+def test_transient_statuses_on_reads_are_retried(cloud: Cloud, status: int) -> None:
+    # Reads are safe to repeat; the export POST is not (tests/test_export_once.py).
     seed(cloud)
-    cloud.healthcare.faults += [
-        Fault("POST", ":export", status),
-        Fault("GET", "/operations/", status, times=2),
-    ]
+    cloud.healthcare.faults.append(Fault("GET", "/operations/", status, times=2))
     result = export("--json")
     assert result.exit_code == 0, result.output
-    assert all(f.times == 0 for f in cloud.healthcare.faults)
+    assert cloud.healthcare.faults[0].times == 0  # both faults fired
+    assert json.loads(result.stdout)["success"] == 1
 
 
 def test_connection_reset_is_retried(cloud: Cloud) -> None:
@@ -221,6 +220,9 @@ def test_connection_reset_is_retried(cloud: Cloud) -> None:
     cloud.healthcare.faults.append(Fault("GET", "/operations/", "reset", times=2))
     result = export("--json")
     assert result.exit_code == 0, result.output
+    assert cloud.healthcare.faults[0].times == 0  # both resets happened
+    polls = [r for r in cloud.healthcare.requests if "/operations/" in r.path]
+    assert len(polls) >= 3
 
 
 def test_read_timeout_is_retried(cloud: Cloud) -> None:
@@ -243,29 +245,54 @@ def test_client_errors_are_not_retried(cloud: Cloud, status: int, fragment: str)
 
 
 def test_retries_are_bounded(cloud: Cloud) -> None:
-    cloud.healthcare.faults.append(Fault("POST", ":export", 503, times=50))
+    cloud.healthcare.faults.append(Fault("GET", "/operations/", 503, times=50))
     result = export()
     assert result.exit_code == 1
     assert "gave up after retries" in result.stderr
+    assert "resume with `dicom-bq operations wait projects/" in result.stderr
     assert cloud.healthcare.faults[0].times == 50 - retry.RetryPolicy().attempts
+    assert len(cloud.healthcare.operations) == 1
 
 
-def test_permission_denied_is_explained_after_the_window(cloud: Cloud) -> None:
-    cloud.healthcare.caller_denied_exports = 100
-    result = export(
-        "--permission-window",
-        "1s",
-        "--agent-email",
-        "service-1@gcp-sa-healthcare.iam.gserviceaccount.com",
-    )
+def test_permission_denied_for_the_agent_is_explained_after_the_window(cloud: Cloud) -> None:
+    cloud.healthcare.agent_denied_requests = 100
+    result = export("--permission-window", "1s")
     assert result.exit_code == 1
     message = result.stderr
     assert "PERMISSION_DENIED" in message
-    assert "service-1@gcp-sa-healthcare.iam.gserviceaccount.com" in message
+    assert "service-111122223333@gcp-sa-healthcare.iam.gserviceaccount.com" in message
     assert "roles/bigquery.dataEditor on BigQuery dataset dicom-src-test:dicom_metadata" in message
     assert "roles/bigquery.jobUser on project dicom-src-test" in message
     assert "gcloud projects get-iam-policy dicom-src-test" in message
     assert "Traceback" not in result.output
+
+
+def test_operation_denied_for_the_agent_is_retried_by_export_too(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The realistic IAM-propagation failure: the request passes, the operation fails with 7.
+    from tests.fakes.clock import VirtualClock
+
+    clock = VirtualClock()
+    monkeypatch.setattr(retry.SystemClock, "sleep", lambda self, s: clock.sleep(s))
+    monkeypatch.setattr(retry.SystemClock, "monotonic", lambda self: clock.monotonic())
+    cloud.healthcare.clock = clock
+    seed(cloud)
+    cloud.healthcare.agent_denied_until = 5.0
+    result = export("--json")
+    assert result.exit_code == 0, result.output
+    assert "failed with PERMISSION_DENIED; retrying in" in result.stderr
+    ops = list(cloud.healthcare.operations.values())
+    assert [op.error["code"] for op in ops if op.error] == [7]
+    assert json.loads(result.stdout)["success"] == 1
+
+
+def test_the_callers_own_denial_is_explained_at_once(cloud: Cloud) -> None:
+    cloud.healthcare.caller_denied_exports = 100
+    result = export()
+    assert result.exit_code == 1
+    assert "lack healthcare.dicomStores.export on projects/dicom-src-test/" in result.stderr
+    assert cloud.healthcare.caller_denied_exports == 99
 
 
 def test_unknown_operation_is_explained(cloud: Cloud) -> None:

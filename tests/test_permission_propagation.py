@@ -15,7 +15,6 @@ from tests.conftest import STORE, Cloud
 from tests.fakes.clock import VirtualClock
 
 PLAN = ExportPlan(StoreName.parse(STORE), TableUri.parse("bq://dicom-src-test.dicom_metadata.t"))
-QUICK = Backoff(initial=0.01, factor=1.0, cap=0.01, jitter=0.0)
 
 
 def exporter(cloud: Cloud, clock: VirtualClock, window: float) -> Exporter:
@@ -28,8 +27,8 @@ def exporter(cloud: Cloud, clock: VirtualClock, window: float) -> Exporter:
     )
 
 
-def test_request_denied_then_allowed_is_retried(cloud: Cloud) -> None:
-    cloud.healthcare.caller_denied_exports = 3
+def test_request_denied_for_the_agent_then_allowed_is_retried(cloud: Cloud) -> None:
+    cloud.healthcare.agent_denied_requests = 3
     clock = VirtualClock()
     waits: list[str] = []
     name = exporter(cloud, clock, window=600).start(PLAN, on_wait=lambda why, _: waits.append(why))
@@ -38,17 +37,37 @@ def test_request_denied_then_allowed_is_retried(cloud: Cloud) -> None:
     )
     assert len(waits) == 3
     assert clock.now == 90
+    assert len(cloud.healthcare.operations) == 1
 
 
-def test_request_denied_past_the_window_is_explained(cloud: Cloud) -> None:
-    cloud.healthcare.caller_denied_exports = 1000
+def test_request_denied_for_the_agent_past_the_window_names_the_agent(cloud: Cloud) -> None:
+    cloud.healthcare.agent_denied_requests = 1000
     clock = VirtualClock()
     with pytest.raises(DicomBqError) as caught:
         exporter(cloud, clock, window=120).start(PLAN)
     assert caught.value.exit_code == 1
-    assert "PERMISSION_DENIED for 120s" in caught.value.message
-    assert "PROJECT_NUMBER of dicom-src-test" in caught.value.message
+    message = caught.value.message
+    assert "PERMISSION_DENIED for 120s" in message
+    # The address comes from Google's error, not a placeholder.
+    agent = "service-111122223333@gcp-sa-healthcare.iam.gserviceaccount.com"
+    assert f"{PLAN.store.project}, {agent}, needs" in message
+    assert f'bindings.members:serviceAccount:{agent}"' in message
+    assert "AGENT" not in message
+    assert "PROJECT_NUMBER" not in message
     assert clock.now == 120
+
+
+def test_the_callers_own_denial_is_not_retried_and_names_the_permission(cloud: Cloud) -> None:
+    cloud.healthcare.caller_denied_exports = 1000
+    clock = VirtualClock()
+    with pytest.raises(DicomBqError) as caught:
+        exporter(cloud, clock, window=600).start(PLAN)
+    message = caught.value.message
+    assert message.startswith("you (the credentials dicom-bq runs with) lack ")
+    assert "healthcare.dicomStores.export on projects/dicom-src-test/" in message
+    assert "gcp-sa-healthcare" not in message  # not blamed on the agent
+    assert clock.now == 0  # no waiting
+    assert cloud.healthcare.caller_denied_exports == 999  # one request
 
 
 def test_operation_denied_while_propagating_is_exported_again(cloud: Cloud) -> None:

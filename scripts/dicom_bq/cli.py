@@ -747,27 +747,65 @@ def export(
 
         api = HealthcareApi(connection, version)
         exporter = Exporter(api, permission_window=window, agent_email=agent_email)
-        name = exporter.start(
-            plan,
-            on_wait=lambda why, delay: typer.echo(f"{why}; retrying in {delay:.0f}s", err=True),
-        )
+        if no_wait:
+            name = exporter.start(plan, on_wait=_say_wait)
+            if as_json:
+                print_json({"operation": name, "done": False})
+            else:
+                typer.echo(name)
+            raise typer.Exit(0)
+        state = _run_export(exporter, plan, seconds, as_json)
     except DicomBqError as error:
         fail(error)
-    if no_wait:
-        if as_json:
-            print_json({"operation": name, "done": False})
-        else:
-            typer.echo(name)
-        raise typer.Exit(0)
-    typer.echo(f"Started {name}", err=True)
-    state = _follow(api, name, seconds, as_json)
-    if state.error_code == 7:
-        from dicom_bq.export import explain_permission_denied
-
-        typer.echo(
-            explain_permission_denied(plan, agent_email, 0, state.error_message or ""), err=True
-        )
     _finish(state, as_json)
+
+
+def _say_wait(why: str, delay: float) -> None:
+    typer.echo(f"{why}; retrying in {delay:.0f}s" if delay else why, err=True)
+
+
+def _run_export(exporter: Any, plan: Any, timeout: float | None, as_json: bool) -> Any:
+    """The one export flow (export and verify): start at most once, follow with live progress,
+    retry an operation refused while IAM propagates; Ctrl-C says how to resume."""
+    from dicom_bq.errors import EXIT_INTERRUPTED
+
+    started: list[str] = []
+
+    def on_start(name: str) -> None:
+        started.append(name)
+        typer.echo(f"Started {name}", err=True)
+
+    console = _err_console()
+    try:
+        if as_json or not console.is_terminal or timeout == 0:
+            return exporter.run(
+                plan, exporter_follower(exporter), timeout, on_start=on_start, on_wait=_say_wait
+            )
+        with console.status(f"exporting to {plan.table.uri}") as status:
+            return exporter.run(
+                plan,
+                exporter_follower(exporter),
+                timeout,
+                on_start=on_start,
+                on_update=_progress(console, status),
+                on_wait=_say_wait,
+            )
+    except KeyboardInterrupt:
+        if started:
+            typer.echo(
+                f"Interrupted: operation {started[-1]} keeps running. Resume with: "
+                f"dicom-bq operations wait {started[-1]}",
+                err=True,
+            )
+        else:
+            typer.echo("Interrupted before an export operation was known.", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def exporter_follower(exporter: Any) -> Any:
+    from dicom_bq.operations import Follower
+
+    return Follower(exporter.api)
 
 
 operations_app = typer.Typer(

@@ -11,12 +11,22 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import httplib2
+from googleapiclient.errors import HttpError
+
 from dicom_bq.endpoints import Connection
-from dicom_bq.google_api import REQUEST_TIMEOUT, ApiCallError, GoogleApi
+from dicom_bq.google_api import REQUEST_TIMEOUT, ApiCallError, GoogleApi, error_details
 from dicom_bq.refs import WriteDisposition
 from dicom_bq.retry import RetryPolicy
 
-__all__ = ["API_VERSIONS", "ApiCallError", "ExportRequest", "HealthcareApi"]
+__all__ = [
+    "API_VERSIONS",
+    "ExportAnswerLostError",
+    "ApiCallError",
+    "ExportRequest",
+    "HealthcareApi",
+    "ExportNotStartedError",
+]
 
 API_VERSIONS = ("v1", "v1beta1")
 
@@ -44,6 +54,25 @@ class ExportRequest:
         return body
 
 
+class ExportNotStartedError(Exception):
+    """The export request was refused before Google acted on it: sending it again is safe."""
+
+
+class ExportAnswerLostError(Exception):
+    """The export request may have started an operation whose answer never arrived: a 5xx
+    after sending, a reset connection, a timeout. Sending it again may export twice."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+# 429 RESOURCE_EXHAUSTED is a refusal (quota), not a failure half-way
+# (https://cloud.google.com/apis/design/errors#handling_errors: "retry" for 429 and 503, but a
+# 503 or 500 may come after the work was done, and a non-idempotent POST is not retried blindly).
+_REFUSED_STATUSES = frozenset({429})
+
+
 class HealthcareApi(GoogleApi):
     def __init__(
         self,
@@ -67,8 +96,40 @@ class HealthcareApi(GoogleApi):
     def _stores(self) -> Any:
         return self.service.projects().locations().datasets().dicomStores()
 
-    def export(self, request: ExportRequest) -> dict[str, Any]:
-        return dict(self.call(self._stores().export(name=request.store, body=request.body())))
+    def export_once(self, request: ExportRequest) -> dict[str, Any]:
+        """One export POST, never retried here: the caller decides, knowing what it risks."""
+        call = self._stores().export(name=request.store, body=request.body())
+        try:
+            return dict(call.execute(num_retries=0))
+        except HttpError as error:
+            status = int(error.resp.status)
+            if status in _REFUSED_STATUSES:
+                raise ExportNotStartedError(f"HTTP {status}") from None
+            if status >= 500:
+                raise ExportAnswerLostError(f"HTTP {status} after the request was sent") from None
+            raise error_details(status, error.content) from None
+        except ConnectionRefusedError:
+            raise ExportNotStartedError("connection refused") from None
+        except (TimeoutError, OSError, httplib2.HttpLib2Error) as error:
+            raise ExportAnswerLostError(
+                f"{type(error).__name__} before the answer arrived"
+            ) from None
+
+    def list_operations(self, dataset: str, page_token: str | None = None) -> dict[str, Any]:
+        operations = self.service.projects().locations().datasets().operations()
+        return dict(self.call(operations.list(name=dataset, pageSize=100, pageToken=page_token)))
+
+    def create_store(self, dataset: str, store_id: str, labels: dict[str, str]) -> dict[str, Any]:
+        return dict(
+            self.call(
+                self._stores().create(
+                    parent=dataset, dicomStoreId=store_id, body={"labels": labels}
+                )
+            )
+        )
+
+    def delete_store(self, name: str) -> None:
+        self.call(self._stores().delete(name=name))
 
     def get_operation(self, name: str) -> dict[str, Any]:
         operations = self.service.projects().locations().datasets().operations()

@@ -62,6 +62,10 @@ class StoreName:
     def name(self) -> str:
         return naming.dicom_store_name(self.project, self.location, self.dataset, self.store)
 
+    @property
+    def dataset_name(self) -> str:
+        return naming.healthcare_dataset_name(self.project, self.location, self.dataset)
+
 
 @dataclass(frozen=True)
 class TableUri:

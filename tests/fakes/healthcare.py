@@ -8,7 +8,11 @@
 - DICOMweb goes to a real Orthanc: STOW-RS is forwarded, instance DELETE is translated to Orthanc's
   REST API (Orthanc's plugin has no DICOMweb delete), and the export reads instances by QIDO-RS.
 - Faults: queued HTTP statuses, dropped connections and slow answers; PERMISSION_DENIED on the
-  request or in the operation, as while IAM propagates.
+  request or in the operation, as while IAM propagates. A fault with `after=True` lets the request
+  through first and then loses the answer: the export started, the caller never heard of it.
+- dicomStores.create/delete and datasets.operations.list (pageSize/pageToken), so a temporary
+  store and a lost export answer can be followed. Instances stored through a store created here
+  belong to it alone; Orthanc's other instances belong to the stores the test declared.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ class Fault:
     kind: int | str  # an HTTP status, "reset", or "slow"
     times: int = 1
     seconds: float = 0.0
+    after: bool = False  # process the request, then lose the answer
 
 
 @dataclass
@@ -83,8 +88,14 @@ class FakeHealthcare(LoopbackFake):
     clock: Clock = field(default_factory=RealClock)
     export_seconds: float = 0.3
     stores: set[str] = field(default_factory=set)
+    # Store configuration as dicomStores.get answers it (streamConfigs, notificationConfig...).
+    store_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    created_stores: set[str] = field(default_factory=set)
+    store_of_instance: dict[str, str] = field(default_factory=dict)  # SOP UID -> created store
+    deleted_stores: list[str] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     caller_denied_exports: int = 0
+    agent_denied_requests: int = 0
     agent_denied_until: float | None = None
     agent_email: str = "service-111122223333@gcp-sa-healthcare.iam.gserviceaccount.com"
     operations: dict[str, FakeOperation] = field(default_factory=dict)
@@ -99,7 +110,7 @@ class FakeHealthcare(LoopbackFake):
         with self.lock:
             self.requests.append(request)
             fault = self._take_fault(request)
-        if fault is not None:
+        if fault is not None and not fault.after:
             if fault.kind == "reset":
                 raise Reset()
             if fault.kind == "slow":
@@ -111,15 +122,26 @@ class FakeHealthcare(LoopbackFake):
             return Response.error(404, "NOT_FOUND", f"no such path {request.path}")
         version, rest = prefix.group(1), request.path[prefix.end() :]
         with self.lock:
-            return self._route(version, rest, request)
+            response = self._route(version, rest, request)
+        if fault is not None and fault.after:
+            # Google did the work; the answer never reaches the caller.
+            if fault.kind == "reset":
+                raise Reset()
+            if fault.kind == "slow":
+                time.sleep(fault.seconds)
+            elif isinstance(fault.kind, int):
+                return Response.error(fault.kind, "INTERNAL", "injected fault after processing")
+        return response
 
     def _take_fault(self, request: Request) -> Fault | None:
         for fault in self.faults:
-            if (
-                fault.method == request.method
-                and fault.path_contains in request.path
-                and fault.times > 0
-            ):
+            # A trailing "$" anchors the fragment at the end of the path.
+            where = (
+                request.path.endswith(fault.path_contains[:-1])
+                if fault.path_contains.endswith("$")
+                else fault.path_contains in request.path
+            )
+            if fault.method == request.method and where and fault.times > 0:
                 fault.times -= 1
                 return fault
         return None
@@ -138,9 +160,19 @@ class FakeHealthcare(LoopbackFake):
         if m := re.fullmatch(_STORE, rest):
             if m.group(0) not in self.stores:
                 return Response.error(404, "NOT_FOUND", f"DICOM store {m.group(0)} not found")
-            return Response.json({"name": m.group(0), "labels": {}})
+            if request.method == "DELETE":
+                return self._delete_store(m.group(0))
+            return Response.json(
+                {"name": m.group(0), "labels": {}, **self.store_configs.get(m.group(0), {})}
+            )
+        if m := re.fullmatch(r"(projects/[^/]+/locations/[^/]+/datasets/[^/]+)/dicomStores", rest):
+            if request.method != "POST":
+                return self._bad()
+            return self._create_store(version, m.group(1), request)
         if re.fullmatch(r"projects/[^/]+/locations/[^/]+/datasets/[^/]+/operations/[^/]+", rest):
             return self._operation(rest)
+        if m := re.fullmatch(r"(projects/[^/]+/locations/[^/]+/datasets/[^/]+)/operations", rest):
+            return self._list_operations(m.group(1), request)
         return Response.error(404, "NOT_FOUND", f"no such path {rest}")
 
     def _bad(self) -> Response:
@@ -173,6 +205,9 @@ class FakeHealthcare(LoopbackFake):
                 "Accept": "application/dicom+json",
             }
             status, body = self._orthanc("POST", "/dicom-web/studies", request.body, headers)
+            if status < 300 and store in self.created_stores:
+                for uid in _stored_sop_uids(body):
+                    self.store_of_instance[uid] = store
             return Response(status, body, {"Content-Type": "application/dicom+json"})
         m = re.fullmatch(r"/studies/([0-9.]+)/series/([0-9.]+)/instances/([0-9.]+)", path)
         if request.method == "DELETE" and m:
@@ -184,6 +219,51 @@ class FakeHealthcare(LoopbackFake):
             return Response.json({})
         status, body = self._orthanc(request.method, "/dicom-web" + path)
         return Response(status, body, {"Content-Type": "application/dicom+json"})
+
+    def _create_store(self, version: str, dataset: str, request: Request) -> Response:
+        problems = schema_problems("healthcare", version, "DicomStore", request.json())
+        store_id = (request.query.get("dicomStoreId") or [""])[0]
+        if problems or not re.fullmatch(r"[\w.-]{1,256}", store_id):
+            return Response.error(400, "INVALID_ARGUMENT", "; ".join(problems) or "dicomStoreId")
+        name = f"{dataset}/dicomStores/{store_id}"
+        if name in self.stores:
+            return Response.error(409, "ALREADY_EXISTS", f"DICOM store {name} already exists")
+        self.stores.add(name)
+        self.created_stores.add(name)
+        self.store_configs[name] = dict(request.json())
+        return Response.json({"name": name, **request.json()})
+
+    def _delete_store(self, name: str) -> Response:
+        for uid in [u for u, owner in self.store_of_instance.items() if owner == name]:
+            _, body = self._orthanc("POST", "/tools/lookup", uid.encode())
+            for item in json.loads(body or b"[]"):
+                if item.get("Type") == "Instance":
+                    self._orthanc("DELETE", f"/instances/{item['ID']}")
+            del self.store_of_instance[uid]
+        self.stores.discard(name)
+        self.created_stores.discard(name)
+        self.deleted_stores.append(name)
+        return Response.json({})
+
+    def _list_operations(self, dataset: str, request: Request) -> Response:
+        size = int((request.query.get("pageSize") or ["100"])[0])
+        start = int((request.query.get("pageToken") or ["0"])[0])
+        mine = [op for op in self.operations.values() if op.name.startswith(dataset + "/")]
+        page = mine[start : start + size]
+        document: dict[str, Any] = {
+            "operations": [
+                self._operation_json(op, self.clock.monotonic() >= op.done_at) for op in page
+            ]
+        }
+        if start + size < len(mine):
+            document["nextPageToken"] = str(start + size)
+        return Response.json(document)
+
+    def _store_instances(self, store: str) -> list[dict[str, Any]]:
+        rows = self._instances()
+        if store in self.created_stores:
+            return [r for r in rows if self.store_of_instance.get(r["SOPInstanceUID"]) == store]
+        return [r for r in rows if r["SOPInstanceUID"] not in self.store_of_instance]
 
     def _instances(self) -> list[dict[str, Any]]:
         fields = "&".join(f"includefield={tag}" for tag in TAGS)
@@ -203,15 +283,13 @@ class FakeHealthcare(LoopbackFake):
     def _metrics(self, store: str) -> Response:
         if store not in self.stores:
             return Response.error(404, "NOT_FOUND", f"DICOM store {store} not found")
-        _, body = self._orthanc("GET", "/statistics")
-        stats = json.loads(body)
+        rows = self._store_instances(store)
         return Response.json(
             {
                 "name": store,
-                "instanceCount": str(stats["CountInstances"]),
-                "seriesCount": str(stats["CountSeries"]),
-                "studyCount": str(stats["CountStudies"]),
-                "blobStorageSizeBytes": str(stats["TotalDiskSize"]),
+                "instanceCount": str(len(rows)),
+                "seriesCount": str(len({r["SeriesInstanceUID"] for r in rows})),
+                "studyCount": str(len({r["StudyInstanceUID"] for r in rows})),
             }
         )
 
@@ -231,6 +309,14 @@ class FakeHealthcare(LoopbackFake):
                 403,
                 "PERMISSION_DENIED",
                 f"Permission 'healthcare.dicomStores.export' denied on resource '{store}'",
+            )
+        if self.agent_denied_requests > 0:
+            self.agent_denied_requests -= 1
+            return Response.error(
+                403,
+                "PERMISSION_DENIED",
+                f"The Cloud Healthcare Service Agent {self.agent_email} lacks "
+                "bigquery.datasets.get on the destination dataset",
             )
         destination = body.get("bigqueryDestination")
         if not destination or "tableUri" not in destination:
@@ -266,7 +352,7 @@ class FakeHealthcare(LoopbackFake):
             }
         else:
             try:
-                operation.rows = self._selected(body.get("filterConfig"))
+                operation.rows = self._selected(store, body.get("filterConfig"))
             except ValueError as error:
                 operation.error = {"code": 3, "message": str(error)}
         return Response.json(self._operation_json(operation, done=False))
@@ -285,8 +371,8 @@ class FakeHealthcare(LoopbackFake):
             return True
         return operation.disposition == "WRITE_EMPTY" and len(existing) > 0
 
-    def _selected(self, filter_config: dict[str, Any] | None) -> list[dict[str, Any]]:
-        rows = self._instances()
+    def _selected(self, store: str, filter_config: dict[str, Any] | None) -> list[dict[str, Any]]:
+        rows = self._store_instances(store)
         if not filter_config:
             return rows
         uri = filter_config["resourcePathsGcsUri"]
@@ -349,6 +435,19 @@ class FakeHealthcare(LoopbackFake):
                     "@type": f"type.googleapis.com/google.cloud.healthcare.{operation.version}.dicom.ExportDicomDataResponse"
                 }
         return document
+
+
+def _stored_sop_uids(body: bytes) -> list[str]:
+    """SOP Instance UIDs in a STOW-RS answer: ReferencedSOPSequence (0008,1199) items'
+    ReferencedSOPInstanceUID (0008,1155), DICOM PS3.18 Table 10.5.3-1."""
+    try:
+        document = json.loads(body or b"{}")
+    except ValueError:
+        return []
+    items = (document.get("00081199") or {}).get("Value") or []
+    return [
+        str(value) for item in items for value in ((item.get("00081155") or {}).get("Value") or [])
+    ]
 
 
 def _covers(match: re.Match[str], row: dict[str, Any]) -> bool:
