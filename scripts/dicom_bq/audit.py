@@ -1,33 +1,97 @@
-"""`dicom-bq audit`: the live IAM policies compared with the stack's grants list."""
+"""`dicom-bq audit`: the live IAM policies compared with the stack's grants list.
+
+The audit says what it read. Every scope a grant names (project, BigQuery dataset, bucket,
+Pub/Sub topic, Cloud KMS key) is read, and a scope it could not read is a finding of its own.
+"Clean" therefore means every grant was checked against a policy that was actually read, not
+"nothing was wrong in the part we looked at".
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, NamedTuple
 
 from dicom_bq.endpoints import Connection
-from dicom_bq.errors import EXIT_FAILED, DicomBqError
+from dicom_bq.errors import DicomBqError
 from dicom_bq.google_api import ApiCallError, GoogleApi
+from dicom_bq.retry import RetryPolicy
 from infra import naming
 from infra.policy_rules import AGENT, BASIC_ROLES, PUBLIC_MEMBERS
 
 # Google grants this to the agent on its own project when it creates the agent; removing it
 # breaks the Healthcare API, so it is expected, never "extra".
 SERVICE_AGENT_ROLE = "roles/healthcare.serviceAgent"
-Kind = Literal["missing", "extra", "basic-role", "public", "deleted-principal"]
+Kind = Literal[
+    "missing",
+    "extra",
+    "basic-role",
+    "public",
+    "deleted-principal",
+    "conditional-grant",
+    "unread",
+]
 # BigQuery's legacy dataset roles, as the access list may still spell them.
 LEGACY_DATASET_ROLES = {
     "OWNER": "roles/bigquery.dataOwner",
     "WRITER": "roles/bigquery.dataEditor",
     "READER": "roles/bigquery.dataViewer",
 }
+# Every read asks for policy version 3: below it, a policy with conditional bindings is either
+# refused or returned with the conditions stripped and the role renamed "<role>_withcond_<hash>"
+# (https://cloud.google.com/iam/docs/policies#versions,
+# https://cloud.google.com/iam/docs/troubleshooting-withcond).
+POLICY_VERSION = 3
+_WITHCOND_ROLE = re.compile(r"^(?P<role>.+?)_(?:withcond|with_conditionalbinding)_[0-9A-Za-z]+$")
+
+ScopeKind = Literal["project", "dataset", "bucket", "topic", "key"]
+# Full resource names (https://cloud.google.com/iam/docs/full-resource-names), as the stack's
+# grants list spells its scopes (infra/naming.py).
+_SCOPE_PATTERNS: dict[ScopeKind, re.Pattern[str]] = {
+    "project": re.compile(r"^//cloudresourcemanager\.googleapis\.com/projects/(?P<project>[^/]+)$"),
+    "dataset": re.compile(
+        r"^//bigquery\.googleapis\.com/projects/(?P<project>[^/]+)/datasets/(?P<dataset>[^/]+)$"
+    ),
+    "bucket": re.compile(r"^//storage\.googleapis\.com/projects/_/buckets/(?P<bucket>[^/]+)$"),
+    "topic": re.compile(
+        r"^//pubsub\.googleapis\.com/(?P<name>projects/(?P<project>[^/]+)/topics/(?P<topic>[^/]+))$"
+    ),
+    "key": re.compile(
+        r"^//cloudkms\.googleapis\.com/(?P<name>projects/(?P<project>[^/]+)/locations/"
+        r"(?P<location>[^/]+)/keyRings/(?P<ring>[^/]+)/cryptoKeys/(?P<key>[^/]+))$"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Scope:
+    kind: ScopeKind
+    parts: dict[str, str]
+
+
+def parse_scope(scope: str) -> Scope | None:
+    for kind, pattern in _SCOPE_PATTERNS.items():
+        found = pattern.match(scope)
+        if found:
+            return Scope(kind, found.groupdict())
+    return None
+
+
+class Grant(NamedTuple):
+    role: str
+    member: str
+    scope: str
 
 
 @dataclass(frozen=True)
 class AuditTarget:
     stack: str
     agent_member: str
-    grants: tuple[tuple[str, str], ...]  # (role, scope)
+    # Every grant of the stack, whoever the member: the agent's, and BigQuery's encryption
+    # account's on the dataset key (a missing one of those breaks table creation just the same).
+    grants: tuple[Grant, ...]
     source_project: str
     bigquery_project: str
     bigquery_dataset: str
@@ -47,13 +111,13 @@ class AuditTarget:
                 f"the agent's address {outputs['agentEmail']!r} is not known offline: set "
                 "dicom-bq:sourceProjectNumber, or audit with --outputs from the deployed stack"
             )
+        agent = f"serviceAccount:{outputs['agentEmail']}"
         return cls(
             stack=stack,
-            agent_member=f"serviceAccount:{outputs['agentEmail']}",
+            agent_member=agent,
             grants=tuple(
-                (g["role"], g["scope"])
+                Grant(str(g["role"]), str(g.get("member") or agent), str(g["scope"]))
                 for g in outputs["grants"]
-                if g.get("member") == f"serviceAccount:{outputs['agentEmail']}"
             ),
             source_project=str(outputs["sourceProject"]),
             bigquery_project=str(outputs["bigqueryProject"]),
@@ -62,6 +126,8 @@ class AuditTarget:
         )
 
     def scopes(self) -> list[str]:
+        """The projects (read for extra, public and basic roles even without a grant there),
+        then every scope a grant names, once each."""
         scopes = [
             naming.project_scope(self.source_project),
             naming.project_scope(self.bigquery_project),
@@ -69,13 +135,28 @@ class AuditTarget:
         ]
         if self.filter_bucket:
             scopes.append(naming.bucket_scope(self.filter_bucket))
+        scopes += [grant.scope for grant in self.grants]
         return list(dict.fromkeys(scopes))
+
+
+@dataclass(frozen=True)
+class Binding:
+    role: str
+    member: str
+    # The binding's IAM condition (an Expr: expression, title, description), None when plain.
+    condition: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
 class LivePolicy:
     scope: str
-    bindings: tuple[tuple[str, str], ...]  # (role, member)
+    bindings: tuple[Binding, ...] = ()
+    # Why the policy could not be read (status and message); None when it was read.
+    error: str | None = None
+
+    @property
+    def read(self) -> bool:
+        return self.error is None
 
 
 @dataclass(frozen=True)
@@ -91,185 +172,505 @@ class AuditFinding:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class AuditResult:
+    """What the audit read and what it found; `clean` only when every scope was read."""
+
+    stack: str
+    grants: int
+    findings: tuple[AuditFinding, ...]
+    scopes_read: tuple[str, ...]
+    scopes_unread: tuple[str, ...] = field(default=())
+
+    @property
+    def clean(self) -> bool:
+        return not self.findings and not self.scopes_unread
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.clean else 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stack": self.stack,
+            "clean": self.clean,
+            "grants": self.grants,
+            "scopes_read": list(self.scopes_read),
+            "scopes_unread": list(self.scopes_unread),
+            "findings": [f.as_dict() for f in self.findings],
+        }
+
+    def text(self) -> str:
+        total = len(self.scopes_read) + len(self.scopes_unread)
+        if self.clean:
+            head = (
+                f"clean: the live IAM policies match the {self.grants} grants of {self.stack} "
+                f"(read all {total} scopes)"
+            )
+            return "\n".join([head, *(f"  read {scope}" for scope in self.scopes_read)])
+        lines = [f"{f.kind}: {f.message}\n  fix: {f.fix}" for f in self.findings]
+        tail = f"not clean: {len(self.findings)} findings for the {self.grants} grants of "
+        tail += f"{self.stack}; read {len(self.scopes_read)} of {total} scopes"
+        if self.scopes_unread:
+            tail += f", could not read {', '.join(self.scopes_unread)}"
+        return "\n".join([*lines, tail])
+
+
+# -- Commands a person runs: to check a scope by hand, to add or remove a binding -------------
+
+
+def check_command(scope: str) -> str:
+    """The command that shows the scope's policy by hand (version 3, with its conditions)."""
+    parsed = parse_scope(scope)
+    if parsed is None:
+        return f"# the audit cannot read {scope}: inspect its IAM policy in the console"
+    p = parsed.parts
+    if parsed.kind == "project":
+        return f"gcloud projects get-iam-policy {p['project']} --format=json"
+    if parsed.kind == "dataset":
+        return f"bq show --format=prettyjson {p['project']}:{p['dataset']}"
+    if parsed.kind == "bucket":
+        return f"gcloud storage buckets get-iam-policy gs://{p['bucket']} --format=json"
+    if parsed.kind == "topic":
+        return (
+            f"gcloud pubsub topics get-iam-policy {p['topic']} --project={p['project']} "
+            "--format=json"
+        )
+    return (
+        f"gcloud kms keys get-iam-policy {p['key']} --keyring={p['ring']} "
+        f"--location={p['location']} --project={p['project']} --format=json"
+    )
+
+
 def _iam_command(scope: str, verb: Literal["add", "remove"], member: str, role: str) -> str:
     tail = f"--member='{member}' --role='{role}'"
-    if scope.startswith("//cloudresourcemanager.googleapis.com/projects/"):
-        project = scope.rsplit("/", 1)[-1]
-        return f"gcloud projects {verb}-iam-policy-binding {project} {tail}"
-    if scope.startswith("//bigquery.googleapis.com/projects/"):
-        parts = scope.split("/")
-        return f"bq {verb}-iam-policy-binding {tail} {parts[4]}:{parts[6]}"
-    bucket = scope.rsplit("/", 1)[-1]
-    return f"gcloud storage buckets {verb}-iam-policy-binding gs://{bucket} {tail}"
+    parsed = parse_scope(scope)
+    if parsed is None:
+        return f"# {verb} {role} for {member} on {scope} by hand"
+    p = parsed.parts
+    if parsed.kind == "project":
+        return f"gcloud projects {verb}-iam-policy-binding {p['project']} {tail}"
+    if parsed.kind == "dataset":
+        return f"bq {verb}-iam-policy-binding {tail} {p['project']}:{p['dataset']}"
+    if parsed.kind == "bucket":
+        return f"gcloud storage buckets {verb}-iam-policy-binding gs://{p['bucket']} {tail}"
+    if parsed.kind == "topic":
+        return (
+            f"gcloud pubsub topics {verb}-iam-policy-binding {p['topic']} "
+            f"--project={p['project']} {tail}"
+        )
+    return (
+        f"gcloud kms keys {verb}-iam-policy-binding {p['key']} --keyring={p['ring']} "
+        f"--location={p['location']} --project={p['project']} {tail}"
+    )
 
 
-def compare(target: AuditTarget, policies: list[LivePolicy]) -> list[AuditFinding]:
+def _restore(stack: str) -> str:
+    # Pulumi compares with its state, not the live policy: without --refresh it does not see a
+    # binding someone removed or replaced, and `up` would change nothing.
+    return f"pulumi up --stack {stack} --refresh"
+
+
+# -- IAM conditions ---------------------------------------------------------------------------
+
+# A binding with a condition grants its role only while the CEL expression evaluates to true
+# (https://cloud.google.com/iam/docs/conditions-overview). The audit proves an expression true
+# for every future request only in the forms below; anything else ("resource.name...",
+# "request.time.getHours(...)", "||", "!") is a condition it cannot evaluate, so the binding
+# does not count as the grant. request.time is the request's timestamp
+# (https://cloud.google.com/iam/docs/conditions-attribute-reference#request-time).
+ConditionState = Literal["always", "expired", "until", "not-yet", "unknown"]
+_TIME_TERM = re.compile(
+    r"""^request\.time\s*(?P<op><=|<|>=|>)\s*timestamp\(\s*(?P<q>["'])(?P<at>[^"']+)(?P=q)\s*\)$"""
+)
+
+
+def _strip_parens(term: str) -> str:
+    term = term.strip()
+    while term.startswith("(") and term.endswith(")") and _balanced(term[1:-1]):
+        term = term[1:-1].strip()
+    return term
+
+
+def _balanced(text: str) -> bool:
+    depth = 0
+    for char in text:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def condition_state(expression: str, now: datetime) -> tuple[ConditionState, datetime | None]:
+    """Whether `expression` holds for every request from `now` on.
+
+    ("always", None): proven (literally true, or only start times already past);
+    ("expired", t): an end time `t` already past, IAM no longer applies the binding;
+    ("until", t): true now, false from `t` on; ("not-yet", t): false until `t`;
+    ("unknown", None): anything else.
+    """
+    ends: list[datetime] = []
+    starts: list[datetime] = []
+    for raw in _strip_parens(expression).split("&&"):
+        term = _strip_parens(raw)
+        if term == "true":
+            continue
+        found = _TIME_TERM.match(term)
+        if found is None:
+            return "unknown", None
+        try:
+            at = datetime.fromisoformat(found["at"])
+        except ValueError:
+            return "unknown", None
+        if at.tzinfo is None:
+            return "unknown", None  # CEL timestamps are RFC 3339, which carry an offset
+        (ends if found["op"].startswith("<") else starts).append(at)
+    if ends and min(ends) <= now:
+        return "expired", min(ends)
+    if starts and max(starts) > now:
+        return "not-yet", max(starts)
+    if ends:
+        return "until", min(ends)
+    return "always", None
+
+
+def _describe_condition(condition: dict[str, str], now: datetime) -> str:
+    expression = condition.get("expression", "")
+    title = condition.get("title")
+    label = f"condition {title!r} ({expression})" if title else f"condition {expression!r}"
+    if not expression:
+        return (
+            f"{label}, hidden because the policy was read below version 3, so the audit "
+            "cannot tell when it holds"
+        )
+    state, at = condition_state(expression, now)
+    if state == "expired":
+        return f"{label}, which expired at {at:%Y-%m-%dT%H:%M:%SZ}: IAM no longer applies it"
+    if state == "until":
+        return f"{label}, which expires at {at:%Y-%m-%dT%H:%M:%SZ}: exports fail from then on"
+    if state == "not-yet":
+        return f"{label}, which applies only from {at:%Y-%m-%dT%H:%M:%SZ}"
+    return f"{label}, which the audit cannot prove always true"
+
+
+def _plain(binding: Binding, now: datetime) -> bool:
+    """A binding that grants its role to every request from now on."""
+    if binding.condition is None:
+        return True
+    expression = binding.condition.get("expression", "")
+    return bool(expression) and condition_state(expression, now)[0] == "always"
+
+
+# -- The comparison ---------------------------------------------------------------------------
+
+
+def compare(
+    target: AuditTarget, policies: list[LivePolicy], now: datetime | None = None
+) -> list[AuditFinding]:
+    now = now or datetime.now(UTC)
     findings: list[AuditFinding] = []
-    held = {
-        (role, p.scope)
-        for p in policies
-        for role, member in p.bindings
-        if member == target.agent_member
-    }
-    read = {p.scope for p in policies}
-    for role, scope in target.grants:
-        if scope in read and (role, scope) not in held:
+    by_scope = {p.scope: p for p in policies}
+    for policy in policies:
+        if not policy.read:
+            roles = sorted({g.role for g in target.grants if g.scope == policy.scope})
+            unchecked = (
+                f"its grants ({', '.join(roles)}) are unchecked"
+                if roles
+                else "its extra, public and basic-role bindings are unchecked"
+            )
+            findings.append(
+                AuditFinding(
+                    "unread",
+                    policy.scope,
+                    ", ".join(roles),
+                    "",
+                    f"could not read the IAM policy of {policy.scope} ({policy.error}): "
+                    f"{unchecked}, so the stack cannot be called clean",
+                    check_command(policy.scope),
+                )
+            )
+    for scope in dict.fromkeys(g.scope for g in target.grants if g.scope not in by_scope):
+        roles = sorted({g.role for g in target.grants if g.scope == scope})
+        findings.append(
+            AuditFinding(
+                "unread",
+                scope,
+                ", ".join(roles),
+                "",
+                f"the audit does not know how to read the IAM policy of {scope}: its grants "
+                f"({', '.join(roles)}) are unchecked",
+                check_command(scope),
+            )
+        )
+    read = {p.scope: p for p in policies if p.read}
+    for grant in target.grants:
+        live = read.get(grant.scope)
+        if live is None:
+            continue  # reported as unread above
+        mine = [b for b in live.bindings if (b.role, b.member) == (grant.role, grant.member)]
+        if any(_plain(b, now) for b in mine):
+            continue
+        conditional = [b for b in mine if b.condition is not None]
+        for binding in conditional:
+            assert binding.condition is not None
+            findings.append(
+                AuditFinding(
+                    "conditional-grant",
+                    grant.scope,
+                    grant.role,
+                    grant.member,
+                    f"{grant.member} holds {grant.role} on {grant.scope} only under "
+                    f"{_describe_condition(binding.condition, now)}; the stack grants it "
+                    "without a condition, so exports may fail with PERMISSION_DENIED",
+                    f"{check_command(grant.scope)}   # then: {_restore(target.stack)}",
+                )
+            )
+        if not conditional:
+            who = "the agent" if grant.member == target.agent_member else grant.member
             findings.append(
                 AuditFinding(
                     "missing",
-                    scope,
-                    role,
-                    target.agent_member,
-                    f"the agent lacks {role} on {scope}: exports will fail with PERMISSION_DENIED "
-                    "(an authoritative binding or a manual edit may have removed it)",
-                    f"pulumi up --stack {target.stack}   # or: "
-                    + _iam_command(scope, "add", target.agent_member, role),
+                    grant.scope,
+                    grant.role,
+                    grant.member,
+                    f"{who} lacks {grant.role} on {grant.scope}: exports will fail with "
+                    "PERMISSION_DENIED (an authoritative binding or a manual edit may have "
+                    "removed it)",
+                    f"{_restore(target.stack)}   # or: "
+                    + _iam_command(grant.scope, "add", grant.member, grant.role),
                 )
             )
-    expected = set(target.grants) | {
-        (SERVICE_AGENT_ROLE, naming.project_scope(target.source_project))
-    }
-    for policy in policies:
-        for role, member in policy.bindings:
-            if member == target.agent_member and (role, policy.scope) not in expected:
-                findings.append(
-                    AuditFinding(
-                        "extra",
-                        policy.scope,
-                        role,
-                        member,
-                        f"the agent holds {role} on {policy.scope}, which the grants list "
-                        "does not need",
-                        _iam_command(policy.scope, "remove", member, role),
-                    )
-                )
-            if member in PUBLIC_MEMBERS:
-                findings.append(
-                    AuditFinding(
-                        "public",
-                        policy.scope,
-                        role,
-                        member,
-                        f"{member} holds {role} on {policy.scope}: PHI may be readable by anyone",
-                        _iam_command(policy.scope, "remove", member, role),
-                    )
-                )
-            if member.startswith("deleted:"):
-                findings.append(
-                    AuditFinding(
-                        "deleted-principal",
-                        policy.scope,
-                        role,
-                        member,
-                        f"{role} is granted to a deleted principal on {policy.scope}; if it "
-                        "was the agent, the new agent lacks it",
-                        _iam_command(policy.scope, "remove", member, role),
-                    )
-                )
-            if role in BASIC_ROLES and (
-                member == target.agent_member
-                or not policy.scope.startswith("//cloudresourcemanager")
-            ):
-                findings.append(
-                    AuditFinding(
-                        "basic-role",
-                        policy.scope,
-                        role,
-                        member,
-                        f"{member} holds the basic role {role} on {policy.scope}",
-                        _iam_command(policy.scope, "remove", member, role),
-                    )
-                )
+    expected = {(g.role, g.scope) for g in target.grants if g.member == target.agent_member}
+    expected.add((SERVICE_AGENT_ROLE, naming.project_scope(target.source_project)))
+    for policy in read.values():
+        for binding in policy.bindings:
+            findings += _binding_findings(target, policy.scope, binding, expected, now)
     return findings
 
 
-def _bindings(policy: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    return tuple(
-        (str(b.get("role")), str(m))
-        for b in policy.get("bindings") or []
-        for m in b.get("members") or []
-    )
-
-
-class ProjectPolicies(GoogleApi):
-    def __init__(self, connection: Connection) -> None:
-        endpoint = connection.resource_manager()
-        super().__init__(
-            "cloudresourcemanager", "v1", endpoint, connection.credentials(endpoint.emulated)
+def _binding_findings(
+    target: AuditTarget,
+    scope: str,
+    binding: Binding,
+    expected: set[tuple[str, str]],
+    now: datetime,
+) -> Iterable[AuditFinding]:
+    role, member = binding.role, binding.member
+    remove = _iam_command(scope, "remove", member, role)
+    note = ""
+    if binding.condition is not None:
+        note = f" ({_describe_condition(binding.condition, now)})"
+    if member == target.agent_member and (role, scope) not in expected:
+        yield AuditFinding(
+            "extra",
+            scope,
+            role,
+            member,
+            f"the agent holds {role} on {scope}{note}, which the grants list does not need",
+            remove,
+        )
+    if member in PUBLIC_MEMBERS:
+        yield AuditFinding(
+            "public",
+            scope,
+            role,
+            member,
+            f"{member} holds {role} on {scope}{note}: PHI may be readable by anyone",
+            remove,
+        )
+    if member.startswith("deleted:"):
+        yield AuditFinding(
+            "deleted-principal",
+            scope,
+            role,
+            member,
+            f"{role} is granted to a deleted principal on {scope}; if it was the agent, the "
+            "new agent lacks it",
+            remove,
+        )
+    if role in BASIC_ROLES and (
+        member == target.agent_member or not scope.startswith("//cloudresourcemanager")
+    ):
+        yield AuditFinding(
+            "basic-role",
+            scope,
+            role,
+            member,
+            f"{member} holds the basic role {role} on {scope}{note}",
+            remove,
         )
 
-    def read(self, project: str) -> LivePolicy:
-        request = self.service.projects().getIamPolicy(
-            resource=project, body={"options": {"requestedPolicyVersion": 3}}
-        )
-        return LivePolicy(naming.project_scope(project), _bindings(self.call(request)))
+
+# -- Reading the live policies ----------------------------------------------------------------
 
 
-def _access_member(entry: Any) -> str | None:
-    kind, value = entry.entity_type, str(entry.entity_id)
-    if kind == "iamMember":
-        return value
-    if kind == "userByEmail":
+def _policy_bindings(policy: dict[str, Any]) -> tuple[Binding, ...]:
+    """The bindings of an IAM Policy (the same shape for Resource Manager, Cloud Storage,
+    Pub/Sub and Cloud KMS), one per member."""
+    found = []
+    for entry in policy.get("bindings") or []:
+        role, condition = _role_and_condition(str(entry.get("role")), entry.get("condition"))
+        found += [Binding(role, str(m), condition) for m in entry.get("members") or []]
+    return tuple(found)
+
+
+def _role_and_condition(role: str, condition: Any) -> tuple[str, dict[str, str] | None]:
+    if condition:
+        return role, {str(k): str(v) for k, v in dict(condition).items()}
+    hidden = _WITHCOND_ROLE.match(role)
+    if hidden:  # a conditional binding read below version 3: its condition is not shown
+        return hidden["role"], {"expression": "", "title": "hidden"}
+    return role, None
+
+
+def _access_member(entry: dict[str, Any]) -> str | None:
+    """The IAM principal of a BigQuery access entry (Dataset.access in bigquery v2)."""
+    if entry.get("iamMember"):
+        return str(entry["iamMember"])
+    if entry.get("userByEmail"):
+        value = str(entry["userByEmail"])
         return ("serviceAccount:" if value.endswith("gserviceaccount.com") else "user:") + value
-    if kind == "groupByEmail":
-        return f"group:{value}"
-    if kind == "domain":
-        return f"domain:{value}"
-    if kind == "specialGroup" and value in PUBLIC_MEMBERS:
-        return value
-    return None  # projectOwners/Readers/Writers, views, routines: not principals
+    if entry.get("groupByEmail"):
+        return f"group:{entry['groupByEmail']}"
+    if entry.get("domain"):
+        return f"domain:{entry['domain']}"
+    if entry.get("specialGroup") in PUBLIC_MEMBERS:
+        return str(entry["specialGroup"])
+    return None  # projectOwners/Readers/Writers, views, routines, datasets: not principals
 
 
-def read_dataset_policy(connection: Connection, project: str, dataset: str) -> LivePolicy:
-    from google.api_core import exceptions
-
-    try:
-        entries = (
-            connection.bigquery_client(project).get_dataset(f"{project}.{dataset}").access_entries
-        )
-    except exceptions.GoogleAPIError as error:
-        raise DicomBqError(
-            f"cannot read BigQuery dataset {project}:{dataset}: {error}", exit_code=EXIT_FAILED
-        ) from None
-    bindings = []
-    for entry in entries:
+def _dataset_bindings(dataset: dict[str, Any]) -> tuple[Binding, ...]:
+    found = []
+    for entry in dataset.get("access") or []:
         member = _access_member(entry)
-        if member and entry.role:
-            bindings.append((LEGACY_DATASET_ROLES.get(entry.role, entry.role), member))
-    return LivePolicy(naming.bigquery_dataset_scope(project, dataset), tuple(bindings))
+        if member and entry.get("role"):
+            role = LEGACY_DATASET_ROLES.get(entry["role"], str(entry["role"]))
+            role, condition = _role_and_condition(role, entry.get("condition"))
+            found.append(Binding(role, member, condition))
+    return tuple(found)
 
 
-def read_bucket_policy(connection: Connection, project: str, bucket: str) -> LivePolicy:
-    from google.api_core import exceptions
+class PolicyReader:
+    """Reads one scope's IAM policy through Google's discovery clients, version 3 everywhere.
 
-    try:
-        policy = (
-            connection.storage_client(project)
-            .bucket(bucket)
-            .get_iam_policy(requested_policy_version=3)
-        )
-    except exceptions.GoogleAPIError as error:
-        raise DicomBqError(
-            f"cannot read bucket gs://{bucket}: {error}", exit_code=EXIT_FAILED
-        ) from None
-    bindings = tuple((str(b["role"]), str(m)) for b in policy.bindings for m in b["members"])
-    return LivePolicy(naming.bucket_scope(bucket), bindings)
+    A scope that cannot be read (403, 404, retries exhausted on the network) comes back as a
+    LivePolicy with `error` set, never as an exception: the audit reports it and goes on.
+    """
 
+    # (version, servicePath): the discovery client's api_endpoint replaces rootUrl+servicePath.
+    APIS = {  # noqa: RUF012 - a constant table
+        "cloudresourcemanager": ("v1", ""),
+        "bigquery": ("v2", "bigquery/v2/"),
+        "storage": ("v1", "storage/v1/"),
+        "pubsub": ("v1", ""),
+        "cloudkms": ("v1", ""),
+    }
 
-def read_live_policies(connection: Connection, target: AuditTarget) -> list[LivePolicy]:
-    projects = ProjectPolicies(connection)
-    policies = []
-    for project in dict.fromkeys([target.source_project, target.bigquery_project]):
+    def __init__(self, connection: Connection, retry: RetryPolicy | None = None) -> None:
+        self.connection = connection
+        self.retry = retry
+        self.built: dict[str, GoogleApi] = {}
+
+    def api(self, name: str) -> GoogleApi:
+        if name not in self.built:
+            version, service_path = self.APIS[name]
+            endpoint = self.connection.discovery_endpoint(name, service_path)
+            self.built[name] = GoogleApi(
+                name,
+                version,
+                endpoint,
+                self.connection.credentials(endpoint.emulated),
+                retry=self.retry,
+            )
+        return self.built[name]
+
+    def read(self, scope: str) -> LivePolicy | None:
+        """The scope's policy; None when the audit has no reader for this kind of scope."""
+        from google.auth import exceptions as auth_exceptions
+
+        parsed = parse_scope(scope)
+        if parsed is None:
+            return None
         try:
-            policies.append(projects.read(project))
+            return LivePolicy(scope, self._read(parsed))
         except ApiCallError as error:
-            raise DicomBqError(
-                f"cannot read the IAM policy of project {project}: {error.status} {error.message}",
-                exit_code=EXIT_FAILED,
-            ) from None
-    policies.append(
-        read_dataset_policy(connection, target.bigquery_project, target.bigquery_dataset)
-    )
-    if target.filter_bucket:
-        policies.append(read_bucket_policy(connection, target.source_project, target.filter_bucket))
+            reason = f" {error.reason}" if error.reason else ""
+            return LivePolicy(scope, error=f"{error.status}{reason}: {error.message}")
+        except auth_exceptions.GoogleAuthError as error:
+            return LivePolicy(scope, error=f"credentials: {error}")
+
+    def _read(self, scope: Scope) -> tuple[Binding, ...]:
+        p = scope.parts
+        if scope.kind == "project":
+            # cloudresourcemanager v1 projects.getIamPolicy: POST, options in the body.
+            api = self.api("cloudresourcemanager")
+            body = {"options": {"requestedPolicyVersion": POLICY_VERSION}}
+            request = api.service.projects().getIamPolicy(resource=p["project"], body=body)
+            return _policy_bindings(api.call(request))
+        if scope.kind == "dataset":
+            # bigquery v2 datasets.get: the access list is the dataset's policy; conditional
+            # entries are returned only with accessPolicyVersion=3.
+            api = self.api("bigquery")
+            request = api.service.datasets().get(
+                projectId=p["project"], datasetId=p["dataset"], accessPolicyVersion=POLICY_VERSION
+            )
+            return _dataset_bindings(api.call(request))
+        if scope.kind == "bucket":
+            api = self.api("storage")
+            request = api.service.buckets().getIamPolicy(
+                bucket=p["bucket"], optionsRequestedPolicyVersion=POLICY_VERSION
+            )
+            return _policy_bindings(api.call(request))
+        if scope.kind == "topic":
+            # pubsub v1 projects.topics.getIamPolicy: GET v1/{+resource}:getIamPolicy with
+            # the query parameter options.requestedPolicyVersion.
+            api = self.api("pubsub")
+            request = (
+                api.service.projects()
+                .topics()
+                .getIamPolicy(resource=p["name"], options_requestedPolicyVersion=POLICY_VERSION)
+            )
+            return _policy_bindings(api.call(request))
+        # cloudkms v1 projects.locations.keyRings.cryptoKeys.getIamPolicy, same shape.
+        api = self.api("cloudkms")
+        request = (
+            api.service.projects()
+            .locations()
+            .keyRings()
+            .cryptoKeys()
+            .getIamPolicy(resource=p["name"], options_requestedPolicyVersion=POLICY_VERSION)
+        )
+        return _policy_bindings(api.call(request))
+
+
+def read_live_policies(
+    connection: Connection, target: AuditTarget, retry: RetryPolicy | None = None
+) -> list[LivePolicy]:
+    """One LivePolicy per scope the audit knows how to read, read or not (see `error`)."""
+    reader = PolicyReader(connection, retry)
+    policies = []
+    for scope in target.scopes():
+        policy = reader.read(scope)
+        if policy is not None:
+            policies.append(policy)
     return policies
+
+
+def run_audit(
+    connection: Connection,
+    target: AuditTarget,
+    *,
+    now: datetime | None = None,
+    retry: RetryPolicy | None = None,
+) -> AuditResult:
+    policies = read_live_policies(connection, target, retry)
+    findings = compare(target, policies, now)
+    read = {p.scope for p in policies if p.read}
+    scopes = target.scopes()
+    return AuditResult(
+        stack=target.stack,
+        grants=len(target.grants),
+        findings=tuple(findings),
+        scopes_read=tuple(s for s in scopes if s in read),
+        scopes_unread=tuple(s for s in scopes if s not in read),
+    )

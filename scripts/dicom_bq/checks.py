@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from dicom_bq.planner import Plan
-from infra.policy_rules import AGENT, ExpectedGrant, Finding, PolicyContext, Resource, evaluate
+from infra.policy_rules import (
+    ExpectedGrant,
+    Finding,
+    PolicyContext,
+    Resource,
+    evaluate,
+    is_agent,
+)
 from infra.settings import StackSettings
 
 
@@ -17,7 +24,7 @@ def plan_context(settings: StackSettings, grants: list[dict[str, Any]]) -> Polic
     return PolicyContext(
         protected=settings.protected,
         expected_grants=frozenset(
-            ExpectedGrant(g["role"], g["scope"]) for g in grants if AGENT.match(g["member"])
+            ExpectedGrant(g["role"], g["scope"]) for g in grants if is_agent(g["member"])
         ),
         allowed_bigquery_locations=(
             frozenset(settings.allowed_bigquery_locations)
@@ -25,6 +32,9 @@ def plan_context(settings: StackSettings, grants: list[dict[str, Any]]) -> Polic
             else None
         ),
         require_cmek=settings.require_cmek,
+        # The agent is the source project's (service-NUMBER@...): DBQ012 ties its identity there.
+        source_project=settings.source_project,
+        source_project_number=settings.source_project_number,
     )
 
 

@@ -10,11 +10,11 @@ from typing import Any
 
 from dicom_bq.errors import EXIT_FAILED, DicomBqError
 from dicom_bq.healthcare_api import (
-    ExportAnswerLostError,
     ApiCallError,
+    ExportAnswerLostError,
+    ExportNotStartedError,
     ExportRequest,
     HealthcareApi,
-    ExportNotStartedError,
 )
 from dicom_bq.operations import PERMISSION_DENIED, Follower, OperationState
 from dicom_bq.refs import GcsUri, StoreName, TableUri, WriteDisposition

@@ -21,11 +21,11 @@ from dicom_bq.retry import RetryPolicy
 
 __all__ = [
     "API_VERSIONS",
-    "ExportAnswerLostError",
     "ApiCallError",
+    "ExportAnswerLostError",
+    "ExportNotStartedError",
     "ExportRequest",
     "HealthcareApi",
-    "ExportNotStartedError",
 ]
 
 API_VERSIONS = ("v1", "v1beta1")
