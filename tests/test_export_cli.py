@@ -302,3 +302,13 @@ def test_unknown_operation_is_explained(cloud: Cloud) -> None:
         assert result.exit_code == 1
         assert f"cannot read operation {name}: 404 NOT_FOUND" in result.stderr
         assert "Traceback" not in result.output
+
+
+def test_truncate_confirmation_counts_rows_still_in_the_streaming_buffer(cloud: Cloud) -> None:
+    # A stream table's fresh rows are in streamingBuffer.estimatedRows, not numRows.
+    cloud.bigquery.tables[TABLE_ID] = []
+    cloud.bigquery.streaming_rows[TABLE_ID] = 3
+    result = export("--write-disposition", "WRITE_TRUNCATE")
+    assert result.exit_code == 2
+    assert "holds 3 rows and WRITE_TRUNCATE would erase them" in result.stderr
+    assert cloud.healthcare.export_bodies == []

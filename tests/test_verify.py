@@ -28,18 +28,36 @@ def outputs_file(tmp_path: Path, **extra: str) -> Path:
     return path
 
 
-def test_verify_seeds_exports_finds_row_and_cleans_up(cloud: Cloud, tmp_path: Path) -> None:
+def stows(cloud: Cloud) -> list[str]:
+    return [
+        r.path for r in cloud.healthcare.requests if r.method == "POST" and "/dicomWeb/" in r.path
+    ]
+
+
+def test_verify_uses_a_temporary_store_and_leaves_the_real_one_untouched(
+    cloud: Cloud, tmp_path: Path
+) -> None:
     result = runner.invoke(app, ["verify", "--outputs", str(outputs_file(tmp_path)), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert [s["step"] for s in report["steps"]] == [
         "store",
+        "temp-store",
         "seed",
         "filter",
         "export",
         "query",
         "cleanup",
     ]
+    (temporary,) = cloud.healthcare.deleted_stores
+    assert temporary.startswith(STORE.rsplit("/", 1)[0] + "/dicom-bq-verify-")
+    assert cloud.healthcare.created_stores == set()
+    # Only the temporary store received the synthetic instance, and it was the one exported.
+    assert [p.split("/dicomWeb")[0].removeprefix("/v1/") for p in stows(cloud)] == [temporary]
+    exports = [r.path for r in cloud.healthcare.requests if r.path.endswith(":export")]
+    assert exports == [f"/v1/{temporary}:export"]
+    assert cloud.healthcare.store_configs[temporary] == {"labels": {"dicom-bq": "verification"}}
+
     assert all(s["ok"] for s in report["steps"])
     assert report["operation"]["success"] == 1
     body = cloud.healthcare.export_bodies[-1]
@@ -52,7 +70,7 @@ def test_verify_seeds_exports_finds_row_and_cleans_up(cloud: Cloud, tmp_path: Pa
     rows = cloud.bigquery.tables["dicom-src-test.dicom_metadata.dicom_bq_verification"]
     assert len(rows) == 1
     assert rows[0]["PatientName"] == "SYNTHETIC^DICOMBQ^VERIFICATION"
-    # The synthetic instance is gone from the store again.
+    # The real store never held the synthetic instance.
     metrics = json.loads(
         runner.invoke(
             app, ["verify", "--outputs", str(outputs_file(tmp_path)), "--no-seed", "--json"]
@@ -101,12 +119,146 @@ def test_verify_export_error_still_cleans_up(cloud: Cloud, tmp_path: Path) -> No
     assert "query" not in steps
 
 
-def test_verify_keep_leaves_the_instance(cloud: Cloud, tmp_path: Path) -> None:
+def test_verify_keep_leaves_the_temporary_store(cloud: Cloud, tmp_path: Path) -> None:
     result = runner.invoke(
         app, ["verify", "--outputs", str(outputs_file(tmp_path)), "--keep", "--json"]
     )
     assert result.exit_code == 0, result.output
-    assert "cleanup" not in [s["step"] for s in json.loads(result.stdout)["steps"]]
+    steps = [s["step"] for s in json.loads(result.stdout)["steps"]]
+    assert "cleanup" not in steps
+    assert steps[-1] == "keep"
+    assert len(cloud.healthcare.created_stores) == 1
+
+
+def test_in_place_seeds_the_real_store_and_deletes_the_instance(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    result = runner.invoke(
+        app, ["verify", "--outputs", str(outputs_file(tmp_path)), "--in-place", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert [s["step"] for s in json.loads(result.stdout)["steps"]] == [
+        "store",
+        "seed",
+        "filter",
+        "export",
+        "query",
+        "cleanup",
+    ]
+    assert stows(cloud) == [f"/v1/{STORE}/dicomWeb/studies"]
+    assert cloud.healthcare.deleted_stores == []
+    deletes = [r for r in cloud.healthcare.requests if r.method == "DELETE"]
+    assert len(deletes) == 1 and "/instances/" in deletes[0].path
+
+
+STREAMING = {
+    "streamConfigs": [
+        {"bigqueryDestination": {"tableUri": "bq://dicom-src-test.dicom_metadata.instances"}},
+        {"bigqueryDestination": {"tableUri": "bq://dicom-src-test.dicom_metadata.research"}},
+    ],
+    "notificationConfig": {"pubsubTopic": "projects/dicom-src-test/topics/new-instances"},
+}
+AGENT = "service-111122223333@gcp-sa-healthcare.iam.gserviceaccount.com"
+
+
+def _agent_may_write(cloud: Cloud) -> None:
+    cloud.bigquery.dataset_access["dicom-src-test.dicom_metadata"] = [
+        {"role": "WRITER", "userByEmail": AGENT}
+    ]
+
+
+def test_in_place_on_a_streaming_store_is_refused_naming_what_keeps_it(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    cloud.healthcare.store_configs[STORE] = STREAMING
+    _agent_may_write(cloud)
+    result = runner.invoke(app, ["verify", "--outputs", str(outputs_file(tmp_path)), "--in-place"])
+    assert result.exit_code == 2, result.output
+    for kept in (
+        "bq://dicom-src-test.dicom_metadata.instances",
+        "bq://dicom-src-test.dicom_metadata.research",
+        "projects/dicom-src-test/topics/new-instances",
+        "--accept-synthetic-in-streams",
+    ):
+        assert kept in result.stderr
+    assert stows(cloud) == []
+    assert cloud.healthcare.export_bodies == []
+
+
+def test_in_place_on_a_streaming_store_with_the_acknowledgement(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    cloud.healthcare.store_configs[STORE] = STREAMING
+    _agent_may_write(cloud)
+    outputs = str(outputs_file(tmp_path))
+    args = ["verify", "--outputs", outputs, "--in-place", "--accept-synthetic-in-streams"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert stows(cloud) == [f"/v1/{STORE}/dicomWeb/studies"]
+
+
+def test_a_streaming_store_is_checked_without_writing_to_it(cloud: Cloud, tmp_path: Path) -> None:
+    cloud.healthcare.store_configs[STORE] = STREAMING
+    _agent_may_write(cloud)
+    cloud.bigquery.tables["dicom-src-test.dicom_metadata.instances"] = [{"x": 1}]
+    result = runner.invoke(app, ["verify", "--outputs", str(outputs_file(tmp_path)), "--json"])
+    assert result.exit_code == 0, result.output
+    store_step = json.loads(result.stdout)["steps"][0]["detail"]
+    assert "stream bq://dicom-src-test.dicom_metadata.instances: 1 rows" in store_step
+    assert "research: not created yet" in store_step
+    assert f"{AGENT} may write (WRITER)" in store_step
+    assert "notifies projects/dicom-src-test/topics/new-instances" in store_step
+    assert all(f"/v1/{STORE}/" not in p for p in stows(cloud))
+
+
+def test_a_stream_the_agent_cannot_write_fails_the_store_step(cloud: Cloud, tmp_path: Path) -> None:
+    cloud.healthcare.store_configs[STORE] = STREAMING
+    result = runner.invoke(app, ["verify", "--outputs", str(outputs_file(tmp_path)), "--json"])
+    assert result.exit_code == 1
+    (step,) = json.loads(result.stdout)["steps"]
+    assert f"{AGENT} has no writer role" in step["detail"]
+    assert cloud.healthcare.created_stores == set()
+
+
+def test_a_user_table_with_rows_is_not_truncated_without_yes(cloud: Cloud) -> None:
+    user_table = "dicom-src-test.dicom_metadata.production_dicom"
+    cloud.bigquery.tables[user_table] = [{"SOPInstanceUID": str(i)} for i in range(5)]
+    result = runner.invoke(app, ["verify", "--store", STORE, "--table", f"bq://{user_table}"])
+    assert result.exit_code == 2
+    assert "holds 5 rows and WRITE_TRUNCATE would erase them" in result.stderr
+    assert len(cloud.bigquery.tables[user_table]) == 5
+    assert cloud.healthcare.export_bodies == []
+    assert cloud.healthcare.deleted_stores == []  # asked before anything was created
+    assert stows(cloud) == []
+    confirmed = runner.invoke(
+        app, ["verify", "--store", STORE, "--table", f"bq://{user_table}", "--yes"]
+    )
+    assert confirmed.exit_code == 0, confirmed.output
+
+
+def test_the_tools_own_table_is_truncated_without_a_question(cloud: Cloud, tmp_path: Path) -> None:
+    cloud.bigquery.tables["dicom-src-test.dicom_metadata.dicom_bq_verification"] = [{"a": 1}]
+    result = runner.invoke(app, ["verify", "--outputs", str(outputs_file(tmp_path))])
+    assert result.exit_code == 0, result.output
+
+
+def test_ctrl_c_during_the_export_deletes_the_temporary_store_and_says_how_to_resume(
+    cloud: Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dicom_bq import retry
+
+    cloud.healthcare.export_seconds = 60
+
+    def interrupted(self: object, seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(retry.SystemClock, "sleep", interrupted)
+    result = runner.invoke(app, ["verify", "--outputs", str(outputs_file(tmp_path))])
+    assert result.exit_code == 130
+    (operation,) = cloud.healthcare.operations
+    assert f"dicom-bq operations wait {operation}" in result.stderr
+    assert len(cloud.healthcare.deleted_stores) == 1
+    assert cloud.healthcare.created_stores == set()
 
 
 def test_verify_detects_a_mismatched_row(

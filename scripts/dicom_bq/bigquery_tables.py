@@ -22,15 +22,32 @@ class BigQueryTables:
         return DicomBqError(f"BigQuery refused to {what}: {error}", exit_code=EXIT_FAILED)
 
     def row_count(self, table: TableUri) -> int | None:
-        """Rows in the table, or None when it does not exist."""
+        """Rows in the table, those still in its streaming buffer included, or None when it
+        does not exist. numRows leaves out rows streamed in the last minutes
+        (bigquery v2 Table.streamingBuffer.estimatedRows): a stream table can look empty."""
         from google.api_core import exceptions
 
         try:
-            return int(self._client.get_table(table.table_id).num_rows or 0)
+            found = self._client.get_table(table.table_id)
         except exceptions.NotFound:
             return None
         except exceptions.GoogleAPIError as error:
             raise self._fail(f"describe {table.uri}", error) from None
+        buffer = found.streaming_buffer
+        buffered = int(buffer.estimated_rows or 0) if buffer is not None else 0
+        return int(found.num_rows or 0) + buffered
+
+    def dataset_access(self, project: str, dataset: str) -> list[dict[str, Any]] | None:
+        """The dataset's access entries (role, member kinds), or None when it does not exist."""
+        from google.api_core import exceptions
+
+        try:
+            found = self._client.get_dataset(f"{project}.{dataset}")
+        except exceptions.NotFound:
+            return None
+        except exceptions.GoogleAPIError as error:
+            raise self._fail(f"describe dataset {project}:{dataset}", error) from None
+        return [entry.to_api_repr() for entry in found.access_entries]
 
     def instance_rows(self, table: TableUri, sop_instance_uid: str) -> list[dict[str, Any]]:
         """The exported rows of one instance; the UID travels as a query parameter."""

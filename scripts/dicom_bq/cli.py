@@ -891,15 +891,15 @@ def _verify_target(
 
 def run_verify(
     target: Any,
-    seed: bool,
-    keep: bool,
-    timeout: float | None,
+    options: Any,
     window: float,
     api_version: str,
     connection: Any,
     as_json: bool,
+    yes: bool = False,
 ) -> NoReturn:
     from dicom_bq.bigquery_tables import BigQueryTables
+    from dicom_bq.errors import EXIT_INTERRUPTED
     from dicom_bq.export import Exporter
     from dicom_bq.healthcare_api import HealthcareApi
     from dicom_bq.operations import Follower
@@ -909,14 +909,24 @@ def run_verify(
     api = HealthcareApi(connection, api_version)
     filters = StorageObjects(connection, target.store.project) if target.filter_bucket else None
     console = _err_console()
+    started: list[str] = []
+    status: Any = None
 
     def show(step: Any) -> None:
         mark = "[green]ok[/]" if step.ok else "[red]FAILED[/]"
         console.print(
-            f"{mark} {step.name:<8} {step.seconds:7.2f}s  {step.detail}",
+            f"{mark} {step.name:<10} {step.seconds:7.2f}s  {step.detail}",
             highlight=False,
             soft_wrap=True,
         )
+
+    def on_start(name: str) -> None:
+        started.append(name)
+        typer.echo(f"Started {name}", err=True)
+
+    def on_update(state: Any, elapsed: float) -> None:
+        if status is not None:
+            _progress(console, status)(state, elapsed)
 
     verifier = Verifier(
         api=api,
@@ -925,13 +935,25 @@ def run_verify(
         exporter=Exporter(api, permission_window=window, agent_email=target.agent_email),
         follower=Follower(api),
         on_step=show,
+        on_start=on_start,
+        on_update=on_update,
+        on_wait=_say_wait,
+        confirm_truncate=lambda table: _confirm_truncate(table, connection, yes),
     )
     try:
-        report = verifier.run(target, seed=seed, keep=keep, timeout=timeout)
+        if as_json or not console.is_terminal:
+            report = verifier.run(target, options)
+        else:
+            with console.status("verifying") as status:
+                report = verifier.run(target, options)
     except KeyboardInterrupt:
-        from dicom_bq.errors import EXIT_INTERRUPTED
-
-        typer.echo("Interrupted: an export operation may still be running.", err=True)
+        where = (
+            f"operation {started[-1]} keeps running; follow it with: dicom-bq operations wait "
+            f"{started[-1]}"
+            if started
+            else "no export had started"
+        )
+        typer.echo(f"Interrupted ({where}); the temporary store was deleted.", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     if as_json:
         print_json(report.as_dict())
@@ -961,7 +983,27 @@ def verify(
     no_seed: Annotated[
         bool, typer.Option("--no-seed", help="Export what is there; compare counts.")
     ] = False,
-    keep: Annotated[bool, typer.Option("--keep", help="Keep the synthetic instance.")] = False,
+    in_place: Annotated[
+        bool,
+        typer.Option(
+            "--in-place", help="Seed the real store instead of a temporary one in its dataset."
+        ),
+    ] = False,
+    accept_stream_rows: Annotated[
+        bool,
+        typer.Option(
+            "--accept-synthetic-in-streams",
+            help="With --in-place on a store that streams or notifies: accept that its stream "
+            "tables and topic keep the synthetic instance for good.",
+        ),
+    ] = False,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Keep the synthetic instance (and temporary store).")
+    ] = False,
+    yes: Annotated[
+        bool,
+        typer.Option("--yes", "-y", help="Confirm WRITE_TRUNCATE of a --table that has rows."),
+    ] = False,
     timeout: TimeoutOption = "30m",
     permission_window: PermissionWindowOption = "10m",
     api_version: ApiVersionOption = "v1",
@@ -970,16 +1012,33 @@ def verify(
     project_dir: ProjectDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Seed a synthetic instance, export it to BigQuery, find its row, clean up."""
+    """Prove the export path: seed a synthetic instance into a temporary store in the stack's
+    Healthcare dataset, export it to the tool's own table, find its row, delete the store."""
     try:
         from dicom_bq.refs import parse_timeout
 
         seconds = parse_timeout(timeout) if timeout else None
         window = parse_timeout(permission_window)
         version = _api_version(api_version)
+        from dicom_bq.verify import VerifyOptions
+
+        if accept_stream_rows and not in_place:
+            raise DicomBqError(
+                "--accept-synthetic-in-streams goes with --in-place: without it, verify seeds a "
+                "temporary store and nothing is left in the real store's streams"
+            )
+        if no_seed and in_place:
+            raise DicomBqError("--no-seed stores nothing: drop --in-place")
         target = _verify_target(stack, outputs, store, table, filter_bucket, project_dir)
         connection = _connection(api_endpoint, impersonate, target.universe_domain)
-        run_verify(target, not no_seed, keep, seconds, window, version, connection, as_json)
+        options = VerifyOptions(
+            seed=not no_seed,
+            in_place=in_place,
+            accept_stream_rows=accept_stream_rows,
+            keep=keep,
+            timeout=seconds,
+        )
+        run_verify(target, options, window, version, connection, as_json, yes)
     except DicomBqError as error:
         fail(error)
 
@@ -1068,7 +1127,16 @@ def up(
             )
         target = stack_outputs.target_from_outputs(stack_outputs.read_stack_outputs(stack, folder))
         connection = _connection(None, None, target.universe_domain)
-        run_verify(target, not no_seed, False, seconds, window, "v1", connection, as_json)
+        from dicom_bq.verify import VerifyOptions
+
+        run_verify(
+            target,
+            VerifyOptions(seed=not no_seed, timeout=seconds),
+            window,
+            "v1",
+            connection,
+            as_json,
+        )
     except DicomBqError as error:
         fail(error)
 

@@ -2,27 +2,71 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from dicom_bq.errors import EXIT_FAILED, EXIT_OK, DicomBqError
+from dicom_bq.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, DicomBqError
 from dicom_bq.export import Exporter, ExportPlan
 from dicom_bq.healthcare_api import ApiCallError, HealthcareApi
 from dicom_bq.operations import Follower, OperationState
-from dicom_bq.refs import GcsUri, WriteDisposition
+from dicom_bq.refs import GcsUri, StoreName, TableUri, WriteDisposition
 from dicom_bq.retry import Clock, SystemClock
 from dicom_bq.seed import SyntheticInstance, synthetic_instance
 from dicom_bq.stack_outputs import VerifyTarget
+from infra import naming
 
 FILTER_PREFIX = "dicom-bq/verify"
+TEMPORARY_STORE_PREFIX = "dicom-bq-verify-"
+# Dataset roles that let the agent create and write tables: legacy names as the dataset's access
+# list shows them, and the predefined roles (https://cloud.google.com/bigquery/docs/access-control).
+WRITER_ROLES = frozenset(
+    {
+        "WRITER",
+        "OWNER",
+        "roles/bigquery.dataEditor",
+        "roles/bigquery.dataOwner",
+        "roles/bigquery.admin",
+    }
+)
 
 
 class RowSource(Protocol):
     def row_count(self, table: Any) -> int | None: ...
 
     def instance_rows(self, table: Any, sop_instance_uid: str) -> list[dict[str, Any]]: ...
+
+    def dataset_access(self, project: str, dataset: str) -> list[dict[str, Any]] | None: ...
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    """How to prove the path. By default a temporary store in the stack's Healthcare dataset is
+    seeded, exported and deleted: same project, agent, location and CMEK as the real store,
+    whose patient data is only read."""
+
+    seed: bool = True
+    in_place: bool = False  # seed the real store instead
+    accept_stream_rows: bool = False  # ...even though its streams and topic keep the instance
+    keep: bool = False
+    timeout: float | None = None
+
+
+def stream_tables(store: dict[str, Any]) -> list[str]:
+    return [
+        str((c.get("bigqueryDestination") or {}).get("tableUri"))
+        for c in store.get("streamConfigs") or []
+        if (c.get("bigqueryDestination") or {}).get("tableUri")
+    ]
+
+
+def notification_topics(store: dict[str, Any]) -> list[str]:
+    # The API has notificationConfig and the newer notificationConfigs list (healthcare v1
+    # discovery document, DicomStore).
+    configs = [store.get("notificationConfig") or {}, *(store.get("notificationConfigs") or [])]
+    return [str(c["pubsubTopic"]) for c in configs if c.get("pubsubTopic")]
 
 
 class FilterStore(Protocol):
@@ -83,6 +127,10 @@ class Verifier:
     clock: Clock = field(default_factory=SystemClock)
     on_step: Callable[[StepResult], None] | None = None
     on_update: Callable[[OperationState, float], None] | None = None
+    on_start: Callable[[str], None] | None = None
+    on_wait: Callable[[str, float], None] | None = None
+    # Asked before WRITE_TRUNCATE into a table that is not the tool's own; raises to refuse.
+    confirm_truncate: Callable[[TableUri], None] | None = None
 
     def __post_init__(self) -> None:
         self.report = VerifyReport()
@@ -106,21 +154,29 @@ class Verifier:
         if self.on_step:
             self.on_step(result)
 
-    def run(
-        self,
-        target: VerifyTarget,
-        seed: bool = True,
-        keep: bool = False,
-        timeout: float | None = None,
-    ) -> VerifyReport:
+    def run(self, target: VerifyTarget, options: VerifyOptions | None = None) -> VerifyReport:
+        options = options or VerifyOptions()
         instance: SyntheticInstance | None = None
         filter_uri: GcsUri | None = None
+        temporary: StoreName | None = None
+        seeded = target.store
         try:
-            metrics = self._check_store(target)
-            if seed:
-                instance = self._seed(target)
+            store, metrics = self._check_store(target)
+            if target.table.table != naming.VERIFICATION_TABLE and self.confirm_truncate:
+                # Only the tool's own table is truncated without a question; asked before
+                # anything is created.
+                with self.step("table") as detail:
+                    self.confirm_truncate(target.table)
+                    detail.append(f"{target.table.uri} may be truncated")
+            if options.seed:
+                if options.in_place:
+                    self._refuse_lasting_copies(target, store, options)
+                else:
+                    temporary = self._create_temporary_store(target)
+                    seeded = temporary
+                instance = self._seed(seeded)
                 filter_uri = self._write_filter(target, instance)
-            state = self._export(target, filter_uri, timeout)
+            state = self._export(seeded, target, filter_uri, options.timeout)
             if instance:
                 self._find_row(target, instance)
             else:
@@ -128,14 +184,20 @@ class Verifier:
         except (StepFailedError, DicomBqError):
             pass
         finally:
-            if (instance or filter_uri) and not keep:
-                self._clean_up(target, instance, filter_uri)
+            # Also on Ctrl-C: the temporary store and the filter file never outlive the run.
+            if not options.keep and (instance or filter_uri or temporary):
+                self._clean_up(seeded, instance, filter_uri, temporary)
+            elif temporary is not None:
+                self._record(
+                    StepResult("keep", True, 0.0, f"kept temporary store {temporary.name}")
+                )
         return self.report
 
-    def _check_store(self, target: VerifyTarget) -> dict[str, Any]:
+    def _check_store(self, target: VerifyTarget) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The real store, read only: its counts, and each stream table's dataset and grant."""
         with self.step("store") as detail:
             try:
-                self.api.get_store(target.store.name)
+                store = self.api.get_store(target.store.name)
                 metrics = self.api.store_metrics(target.store.name)
             except ApiCallError as error:
                 raise StepFailedError(
@@ -147,20 +209,95 @@ class Verifier:
                 f"{int(metrics.get('seriesCount') or 0)} series, "
                 f"{int(metrics.get('studyCount') or 0)} studies"
             )
-            return metrics
+            for uri in stream_tables(store):
+                detail.append(f"; stream {self._check_stream(uri, target.agent_email)}")
+            for topic in notification_topics(store):
+                detail.append(f"; notifies {topic}")
+            return store, metrics
 
-    def _seed(self, target: VerifyTarget) -> SyntheticInstance:
+    def _check_stream(self, uri: str, agent_email: str | None) -> str:
+        table = TableUri.parse(uri, flag="streamConfigs.tableUri")
+        access = self.rows.dataset_access(table.project, table.dataset)
+        if access is None:
+            raise StepFailedError(
+                f"the store streams to {uri}, whose dataset {table.project}:{table.dataset} does "
+                "not exist: streaming fails until it does (run `pulumi up` on the stack)"
+            )
+        rows = self.rows.row_count(table)
+        exists = "not created yet (Google creates it)" if rows is None else f"{rows} rows"
+        if not agent_email:
+            return f"{uri}: {exists}; the agent is unknown here (give --stack or --outputs)"
+        granted = sorted(
+            str(entry.get("role"))
+            for entry in access
+            if str(entry.get("role")) in WRITER_ROLES
+            and agent_email.lower()
+            in {
+                str(entry.get("userByEmail", "")).lower(),
+                str(entry.get("iamMember", "")).lower().removeprefix("serviceaccount:"),
+            }
+        )
+        if not granted:
+            raise StepFailedError(
+                f"the store streams to {uri}, but {agent_email} has no writer role in the "
+                f"dataset's access list (a project-level grant would not show here: "
+                f"`dicom-bq audit` checks both): the stream's rows are not written"
+            )
+        return f"{uri}: {exists}, {agent_email} may write ({', '.join(granted)})"
+
+    def _refuse_lasting_copies(
+        self, target: VerifyTarget, store: dict[str, Any], options: VerifyOptions
+    ) -> None:
+        """Google: "Instance deletions are not applied to the destination table" of a stream
+        (https://cloud.google.com/healthcare-api/docs/how-tos/dicom-bigquery-streaming), and each
+        topic's subscribers get the instance: in-place seeding leaves copies behind for good."""
+        lasting = [*stream_tables(store), *notification_topics(store)]
+        if not lasting or options.accept_stream_rows:
+            return
+        with self.step("in-place"):
+            raise StepFailedError(
+                f"--in-place would store a synthetic instance in {target.store.name}, which "
+                f"streams or notifies to {', '.join(lasting)}: its row stays in those tables for "
+                "good (Google does not apply deletions to stream tables) and subscribers receive "
+                "it. Verify with a temporary store (drop --in-place), or add "
+                "--accept-synthetic-in-streams to accept that",
+                exit_code=EXIT_BAD_INPUT,
+            )
+
+    def _create_temporary_store(self, target: VerifyTarget) -> StoreName:
+        with self.step("temp-store") as detail:
+            store_id = f"{TEMPORARY_STORE_PREFIX}{uuid.uuid4().hex[:12]}"
+            temporary = StoreName(
+                target.store.project, target.store.location, target.store.dataset, store_id
+            )
+            try:
+                self.api.create_store(
+                    target.store.dataset_name, store_id, {"dicom-bq": "verification"}
+                )
+            except ApiCallError as error:
+                # A retried create whose first answer was lost finds its own store: the ID is new.
+                if error.status != 409:
+                    raise StepFailedError(
+                        f"cannot create temporary store {temporary.name}: {error.status} "
+                        f"{error.reason} {error.message} (it needs healthcare.dicomStores.create; "
+                        "or verify the real store with --in-place)"
+                    ) from None
+            detail.append(f"created {temporary.name} (same dataset, agent, location and CMEK)")
+            return temporary
+
+    def _seed(self, store: StoreName) -> SyntheticInstance:
         with self.step("seed") as detail:
             instance = synthetic_instance()
             try:
-                self.api.store_instance(target.store.name, instance.data)
+                self.api.store_instance(store.name, instance.data)
             except ApiCallError as error:
                 raise StepFailedError(
                     f"STOW-RS of the synthetic instance was refused: {error.status} "
                     f"{error.reason} {error.message}"
                 ) from None
             detail.append(
-                f"stored synthetic instance {instance.sop_uid} ({len(instance.data)} bytes)"
+                f"stored synthetic instance {instance.sop_uid} ({len(instance.data)} bytes) in "
+                f"{store.store}"
             )
             return instance
 
@@ -174,16 +311,27 @@ class Verifier:
             return uri
 
     def _export(
-        self, target: VerifyTarget, filter_uri: GcsUri | None, timeout: float | None
+        self,
+        store: StoreName,
+        target: VerifyTarget,
+        filter_uri: GcsUri | None,
+        timeout: float | None,
     ) -> OperationState:
         plan = ExportPlan(
-            store=target.store,
+            store=store,
             table=target.table,
             write_disposition=WriteDisposition.WRITE_TRUNCATE,
             filter=filter_uri,
         )
         with self.step("export") as detail:
-            state = self.exporter.run(plan, self.follower, timeout, on_update=self.on_update)
+            state = self.exporter.run(
+                plan,
+                self.follower,
+                timeout,
+                on_start=self.on_start,
+                on_update=self.on_update,
+                on_wait=self.on_wait,
+            )
             self.report.operation = state
             if not state.done:
                 raise StepFailedError(
@@ -242,26 +390,41 @@ class Verifier:
             detail.append(f"{rows} rows = {state.success} exported = {instances} instances")
 
     def _clean_up(
-        self, target: VerifyTarget, instance: SyntheticInstance | None, filter_uri: GcsUri | None
+        self,
+        store: StoreName,
+        instance: SyntheticInstance | None,
+        filter_uri: GcsUri | None,
+        temporary: StoreName | None,
     ) -> None:
         try:
             with self.step("cleanup") as detail:
-                if instance:
+                problems = []
+                if temporary is not None:
+                    try:
+                        self.api.delete_store(temporary.name)
+                        detail.append(f"deleted temporary store {temporary.name}")
+                    except ApiCallError as error:
+                        problems.append(
+                            f"could not delete temporary store {temporary.name} ({error.status} "
+                            f"{error.message}): delete it with `gcloud healthcare dicom-stores "
+                            f"delete {temporary.store} --dataset={temporary.dataset} "
+                            f"--location={temporary.location} --project={temporary.project}`"
+                        )
+                elif instance:
                     try:
                         self.api.delete_instance(
-                            target.store.name,
-                            instance.study_uid,
-                            instance.series_uid,
-                            instance.sop_uid,
+                            store.name, instance.study_uid, instance.series_uid, instance.sop_uid
                         )
+                        detail.append(f"deleted synthetic instance {instance.sop_uid}")
                     except ApiCallError as error:
-                        raise StepFailedError(
+                        problems.append(
                             f"could not delete synthetic instance {instance.sop_uid}: "
                             f"{error.status} {error.message}; delete it by hand"
-                        ) from None
-                    detail.append(f"deleted synthetic instance {instance.sop_uid}")
+                        )
                 if filter_uri and self.filters is not None:
                     self.filters.delete(filter_uri)
                     detail.append(f"deleted {filter_uri.uri}")
+                if problems:
+                    raise StepFailedError("; ".join([*detail, *problems]))
         except (StepFailedError, DicomBqError):
             pass

@@ -29,6 +29,9 @@ class FakeBigQuery(LoopbackFake):
     datasets: set[str] = field(default_factory=set)  # "project.dataset"
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # "p.d.t" -> rows
     dataset_access: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # "p.d" -> access
+    # Rows still in a table's streaming buffer: tables.get reports them in
+    # streamingBuffer.estimatedRows, not in numRows (bigquery v2 Table.streamingBuffer).
+    streaming_rows: dict[str, int] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     url: str = ""
@@ -53,6 +56,11 @@ class FakeBigQuery(LoopbackFake):
                     },
                     "numRows": str(len(self.tables[table_id])),
                     "schema": {"fields": _schema(self.tables[table_id])},
+                    **(
+                        {"streamingBuffer": {"estimatedRows": str(self.streaming_rows[table_id])}}
+                        if self.streaming_rows.get(table_id)
+                        else {}
+                    ),
                 }
             )
         match = _DATASET.match(request.path)
