@@ -3,23 +3,49 @@
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from dicom_bq.audit import AuditResult, AuditTarget, condition_state, run_audit
 from dicom_bq.cli import app
+from dicom_bq.endpoints import Connection
+from dicom_bq.retry import RetryPolicy
 from tests.fakes.bigquery import FakeBigQuery
+from tests.fakes.clock import VirtualClock
 from tests.fakes.iam import FakeIam
-from tests.inventory import ROOT
+from tests.inventory import ROOT, plan_example
 
 runner = CliRunner()
 AGENT = "serviceAccount:service-987654321098@gcp-sa-healthcare.iam.gserviceaccount.com"
+BQ_ENCRYPTION = "serviceAccount:bq-555566667777@bigquery-encryption.iam.gserviceaccount.com"
 SOURCE, ANALYTICS = "clinical-imaging-prod", "imaging-analytics-prod"
 BUCKET = "clinical-imaging-prod-export-filters"
+TOPIC = f"projects/{SOURCE}/topics/dicom-instances"
+KEYS = "projects/clinical-kms-prod/locations/europe-west4/keyRings/imaging/cryptoKeys"
+HEALTHCARE_KEY, BIGQUERY_KEY = f"{KEYS}/healthcare", f"{KEYS}/bigquery"
+ENCRYPTER = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+# Every scope of the prod stack: its two projects, the dataset, the bucket, the topic, two keys.
+PROD_SCOPES = (
+    f"//cloudresourcemanager.googleapis.com/projects/{SOURCE}",
+    f"//cloudresourcemanager.googleapis.com/projects/{ANALYTICS}",
+    f"//bigquery.googleapis.com/projects/{ANALYTICS}/datasets/dicom_metadata",
+    f"//storage.googleapis.com/projects/_/buckets/{BUCKET}",
+    f"//pubsub.googleapis.com/{TOPIC}",
+    f"//cloudkms.googleapis.com/{HEALTHCARE_KEY}",
+    f"//cloudkms.googleapis.com/{BIGQUERY_KEY}",
+)
+EXPIRED = {
+    "title": "until the migration",
+    "expression": 'request.time < timestamp("2020-01-01T00:00:00Z")',
+}
 
 
 @dataclass
@@ -31,6 +57,11 @@ class Live:
         return runner.invoke(
             app, ["audit", "--stack", "prod", "--project-dir", str(ROOT), "--json", *extra]
         )
+
+    def result(self, retry: RetryPolicy | None = None) -> AuditResult:
+        """The audit's result object, as the CLI gets it, on the same emulator variables."""
+        target = AuditTarget.from_outputs("prod", plan_example("prod").outputs)
+        return run_audit(Connection(), target, retry=retry)
 
 
 @pytest.fixture
@@ -51,6 +82,16 @@ def live(monkeypatch: pytest.MonkeyPatch) -> Iterator[Live]:
             ],
         },
         buckets={BUCKET: [{"role": "roles/storage.objectViewer", "members": [AGENT]}]},
+        topics={
+            TOPIC: [
+                {"role": "roles/pubsub.publisher", "members": [AGENT]},
+                {"role": "roles/pubsub.subscriber", "members": ["group:imaging-ops@example.com"]},
+            ]
+        },
+        keys={
+            HEALTHCARE_KEY: [{"role": ENCRYPTER, "members": [AGENT]}],
+            BIGQUERY_KEY: [{"role": ENCRYPTER, "members": [BQ_ENCRYPTION]}],
+        },
     ).start()
     bigquery = FakeBigQuery(datasets={f"{ANALYTICS}.dicom_metadata"}).start()
     bigquery.dataset_access[f"{ANALYTICS}.dicom_metadata"] = [
@@ -58,39 +99,307 @@ def live(monkeypatch: pytest.MonkeyPatch) -> Iterator[Live]:
         {"role": "WRITER", "userByEmail": AGENT.split(":", 1)[1]},
         {"role": "READER", "groupByEmail": "analysts@example.com"},
     ]
-    for variable in ("RESOURCEMANAGER_EMULATOR_HOST", "STORAGE_EMULATOR_HOST", "IAM_EMULATOR_HOST"):
+    for variable in (
+        "RESOURCEMANAGER_EMULATOR_HOST",
+        "STORAGE_EMULATOR_HOST",
+        "IAM_EMULATOR_HOST",
+        "PUBSUB_EMULATOR_HOST",
+        "KMS_EMULATOR_HOST",
+    ):
         monkeypatch.setenv(variable, iam.url)
     monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", bigquery.url)
     yield Live(iam, bigquery)
     iam.stop()
     bigquery.stop()
+    assert iam.problems == [], "requests the real APIs would refuse"
+
+
+def findings(result: Any) -> list[dict[str, str]]:
+    found: list[dict[str, str]] = json.loads(result.stdout)["findings"]
+    return found
 
 
 def kinds(result: Any) -> list[tuple[str, str]]:
-    return [(f["kind"], f["role"]) for f in json.loads(result.stdout)["findings"]]
+    return [(f["kind"], f["role"]) for f in findings(result)]
 
 
 def test_clean_state_is_reported_clean(live: Live) -> None:
     result = live.audit()
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"stack": "prod", "clean": True, "findings": []}
+    payload = json.loads(result.stdout)
+    assert (payload["stack"], payload["clean"], payload["findings"]) == ("prod", True, [])
     plain = runner.invoke(app, ["audit", "--stack", "prod", "--project-dir", str(ROOT)])
     assert plain.exit_code == 0
-    assert plain.stdout.startswith("clean: the live IAM policies match the 5 grants of prod")
+    # Six grants: five to the agent, one to BigQuery's encryption account on the dataset key.
+    assert plain.stdout.startswith("clean: the live IAM policies match the 6 grants of prod")
+
+
+def test_clean_result_says_which_scopes_it_read(live: Live) -> None:
+    result = live.result()
+    assert result.clean
+    assert result.exit_code == 0
+    assert result.scopes_read == PROD_SCOPES
+    assert result.scopes_unread == ()
+    assert result.as_dict() == {
+        "stack": "prod",
+        "clean": True,
+        "grants": 6,
+        "scopes_read": list(PROD_SCOPES),
+        "scopes_unread": [],
+        "findings": [],
+    }
+    text = result.text().splitlines()
+    assert text[0] == (
+        "clean: the live IAM policies match the 6 grants of prod (read all 7 scopes)"
+    )
+    assert text[1:] == [f"  read {scope}" for scope in PROD_SCOPES]
+
+
+def test_every_read_asks_for_policy_version_3(live: Live) -> None:
+    live.result()
+    asked = {r.path: r.query for r in live.iam.requests}
+    assert asked[f"/v1/{TOPIC}:getIamPolicy"]["options.requestedPolicyVersion"] == ["3"]
+    assert asked[f"/v1/{HEALTHCARE_KEY}:getIamPolicy"]["options.requestedPolicyVersion"] == ["3"]
+    assert asked[f"/v1/{BIGQUERY_KEY}:getIamPolicy"]["options.requestedPolicyVersion"] == ["3"]
+    assert asked[f"/storage/v1/b/{BUCKET}/iam"]["optionsRequestedPolicyVersion"] == ["3"]
+    project = next(r for r in live.iam.requests if r.path == f"/v1/projects/{SOURCE}:getIamPolicy")
+    assert project.json() == {"options": {"requestedPolicyVersion": 3}}
+    (dataset,) = [r for r in live.bigquery.requests if "/datasets/" in r.path]
+    assert dataset.query["accessPolicyVersion"] == ["3"]
+
+
+def test_the_fake_refuses_what_the_real_api_would(live: Live) -> None:
+    for query in ("options.requestedPolicyVersion=1", "options.requestedPolicyVersion=3&x=1"):
+        url = f"{live.iam.url}/v1/{TOPIC}:getIamPolicy?{query}"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=10)
+        assert refused.value.code == 400
+    assert live.iam.problems == [
+        "pubsub.projects.topics.getIamPolicy: asked for policy version below 3",
+        "pubsub.projects.topics.getIamPolicy: unknown query parameter 'x'",
+    ]
+    live.iam.problems.clear()
 
 
 def test_missing_role_is_found_with_the_fix(live: Live) -> None:
     live.iam.projects[ANALYTICS][0]["members"].remove(AGENT)
     result = live.audit()
     assert result.exit_code == 1
-    (finding,) = json.loads(result.stdout)["findings"]
+    (finding,) = findings(result)
     assert finding["kind"] == "missing"
     assert finding["role"] == "roles/bigquery.jobUser"
-    assert "pulumi up --stack prod" in finding["fix"]
+    assert "pulumi up --stack prod --refresh" in finding["fix"]
     assert (
         f"gcloud projects add-iam-policy-binding {ANALYTICS} --member='{AGENT}' --role='roles/bigquery.jobUser'"
         in finding["fix"]
     )
+
+
+def test_missing_topic_grant_is_found(live: Live) -> None:
+    live.iam.topics[TOPIC][0]["members"].remove(AGENT)
+    result = live.audit()
+    assert result.exit_code == 1
+    (finding,) = findings(result)
+    assert (finding["kind"], finding["role"]) == ("missing", "roles/pubsub.publisher")
+    assert finding["scope"] == f"//pubsub.googleapis.com/{TOPIC}"
+    assert (
+        f"gcloud pubsub topics add-iam-policy-binding dicom-instances --project={SOURCE} "
+        f"--member='{AGENT}' --role='roles/pubsub.publisher'" in finding["fix"]
+    )
+
+
+def test_missing_key_grant_of_the_encryption_account_is_found(live: Live) -> None:
+    live.iam.keys[BIGQUERY_KEY] = [{"role": ENCRYPTER, "members": ["group:kms-admins@example.com"]}]
+    result = live.audit()
+    assert result.exit_code == 1
+    (finding,) = findings(result)
+    assert (finding["kind"], finding["role"], finding["member"]) == (
+        "missing",
+        ENCRYPTER,
+        BQ_ENCRYPTION,
+    )
+    assert (
+        "gcloud kms keys add-iam-policy-binding bigquery --keyring=imaging "
+        "--location=europe-west4 --project=clinical-kms-prod "
+        f"--member='{BQ_ENCRYPTION}' --role='{ENCRYPTER}'" in finding["fix"]
+    )
+
+
+def test_missing_key_grant_of_the_agent_is_found(live: Live) -> None:
+    live.iam.keys[HEALTHCARE_KEY] = []
+    result = live.audit()
+    assert result.exit_code == 1
+    (finding,) = findings(result)
+    assert (finding["kind"], finding["member"]) == ("missing", AGENT)
+    assert finding["scope"] == f"//cloudkms.googleapis.com/{HEALTHCARE_KEY}"
+
+
+def _deny_topic(live: Live) -> None:
+    live.iam.denied.add(TOPIC)
+
+
+def _drop_key(live: Live) -> None:
+    del live.iam.keys[HEALTHCARE_KEY]
+
+
+def _deny_project(live: Live) -> None:
+    del live.iam.projects[ANALYTICS]
+
+
+def _drop_dataset(live: Live) -> None:
+    live.bigquery.datasets.clear()
+
+
+def _drop_bucket(live: Live) -> None:
+    del live.iam.buckets[BUCKET]
+
+
+@pytest.mark.parametrize(
+    ("break_it", "scope", "status", "check"),
+    [
+        (
+            _deny_topic,
+            f"//pubsub.googleapis.com/{TOPIC}",
+            "403 PERMISSION_DENIED",
+            f"gcloud pubsub topics get-iam-policy dicom-instances --project={SOURCE} --format=json",
+        ),
+        (
+            _drop_key,
+            f"//cloudkms.googleapis.com/{HEALTHCARE_KEY}",
+            "404 NOT_FOUND",
+            "gcloud kms keys get-iam-policy healthcare --keyring=imaging --location=europe-west4 "
+            "--project=clinical-kms-prod --format=json",
+        ),
+        (
+            _deny_project,
+            f"//cloudresourcemanager.googleapis.com/projects/{ANALYTICS}",
+            "403 PERMISSION_DENIED",
+            f"gcloud projects get-iam-policy {ANALYTICS} --format=json",
+        ),
+        (
+            _drop_dataset,
+            f"//bigquery.googleapis.com/projects/{ANALYTICS}/datasets/dicom_metadata",
+            "404 notFound",
+            f"bq show --format=prettyjson {ANALYTICS}:dicom_metadata",
+        ),
+        (
+            _drop_bucket,
+            f"//storage.googleapis.com/projects/_/buckets/{BUCKET}",
+            "404 notFound",
+            f"gcloud storage buckets get-iam-policy gs://{BUCKET} --format=json",
+        ),
+    ],
+    ids=["topic-403", "key-404", "project-403", "dataset-404", "bucket-404"],
+)
+def test_an_unreadable_scope_is_a_finding_and_not_clean(
+    live: Live, break_it: Any, scope: str, status: str, check: str
+) -> None:
+    break_it(live)
+    result = live.audit()
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.stdout)["clean"] is False
+    (finding,) = findings(result)
+    assert (finding["kind"], finding["scope"], finding["fix"]) == ("unread", scope, check)
+    assert status in finding["message"]
+    audited = live.result()
+    assert not audited.clean
+    assert audited.scopes_unread == (scope,)
+    assert audited.scopes_read == tuple(s for s in PROD_SCOPES if s != scope)
+    assert audited.text().splitlines()[-1].startswith("not clean: 1 findings")
+    assert audited.text().endswith(f"read 6 of 7 scopes, could not read {scope}")
+
+
+def test_a_network_fault_leaves_the_scope_unread(live: Live) -> None:
+    live.iam.resets.add(BIGQUERY_KEY)
+    audited = live.result(retry=RetryPolicy(attempts=2, clock=VirtualClock()))
+    assert audited.scopes_unread == (f"//cloudkms.googleapis.com/{BIGQUERY_KEY}",)
+    (finding,) = audited.findings
+    assert (finding.kind, finding.role) == ("unread", ENCRYPTER)
+    assert "gave up after retries" in finding.message
+    assert finding.fix.startswith("gcloud kms keys get-iam-policy bigquery --keyring=imaging")
+
+
+def test_an_expired_conditional_grant_is_not_a_grant(live: Live) -> None:
+    live.iam.topics[TOPIC][0]["condition"] = dict(EXPIRED)
+    result = live.audit()
+    assert result.exit_code == 1
+    (finding,) = findings(result)
+    assert (finding["kind"], finding["role"]) == ("conditional-grant", "roles/pubsub.publisher")
+    assert "expired at 2020-01-01T00:00:00Z" in finding["message"]
+    assert "'until the migration'" in finding["message"]
+    assert finding["fix"].startswith(
+        f"gcloud pubsub topics get-iam-policy dicom-instances --project={SOURCE} --format=json"
+    )
+    assert "pulumi up --stack prod --refresh" in finding["fix"]
+
+
+def test_a_condition_the_audit_cannot_prove_is_not_a_grant(live: Live) -> None:
+    live.iam.keys[HEALTHCARE_KEY][0]["condition"] = {
+        "expression": 'resource.name.startsWith("projects/clinical-kms-prod")'
+    }
+    live.iam.projects[ANALYTICS].append(
+        {
+            "role": "roles/bigquery.jobUser",
+            "members": [AGENT],
+            "condition": {"expression": 'request.time < timestamp("2999-01-01T00:00:00Z")'},
+        }
+    )
+    live.iam.projects[ANALYTICS][0]["members"].remove(AGENT)
+    result = live.audit()
+    assert result.exit_code == 1
+    messages = {f["role"]: f["message"] for f in findings(result)}
+    assert sorted(kinds(result)) == [
+        ("conditional-grant", "roles/bigquery.jobUser"),
+        ("conditional-grant", ENCRYPTER),
+    ]
+    assert "cannot prove always true" in messages[ENCRYPTER]
+    assert "expires at 2999-01-01T00:00:00Z" in messages["roles/bigquery.jobUser"]
+
+
+def test_a_conditional_dataset_entry_is_not_a_grant(live: Live) -> None:
+    live.bigquery.dataset_access[f"{ANALYTICS}.dicom_metadata"][1] = {
+        "role": "roles/bigquery.dataEditor",
+        "userByEmail": AGENT.split(":", 1)[1],
+        "condition": dict(EXPIRED),
+    }
+    result = live.audit()
+    assert kinds(result) == [("conditional-grant", "roles/bigquery.dataEditor")]
+
+
+def test_a_conditional_binding_next_to_the_plain_one_changes_nothing(live: Live) -> None:
+    live.iam.topics[TOPIC].append(
+        {"role": "roles/pubsub.publisher", "members": [AGENT], "condition": dict(EXPIRED)}
+    )
+    assert live.audit().exit_code == 0
+    assert live.result().clean
+
+
+@pytest.mark.parametrize(
+    ("expression", "state"),
+    [
+        ("true", "always"),
+        ('request.time > timestamp("2020-01-01T00:00:00Z")', "always"),
+        ('request.time < timestamp("2020-01-01T00:00:00Z")', "expired"),
+        ("request.time < timestamp('2030-01-01T00:00:00.000Z')", "until"),
+        ('request.time >= timestamp("2030-01-01T00:00:00Z")', "not-yet"),
+        (
+            '(request.time > timestamp("2020-01-01T00:00:00Z")) && '
+            'request.time < timestamp("2021-01-01T00:00:00Z")',
+            "expired",
+        ),
+        (
+            'request.time < timestamp("2020-01-01T00:00:00Z") || '
+            'request.time > timestamp("2020-06-01T00:00:00Z")',
+            "unknown",
+        ),
+        ('request.time < timestamp("2030-01-01T00:00:00")', "unknown"),
+        ("request.time.getHours('Europe/Amsterdam') < 18", "unknown"),
+        ('!(request.time < timestamp("2020-01-01T00:00:00Z"))', "unknown"),
+    ],
+)
+def test_condition_states(expression: str, state: str) -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert condition_state(expression, now)[0] == state
 
 
 def test_extra_admin_role_for_the_agent_is_found(live: Live) -> None:
@@ -98,7 +407,16 @@ def test_extra_admin_role_for_the_agent_is_found(live: Live) -> None:
     result = live.audit()
     assert result.exit_code == 1
     assert kinds(result) == [("extra", "roles/bigquery.admin")]
-    assert "remove-iam-policy-binding" in json.loads(result.stdout)["findings"][0]["fix"]
+    assert "remove-iam-policy-binding" in findings(result)[0]["fix"]
+
+
+def test_extra_role_on_the_topic_is_found(live: Live) -> None:
+    live.iam.topics[TOPIC].append({"role": "roles/pubsub.admin", "members": [AGENT]})
+    result = live.audit()
+    assert kinds(result) == [("extra", "roles/pubsub.admin")]
+    assert findings(result)[0]["fix"].startswith(
+        "gcloud pubsub topics remove-iam-policy-binding dicom-instances"
+    )
 
 
 def test_public_member_is_found(live: Live) -> None:
@@ -115,7 +433,7 @@ def test_authoritative_binding_that_removed_the_agent_is_found(live: Live) -> No
     ]
     result = live.audit()
     assert result.exit_code == 1
-    (finding,) = json.loads(result.stdout)["findings"]
+    (finding,) = findings(result)
     assert (finding["kind"], finding["role"]) == ("missing", "roles/bigquery.dataEditor")
     assert (
         f"bq add-iam-policy-binding --member='{AGENT}' --role='roles/bigquery.dataEditor' {ANALYTICS}:dicom_metadata"

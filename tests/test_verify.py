@@ -148,7 +148,8 @@ def test_in_place_seeds_the_real_store_and_deletes_the_instance(
     assert stows(cloud) == [f"/v1/{STORE}/dicomWeb/studies"]
     assert cloud.healthcare.deleted_stores == []
     deletes = [r for r in cloud.healthcare.requests if r.method == "DELETE"]
-    assert len(deletes) == 1 and "/instances/" in deletes[0].path
+    assert len(deletes) == 1
+    assert "/instances/" in deletes[0].path
 
 
 STREAMING = {

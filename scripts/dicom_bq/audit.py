@@ -265,6 +265,18 @@ def _iam_command(scope: str, verb: Literal["add", "remove"], member: str, role: 
     )
 
 
+def _consequence(scope: str) -> str:
+    """What breaks when a grant on this scope is not in force."""
+    kind = parse_scope(scope)
+    if kind is not None and kind.kind == "topic":
+        return "the store's Pub/Sub notifications will fail with PERMISSION_DENIED"
+    if kind is not None and kind.kind == "key":
+        return "what this key encrypts cannot be created or read (PERMISSION_DENIED)"
+    if kind is not None and kind.kind == "bucket":
+        return "filtered exports will fail with PERMISSION_DENIED"
+    return "exports will fail with PERMISSION_DENIED"
+
+
 def _restore(stack: str) -> str:
     # Pulumi compares with its state, not the live policy: without --refresh it does not see a
     # binding someone removed or replaced, and `up` would change nothing.
@@ -421,7 +433,7 @@ def compare(
                     grant.member,
                     f"{grant.member} holds {grant.role} on {grant.scope} only under "
                     f"{_describe_condition(binding.condition, now)}; the stack grants it "
-                    "without a condition, so exports may fail with PERMISSION_DENIED",
+                    f"without a condition: when it does not hold, {_consequence(grant.scope)}",
                     f"{check_command(grant.scope)}   # then: {_restore(target.stack)}",
                 )
             )
@@ -433,9 +445,8 @@ def compare(
                     grant.scope,
                     grant.role,
                     grant.member,
-                    f"{who} lacks {grant.role} on {grant.scope}: exports will fail with "
-                    "PERMISSION_DENIED (an authoritative binding or a manual edit may have "
-                    "removed it)",
+                    f"{who} lacks {grant.role} on {grant.scope}: {_consequence(grant.scope)} "
+                    "(an authoritative binding or a manual edit may have removed it)",
                     f"{_restore(target.stack)}   # or: "
                     + _iam_command(grant.scope, "add", grant.member, grant.role),
                 )

@@ -199,7 +199,7 @@ def audit(
 ) -> None:
     """Compare the live IAM policies with the stack's grants: missing, extra, public, basic."""
     try:
-        from dicom_bq.audit import AuditTarget, compare, read_live_policies
+        from dicom_bq.audit import AuditTarget, run_audit
 
         if (stack is None) == (outputs is None):
             raise DicomBqError(
@@ -216,25 +216,14 @@ def audit(
             assert stack is not None
             planned = plan_stack(read_stack_config(project_dir or find_project_dir(), stack))
             target = AuditTarget.from_outputs(stack, planned.outputs)
-        findings = compare(target, read_live_policies(_connection(None, impersonate), target))
+        result = run_audit(_connection(None, impersonate), target)
     except DicomBqError as error:
         fail(error)
     if as_json:
-        print_json(
-            {
-                "stack": target.stack,
-                "clean": not findings,
-                "findings": [f.as_dict() for f in findings],
-            }
-        )
-    elif not findings:
-        typer.echo(
-            f"clean: the live IAM policies match the {len(target.grants)} grants of {target.stack}"
-        )
+        print_json(result.as_dict())
     else:
-        for finding in findings:
-            typer.echo(f"{finding.kind}: {finding.message}\n  fix: {finding.fix}")
-    raise typer.Exit(1 if findings else 0)
+        typer.echo(result.text())
+    raise typer.Exit(result.exit_code)
 
 
 filter_app = typer.Typer(

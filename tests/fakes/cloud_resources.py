@@ -55,7 +55,8 @@ def routes() -> list[Route]:
         for method in _methods(doc):
             template = method.get("flatPath") or method["path"]
             parts = re.split(r"\{\+?[^}]+\}", template)
-            regex = "([^/]+)".join(re.escape(part) for part in parts)
+            # ":" ends a segment: "topics/{t}:getIamPolicy" is not "topics/{t}".
+            regex = "([^/:]+)".join(re.escape(part) for part in parts)
             table.append(
                 Route(
                     api,
