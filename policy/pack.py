@@ -11,7 +11,15 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
-from infra.policy_rules import AGENT, RULES, ExpectedGrant, PolicyContext, Resource, Rule
+from infra.policy_rules import (
+    RULES,
+    ExpectedGrant,
+    PolicyContext,
+    Resource,
+    Rule,
+    agent_project_number,
+    is_agent,
+)
 
 PACK_NAME = "dicom-bq"
 CONFIG_SCHEMA = PolicyConfigSchema(
@@ -24,9 +32,26 @@ CONFIG_SCHEMA = PolicyConfigSchema(
             "items": {"type": "object"},
             "description": "The stack output `grants`: [{role, scope}]; else the role allow-list.",
         },
+        "sourceProject": {
+            "type": "string",
+            "description": "The stack's dicom-bq:sourceProject: the agent's project (DBQ012).",
+        },
+        "sourceProjectNumber": {
+            "type": "string",
+            "description": "Its number; else read from the agent in expectedGrants.",
+        },
     }
 )
 _LEVELS = {"mandatory": EnforcementLevel.MANDATORY, "advisory": EnforcementLevel.ADVISORY}
+
+
+def _source_number(config: dict[str, Any], grants: list[dict[str, Any]] | None) -> str | None:
+    """dicom-bq:sourceProjectNumber, else the number in the agent's address in `grants` (every
+    grant the program outputs names the source project's agent)."""
+    if config.get("sourceProjectNumber"):
+        return str(config["sourceProjectNumber"])
+    numbers = {agent_project_number(str(g.get("member", ""))) for g in grants or []} - {None}
+    return numbers.pop() if len(numbers) == 1 else None
 
 
 def context_from(config: dict[str, Any]) -> PolicyContext:
@@ -37,12 +62,14 @@ def context_from(config: dict[str, Any]) -> PolicyContext:
         expected_grants=frozenset(
             ExpectedGrant(g["role"], g["scope"])
             for g in grants
-            if AGENT.match(g.get("member", "serviceAccount:service-0@gcp-sa-healthcare.x"))
+            if is_agent(g.get("member", "serviceAccount:service-0@gcp-sa-healthcare.x"))
         )
         if grants is not None
         else None,
         allowed_bigquery_locations=frozenset(locations) if locations is not None else None,
         require_cmek=bool(config.get("requireCmek", False)),
+        source_project=str(config["sourceProject"]) if config.get("sourceProject") else None,
+        source_project_number=_source_number(config, grants),
     )
 
 

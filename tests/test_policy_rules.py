@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from dicom_bq.checks import check_plan, has_mandatory, plan_resources
 from dicom_bq.planner import record_program
-from infra.policy_rules import RULES, ExpectedGrant, PolicyContext, Resource, evaluate
+from infra.policy_rules import (
+    RULES,
+    ExpectedGrant,
+    PolicyContext,
+    Resource,
+    canonical_member,
+    evaluate,
+)
 from infra.settings import parse_settings, settings_from_config
 from tests.conftest import base_settings, cached_plan
 from tests.inventory import ROOT
@@ -44,6 +52,8 @@ def bq_dataset(name: str = "bq", protect: bool = False, **props: Any) -> Resourc
     return Resource("gcp:bigquery/dataset:Dataset", name, {**base, **props}, protect)
 
 
+# What plan_context / the pack's config say: the agent above is the source project p-src's.
+SOURCE = PolicyContext(source_project="p-src", source_project_number="111122223333")
 GOOD_EDITOR = member(
     "gcp:bigquery/datasetIamMember:DatasetIamMember",
     "editor",
@@ -168,7 +178,7 @@ CASES: dict[str, tuple[PolicyContext, list[Resource], list[Resource], str]] = {
         [bq_dataset("plain")],
         "plain",
     ),
-    "DBQ012": (PolicyContext(), [GOOD_JOBS], [GOOD_JOBS], "jobs"),
+    "DBQ012": (SOURCE, [GOOD_JOBS], [GOOD_JOBS], "jobs"),
     "DBQ013": (
         PolicyContext(),
         [
@@ -186,6 +196,658 @@ CASES: dict[str, tuple[PolicyContext, list[Resource], list[Resource], str]] = {
         "api-off",
     ),
 }
+
+
+# -- the red-team's bypasses (issue 9 item 4): each must now fail its rule ---------------------
+
+MIXED_AGENT = "serviceAccount:Service-111122223333@GCP-SA-Healthcare.iam.gserviceaccount.com"
+AGENT_EMAIL = AGENT.removeprefix("serviceAccount:")
+OTHER_AGENT = "serviceAccount:service-999988887777@gcp-sa-healthcare.iam.gserviceaccount.com"
+HEALTHCARE_DATASET = Resource(
+    "gcp:healthcare/dataset:Dataset",
+    "hc",
+    {"project": "p-src", "location": "eu", "name": "imaging"},
+)
+
+
+def access(name: str, role: str, **who: Any) -> Resource:
+    """A gcp.bigquery.DatasetAccess entry on the fixtures' dataset."""
+    return Resource(
+        "gcp:bigquery/datasetAccess:DatasetAccess",
+        name,
+        {"project": "p-bq", "datasetId": "ds", "role": role, **who},
+    )
+
+
+def storage(kind: str, name: str, **props: Any) -> Resource:
+    """A Cloud Storage ACL/IAM resource, e.g. storage("bucketACL:BucketACL", ...)."""
+    return Resource(f"gcp:storage/{kind}", name, {"bucket": "b", **props})
+
+
+def iam_policy(type_: str, name: str, role: str, who: str, **props: Any) -> Resource:
+    policy = {"bindings": [{"role": role, "members": [who]}]}
+    return Resource(type_, name, {"policyData": json.dumps(policy), **props})
+
+
+def identity(project: str, service: str = "healthcare.googleapis.com") -> Resource:
+    return Resource(
+        "gcp:projects/serviceIdentity:ServiceIdentity",
+        f"identity-{project}",
+        {"project": project, "service": service},
+    )
+
+
+ORG_MEMBER = "gcp:organizations/iAMMember:IAMMember"
+FOLDER_MEMBER = "gcp:folder/iAMMember:IAMMember"
+
+# name -> (rule, context, resources, the resource the rule must name). IDENTITY (the agent's own,
+# in p-src) is added to every case except DBQ012's, which bring their own identities.
+BYPASSES: dict[str, tuple[str, PolicyContext, list[Resource], str]] = {
+    # gcp.bigquery.DatasetAccess: one access entry, as a resource of its own
+    "dataset-access-special-group-public": (
+        "DBQ003",
+        PolicyContext(),
+        [access("pub", "READER", specialGroup="allAuthenticatedUsers")],
+        "pub",
+    ),
+    "dataset-access-iam-member-allusers": (
+        "DBQ003",
+        PolicyContext(),
+        [access("pub", "READER", iamMember="allUsers")],
+        "pub",
+    ),
+    "dataset-access-roles-owner": (
+        "DBQ002",
+        PolicyContext(),
+        [access("own", "roles/owner", userByEmail="a@example.com")],
+        "own",
+    ),
+    "dataset-access-legacy-owner": (
+        "DBQ002",
+        PolicyContext(),
+        [access("own", "OWNER", groupByEmail="team@example.com")],
+        "own",
+    ),
+    "dataset-access-agent-admin": (
+        "DBQ004",
+        PolicyContext(),
+        [access("adm", "roles/bigquery.admin", userByEmail=AGENT_EMAIL.upper())],
+        "adm",
+    ),
+    "dataset-access-beside-accesses": (
+        "DBQ007",
+        PolicyContext(),
+        [
+            bq_dataset(accesses=[{"role": "READER", "groupByEmail": "team@example.com"}]),
+            access("extra", "READER", groupByEmail="other@example.com"),
+        ],
+        "extra",
+    ),
+    # Cloud Storage ACLs
+    "bucket-acl-role-entities": (
+        "DBQ003",
+        PolicyContext(),
+        [
+            storage(
+                "bucketACL:BucketACL",
+                "acl",
+                roleEntities=["OWNER:project-owners-1", "READER:allUsers"],
+            )
+        ],
+        "acl",
+    ),
+    "bucket-acl-canned-public-read": (
+        "DBQ003",
+        PolicyContext(),
+        [storage("bucketACL:BucketACL", "acl", predefinedAcl="publicRead")],
+        "acl",
+    ),
+    "bucket-acl-default-object-acl-public": (
+        "DBQ003",
+        PolicyContext(),
+        [storage("bucketACL:BucketACL", "acl", defaultAcl="publicRead")],
+        "acl",
+    ),
+    "bucket-access-control-allusers": (
+        "DBQ003",
+        PolicyContext(),
+        [
+            storage(
+                "bucketAccessControl:BucketAccessControl", "ac", entity="allUsers", role="READER"
+            )
+        ],
+        "ac",
+    ),
+    "default-object-access-control-allusers": (
+        "DBQ003",
+        PolicyContext(),
+        [
+            storage(
+                "defaultObjectAccessControl:DefaultObjectAccessControl",
+                "ac",
+                entity="allUsers",
+                role="READER",
+            )
+        ],
+        "ac",
+    ),
+    "object-access-control-all-authenticated": (
+        "DBQ003",
+        PolicyContext(),
+        [
+            storage(
+                "objectAccessControl:ObjectAccessControl",
+                "ac",
+                object="filters/study.txt",
+                entity="allAuthenticatedUsers",
+                role="READER",
+            )
+        ],
+        "ac",
+    ),
+    "default-object-acl-role-entities": (
+        "DBQ003",
+        PolicyContext(),
+        [storage("defaultObjectACL:DefaultObjectACL", "acl", roleEntities=["READER:allUsers"])],
+        "acl",
+    ),
+    "object-acl-role-entities": (
+        "DBQ003",
+        PolicyContext(),
+        [
+            storage(
+                "objectACL:ObjectACL",
+                "acl",
+                object="o",
+                roleEntities=["READER:allAuthenticatedUsers"],
+            )
+        ],
+        "acl",
+    ),
+    "object-acl-canned-public-read": (
+        "DBQ003",
+        PolicyContext(),
+        [storage("objectACL:ObjectACL", "acl", object="o", predefinedAcl="publicRead")],
+        "acl",
+    ),
+    "bucket-acl-is-authoritative": (
+        "DBQ001",
+        PolicyContext(),
+        [storage("bucketACL:BucketACL", "acl", roleEntities=["OWNER:project-owners-1"])],
+        "acl",
+    ),
+    "agent-through-bucket-acl": (
+        "DBQ005",
+        PolicyContext(expected_grants=EXPECTED),
+        [
+            storage(
+                "bucketAccessControl:BucketAccessControl",
+                "ac",
+                entity=f"user-{AGENT_EMAIL.title()}",
+                role="READER",
+            )
+        ],
+        "ac",
+    ),
+    # members spelt as Google still reads them
+    "mixed-case-agent-admin": (
+        "DBQ004",
+        PolicyContext(),
+        [
+            member(
+                "gcp:projects/iAMMember:IAMMember",
+                "adm",
+                "roles/bigquery.admin",
+                MIXED_AGENT,
+                project="p-bq",
+            )
+        ],
+        "adm",
+    ),
+    "mixed-case-member-type": (
+        "DBQ004",
+        PolicyContext(),
+        [
+            member(
+                "gcp:projects/iAMMember:IAMMember",
+                "adm",
+                "roles/bigquery.admin",
+                "SERVICEACCOUNT:" + AGENT_EMAIL,
+                project="p-bq",
+            )
+        ],
+        "adm",
+    ),
+    "deleted-agent-admin": (
+        "DBQ004",
+        PolicyContext(),
+        [
+            member(
+                "gcp:projects/iAMMember:IAMMember",
+                "adm",
+                "roles/bigquery.admin",
+                f"deleted:{MIXED_AGENT}?uid=123456789012345678901",
+                project="p-bq",
+            )
+        ],
+        "adm",
+    ),
+    "mixed-case-agent-unlisted-role": (
+        "DBQ005",
+        PolicyContext(expected_grants=EXPECTED),
+        [
+            member(
+                "gcp:storage/bucketIAMMember:BucketIAMMember",
+                "rd",
+                "roles/storage.objectViewer",
+                MIXED_AGENT,
+                bucket="b",
+            )
+        ],
+        "rd",
+    ),
+    "mixed-case-agent-project-wide": (
+        "DBQ006",
+        PolicyContext(expected_grants=EXPECTED),
+        [
+            member(
+                "gcp:projects/iAMMember:IAMMember",
+                "wide",
+                "roles/bigquery.dataEditor",
+                MIXED_AGENT,
+                project="p-bq",
+            )
+        ],
+        "wide",
+    ),
+    "mixed-case-public-member": (
+        "DBQ003",
+        PolicyContext(),
+        [
+            member(
+                "gcp:storage/bucketIAMMember:BucketIAMMember",
+                "pub",
+                "roles/storage.objectViewer",
+                "AllUsers",
+                bucket="b",
+            )
+        ],
+        "pub",
+    ),
+    # a dataset's `accesses` list: authoritative, and its entries are grants
+    "dataset-accesses-authoritative": (
+        "DBQ001",
+        PolicyContext(),
+        [bq_dataset("listed", accesses=[{"role": "READER", "groupByEmail": "team@example.com"}])],
+        "listed",
+    ),
+    "dataset-accesses-iam-member-public": (
+        "DBQ003",
+        PolicyContext(),
+        [bq_dataset("listed", accesses=[{"role": "READER", "iamMember": "allUsers"}])],
+        "listed",
+    ),
+    "dataset-accesses-legacy-owner": (
+        "DBQ002",
+        PolicyContext(),
+        [bq_dataset("listed", accesses=[{"role": "OWNER", "userByEmail": "a@example.com"}])],
+        "listed",
+    ),
+    "dataset-accesses-agent-admin": (
+        "DBQ004",
+        PolicyContext(),
+        [
+            bq_dataset(
+                "listed", accesses=[{"role": "roles/bigquery.admin", "iamMember": MIXED_AGENT}]
+            )
+        ],
+        "listed",
+    ),
+    # organization and folder grants
+    "org-agent-data-editor": (
+        "DBQ006",
+        PolicyContext(),
+        [member(ORG_MEMBER, "org", "roles/bigquery.dataEditor", orgId="123")],
+        "org",
+    ),
+    "org-agent-data-editor-with-grants-list": (
+        "DBQ006",
+        PolicyContext(expected_grants=EXPECTED),
+        [member(ORG_MEMBER, "org", "roles/bigquery.dataEditor", orgId="123")],
+        "org",
+    ),
+    "folder-agent-job-user": (
+        "DBQ006",
+        PolicyContext(),
+        [member(FOLDER_MEMBER, "folder", "roles/bigquery.jobUser", folder="folders/456")],
+        "folder",
+    ),
+    "org-binding-agent": (
+        "DBQ006",
+        PolicyContext(),
+        [
+            Resource(
+                "gcp:organizations/iAMBinding:IAMBinding",
+                "org",
+                {"orgId": "123", "role": "roles/bigquery.dataEditor", "members": [MIXED_AGENT]},
+            )
+        ],
+        "org",
+    ),
+    "folder-policy-agent": (
+        "DBQ006",
+        PolicyContext(),
+        [
+            iam_policy(
+                "gcp:folder/iAMPolicy:IAMPolicy",
+                "folder",
+                "roles/bigquery.dataEditor",
+                AGENT,
+                folder="folders/456",
+            )
+        ],
+        "folder",
+    ),
+    "org-basic-role": (
+        "DBQ002",
+        PolicyContext(),
+        [member(ORG_MEMBER, "org", "roles/editor", "user:dev@example.com", orgId="123")],
+        "org",
+    ),
+    "folder-public-member": (
+        "DBQ003",
+        PolicyContext(),
+        [
+            member(
+                FOLDER_MEMBER,
+                "folder",
+                "roles/bigquery.dataViewer",
+                "allAuthenticatedUsers",
+                folder="folders/456",
+            )
+        ],
+        "folder",
+    ),
+    "org-policy-public": (
+        "DBQ003",
+        PolicyContext(),
+        [
+            iam_policy(
+                "gcp:organizations/iAMPolicy:IAMPolicy",
+                "org",
+                "roles/bigquery.dataViewer",
+                "allUsers",
+                orgId="123",
+            )
+        ],
+        "org",
+    ),
+    # IAM policies (policyData) and the other resources that grant on data
+    "project-policy-owner": (
+        "DBQ002",
+        PolicyContext(),
+        [
+            iam_policy(
+                "gcp:projects/iAMPolicy:IAMPolicy",
+                "proj",
+                "roles/owner",
+                "user:a@example.com",
+                project="p",
+            )
+        ],
+        "proj",
+    ),
+    "dataset-policy-public": (
+        "DBQ003",
+        PolicyContext(),
+        [
+            iam_policy(
+                "gcp:bigquery/datasetIamPolicy:DatasetIamPolicy",
+                "dsp",
+                "roles/bigquery.dataViewer",
+                "allUsers",
+                project="p-bq",
+                datasetId="ds",
+            )
+        ],
+        "dsp",
+    ),
+    "table-member-public": (
+        "DBQ003",
+        PolicyContext(),
+        [
+            member(
+                "gcp:bigquery/iamMember:IamMember",
+                "tbl",
+                "roles/bigquery.dataViewer",
+                "allUsers",
+                project="p-bq",
+                datasetId="ds",
+                tableId="instances",
+            )
+        ],
+        "tbl",
+    ),
+    "table-policy-agent-admin": (
+        "DBQ004",
+        PolicyContext(),
+        [
+            iam_policy(
+                "gcp:bigquery/iamPolicy:IamPolicy",
+                "tbl",
+                "roles/bigquery.admin",
+                AGENT,
+                project="p-bq",
+                datasetId="ds",
+                tableId="instances",
+            )
+        ],
+        "tbl",
+    ),
+    "managed-folder-public": (
+        "DBQ003",
+        PolicyContext(),
+        [
+            storage(
+                "managedFolderIamMember:ManagedFolderIamMember",
+                "mf",
+                managedFolder="filters/",
+                role="roles/storage.objectViewer",
+                member="allUsers",
+            )
+        ],
+        "mf",
+    ),
+    "key-ring-agent-admin": (
+        "DBQ004",
+        PolicyContext(),
+        [
+            member(
+                "gcp:kms/keyRingIAMMember:KeyRingIAMMember",
+                "kr",
+                "roles/cloudkms.admin",
+                keyRingId="projects/k/locations/eu/keyRings/r",
+            )
+        ],
+        "kr",
+    ),
+    # DBQ012: the agent's identity in the agent's own project
+    "identity-in-another-project": (
+        "DBQ012",
+        SOURCE,
+        [GOOD_JOBS, identity("p-other")],
+        "jobs",
+    ),
+    "identity-in-another-project-no-config": (
+        "DBQ012",
+        PolicyContext(),
+        [HEALTHCARE_DATASET, GOOD_JOBS, identity("p-other")],
+        "jobs",
+    ),
+    "identity-for-another-service": (
+        "DBQ012",
+        SOURCE,
+        [GOOD_JOBS, identity("p-src", "bigquery.googleapis.com")],
+        "jobs",
+    ),
+    "agent-of-another-project": (
+        "DBQ012",
+        SOURCE,
+        [
+            IDENTITY,
+            member(
+                "gcp:projects/iAMMember:IAMMember",
+                "foreign",
+                "roles/bigquery.jobUser",
+                OTHER_AGENT,
+                project="p-bq",
+            ),
+        ],
+        "foreign",
+    ),
+}
+
+# name -> (rules that must stay silent, context, resources): the legitimate neighbours.
+ALLOWED: dict[str, tuple[tuple[str, ...], PolicyContext, list[Resource]]] = {
+    "dataset-access-group-reader": (
+        ("DBQ001", "DBQ002", "DBQ003", "DBQ007"),
+        PolicyContext(),
+        [bq_dataset(), access("team", "READER", groupByEmail="team@example.com")],
+    ),
+    "dataset-access-authorized-view": (
+        ("DBQ003", "DBQ005"),
+        PolicyContext(),
+        [access("view", "", view={"projectId": "p-bq", "datasetId": "v", "tableId": "t"})],
+    ),
+    "dataset-access-agent-legacy-writer": (
+        ("DBQ004", "DBQ005", "DBQ006"),
+        PolicyContext(expected_grants=EXPECTED),
+        [access("writer", "WRITER", userByEmail=AGENT_EMAIL), GOOD_JOBS],
+    ),
+    "bucket-acl-private": (
+        ("DBQ002", "DBQ003"),
+        PolicyContext(),
+        [
+            storage(
+                "bucketACL:BucketACL",
+                "acl",
+                predefinedAcl="projectPrivate",
+                roleEntities=["OWNER:project-owners-1", "READER:group-team@example.com"],
+            )
+        ],
+    ),
+    "bucket-access-control-group": (
+        ("DBQ001", "DBQ003"),
+        PolicyContext(),
+        [
+            storage(
+                "bucketAccessControl:BucketAccessControl",
+                "ac",
+                entity="group-team@example.com",
+                role="READER",
+            )
+        ],
+    ),
+    "mixed-case-agent-listed-grants": (
+        ("DBQ004", "DBQ005", "DBQ006", "DBQ012"),
+        PolicyContext(
+            expected_grants=EXPECTED, source_project="p-src", source_project_number="111122223333"
+        ),
+        [
+            member(
+                "gcp:bigquery/datasetIamMember:DatasetIamMember",
+                "editor",
+                "roles/bigquery.dataEditor",
+                MIXED_AGENT,
+                project="p-bq",
+                datasetId="ds",
+            ),
+            member(
+                "gcp:projects/iAMMember:IAMMember",
+                "jobs",
+                "roles/bigquery.jobUser",
+                MIXED_AGENT,
+                project="p-bq",
+            ),
+        ],
+    ),
+    "org-grant-to-a-group": (
+        ("DBQ002", "DBQ003", "DBQ004", "DBQ005", "DBQ006"),
+        PolicyContext(expected_grants=EXPECTED),
+        [
+            member(
+                ORG_MEMBER,
+                "org",
+                "roles/bigquery.dataViewer",
+                "group:analysts@example.com",
+                orgId="123",
+            )
+        ],
+    ),
+    "member-remove-is-no-grant": (
+        ("DBQ003",),
+        PolicyContext(),
+        [
+            member(
+                "gcp:projects/iamMemberRemove:IamMemberRemove",
+                "rm",
+                "roles/viewer",
+                "allUsers",
+                project="p",
+            )
+        ],
+    ),
+    "identity-by-project-number": (
+        ("DBQ012",),
+        SOURCE,
+        [GOOD_JOBS, identity("111122223333")],
+    ),
+    "identity-in-the-store-project-no-config": (
+        ("DBQ012",),
+        PolicyContext(),
+        [HEALTHCARE_DATASET, GOOD_JOBS, identity("p-src")],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BYPASSES))
+def test_known_bypass_fails_its_rule(case: str) -> None:
+    rule_id, context, resources, culprit = BYPASSES[case]
+    extra = [] if rule_id == "DBQ012" else [IDENTITY]
+    found = [f for f in evaluate([*resources, *extra], context) if f.rule == rule_id]
+    assert [f.resource for f in found] == [culprit], found
+
+
+@pytest.mark.parametrize("case", sorted(ALLOWED))
+def test_legitimate_neighbour_passes(case: str) -> None:
+    rule_ids, context, resources = ALLOWED[case]
+    found = [f for f in evaluate([*resources, IDENTITY], context) if f.rule in rule_ids]
+    assert found == []
+
+
+@pytest.mark.parametrize(
+    ("written", "canonical"),
+    [
+        (MIXED_AGENT, AGENT),
+        ("SERVICEACCOUNT:" + AGENT_EMAIL, AGENT),
+        (f"deleted:{MIXED_AGENT}?uid=123", AGENT),
+        (" allusers ", "allUsers"),
+        ("ALLAUTHENTICATEDUSERS", "allAuthenticatedUsers"),
+        ("user:Dev@Example.COM", "user:dev@example.com"),
+        ("Group:Team@Example.com", "group:team@example.com"),
+        # principal identifiers are case-sensitive: left as written
+        (
+            "principal://iam.googleapis.com/locations/global/workforcePools/P/subject/S",
+            "principal://iam.googleapis.com/locations/global/workforcePools/P/subject/S",
+        ),
+        (
+            "principalSet://iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/P/*",
+            "principalSet://iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/P/*",
+        ),
+    ],
+)
+def test_members_compare_as_google_compares_them(written: str, canonical: str) -> None:
+    assert canonical_member(written) == canonical
 
 
 def test_every_rule_has_fixtures_and_there_are_at_least_12() -> None:
@@ -288,3 +950,115 @@ def test_readme_maps_every_rule() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for rule in RULES:
         assert f"| {rule.id} | {rule.description} | {rule.enforcement} | {rule.nearest} |" in readme
+
+
+def test_bypasses_written_with_the_real_provider_fail_the_check() -> None:
+    """The same bypasses as pulumi-gcp records them: its input names, its type tokens."""
+    import pulumi_gcp as gcp
+
+    def bypasses() -> None:
+        gcp.bigquery.DatasetAccess(
+            "open-dataset",
+            project="dicom-src-test",
+            dataset_id="dicom_metadata",
+            role="READER",
+            special_group="allAuthenticatedUsers",
+        )
+        gcp.storage.BucketACL(
+            "open-bucket", bucket="dicom-src-test-filters", role_entities=["READER:allUsers"]
+        )
+        gcp.storage.DefaultObjectAccessControl(
+            "open-objects", bucket="dicom-src-test-filters", entity="allUsers", role="READER"
+        )
+        gcp.organizations.IAMMember(
+            "org-editor", org_id="123", role="roles/bigquery.dataEditor", member=MIXED_AGENT
+        )
+        gcp.projects.IAMMember(
+            "shouted-admin",
+            project="dicom-src-test",
+            role="roles/bigquery.admin",
+            member=MIXED_AGENT,
+        )
+
+    _plan, findings = _plan_with(bypasses)
+    assert {(f.rule, f.resource) for f in findings} >= {
+        ("DBQ003", "open-dataset"),
+        ("DBQ003", "open-bucket"),
+        ("DBQ001", "open-bucket"),
+        ("DBQ003", "open-objects"),
+        ("DBQ006", "org-editor"),
+        ("DBQ004", "shouted-admin"),
+        ("DBQ005", "shouted-admin"),
+    }
+
+
+def test_plan_check_ties_the_identity_to_the_source_project() -> None:
+    from dicom_bq.checks import plan_context
+
+    plan = cached_plan("prod")
+    assert plan.settings is not None
+    moved = [
+        Resource(r.type, r.name, {**r.inputs, "project": "someone-else"}, r.protect)
+        if r.type == "gcp:projects/serviceIdentity:ServiceIdentity"
+        else Resource(r.type, r.name, r.inputs, r.protect)
+        for r in plan.custom_resources()
+    ]
+    context = plan_context(plan.settings, plan.grants)
+    assert context.source_project == "clinical-imaging-prod"
+    assert context.source_project_number == "987654321098"
+    assert {f.rule for f in evaluate(moved, context)} == {"DBQ012"}
+
+
+def test_the_pack_closes_the_bypasses_too() -> None:
+    """CrossGuard, on its own types, with the config it is given (or none)."""
+    from tests import test_policy_pack as pack
+
+    dev = pack.plan_resources("dev")
+    bypasses = [
+        {
+            "type": "gcp:bigquery/datasetAccess:DatasetAccess",
+            "name": "open-dataset",
+            "props": {
+                "project": "dicom-bq-dev",
+                "datasetId": "d",
+                "role": "OWNER",
+                "iamMember": "allUsers",
+            },
+        },
+        {
+            "type": "gcp:storage/bucketAccessControl:BucketAccessControl",
+            "name": "open-bucket",
+            "props": {"bucket": "dicom-bq-dev-filters", "entity": "allUsers", "role": "READER"},
+        },
+        {
+            "type": "gcp:folder/iAMMember:IAMMember",
+            "name": "folder-jobs",
+            "props": {
+                "folder": "folders/1",
+                "role": "roles/bigquery.jobUser",
+                "member": "serviceAccount:Service-123456789012@gcp-sa-healthcare.iam.gserviceaccount.com",
+            },
+        },
+    ]
+    report = pack.run_pack([*dev, *bypasses])
+    violations = {name: [v.split(":")[0] for v in r["violations"]] for name, r in report.items()}
+    assert violations["dbq002-no-basic-roles"] == ["open-dataset"]
+    assert violations["dbq003-no-public-members"] == ["open-dataset", "open-bucket"]
+    assert violations["dbq006-agent-narrow-scope"] == ["folder-jobs"]
+    assert violations["dbq012-agent-identity-exists"] == []
+
+    elsewhere = [
+        {**r, "props": {**r["props"], "project": "someone-else"}}
+        if r["type"] == "gcp:projects/serviceIdentity:ServiceIdentity"
+        else r
+        for r in dev
+    ]
+    grants = cached_plan("dev").grants
+    for config in (
+        {},
+        {"expectedGrants": grants},
+        {"sourceProject": "dicom-bq-dev", "sourceProjectNumber": "123456789012"},
+    ):
+        assert pack.run_pack(dev, config)["dbq012-agent-identity-exists"]["violations"] == []
+        found = pack.run_pack(elsewhere, config)["dbq012-agent-identity-exists"]["violations"]
+        assert found, config
