@@ -66,6 +66,10 @@ def _only_categories(value: str, categories: str, extra: str) -> bool:
 
 def check_healthcare_id(value: str) -> str | None:
     """Healthcare dataset and store IDs: [\\p{L}\\p{N}_\\-\\.]{1,256}."""
+    if value in (".", ".."):
+        # Valid by the pattern, but a URL path segment "." or ".." is resolved away by HTTP
+        # clients (RFC 3986 section 5.2.4): the request would reach another resource.
+        return "'.' and '..' are not usable as IDs: they name the folder above in a URL"
     if 1 <= len(value) <= 256 and _only_categories(value, "LN", "_-."):
         return None
     return (

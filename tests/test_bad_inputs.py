@@ -108,7 +108,7 @@ BAD_EXPORTS: list[tuple[str, list[str], str]] = [
     (
         "gs wildcard",
         ["--store", STORE, "--table", TABLE, "--filter", "gs://bucket-name/*.txt"],
-        "wildcards",
+        "no *, ?, [, ] or #",
     ),
     (
         "force with disposition",
@@ -133,7 +133,7 @@ BAD_EXPORTS: list[tuple[str, list[str], str]] = [
     (
         "permission window",
         ["--store", STORE, "--table", TABLE, "--permission-window", "forever"],
-        "--timeout",
+        "--permission-window",
     ),
     (
         "endpoint not a url",

@@ -7,8 +7,10 @@ Heavy modules (Pulumi, Google clients) are imported inside the commands that nee
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sys
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -55,8 +57,67 @@ def root(
 
 
 def fail(error: DicomBqError) -> NoReturn:
-    typer.echo(f"Error: {error.message}", err=True)
+    from dicom_bq.texts import without_capabilities
+
+    typer.echo(f"Error: {without_capabilities(error.message)}", err=True)
     raise typer.Exit(error.exit_code)
+
+
+def _known_failure(error: BaseException) -> DicomBqError | None:
+    """Failures from below the domain modules that a user can act on, as a message."""
+    from dicom_bq.errors import EXIT_BAD_INPUT, EXIT_FAILED
+
+    module = type(error).__module__
+    name = type(error).__name__
+    if module.startswith("google.auth") and name in ("RefreshError", "ReauthFailError"):
+        return DicomBqError(
+            "your Google credentials are expired or revoked: run `gcloud auth "
+            "application-default login` (or renew the key in GOOGLE_APPLICATION_CREDENTIALS), "
+            "then try again",
+            exit_code=EXIT_FAILED,
+        )
+    if module.startswith("google.auth") and name == "DefaultCredentialsError":
+        return DicomBqError(
+            "no Google credentials found: run `gcloud auth application-default login` (or set "
+            "GOOGLE_APPLICATION_CREDENTIALS), then try again",
+            exit_code=EXIT_FAILED,
+        )
+    if module.startswith(("google.auth", "google.api_core", "googleapiclient", "dicom_bq")):
+        return DicomBqError(f"Google refused or could not be reached: {error}", EXIT_FAILED)
+    if isinstance(error, UnicodeError):
+        return DicomBqError(
+            f"the input is not UTF-8 text ({name}): convert it to UTF-8", EXIT_BAD_INPUT
+        )
+    if isinstance(error, OSError):
+        where = f" {error.filename}" if error.filename else ""
+        return DicomBqError(f"cannot use{where}: {error.strerror or error}", EXIT_BAD_INPUT)
+    return None
+
+
+def guarded(command: Callable[..., None]) -> Callable[..., None]:
+    """The one error boundary of every command: a failure the user can act on becomes a short
+    message on stderr and an exit code, never a traceback."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        from dicom_bq.errors import EXIT_INTERRUPTED
+
+        try:
+            command(*args, **kwargs)
+        except DicomBqError as error:
+            fail(error)
+        except KeyboardInterrupt:
+            typer.echo("Interrupted.", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as error:
+            known = _known_failure(error)
+            if known is None:
+                raise
+            fail(known)
+
+    return run
 
 
 def print_json(document: Any) -> None:
@@ -73,6 +134,7 @@ ProjectDirOption = Annotated[
 
 
 @app.command()
+@guarded
 def plan(
     stack: Annotated[
         str, typer.Option("--stack", "-s", help="Stack name, as in Pulumi.<stack>.yaml.")
@@ -135,6 +197,7 @@ class ReviewFormat(StrEnum):
 
 
 @app.command()
+@guarded
 def review(
     stack: Annotated[
         str, typer.Option("--stack", "-s", help="Stack name, as in Pulumi.<stack>.yaml.")
@@ -148,10 +211,15 @@ def review(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing -o file.")] = False,
     project_dir: ProjectDirOption = None,
 ) -> None:
     """A review document: every grant, why, its permissions, and the policy results."""
     try:
+        from dicom_bq.files import check_target
+
+        if output is not None:
+            check_target(output, replace=force)
         from dicom_bq import roles
         from dicom_bq.checks import check_plan
         from dicom_bq.planner import plan_stack
@@ -176,7 +244,9 @@ def review(
         else json.dumps(document, indent=2) + "\n"
     )
     if output:
-        output.write_text(text, encoding="utf-8")
+        from dicom_bq.files import write_text_atomically
+
+        write_text_atomically(output, text, replace=force)
         typer.echo(f"wrote {output}", err=True)
     else:
         typer.echo(text, nl=False)
@@ -185,6 +255,7 @@ def review(
 
 
 @app.command()
+@guarded
 def audit(
     stack: Annotated[
         str | None,
@@ -268,6 +339,7 @@ def _validated(path: Path, strict: bool, as_json: bool) -> Any:
 
 
 @filter_app.command("validate")
+@guarded
 def filter_validate(
     path: Annotated[Path, typer.Argument(help="The filter file.")],
     strict: Annotated[
@@ -284,6 +356,7 @@ def filter_validate(
 
 
 @filter_app.command("build")
+@guarded
 def filter_build(
     uids_csv: Annotated[
         Path | None,
@@ -388,6 +461,7 @@ UPLOAD_CHUNK = 8 * 1024 * 1024
 
 
 @filter_app.command("upload")
+@guarded
 def filter_upload(
     path: Annotated[Path, typer.Argument(help="The filter file.")],
     destination: Annotated[str, typer.Argument(help="gs://BUCKET/OBJECT")],
@@ -445,6 +519,7 @@ def _run_query(table: str, build: Any, as_json: bool) -> None:
 
 
 @query_app.command("dicomweb-paths")
+@guarded
 def query_dicomweb_paths(
     patient_id: Annotated[str, typer.Option("--patient-id", help="PatientID to look up.")],
     table: TableOption,
@@ -457,6 +532,7 @@ def query_dicomweb_paths(
 
 
 @query_app.command("latest-studies")
+@guarded
 def query_latest_studies(
     table: TableOption,
     limit: Annotated[int, typer.Option("--limit", min=1, max=10000, help="How many studies.")] = 10,
@@ -469,6 +545,7 @@ def query_latest_studies(
 
 
 @query_app.command("dropped-tags")
+@guarded
 def query_dropped_tags(table: TableOption, as_json: JsonOption = False) -> None:
     """The tags the export could not hold (DroppedTags), with how many instances had each."""
     from dicom_bq.queries import dropped_tags
@@ -649,6 +726,7 @@ def _upload_filter(path: Path, bucket: str, connection: Any) -> Any:
 
 
 @app.command()
+@guarded
 def export(
     store: Annotated[
         str, typer.Option("--store", help="projects/P/locations/L/datasets/D/dicomStores/S")
@@ -713,17 +791,17 @@ def export(
             store=refs.StoreName.parse(store),
             table=refs.TableUri.parse(table),
             write_disposition=refs.parse_write_disposition(write_disposition)
-            if write_disposition
+            if write_disposition is not None
             else None,
             force=force,
-            filter=refs.GcsUri.parse(filter_uri) if filter_uri else None,
+            filter=refs.GcsUri.parse(filter_uri) if filter_uri is not None else None,
         )
-        seconds = refs.parse_timeout(timeout) if timeout else None
-        window = refs.parse_timeout(permission_window)
+        seconds = refs.parse_timeout(timeout) if timeout is not None else None
+        window = refs.parse_timeout(permission_window, "--permission-window")
         version = _api_version(api_version)
         connection = _connection(api_endpoint, impersonate)
         if filter_file is not None:
-            if filter_uri:
+            if filter_uri is not None:
                 raise DicomBqError("give --filter gs://... or --filter-file FILE, not both")
             bucket = _filter_bucket(filter_bucket, stack)
             _validated(filter_file, False, False)
@@ -804,6 +882,7 @@ app.add_typer(operations_app, name="operations")
 
 
 @operations_app.command("describe")
+@guarded
 def operations_describe(
     name: Annotated[str, typer.Argument(help="projects/P/locations/L/datasets/D/operations/ID")],
     api_version: ApiVersionOption = "v1",
@@ -816,6 +895,7 @@ def operations_describe(
 
 
 @operations_app.command("wait")
+@guarded
 def operations_wait(
     name: Annotated[str, typer.Argument(help="projects/P/locations/L/datasets/D/operations/ID")],
     timeout: TimeoutOption = None,
@@ -831,7 +911,9 @@ def operations_wait(
 
         operation = parse_operation_name(name)
         # "0" is describe's: one look, no waiting.
-        seconds = (0.0 if timeout == "0" else parse_timeout(timeout)) if timeout else None
+        seconds = (
+            (0.0 if timeout == "0" else parse_timeout(timeout)) if timeout is not None else None
+        )
         api = HealthcareApi(_connection(api_endpoint, impersonate), _api_version(api_version))
     except DicomBqError as error:
         fail(error)
@@ -952,6 +1034,7 @@ def run_verify(
 
 
 @app.command()
+@guarded
 def verify(
     stack: Annotated[
         str | None, typer.Option("--stack", "-s", help="Read the outputs of this stack.")
@@ -1006,8 +1089,8 @@ def verify(
     try:
         from dicom_bq.refs import parse_timeout
 
-        seconds = parse_timeout(timeout) if timeout else None
-        window = parse_timeout(permission_window)
+        seconds = parse_timeout(timeout) if timeout is not None else None
+        window = parse_timeout(permission_window, "--permission-window")
         version = _api_version(api_version)
         from dicom_bq.verify import VerifyOptions
 
@@ -1033,6 +1116,7 @@ def verify(
 
 
 @app.command()
+@guarded
 def preflight(
     stack: Annotated[str, typer.Option("--stack", "-s", help="The stack to check.")],
     impersonate: ImpersonateOption = None,
@@ -1068,6 +1152,7 @@ def _print_preflight(report: Any, as_json: bool) -> None:
 
 
 @app.command()
+@guarded
 def up(
     stack: Annotated[str, typer.Option("--stack", "-s", help="The stack to deploy, then verify.")],
     yes: Annotated[
@@ -1091,8 +1176,8 @@ def up(
         from dicom_bq.stackfiles import find_project_dir, read_stack_config
 
         folder = project_dir or find_project_dir()
-        seconds = parse_timeout(timeout) if timeout else None
-        window = parse_timeout(permission_window)
+        seconds = parse_timeout(timeout) if timeout is not None else None
+        window = parse_timeout(permission_window, "--permission-window")
         # A bad stack fails here, offline, before pulumi touches anything.
         from dicom_bq.planner import plan_stack
 

@@ -13,11 +13,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from dicom_bq.errors import DicomBqError
+from dicom_bq.texts import excerpt
 from infra import naming
 
 CLOUD_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,26 @@ class Connection:
     impersonate: str | None = None
     environ: Mapping[str, str] | None = None
 
+    def __post_init__(self) -> None:
+        """--api-endpoint is checked when given, whether or not an emulator is in use."""
+        if self.healthcare_endpoint is None:
+            return
+        url = self.healthcare_endpoint
+        if not url.startswith(("https://", "http://")) or url != url.strip():
+            raise DicomBqError(
+                f"--api-endpoint {excerpt(url)} is not valid: give a URL such as "
+                "https://healthcare.googleapis.com/"
+            )
+        host = (urlsplit(url).hostname or "").lower()
+        if url.startswith("http://") and host not in LOOPBACK_HOSTS:
+            # The request carries the caller's OAuth access token: never in clear text off
+            # this machine (RFC 6750 section 5.3: bearer tokens only over TLS).
+            raise DicomBqError(
+                f"--api-endpoint {excerpt(url)} is plain HTTP to another machine: your "
+                "access token would travel in clear text. Use https://, or http:// only to "
+                "127.0.0.1/localhost"
+            )
+
     def _env(self, name: str) -> str | None:
         value = (self.environ if self.environ is not None else os.environ).get(name)
         return value or None
@@ -50,14 +73,8 @@ class Connection:
         emulator = self._emulator("HEALTHCARE_EMULATOR_HOST")
         if emulator:
             return emulator
-        if self.healthcare_endpoint:
-            url = self.healthcare_endpoint
-            if not url.startswith(("https://", "http://")):
-                raise DicomBqError(
-                    f"--api-endpoint {url!r} is not valid: give a URL such as "
-                    "https://healthcare.googleapis.com/"
-                )
-            return Endpoint(url.rstrip("/") + "/", emulated=False)
+        if self.healthcare_endpoint is not None:
+            return Endpoint(self.healthcare_endpoint.rstrip("/") + "/", emulated=False)
         return Endpoint(f"https://healthcare.{self.universe_domain}/", emulated=False)
 
     def _service(self, variable: str, service: str) -> Endpoint:

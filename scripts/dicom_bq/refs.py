@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from dicom_bq.errors import DicomBqError
+from dicom_bq.texts import excerpt
 from infra import identifiers, naming
 
 MAX_TABLE_URI = 2000
@@ -31,7 +32,7 @@ class WriteDisposition(StrEnum):
 
 
 def _fail(what: str, value: str, problem: str) -> DicomBqError:
-    return DicomBqError(f"{what} {value!r} is not valid: {problem}")
+    return DicomBqError(f"{what} {excerpt(value)} is not valid: {problem}")
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class StoreName:
     @classmethod
     def parse(cls, value: str) -> StoreName:
         example = "projects/P/locations/L/datasets/D/dicomStores/S"
-        match = _STORE.match(value.strip())
+        match = _STORE.match(value) if value == value.strip() else None
         if not match:
             raise _fail("--store", value, f"give the full store name, {example}")
         store = cls(**match.groupdict())
@@ -75,11 +76,11 @@ class TableUri:
 
     @classmethod
     def parse(cls, value: str, flag: str = "--table") -> TableUri:
-        text = value.strip()
+        if value != value.strip():
+            raise _fail(flag, value, "remove the spaces or line breaks around it")
+        text = value
         if len(text) > MAX_TABLE_URI:
-            raise _fail(
-                flag, text[:60] + "...", f"a table URI is at most {MAX_TABLE_URI} characters"
-            )
+            raise _fail(flag, text, f"a table URI is at most {MAX_TABLE_URI} characters")
         if not text.startswith("bq://"):
             raise _fail(flag, value, "a BigQuery table is written bq://PROJECT.DATASET.TABLE")
         # A domain-scoped project ("example.com:proj") holds dots itself: the table and dataset
@@ -114,7 +115,7 @@ class GcsUri:
 
     @classmethod
     def parse(cls, value: str, flag: str = "--filter") -> GcsUri:
-        text = value.strip()
+        text = value
         if not text.startswith("gs://"):
             raise _fail(flag, value, "a Cloud Storage object is written gs://BUCKET/OBJECT")
         bucket, _, name = text[len("gs://") :].partition("/")
@@ -123,10 +124,16 @@ class GcsUri:
             raise _fail(flag, value, problem)
         if not name or name.endswith("/"):
             raise _fail(flag, value, "name the filter file itself, not a bucket or a folder")
-        if len(name.encode("utf-8")) > 1024 or any(ch in name for ch in "\r\n"):
-            raise _fail(flag, value, "an object name is at most 1024 bytes, without line breaks")
-        if "*" in name or "?" in name:
-            raise _fail(flag, value, "the filter is one object: wildcards are not allowed")
+        if value != value.strip():
+            raise _fail(flag, value, "remove the spaces or line breaks around it")
+        if len(name.encode("utf-8")) > 1024 or not all(ch.isprintable() for ch in name):
+            raise _fail(flag, value, "an object name is at most 1024 bytes of printable characters")
+        # Cloud Storage's naming guidelines advise against #, [, ], *, ? (gsutil and gcloud read
+        # them as wildcards or fragments: https://cloud.google.com/storage/docs/objects#naming).
+        if any(ch in name for ch in "*?[]#"):
+            raise _fail(flag, value, "the filter is one object: no *, ?, [, ] or # in its name")
+        if name in (".", "..") or name.startswith(".well-known/acme-challenge/"):
+            raise _fail(flag, value, "Cloud Storage does not allow this object name")
         return cls(bucket, name)
 
     @property
@@ -135,33 +142,40 @@ class GcsUri:
 
 
 def parse_operation_name(value: str) -> str:
-    text = value.strip()
-    if not _OPERATION.match(text):
+    match = _OPERATION.match(value) if value == value.strip() else None
+    if not match:
         raise _fail(
             "operation",
             value,
             "give the full name printed by the export, "
             "projects/P/locations/L/datasets/D/operations/ID",
         )
-    return text
+    for problem in (
+        identifiers.check_project_id(match.group("project")),
+        identifiers.check_location(match.group("location")),
+        identifiers.check_healthcare_id(match.group("dataset")),
+    ):
+        if problem:
+            raise _fail("operation", value, problem)
+    return value
 
 
-def parse_timeout(value: str) -> float:
+def parse_timeout(value: str, flag: str = "--timeout") -> float:
     """'1800', '90s', '30m' or '2h', as seconds; must be positive."""
-    match = _TIMEOUT.match(value.strip())
+    match = _TIMEOUT.match(value) if value == value.strip() else None
     if not match:
-        raise _fail("--timeout", value, "give seconds or a duration such as 90s, 30m or 2h")
+        raise _fail(flag, value, "give seconds or a duration such as 90s, 30m or 2h")
     seconds = (
         float(match.group("amount")) * {"s": 1, "m": 60, "h": 3600, None: 1}[match.group("unit")]
     )
     if seconds <= 0:
-        raise _fail("--timeout", value, "the timeout must be more than zero")
+        raise _fail(flag, value, "the timeout must be more than zero")
     return seconds
 
 
 def parse_write_disposition(value: str) -> WriteDisposition:
     """WRITE_EMPTY or gcloud's write-empty spelling."""
-    normalized = value.strip().upper().replace("-", "_")
+    normalized = value.upper().replace("-", "_")
     try:
         return WriteDisposition(normalized)
     except ValueError:

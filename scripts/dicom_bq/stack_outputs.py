@@ -51,6 +51,10 @@ def read_outputs_file(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise DicomBqError(f"--outputs {path}: cannot read it ({error.strerror})") from None
+    except UnicodeDecodeError:
+        raise DicomBqError(
+            f"--outputs {path} is not UTF-8 text: save it with `pulumi stack output --json > FILE`"
+        ) from None
     return _parse(text, f"--outputs {path}")
 
 

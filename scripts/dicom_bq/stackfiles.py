@@ -33,9 +33,12 @@ from typing import Any
 import yaml
 
 from dicom_bq.errors import DicomBqError
+from dicom_bq.texts import excerpt
 
 PROJECT_NAME = "dicom-bq"
-_STACK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+# Pulumi stack references: [ORG/[PROJECT/]]NAME, each part letters, digits, '-', '_', '.'
+# (pulumi/pulumi sdk/go/common/tokens, ValidateStackName), never "." or ".." alone.
+_STACK_PART = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 # Pulumi config files are small; these bound what a hostile or broken file can cost us.
 MAX_CONFIG_BYTES = 1024 * 1024
 MAX_YAML_ALIASES = 100
@@ -224,10 +227,13 @@ def _enumerate(keys: list[str]) -> str:
 
 
 def _stack_file(project_dir: Path, stack: str) -> Path:
-    short = stack.rsplit("/", 1)[-1]
-    if not _STACK_NAME.match(short):
+    parts = stack.split("/")
+    short = parts[-1]
+    if len(parts) > 3 or not all(
+        _STACK_PART.fullmatch(part) and part not in (".", "..") for part in parts
+    ):
         raise DicomBqError(
-            f"stack name {stack[:60]!r} is not valid: use letters, digits, '-', '_' and '.' "
+            f"stack name {excerpt(stack)} is not valid: use letters, digits, '-', '_' and '.' "
             "(optionally after ORG/PROJECT/)"
         )
     path = stack_config_dir(project_dir) / f"Pulumi.{short}.yaml"

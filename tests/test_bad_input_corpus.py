@@ -1,0 +1,604 @@
+"""A corpus of bad inputs across every command: each is refused with its exit code and a short
+message, never a traceback, and nothing reaches Google: one loopback server stands in for every
+API (all emulator variables point at it) and records each request it gets."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from dicom_bq.cli import app
+from tests.fakes.http import LoopbackFake, Request, Response
+from tests.inventory import ROOT
+
+runner = CliRunner()
+STORE = "projects/dicom-src-test/locations/us-central1/datasets/imaging/dicomStores/dicom"
+TABLE = "bq://dicom-src-test.dicom_metadata.t"
+OPERATION = "projects/dicom-src-test/locations/us-central1/datasets/imaging/operations/12"
+MAX_STDERR = 2000
+GOOD_OUTPUTS = (
+    b'{"dicomStoreName": "'
+    + STORE.encode()
+    + b'", "verificationTableUri": "'
+    + TABLE.encode()
+    + b'"}'
+)
+EMULATORS = [
+    "HEALTHCARE_EMULATOR_HOST",
+    "BIGQUERY_EMULATOR_HOST",
+    "STORAGE_EMULATOR_HOST",
+    "IAM_EMULATOR_HOST",
+    "RESOURCEMANAGER_EMULATOR_HOST",
+    "SERVICEUSAGE_EMULATOR_HOST",
+    "KMS_EMULATOR_HOST",
+]
+
+
+@dataclass
+class Recorder(LoopbackFake):
+    requests: list[Request] = field(default_factory=list)
+    url: str = ""
+
+    def handle(self, request: Request) -> Response:
+        self.requests.append(request)
+        return Response.error(500, "INTERNAL", "the corpus expects no request at all")
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    args: list[str]
+    files: dict[str, bytes] = field(default_factory=dict)  # relative to the project copy
+    exit_code: int = 2
+    fragment: str = ""
+    stdin: str | None = None
+
+
+def _stack(config: object, **extra: object) -> bytes:
+    return yaml.safe_dump({"config": config, **extra}).encode()
+
+
+REQUIRED = {
+    "dicom-bq:sourceProject": "dicom-src-test",
+    "dicom-bq:location": "us-central1",
+    "dicom-bq:healthcareDatasetId": "imaging",
+    "dicom-bq:dicomStoreId": "dicom",
+    "dicom-bq:bigqueryDatasetId": "dicom_metadata",
+}
+ALIAS_BOMB = b'a: &a ["x","x","x","x","x","x","x","x","x"]\n' + b"".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},"
+    f"*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},"
+    f"*{chr(97 + i)}]\n".encode()
+    for i in range(12)
+)
+BAD_STACK_FILES: dict[str, tuple[bytes, str]] = {
+    "utf16": ("config:\n  dicom-bq:location: x\n".encode("utf-16"), "not UTF-8"),
+    "latin1": ("config:\n  dicom-bq:location: Zürich\n".encode("latin-1"), "not UTF-8"),
+    "binary": (b"\x00\x01\x02\xff\xfe config", "not UTF-8"),
+    "alias-bomb": (ALIAS_BOMB, "YAML aliases"),
+    "not-a-map": (b"- a\n- b\n", "config:"),
+    "config-list": (b"config:\n  - a\n", "config:"),
+    "invalid-yaml": (b"config:\n  dicom-bq:location: [unclosed\n", "not valid YAML"),
+    "tab-indent": (b"config:\n\tdicom-bq:location: x\n", "not valid YAML"),
+    "secret": (_stack({**REQUIRED, "dicom-bq:location": {"secure": "AAA"}}), "secret"),
+    "unnamespaced": (_stack({**REQUIRED, "protected": True}), "<namespace>:<name>"),
+    "missing-required": (
+        _stack({k: v for k, v in REQUIRED.items() if "location" not in k}),
+        "missing configuration value 'location'",
+    ),
+    "bool-type": (_stack({**REQUIRED, "dicom-bq:protected": "yes"}), "must be of type"),
+    "array-type": (_stack({**REQUIRED, "dicom-bq:streamTables": "t"}), "array<string>"),
+    "huge": (_stack({**REQUIRED, "dicom-bq:labels": {"k": "v" * (5 << 20)}}), "bytes"),
+    "typo": (_stack({**REQUIRED, "dicom-bq:filterBuckt": "b"}), "did you mean 'filterBucket'"),
+    "bad-value": (_stack({**REQUIRED, "dicom-bq:location": "X" * 5000}), "dicom-bq:location"),
+    "control-chars": (_stack({**REQUIRED, "dicom-bq:dicomStoreId": "a\x1b[31mb"}), "dicomStoreId"),
+    "empty": (b"", "missing configuration values"),
+    "dataset-dotdot": (_stack({**REQUIRED, "dicom-bq:healthcareDatasetId": ".."}), "'..'"),
+}
+STACK_COMMANDS = [
+    ["plan", "--stack", "bad"],
+    ["review", "--stack", "bad"],
+    ["preflight", "--stack", "bad"],
+    ["audit", "--stack", "bad"],
+    ["up", "--stack", "bad", "--yes"],
+]
+
+
+def stack_cases() -> Iterator[Case]:
+    for label, (content, fragment) in BAD_STACK_FILES.items():
+        for command in STACK_COMMANDS:
+            yield Case(
+                f"{command[0]}-stack-{label}",
+                command,
+                {"Pulumi.bad.yaml": content},
+                fragment=fragment,
+            )
+    for command in STACK_COMMANDS[:3]:
+        yield Case(f"{command[0]}-stack-is-a-folder", command, {"Pulumi.bad.yaml/x": b""})
+        for name, fragment in [
+            ("../etc", "is not valid"),
+            ("a b", "is not valid"),
+            ("dev\n", "is not valid"),
+            ("x" * 300, "is not valid"),
+            ("", "is not valid"),
+        ]:
+            yield Case(
+                f"{command[0]}-stack-name-{name[:8]!r}",
+                [command[0], "--stack", name],
+                {},
+                2,
+                fragment,
+            )
+
+
+BAD_PROJECTS: dict[str, tuple[bytes | None, str]] = {
+    "missing": (None, "no Pulumi.yaml"),
+    "list": (b"- a\n", "Pulumi.yaml must be a map"),
+    "other-project": (b"name: other\nruntime: python\n", "names project 'other'"),
+    "config-list": (b"name: dicom-bq\nruntime: python\nconfig: [a]\n", "`config:` must be a map"),
+    "default-and-value": (
+        b"name: dicom-bq\nruntime: python\nconfig:\n  timeZone: {default: UTC, value: UTC}\n",
+        "cannot have both",
+    ),
+    "latin1": ("name: dicom-bq\ndescription: Zürich\n".encode("latin-1"), "not UTF-8"),
+}
+
+
+def project_cases() -> Iterator[Case]:
+    for label, (content, fragment) in BAD_PROJECTS.items():
+        for command in (
+            ["plan", "--stack", "dev"],
+            ["review", "--stack", "dev"],
+            ["preflight", "--stack", "dev"],
+        ):
+            files = {"Pulumi.dev.yaml": _stack(REQUIRED)}
+            files["Pulumi.yaml"] = content if content is not None else b"<delete>"
+            yield Case(f"{command[0]}-project-{label}", command, files, fragment=fragment)
+
+
+EXPORT = ["export", "--store", STORE, "--table", TABLE]
+EXPORT_CASES = [
+    Case(
+        "export-dataset-dotdot",
+        ["export", "--store", STORE.replace("imaging", ".."), "--table", TABLE],
+        fragment="'..'",
+    ),
+    Case(
+        "export-store-dot",
+        ["export", "--store", STORE.rsplit("/", 1)[0] + "/.", "--table", TABLE],
+        fragment="'.'",
+    ),
+    Case("export-empty-timeout", [*EXPORT, "--timeout", ""], fragment="--timeout"),
+    Case(
+        "export-empty-disposition",
+        [*EXPORT, "--write-disposition", ""],
+        fragment="--write-disposition",
+    ),
+    Case(
+        "export-empty-window", [*EXPORT, "--permission-window", ""], fragment="--permission-window"
+    ),
+    Case(
+        "export-filter-trailing-cr",
+        [*EXPORT, "--filter", "gs://bucket-x/f.txt\r"],
+        fragment="--filter",
+    ),
+    Case("export-filter-empty", [*EXPORT, "--filter", ""], fragment="--filter"),
+    Case("export-filter-hash", [*EXPORT, "--filter", "gs://bucket-x/a#b"], fragment="no *"),
+    Case("export-filter-nul", [*EXPORT, "--filter", "gs://bucket-x/a\x00b"], fragment="printable"),
+    Case(
+        "export-store-leading-space",
+        ["export", "--store", " " + STORE, "--table", TABLE],
+        fragment="--store",
+    ),
+    Case("export-store-empty", ["export", "--store", "", "--table", TABLE], fragment="--store"),
+    Case(
+        "export-store-control",
+        ["export", "--store", "\x1b[2J" + STORE, "--table", TABLE],
+        fragment="\\x1b",
+    ),
+    Case(
+        "export-store-huge",
+        ["export", "--store", "p" * (5 << 20), "--table", TABLE],
+        fragment="characters)",
+    ),
+    Case(
+        "export-table-huge",
+        ["export", "--store", STORE, "--table", "bq://" + "t" * (5 << 20)],
+        fragment="characters)",
+    ),
+    Case(
+        "export-table-trailing-newline",
+        ["export", "--store", STORE, "--table", TABLE + "\n"],
+        fragment="--table",
+    ),
+    Case("export-table-empty", ["export", "--store", STORE, "--table", ""], fragment="--table"),
+    Case(
+        "export-cleartext-endpoint",
+        [*EXPORT, "--api-endpoint", "http://healthcare.example.com/"],
+        fragment="clear text",
+    ),
+    Case("export-endpoint-empty", [*EXPORT, "--api-endpoint", ""], fragment="--api-endpoint"),
+    Case(
+        "export-endpoint-space",
+        [*EXPORT, "--api-endpoint", " https://h.example.com/"],
+        fragment="--api-endpoint",
+    ),
+    Case(
+        "export-filter-file-missing",
+        [*EXPORT, "--filter-file", "nope.txt", "--filter-bucket", "bucket-x"],
+        fragment="nope.txt",
+    ),
+    Case(
+        "export-filter-file-folder",
+        [*EXPORT, "--filter-file", "folder", "--filter-bucket", "bucket-x"],
+        {"folder/x": b""},
+    ),
+    Case(
+        "export-filter-file-empty",
+        [*EXPORT, "--filter-file", "empty.txt", "--filter-bucket", "bucket-x"],
+        {"empty.txt": b""},
+    ),
+    Case(
+        "export-filter-file-binary",
+        [*EXPORT, "--filter-file", "bin.txt", "--filter-bucket", "bucket-x"],
+        {"bin.txt": b"\x00\xff\x00\n"},
+    ),
+    Case(
+        "export-filter-file-no-bucket",
+        [*EXPORT, "--filter-file", "f.txt"],
+        {"f.txt": b"/studies/1.2\n"},
+        fragment="needs a bucket",
+    ),
+    Case(
+        "export-filter-and-file",
+        [
+            *EXPORT,
+            "--filter",
+            "gs://bucket-x/f",
+            "--filter-file",
+            "f.txt",
+            "--filter-bucket",
+            "bucket-x",
+        ],
+        {"f.txt": b"/studies/1.2\n"},
+        fragment="not both",
+    ),
+    Case(
+        "export-bad-filter-bucket",
+        [*EXPORT, "--filter-file", "f.txt", "--filter-bucket", "Bad_Bucket"],
+        {"f.txt": b"/studies/1.2\n"},
+        fragment="--filter-bucket",
+    ),
+    Case("export-timeout-spaces", [*EXPORT, "--timeout", " 30m"], fragment="--timeout"),
+]
+
+OPERATION_CASES = [
+    Case(f"operations-{verb}-{label}", ["operations", verb, value], fragment=fragment)
+    for verb in ("describe", "wait")
+    for label, value, fragment in [
+        ("empty", "", "give the full name"),
+        ("space", " " + OPERATION, "give the full name"),
+        ("dotdot", OPERATION.replace("imaging", ".."), "'..'"),
+        ("query", OPERATION + "?alt=media", "give the full name"),
+        ("control", "\x07" + OPERATION, "\\x07"),
+        ("huge", "o" * (5 << 20), "characters)"),
+        ("store", STORE, "give the full name"),
+        ("bad-project", OPERATION.replace("dicom-src-test", "BAD_PROJECT"), "a project ID"),
+    ]
+] + [
+    Case(
+        "operations-wait-empty-timeout",
+        ["operations", "wait", OPERATION, "--timeout", ""],
+        fragment="--timeout",
+    ),
+    Case(
+        "operations-wait-bad-timeout",
+        ["operations", "wait", OPERATION, "--timeout", "later"],
+        fragment="--timeout",
+    ),
+]
+
+VERIFY_CASES = [
+    Case(
+        "verify-outputs-not-json",
+        ["verify", "--outputs", "o.json"],
+        {"o.json": b"{not json"},
+        fragment="not JSON",
+    ),
+    Case(
+        "verify-outputs-list",
+        ["verify", "--outputs", "o.json"],
+        {"o.json": b"[1, 2]"},
+        fragment="JSON object",
+    ),
+    Case(
+        "verify-outputs-empty",
+        ["verify", "--outputs", "o.json"],
+        {"o.json": b""},
+        fragment="not JSON",
+    ),
+    Case(
+        "verify-outputs-binary",
+        ["verify", "--outputs", "o.json"],
+        {"o.json": b"\xff\xfe\x00"},
+        fragment="o.json",
+    ),
+    Case(
+        "verify-outputs-folder",
+        ["verify", "--outputs", "folder"],
+        {"folder/x": b""},
+        fragment="folder",
+    ),
+    Case(
+        "verify-outputs-missing-keys",
+        ["verify", "--outputs", "o.json"],
+        {"o.json": b"{}"},
+        fragment="dicomStoreName",
+    ),
+    Case(
+        "verify-outputs-bad-store",
+        ["verify", "--outputs", "o.json"],
+        {"o.json": GOOD_OUTPUTS.replace(b"projects/", b"project/")},
+        fragment="--store",
+    ),
+    Case(
+        "verify-outputs-bad-table",
+        ["verify", "--outputs", "o.json"],
+        {"o.json": GOOD_OUTPUTS.replace(b"bq://", b"bq:/")},
+        fragment="bq://",
+    ),
+    Case(
+        "verify-outputs-bad-bucket",
+        ["verify", "--outputs", "o.json"],
+        {"o.json": GOOD_OUTPUTS[:-1] + b', "filterBucket": "Bad Bucket"}'},
+        fragment="filterBucket",
+    ),
+    Case(
+        "verify-outputs-store-not-string",
+        ["verify", "--outputs", "o.json"],
+        {"o.json": b'{"dicomStoreName": 5, "verificationTableUri": 6}'},
+        fragment="--store",
+    ),
+    Case(
+        "verify-accept-without-in-place",
+        ["verify", "--store", STORE, "--table", TABLE, "--accept-synthetic-in-streams"],
+        fragment="--in-place",
+    ),
+    Case(
+        "verify-no-seed-in-place",
+        ["verify", "--store", STORE, "--table", TABLE, "--no-seed", "--in-place"],
+        fragment="--no-seed",
+    ),
+    Case(
+        "verify-empty-timeout",
+        ["verify", "--store", STORE, "--table", TABLE, "--timeout", ""],
+        fragment="--timeout",
+    ),
+    Case(
+        "verify-two-sources",
+        ["verify", "--store", STORE, "--table", TABLE, "--outputs", "o.json"],
+        {"o.json": GOOD_OUTPUTS},
+        fragment="exactly one",
+    ),
+    Case(
+        "verify-table-dotdot",
+        ["verify", "--store", STORE, "--table", "bq://p-123456...t"],
+        fragment="--table",
+    ),
+    Case(
+        "verify-stack-without-cli",
+        ["verify", "--stack", "dev"],
+        fragment="Pulumi CLI is not on PATH",
+    ),
+]
+
+QUERY_CASES = [
+    Case(
+        f"query-{command}-{label}", ["query", command, "--table", value, *extra], fragment="--table"
+    )
+    for command, extra in (
+        ("dicomweb-paths", ["--patient-id", "P1"]),
+        ("latest-studies", []),
+        ("dropped-tags", []),
+    )
+    for label, value in [
+        ("empty", ""),
+        ("no-scheme", "p-123456.d.t"),
+        ("spaces", " " + TABLE),
+        ("huge", "bq://" + "x" * (5 << 20)),
+        ("backquote", "bq://p-123456.d.t`; DROP TABLE x; --"),
+    ]
+]
+
+AUDIT_CASES = [
+    Case("audit-no-source", ["audit"], fragment="exactly one"),
+    Case(
+        "audit-two-sources",
+        ["audit", "--stack", "dev", "--outputs", "o.json"],
+        {"o.json": GOOD_OUTPUTS},
+        fragment="exactly one",
+    ),
+    Case(
+        "audit-outputs-not-json",
+        ["audit", "--outputs", "o.json"],
+        {"o.json": b"nope"},
+        fragment="not JSON",
+    ),
+    Case("audit-outputs-missing", ["audit", "--outputs", "missing.json"], fragment="missing.json"),
+    Case(
+        "audit-outputs-list",
+        ["audit", "--outputs", "o.json"],
+        {"o.json": b"[]"},
+        fragment="JSON object",
+    ),
+    Case(
+        "audit-outputs-bad-grants",
+        ["audit", "--outputs", "o.json"],
+        {"o.json": b'{"grants": 5, "sourceProject": "x"}'},
+    ),
+]
+
+FILE_CASES = [
+    Case(
+        "review-output-missing-folder",
+        ["review", "--stack", "dev", "-o", "no/such/folder/r.md"],
+        fragment="no/such/folder",
+    ),
+    Case(
+        "review-output-existing",
+        ["review", "--stack", "dev", "-o", "r.md"],
+        {"r.md": b"keep me"},
+        fragment="--force",
+    ),
+    Case(
+        "review-output-is-folder",
+        ["review", "--stack", "dev", "-o", "folder"],
+        {"folder/x": b""},
+        fragment="folder",
+    ),
+    Case("filter-validate-missing", ["filter", "validate", "nope.txt"], fragment="nope.txt"),
+    Case("filter-validate-folder", ["filter", "validate", "folder"], {"folder/x": b""}),
+    Case(
+        "filter-upload-bad-uri",
+        ["filter", "upload", "f.txt", "gs://Bad/x"],
+        {"f.txt": b"/studies/1.2\n"},
+        fragment="a bucket name",
+    ),
+    Case(
+        "filter-upload-wildcard",
+        ["filter", "upload", "f.txt", "gs://bucket-x/*"],
+        {"f.txt": b"/studies/1.2\n"},
+        fragment="no *",
+    ),
+    Case(
+        "filter-upload-missing",
+        ["filter", "upload", "nope.txt", "gs://bucket-x/f.txt"],
+        fragment="nope.txt",
+    ),
+    Case(
+        "filter-upload-chunk-zero",
+        ["filter", "upload", "f.txt", "gs://bucket-x/f.txt", "--chunk-mib", "0"],
+        {"f.txt": b"/studies/1.2\n"},
+    ),
+    Case("filter-build-no-source", ["filter", "build"], fragment="no paths"),
+    Case(
+        "filter-build-csv-latin1",
+        ["filter", "build", "--uids-csv", "u.csv"],
+        {"u.csv": "StudyInstanceUID\n1.2.3é\n".encode("latin-1")},
+    ),
+    Case(
+        "filter-build-csv-utf16",
+        ["filter", "build", "--uids-csv", "u.csv"],
+        {"u.csv": "StudyInstanceUID\n1.2.3\n".encode("utf-16")},
+    ),
+    Case(
+        "filter-build-csv-huge-field",
+        ["filter", "build", "--uids-csv", "u.csv"],
+        {"u.csv": b"StudyInstanceUID\n" + b"1" * (1 << 20) + b"\n"},
+    ),
+    Case(
+        "filter-build-csv-missing",
+        ["filter", "build", "--uids-csv", "nope.csv"],
+        fragment="nope.csv",
+    ),
+    Case(
+        "filter-build-output-missing-folder",
+        ["filter", "build", "--uids-csv", "u.csv", "-o", "no/dir/f.txt"],
+        {"u.csv": b"StudyInstanceUID\n1.2.3\n"},
+        fragment="no/dir",
+    ),
+    Case(
+        "filter-build-output-existing",
+        ["filter", "build", "--uids-csv", "u.csv", "-o", "f.txt"],
+        {"u.csv": b"StudyInstanceUID\n1.2.3\n", "f.txt": b"keep me"},
+        fragment="--force",
+    ),
+    Case(
+        "filter-build-bad-gs-output",
+        ["filter", "build", "--uids-csv", "u.csv", "-o", "gs://Bad/x"],
+        {"u.csv": b"StudyInstanceUID\n1.2.3\n"},
+        fragment="bucket",
+    ),
+    Case(
+        "filter-build-where-without-table",
+        ["filter", "build", "--where", "x=1"],
+        fragment="--where",
+    ),
+    Case("filter-build-bad-table", ["filter", "build", "--table", "t"], fragment="--table"),
+]
+
+CASES = [
+    *stack_cases(),
+    *project_cases(),
+    *EXPORT_CASES,
+    *OPERATION_CASES,
+    *VERIFY_CASES,
+    *QUERY_CASES,
+    *AUDIT_CASES,
+    *FILE_CASES,
+]
+
+
+def test_the_corpus_is_large_and_its_names_unique() -> None:
+    names = [case.name for case in CASES]
+    assert len(names) == len(set(names))
+    assert len(CASES) >= 150
+
+
+@pytest.fixture(scope="module")
+def started_recorder() -> Iterator[Recorder]:
+    fake = Recorder().start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture
+def recorder(
+    started_recorder: Recorder, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Recorder:
+    started_recorder.requests.clear()
+    for variable in EMULATORS:
+        monkeypatch.setenv(variable, started_recorder.url)
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", started_recorder.url.removeprefix("http://"))
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))  # no Pulumi CLI
+    return started_recorder
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_bad_input_is_refused_without_traceback_or_request(
+    case: Case, recorder: Recorder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    for path in ROOT.glob("Pulumi*.yaml"):
+        shutil.copy(path, project / path.name)
+    for relative, content in case.files.items():
+        target = project / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if content == b"<delete>":
+            target.unlink()
+        else:
+            target.write_bytes(content)
+    monkeypatch.chdir(project)
+    before = {p: p.read_bytes() for p in project.rglob("*") if p.is_file()}
+    result = runner.invoke(app, case.args, input=case.stdin)
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        f"traceback: {result.exception!r}"
+    )
+    assert result.exit_code == case.exit_code, result.output[-MAX_STDERR:]
+    assert "Traceback" not in result.output
+    assert len(result.stderr) <= MAX_STDERR, f"{len(result.stderr)} bytes of stderr"
+    # "Error: ..." or, for a filter file, the validator's "FILE:LINE: error: ..." lines.
+    assert "Error: " in result.stderr or ": error: " in result.stderr, result.stderr[:200]
+    assert case.fragment in result.stderr
+    assert recorder.requests == []
+    # Nothing the user had was changed.
+    assert {p: p.read_bytes() for p in before} == before
