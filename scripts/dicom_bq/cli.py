@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable
 from enum import StrEnum
@@ -82,7 +83,16 @@ def _known_failure(error: BaseException) -> DicomBqError | None:
             "GOOGLE_APPLICATION_CREDENTIALS), then try again",
             exit_code=EXIT_FAILED,
         )
-    if module.startswith(("google.auth", "google.api_core", "googleapiclient", "dicom_bq")):
+    if module.startswith(
+        (
+            "google.auth",
+            "google.api_core",
+            "google.cloud",
+            "google.resumable_media",
+            "googleapiclient",
+            "dicom_bq",
+        )
+    ):
         return DicomBqError(f"Google refused or could not be reached: {error}", EXIT_FAILED)
     if isinstance(error, UnicodeError):
         return DicomBqError(
@@ -719,7 +729,10 @@ def _upload_filter(path: Path, bucket: str, connection: Any) -> Any:
     from dicom_bq.storage_objects import StorageObjects
 
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    target = GcsUri(bucket, f"dicom-bq/filters/{stamp}-{uuid.uuid4().hex[:8]}-{path.name}")
+    # The local name becomes part of the object name, so only characters that need no escaping
+    # in a gs:// URI or a URL path are kept (https://cloud.google.com/storage/docs/objects#naming).
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", path.name)[:100] or "filter"
+    target = GcsUri(bucket, f"dicom-bq/filters/{stamp}-{uuid.uuid4().hex[:8]}-{safe}")
     StorageObjects(connection, bucket).upload_file(str(path), target, UPLOAD_CHUNK)
     typer.echo(f"Uploaded {path} to {target.uri}", err=True)
     return target

@@ -6,6 +6,9 @@ records every registration (type, name, inputs, protect, dependencies) as the en
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +26,20 @@ from infra.program import define_stack, load_settings
 from infra.settings import SettingsError, StackSettings, settings_from_config
 
 UNRESOLVED_NUMBER = "PROJECT_NUMBER_OF_{project}"
+
+
+def _close_event_loop() -> None:
+    """Pulumi's mocks run the program on an asyncio loop they create and never close
+    (pulumi/runtime/sync_await.py, _ensure_event_loop); left to the garbage collector at
+    interpreter exit, its __del__ may run after the selector's descriptor is gone and print
+    "Exception ignored in BaseEventLoop.__del__ ... Invalid file descriptor". Close it first."""
+    with contextlib.suppress(Exception):
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+        if not loop.is_running() and not loop.is_closed():
+            loop.close()
+
+
+atexit.register(_close_event_loop)
 
 
 @dataclass
