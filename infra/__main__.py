@@ -1,5 +1,5 @@
 """The Pulumi program: settings -> component -> exports."""
 
-from infra.program import define_stack, load_settings
+from dicom_bq.infra.program import define_stack, load_settings
 
 define_stack(load_settings())

@@ -1,13 +1,11 @@
-"""Entry point for `pulumi preview --policy-pack policy`."""
+"""Entry point for `pulumi preview --policy-pack policy`.
 
-import sys
-from pathlib import Path
+Pulumi runs this file from policy/ in the pack's own virtualenv (.venv-policy), where
+scripts/bootstrap.sh installed dicom_bq without its dependencies: `pack` is this folder's module,
+the rules are dicom_bq.infra.policy_rules. No sys.path edits.
+"""
 
-# The pack runs from policy/ in its own virtualenv; the rules live in the project's infra package.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from pack import PACK_NAME, policies
 from pulumi_policy import PolicyPack
-
-from policy.pack import PACK_NAME, policies
 
 PolicyPack(name=PACK_NAME, policies=policies())

@@ -11,7 +11,7 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
-from infra.policy_rules import (
+from dicom_bq.infra.policy_rules import (
     RULES,
     ExpectedGrant,
     PolicyContext,

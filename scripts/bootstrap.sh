@@ -19,9 +19,12 @@ fi
 # The CrossGuard pack has its own environment: pulumi-policy pins an older protobuf.
 policy_venv="$root/.venv-policy"
 policy_stamp="$policy_venv/.dicom-bq-installed"
-policy_want=$(sha256sum "$root/policy/requirements.txt" | cut -d' ' -f1)
+policy_want=$(cat "$root/policy/requirements.txt" "$root/pyproject.toml" | sha256sum | cut -d' ' -f1)
 if [ ! -f "$policy_stamp" ] || [ "$(cat "$policy_stamp")" != "$policy_want" ]; then
   "$python" -m venv "$policy_venv"
   "$policy_venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$root/policy/requirements.txt" >&2
+  # The rules (dicom_bq.infra.policy_rules) need only the standard library: the package goes in
+  # without its dependencies, so the pack imports it like any installed module.
+  "$policy_venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e "$root" >&2
   echo "$policy_want" > "$policy_stamp"
 fi

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from dicom_bq.infra import naming
 from dicom_bq.planner import Plan, plan_settings
-from infra import naming
 from tests import deployment_model as model
 from tests.conftest import base_settings, cached_plan
 from tests.stacks import generated_stacks
@@ -115,7 +115,7 @@ def test_every_applicable_rule_is_guarded_by_an_edge() -> None:
 def test_hand_built_encryption_account_fails_like_google(monkeypatch: pytest.MonkeyPatch) -> None:
     """The old program granted the key to bq-NUMBER@... built from the number, before BigQuery
     had created it: "Service account ... does not exist" (terraform-google-bigquery#80)."""
-    from infra.components import export_path
+    from dicom_bq.infra.components import export_path
 
     def hand_built(self: Any, s: Any, api: Any) -> str:
         return naming.bigquery_encryption_member(str(s.bigquery_project_number))
@@ -130,7 +130,7 @@ def test_hand_built_encryption_account_fails_like_google(monkeypatch: pytest.Mon
 
 def test_waits_that_wait_for_nothing_fail(monkeypatch: pytest.MonkeyPatch) -> None:
     """The Sleep registered without its grants as dependencies (a careless refactor)."""
-    from infra.components import iam
+    from dicom_bq.infra.components import iam
 
     real_sleep = iam.time.Sleep
 
@@ -148,8 +148,8 @@ def test_waits_that_wait_for_nothing_fail(monkeypatch: pytest.MonkeyPatch) -> No
 def test_a_renamed_grant_key_keeps_its_resource_through_an_alias(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from infra import grants
-    from infra.components import export_path
+    from dicom_bq.infra import grants
+    from dicom_bq.infra.components import export_path
 
     real_specs = grants.grant_specs
 

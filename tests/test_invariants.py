@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from dicom_bq.infra import naming
 from dicom_bq.planner import Plan, plan_settings
-from infra import naming
 from tests.conftest import base_settings, cached_plan
 
 AUTHORITATIVE_IAM = ("IAMPolicy", "IAMBinding", "IamPolicy", "IamBinding")

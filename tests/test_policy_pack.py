@@ -12,11 +12,11 @@ from tests.inventory import ROOT
 
 POLICY_PYTHON = ROOT / ".venv-policy" / "bin" / "python"
 
+# Run from policy/, as Pulumi runs the pack: `pack` is found there, dicom_bq is installed.
 DRIVER = r"""
 import json, sys
-sys.path.insert(0, sys.argv[1])
 from pulumi_policy import PolicyCustomTimeouts, PolicyResource, PolicyResourceOptions, StackValidationArgs
-from policy.pack import policies
+from pack import policies
 
 spec = json.loads(sys.stdin.read())
 def resource(r):
@@ -38,7 +38,8 @@ def run_pack(
     if not POLICY_PYTHON.exists():
         pytest.fail("the policy environment is missing: run scripts/bootstrap.sh")
     answer = subprocess.run(
-        [str(POLICY_PYTHON), "-c", DRIVER, str(ROOT)],
+        [str(POLICY_PYTHON), "-c", DRIVER],
+        cwd=ROOT / "policy",
         input=json.dumps({"resources": resources, "config": config or {}}),
         capture_output=True,
         text=True,

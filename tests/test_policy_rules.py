@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from dicom_bq.checks import check_plan, has_mandatory, plan_resources
-from dicom_bq.planner import record_program
-from infra.policy_rules import (
+from dicom_bq.infra.policy_rules import (
     RULES,
     ExpectedGrant,
     PolicyContext,
@@ -17,7 +16,8 @@ from infra.policy_rules import (
     canonical_member,
     evaluate,
 )
-from infra.settings import parse_settings, settings_from_config
+from dicom_bq.infra.settings import parse_settings, settings_from_config
+from dicom_bq.planner import record_program
 from tests.conftest import base_settings, cached_plan
 from tests.inventory import ROOT
 
@@ -882,7 +882,7 @@ def test_example_stacks_pass_every_rule(stack: str) -> None:
 
 def _plan_with(extra: Any) -> Any:
     """The real program plus one more resource, as a careless change would add it."""
-    from infra.program import define_stack, load_settings
+    from dicom_bq.infra.program import define_stack, load_settings
 
     def program() -> dict[str, Any]:
         outputs = define_stack(load_settings()).outputs

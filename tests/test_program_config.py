@@ -15,7 +15,7 @@ import pytest
 from pulumi.runtime import config as runtime_config
 from pulumi.runtime import settings as pulumi_settings
 
-from infra.program import define_stack, load_settings
+from dicom_bq.infra.program import define_stack, load_settings
 from tests.conftest import base_settings
 
 

@@ -17,9 +17,9 @@ from typing import Any, Literal, NamedTuple
 from dicom_bq.endpoints import Connection
 from dicom_bq.errors import DicomBqError
 from dicom_bq.google_api import ApiCallError, GoogleApi
+from dicom_bq.infra import naming
+from dicom_bq.infra.policy_rules import AGENT, BASIC_ROLES, PUBLIC_MEMBERS
 from dicom_bq.retry import RetryPolicy
-from infra import naming
-from infra.policy_rules import AGENT, BASIC_ROLES, PUBLIC_MEMBERS
 
 # Google grants this to the agent on its own project when it creates the agent; removing it
 # breaks the Healthcare API, so it is expected, never "extra".

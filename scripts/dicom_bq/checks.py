@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dicom_bq.planner import Plan
-from infra.policy_rules import (
+from dicom_bq.infra.policy_rules import (
     ExpectedGrant,
     Finding,
     PolicyContext,
@@ -13,7 +12,8 @@ from infra.policy_rules import (
     evaluate,
     is_agent,
 )
-from infra.settings import StackSettings
+from dicom_bq.infra.settings import StackSettings
+from dicom_bq.planner import Plan
 
 
 def plan_resources(plan: Plan) -> list[Resource]:

@@ -418,8 +418,8 @@ def filter_build(
             source = None
         elif query is not None or table is not None:
             from dicom_bq.bigquery_tables import BigQueryTables
+            from dicom_bq.infra import identifiers
             from dicom_bq.queries import Query, filter_paths
-            from infra import identifiers
 
             if table is not None:
                 uri = refs.TableUri.parse(table)
@@ -696,7 +696,7 @@ def _confirm_truncate(table: Any, connection: Any, yes: bool) -> None:
 
 def _filter_bucket(bucket: str | None, stack: str | None) -> str:
     """The bucket for an uploaded filter file; warns when the agent may not be able to read it."""
-    from infra import identifiers
+    from dicom_bq.infra import identifiers
 
     stack_bucket = None
     if stack is not None:
@@ -955,7 +955,7 @@ def _verify_target(
             raise DicomBqError(
                 "--store needs --table bq://PROJECT.DATASET.TABLE for the verification export"
             )
-        from infra import identifiers
+        from dicom_bq.infra import identifiers
 
         problem = identifiers.check_bucket(filter_bucket) if filter_bucket else None
         if problem:

@@ -16,8 +16,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from dicom_bq.errors import DicomBqError
+from dicom_bq.infra import naming
 from dicom_bq.texts import excerpt
-from infra import naming
 
 CLOUD_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})

@@ -20,10 +20,10 @@ from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.config import set_all_config
 
 from dicom_bq.errors import DicomBqError
+from dicom_bq.infra import naming
+from dicom_bq.infra.program import define_stack, load_settings
+from dicom_bq.infra.settings import SettingsError, StackSettings, settings_from_config
 from dicom_bq.stackfiles import PROJECT_NAME, StackConfig
-from infra import naming
-from infra.program import define_stack, load_settings
-from infra.settings import SettingsError, StackSettings, settings_from_config
 
 UNRESOLVED_NUMBER = "PROJECT_NUMBER_OF_{project}"
 

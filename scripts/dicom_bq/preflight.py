@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 from dicom_bq.endpoints import Connection
 from dicom_bq.google_api import ApiCallError, GoogleApi
+from dicom_bq.infra import naming
 from dicom_bq.planner import Plan, PlannedResource
 from dicom_bq.retry import RetryPolicy
-from infra import naming
 
 Status = Literal["ok", "fail", "warn"]
 

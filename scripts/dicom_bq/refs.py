@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from dicom_bq.errors import DicomBqError
+from dicom_bq.infra import identifiers, naming
 from dicom_bq.texts import excerpt
-from infra import identifiers, naming
 
 MAX_TABLE_URI = 2000
 _STORE = re.compile(

@@ -7,8 +7,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from dicom_bq.infra.policy_rules import RULES, Finding
 from dicom_bq.planner import Plan, PlannedResource
-from infra.policy_rules import RULES, Finding
 
 _KEY_INPUTS = (
     "project",

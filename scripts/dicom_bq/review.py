@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from dicom_bq.infra.policy_rules import RULES, Finding
 from dicom_bq.planner import Plan
 from dicom_bq.render import findings_markdown
 from dicom_bq.roles import RolePermissions
-from infra.policy_rules import RULES, Finding
 
 
 def review_document(

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from dicom_bq.errors import DicomBqError
+from dicom_bq.infra import identifiers
 from dicom_bq.refs import StoreName, TableUri
-from infra import identifiers
 
 
 @dataclass(frozen=True)

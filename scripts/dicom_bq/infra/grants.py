@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Literal
 
-from infra import naming
+from dicom_bq.infra import naming
 
 if TYPE_CHECKING:
     # Only for annotations: the policy pack imports this module without pydantic installed.
-    from infra.settings import StackSettings
+    from dicom_bq.infra.settings import StackSettings
 
 # Every role grant_specs can give the agent: the allow-list when a checker lacks the exact list.
 AGENT_ROLES = frozenset(

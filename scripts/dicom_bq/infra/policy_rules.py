@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from infra import naming
+from dicom_bq.infra import naming
 
 Enforcement = Literal["mandatory", "advisory"]
 # Matched against canonical_member(...) of a member, never the member as written.
@@ -472,7 +472,7 @@ def _agent_no_admin(resources: list[Resource], _: PolicyContext) -> Iterator[tup
 def _agent_only_listed_roles(
     resources: list[Resource], context: PolicyContext
 ) -> Iterator[tuple[str, str]]:
-    from infra.grants import AGENT_ROLES
+    from dicom_bq.infra.grants import AGENT_ROLES
 
     allowed = (
         {g.role for g in context.expected_grants}

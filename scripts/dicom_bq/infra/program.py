@@ -7,8 +7,8 @@ from typing import Any
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from infra.components.export_path import DicomExportPath, DicomExportPathArgs
-from infra.settings import SettingsError, StackSettings, settings_from_config
+from dicom_bq.infra.components.export_path import DicomExportPath, DicomExportPathArgs
+from dicom_bq.infra.settings import SettingsError, StackSettings, settings_from_config
 
 
 def engine_config() -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Pulumi.yaml's `config:` block, generated from the settings model.
 
-Regenerate after changing a setting:  python -m infra.project_config
+Regenerate after changing a setting, from the project folder:
+    python -m dicom_bq.infra.project_config
 A test fails when Pulumi.yaml and the model disagree.
 """
 
@@ -11,16 +12,15 @@ from pathlib import Path
 
 import yaml
 
-from infra.settings import UNDECLARED_KEYS, project_config_schema
+from dicom_bq.infra.settings import UNDECLARED_KEYS, project_config_schema
 
-PULUMI_YAML = Path(__file__).resolve().parent.parent / "Pulumi.yaml"
-REGENERATE = "python -m infra.project_config"
+REGENERATE = "python -m dicom_bq.infra.project_config"
 _MARK = "config:\n"
 
 
 def config_block() -> str:
     header = (
-        f"# Generated from infra/settings.py by `{REGENERATE}`; do not edit by hand.\n"
+        f"# Generated from dicom_bq/infra/settings.py by `{REGENERATE}`; do not edit by hand.\n"
         "# Keys without a default are required in every stack. Empty means not set.\n"
         + "".join(
             f"# {key} is read too, undeclared: Pulumi's project schema has no map type before "
@@ -36,19 +36,21 @@ def config_block() -> str:
 
 def render(current: str) -> str:
     """Pulumi.yaml with its config block replaced (the block is last in the file)."""
-    start = current.find("\n# Generated from infra/settings.py")
+    start = current.find("\n# Generated from ")
     if start < 0:
         start = current.find("\n" + _MARK)
     head = current if start < 0 else current[: start + 1]
     return head + config_block()
 
 
-def main() -> int:
-    current = PULUMI_YAML.read_text(encoding="utf-8")
-    PULUMI_YAML.write_text(render(current), encoding="utf-8")
-    print(f"wrote {PULUMI_YAML.name}")
+def main(argv: list[str]) -> int:
+    """Rewrites the config block of Pulumi.yaml in the folder given (default: the current one)."""
+    path = Path(argv[0] if argv else ".") / "Pulumi.yaml"
+    current = path.read_text(encoding="utf-8")
+    path.write_text(render(current), encoding="utf-8")
+    print(f"wrote {path}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

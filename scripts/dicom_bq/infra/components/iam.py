@@ -8,7 +8,7 @@ import pulumi
 import pulumi_gcp as gcp
 import pulumiverse_time as time
 
-from infra.grants import GrantSpec
+from dicom_bq.infra.grants import GrantSpec
 
 
 def render_grant(

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_gcp as gcp
 
-from infra import naming
-from infra.components.protection import phi_options
+from dicom_bq.infra import naming
+from dicom_bq.infra.components.protection import phi_options
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_gcp as gcp
 
-from infra.components.iam import grants_then_wait
-from infra.components.protection import phi_options
-from infra.grants import GrantSpec
+from dicom_bq.infra.components.iam import grants_then_wait
+from dicom_bq.infra.components.protection import phi_options
+from dicom_bq.infra.grants import GrantSpec
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from infra import identifiers, naming
+from dicom_bq.infra import identifiers, naming
 
 CONFIG_NAMESPACE = "dicom-bq"
 MAX_STREAMS = 5

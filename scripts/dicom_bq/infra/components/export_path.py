@@ -8,13 +8,13 @@ from typing import Any
 import pulumi
 import pulumi_gcp as gcp
 
-from infra import naming
-from infra.components.agent import AgentAccess, AgentAccessArgs
-from infra.components.bigquery import BigQueryDestination, BigQueryDestinationArgs
-from infra.components.healthcare import DicomStorage, DicomStorageArgs
-from infra.components.services import ProjectServices, ProjectServicesArgs
-from infra.grants import grant_specs
-from infra.settings import StackSettings
+from dicom_bq.infra import naming
+from dicom_bq.infra.components.agent import AgentAccess, AgentAccessArgs
+from dicom_bq.infra.components.bigquery import BigQueryDestination, BigQueryDestinationArgs
+from dicom_bq.infra.components.healthcare import DicomStorage, DicomStorageArgs
+from dicom_bq.infra.components.services import ProjectServices, ProjectServicesArgs
+from dicom_bq.infra.grants import grant_specs
+from dicom_bq.infra.settings import StackSettings
 
 
 @dataclass(frozen=True)

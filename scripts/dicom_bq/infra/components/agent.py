@@ -9,8 +9,8 @@ import pulumi
 import pulumi_gcp as gcp
 import pulumiverse_time as time
 
-from infra.components.iam import grants_then_wait
-from infra.grants import GrantSpec
+from dicom_bq.infra.components.iam import grants_then_wait
+from dicom_bq.infra.grants import GrantSpec
 
 
 @dataclass(frozen=True)
