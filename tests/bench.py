@@ -5,8 +5,9 @@ plan     `dicom-bq plan --stack prod` wall time, and 20 generated stacks planned
 polling  a simulated 30-minute export on virtual time: requests sent and lag after `done`,
          for dicom-bq's backoff, gcloud's waiter and google-api-core's default polling
 verify   `dicom-bq verify` against the fakes, Orthanc and the storage emulator, split by step
-filters  `filter validate` and `filter build --normalize` on a generated 10-million-line file,
-         beside `wc -l` and `grep -cE` of the same pattern: lines/s and peak memory
+filters  `filter validate` on a generated 2-million-line file beside `wc -l` and `grep -cE` of
+         the same pattern (mean and worst of 5 runs), `filter build --normalize` on it, and
+         validate on a 1 GB file that is one line: seconds, lines/s and peak memory
 """
 
 from __future__ import annotations
@@ -190,7 +191,8 @@ def _generate_filter(path: Path, lines: int) -> None:
 def _timed(command: str, output: Path) -> tuple[float, int]:
     """Wall seconds and peak resident memory (KiB) of a shell command, by GNU time.
 
-    Output goes to a file: GNU grep stops at the first match when stdout is /dev/null.
+    Output goes to a file: GNU grep stops at the first match when stdout is /dev/null. The
+    memory is that of the largest process (validate's worker processes each count alone).
     """
     answer = subprocess.run(
         ["/usr/bin/time", "-f", "%e %M", "bash", "-c", f"{command} > {output}"],
@@ -203,24 +205,79 @@ def _timed(command: str, output: Path) -> tuple[float, int]:
     return float(seconds), int(kib)
 
 
+def _generate_long_line(path: Path, size: int) -> None:
+    """One line of `size` bytes without a newline: a study path with a huge UID."""
+    block = b"1" * (1024 * 1024)
+    with path.open("wb") as out:
+        out.write(b"/studies/")
+        for _ in range(size // len(block)):
+            out.write(block)
+
+
 def filters() -> None:
-    lines = int(os.environ.get("DICOM_BQ_BENCH_LINES", "10000000"))
+    lines = int(os.environ.get("DICOM_BQ_BENCH_LINES", "2000000"))
+    runs = int(os.environ.get("DICOM_BQ_BENCH_RUNS", "5"))
+    long_mb = int(os.environ.get("DICOM_BQ_BENCH_LONG_MB", "1000"))
+    cli = VENV_BIN / "dicom-bq"
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "filter.txt"
         _generate_filter(path, lines)
+        small = Path(folder) / "small.txt"
+        small.write_text("/studies/1.2\n")
+        stdout = Path(folder) / "stdout.txt"
         size = path.stat().st_size
-        print(f"{lines:,} lines, {size / 1e6:.0f} MB")
-        cli = VENV_BIN / "dicom-bq"
+        print(f"{lines:,} lines, {size / 1e6:.0f} MB, {os.cpu_count()} CPUs, {runs} runs")
         commands = {
             "wc -l": f"wc -l {path}",
             "grep -cE (same pattern)": f"grep -cE '{FILTER_PATTERN}' {path}",
             "dicom-bq filter validate": f"{cli} filter validate {path}",
-            "dicom-bq filter build --normalize": f"{cli} filter build --normalize -o {folder}/out.txt < {path}",
         }
-        print(f"{'command':<36}{'seconds':>9}{'M lines/s':>11}{'peak MiB':>10}")
-        for label, command in commands.items():
-            seconds, kib = _timed(command, Path(folder) / "stdout.txt")
-            print(f"{label:<36}{seconds:>9.2f}{lines / seconds / 1e6:>11.2f}{kib / 1024:>10.0f}")
+        timings: dict[str, list[float]] = {label: [] for label in commands}
+        peaks: dict[str, int] = dict.fromkeys(commands, 0)
+        for _ in range(runs):  # interleaved, so each run of each sees the same machine
+            for label, command in commands.items():
+                seconds, kib = _timed(command, stdout)
+                timings[label].append(seconds)
+                peaks[label] = max(peaks[label], kib)
+        print(
+            f"{'command':<28}{'mean s':>8}{'worst s':>9}{'M lines/s':>11}{'worst':>7}"
+            f"{'peak MiB':>10}"
+        )
+        for label, seconds in timings.items():
+            mean, worst = statistics.mean(seconds), max(seconds)
+            print(
+                f"{label:<28}{mean:>8.2f}{worst:>9.2f}{lines / mean / 1e6:>11.2f}"
+                f"{lines / worst / 1e6:>7.2f}{peaks[label] / 1024:>10.0f}"
+            )
+        ratios = [
+            ours / grep
+            for ours, grep in zip(
+                timings["dicom-bq filter validate"],
+                timings["grep -cE (same pattern)"],
+                strict=True,
+            )
+        ]
+        print(
+            f"validate / grep time: mean {statistics.mean(ratios):.2f}x, "
+            f"worst {max(ratios):.2f}x (target: at most 2x, and at least 2 M lines/s)"
+        )
+        _, baseline = _timed(f"{cli} filter validate {small}", stdout)
+        seconds, kib = _timed(
+            f"{cli} filter build --normalize -o {folder}/out.txt < {path}", stdout
+        )
+        print(
+            f"dicom-bq filter build --normalize  {seconds:6.2f} s  {lines / seconds / 1e6:.2f} "
+            f"M lines/s  peak {kib / 1024:.0f} MiB"
+        )
+        path.unlink()
+        long = Path(folder) / "one-line.txt"
+        _generate_long_line(long, long_mb * 1024 * 1024)
+        single = [_timed(f"{cli} filter validate {long}", stdout) for _ in range(3)]
+        print(
+            f"validate, one {long_mb} MiB line: mean {statistics.mean(s for s, _ in single):.2f} s,"
+            f" worst {max(s for s, _ in single):.2f} s, peak {max(k for _, k in single) / 1024:.0f}"
+            f" MiB (the CLI on a one-line file: {baseline / 1024:.0f} MiB)"
+        )
 
 
 BENCHMARKS = {

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -13,6 +16,7 @@ from typer.testing import CliRunner
 
 from dicom_bq import filters
 from dicom_bq.cli import app
+from dicom_bq.errors import DicomBqError
 from tests.conftest import FILTER_BUCKET, STORE, Cloud
 
 runner = CliRunner()
@@ -188,7 +192,13 @@ def test_every_line_the_tool_writes_passes_its_validator(
 
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "out.txt"
-        filters.build_file(filters.lines_from_csv(io.StringIO(text)), out, normalized=True)
+        lines = filters.lines_from_csv(io.StringIO(text))
+        if not rows:  # an empty filter is refused, and nothing is written
+            with pytest.raises(filters.BuildError, match="no paths to write"):
+                filters.build_file(lines, out, normalized=True)
+            assert list(Path(folder).iterdir()) == []
+            return
+        filters.build_file(lines, out, normalized=True)
         report = filters.validate_file(out)
         assert report.ok
         assert report.warning_count == sum(
@@ -473,3 +483,348 @@ def test_rich_table_output(cloud: Cloud) -> None:
     result = runner.invoke(app, ["query", "latest-studies", "--table", _exported(cloud)])
     assert result.exit_code == 0, result.output
     assert "StudyInstanceUID" in result.stdout
+
+
+# -- bounded memory, empty and binary files --------------------------------------------------
+
+LONG_LINE_BYTES = 50 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def one_long_line(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 50 MB file that is one line without a newline (a path with a huge UID)."""
+    path = tmp_path_factory.mktemp("long") / "one-line.txt"
+    with path.open("wb") as out:
+        out.write(b"/studies/1.2")
+        block = b"3" * (1024 * 1024)
+        for _ in range(LONG_LINE_BYTES // len(block)):
+            out.write(block)
+    return path
+
+
+def test_the_longest_valid_line_is_220_characters() -> None:
+    uid = "1" * filters.MAX_UID
+    longest = filters.path_line(uid, uid, uid)
+    assert len(longest) == filters.MAX_LINE == 9 + 64 + 8 + 64 + 11 + 64 == 220
+    assert filters.check_line(longest.encode()) == (None, [])
+    error, _ = filters.check_line(longest.encode() + b"1")
+    assert error is not None
+    assert "221 bytes long: a valid line has at most 220" in error
+
+
+def _peak_python_memory(run: Any) -> tuple[Any, int]:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = run()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("how", ["file", "stream", "parallel"])
+def test_a_50_mb_single_line_is_an_error_without_reading_it_whole(
+    one_long_line: Path, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if how == "parallel":
+        monkeypatch.setattr(filters, "PARALLEL_FROM", 1)
+
+    def validate() -> filters.FilterReport:
+        if how == "stream":
+            with one_long_line.open("rb") as stream:
+                return filters.validate_stream(stream, str(one_long_line))
+        return filters.validate_file(one_long_line, workers=1 if how == "file" else 2)
+
+    report, peak = _peak_python_memory(validate)
+    # Holding the line would take 50 MB at least; a few chunks are allowed.
+    assert peak < 4 * 1024 * 1024, f"peak {peak:,} bytes"
+    assert (report.lines, report.error_count) == (1, 1)
+    (error,) = report.errors
+    assert error.line == 1
+    assert f"{LONG_LINE_BYTES + 12:,} bytes long: a valid line has at most 220" in error.reason
+    assert error.text == "/studies/1.2" + "3" * 48 + "..."
+
+
+def test_validation_goes_on_after_an_over_long_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(filters, "CHUNK", 4096)  # the long line spans several reads
+    long = "/studies/" + "1" * 20_000
+    path = write(tmp_path, f"{GOOD[0]}\r\n{long}\r\n/studies/x\n{GOOD[1]}\n{long}")
+    report = filters.validate_file(path)
+    assert report.lines == 5
+    assert [(e.line, e.reason.split(":")[0]) for e in report.errors] == [
+        (2, "the line is 20,009 bytes long"),
+        (3, "the study UID 'x' has characters other than digits and dots"),
+        (5, "the line is 20,009 bytes long"),
+    ]
+    assert report.crlf_lines == 2
+
+
+def _child_peak_rss(args: list[str], stdin: Path | None = None) -> tuple[int, str, int]:
+    """Exit code, stderr and peak resident memory (bytes) of the CLI in a child process."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-c", "from dicom_bq.cli import main; main()", *args]
+    with (stdin or Path(os.devnull)).open("rb") as given:
+        child = subprocess.Popen(
+            command, stdin=given, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        assert child.stderr is not None
+        errors = child.stderr.read().decode()
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+    return child.returncode, errors, usage.ru_maxrss * 1024
+
+
+def test_cli_memory_stays_bounded_on_a_50_mb_single_line(
+    one_long_line: Path, tmp_path: Path
+) -> None:
+    small = write(tmp_path, GOOD[0] + "\n", "small.txt")
+    _, _, baseline = _child_peak_rss(["filter", "validate", str(small)])
+    code, errors, peak = _child_peak_rss(["filter", "validate", str(one_long_line)])
+    assert code == 2
+    assert "1: error: the line is 52,428,812 bytes long" in errors
+    assert peak - baseline < 40 * 1024 * 1024, f"{peak - baseline:,} bytes more"
+    out = tmp_path / "out.txt"
+    code, errors, peak = _child_peak_rss(["filter", "build", "-o", str(out)], one_long_line)
+    assert code == 2
+    assert "stdin line 1: the line is 52,428,812 bytes long" in errors
+    assert peak - baseline < 40 * 1024 * 1024, f"{peak - baseline:,} bytes more"
+    assert not out.exists()
+
+
+def test_an_empty_file_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path, b"")
+    report = filters.validate_file(path)
+    assert not report.ok
+    assert report.lines == 0
+    assert "the file is empty" in report.errors[0].reason
+    assert not filters.validate_stream(io.BytesIO(b""), "stdin").ok
+    result = runner.invoke(app, ["filter", "validate", str(path)])
+    assert result.exit_code == 2
+    assert "error: the file is empty: a filter needs at least one path" in result.stderr
+    built = runner.invoke(app, ["filter", "build", "-o", str(tmp_path / "out.txt")], input="")
+    assert built.exit_code == 2
+    assert "no paths to write" in built.stderr
+    assert not (tmp_path / "out.txt").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"/studies/1.2\x00\x00\x00\x01", "a NUL byte (\\x00) at column 13: the file is binary"),
+        (
+            b"\x1f\x8b\x08\x00\x00\x00",
+            "a control character (\\x1f) at column 1: the file is binary",
+        ),
+        (b"/studies/\xff\xfe1", "not UTF-8 text (byte 0xff at column 10): the file is binary"),
+        (b"/studies/1\x1c\x1d", "control character (\\x1c) at column 11"),
+        (b"\x1b[31m/studies/1", "control character (\\x1b) at column 1"),
+    ],
+)
+def test_binary_input_is_called_binary(tmp_path: Path, content: bytes, reason: str) -> None:
+    path = write(tmp_path, GOOD[0].encode() + b"\n" + content + b"\n")
+    report = filters.validate_file(path)
+    (error,) = report.errors
+    assert error.line == 2
+    assert reason in error.reason
+    assert "spaces or tabs" not in error.reason
+    assert all(ch.isprintable() for ch in error.text)
+
+
+def test_a_binary_file_is_reported_briefly(tmp_path: Path) -> None:
+    import random
+
+    noise = random.Random(9).randbytes(3 * 1024 * 1024)
+    report = filters.validate_file(write(tmp_path, noise))
+    assert report.error_count == report.lines > 1000
+    assert all("binary" in e.reason or "bytes long" in e.reason for e in report.errors)
+    assert all(len(e.text) <= 63 and e.text.isprintable() for e in report.errors)
+
+
+def test_messages_quote_a_short_escaped_excerpt(tmp_path: Path) -> None:
+    line = "/studies/" + "9" * 30 + "\x1b[2J" + "x" * 200
+    assert filters.excerpt(line) == "/studies/" + "9" * 30 + "\\x1b[2J" + "x" * 14 + "..."
+    assert filters.excerpt(b"\xff\x00abc") == "\\xff\\x00abc"
+    bad_uid = "/studies/1." + "a" * 100
+    report = filters.validate_file(write(tmp_path, bad_uid + "\n"))
+    (error,) = report.errors
+    assert len(error.text) == 63
+    assert len(error.reason) < 140
+
+
+# -- building safely -------------------------------------------------------------------------
+
+
+def _failing(lines: list[str], error: BaseException) -> Iterator[str]:
+    yield from lines
+    raise error
+
+
+@pytest.mark.parametrize("normalized", [False, True])
+@pytest.mark.parametrize("error", [filters.BuildError("CSV line 3: bad"), KeyboardInterrupt()])
+def test_a_failed_build_leaves_the_target_as_it_was(
+    tmp_path: Path, normalized: bool, error: BaseException
+) -> None:
+    target = write(tmp_path, "/studies/9\n", "target.txt")
+    lines = _failing([GOOD[0]] * 50_000, error)  # far past the first write
+    with pytest.raises(type(error)):
+        filters.build_file(lines, target, normalized, replace=True)
+    assert target.read_text() == "/studies/9\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["target.txt"]
+
+
+def test_a_failure_while_normalizing_or_writing_leaves_the_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = write(tmp_path, "/studies/9\n", "target.txt")
+    folder = tmp_path / "work"
+    folder.mkdir()
+    spill = write(folder, "\n".join(GOOD) + "\n", "spill.txt")
+
+    def broken(path: Path) -> Iterator[tuple[bytes, int]]:
+        yield GOOD[0].encode() + b"\n", 1
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(filters, "_normalized_blocks", broken)
+    with pytest.raises(OSError, match="No space left"):
+        filters.build_from_spill(spill, target, True, "stdin", replace=True)
+    assert target.read_text() == "/studies/9\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["target.txt", "work"]
+
+
+def test_an_existing_file_is_replaced_only_when_asked(tmp_path: Path) -> None:
+    target = write(tmp_path, "/studies/9\n", "target.txt")
+    target.chmod(0o640)
+    spill = write(tmp_path, GOOD[0] + "\n", "spill.txt")
+    for build in (
+        lambda **kw: filters.build_file([GOOD[0]], target, False, **kw),
+        lambda **kw: filters.build_file([GOOD[0]], target, True, **kw),
+        lambda **kw: filters.build_from_spill(spill, target, False, "stdin", **kw),
+        lambda **kw: filters.build_from_spill(spill, target, True, "stdin", **kw),
+    ):
+        with pytest.raises(filters.OutputExistsError) as refused:
+            build()
+        assert (
+            str(refused.value)
+            == f"{target} exists: pass --force to replace it, or name another file"
+        )
+        assert target.read_text() == "/studies/9\n"
+        assert build(replace=True) == 1
+        assert target.read_text() == GOOD[0] + "\n"
+        assert target.stat().st_mode & 0o777 == 0o640  # the replaced file's permissions
+        target.write_text("/studies/9\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spill.txt", "target.txt"]
+
+
+def test_a_file_that_appears_during_the_build_is_not_overwritten(tmp_path: Path) -> None:
+    target = tmp_path / "target.txt"
+
+    def lines() -> Iterator[str]:
+        yield GOOD[0]
+        target.write_text("someone else's\n")
+
+    with pytest.raises(filters.OutputExistsError):
+        filters.build_file(lines(), target, False)
+    assert target.read_text() == "someone else's\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["target.txt"]
+
+
+def test_output_problems_are_refused_before_any_work(tmp_path: Path) -> None:
+    def untouched() -> Iterator[str]:
+        raise AssertionError("the lines were read")
+        yield ""
+
+    with pytest.raises(DicomBqError, match="is a folder"):
+        filters.build_file(untouched(), tmp_path, False)
+    with pytest.raises(DicomBqError, match="does not exist"):
+        filters.build_file(untouched(), tmp_path / "no" / "f.txt", False)
+    with pytest.raises(filters.OutputExistsError):
+        filters.build_file(untouched(), write(tmp_path, "x", "there.txt"), False)
+
+
+def test_writing_to_a_device_or_through_a_link(tmp_path: Path) -> None:
+    assert filters.build_file([GOOD[0]], Path(os.devnull), False) == 1
+    real = write(tmp_path, "/studies/9\n", "real.txt")
+    link = tmp_path / "link.txt"
+    link.symlink_to(real)
+    assert filters.build_file([GOOD[1]], link, False, replace=True) == 1
+    assert link.is_symlink()
+    assert real.read_text() == GOOD[1] + "\n"
+
+
+def test_cli_build_refuses_to_replace_a_file(tmp_path: Path) -> None:
+    out = write(tmp_path, "/studies/9\n", "out.txt")
+    result = runner.invoke(app, ["filter", "build", "-o", str(out)], input=GOOD[0] + "\n")
+    assert result.exit_code == 2
+    assert f"{out} exists: pass --force to replace it, or name another file" in result.stderr
+    assert out.read_text() == "/studies/9\n"
+
+
+def test_a_binary_or_huge_csv_is_refused_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    header = b"StudyInstanceUID,SeriesInstanceUID,SOPInstanceUID\n"
+    for content, message in [
+        (header + b"1.2,3,\x00\n", "binary"),
+        (header + b"1.2,3,\xff\xfe\n", "binary"),
+        (header + b"1.2,3," + b"4" * 5000 + b"\n", "longer than 4,096 characters"),
+    ]:
+        monkeypatch.setattr(filters, "CSV_LINE_MAX", 4096)
+        path = write(tmp_path, content, "u.csv")
+        with (
+            path.open(encoding="utf-8-sig", newline="") as stream,
+            pytest.raises(filters.BuildError, match=message),
+        ):
+            list(filters.lines_from_csv(stream))
+
+
+# -- normalizing in bounded memory -----------------------------------------------------------
+
+
+def _reference_normalize(lines: list[str]) -> list[str]:
+    """The rule, plainly: first of each path, without paths a broader one covers."""
+    kept: list[str] = []
+    for line in lines:
+        if line in kept or any(covered(line, other) for other in lines if other != line):
+            continue
+        kept.append(line)
+    return kept
+
+
+@settings(max_examples=150, deadline=None)
+@given(paths, st.sampled_from([1, 200, 10**9]), st.sampled_from([40, 100, 65536]), st.booleans())
+def test_normalize_in_runs_and_chunks_matches_the_rule(
+    lines: list[str], run_bytes: int, chunk: int, crlf: bool
+) -> None:
+    import tempfile
+    from unittest import mock
+
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "in.txt"
+        source.write_bytes("".join(line + ("\r\n" if crlf else "\n") for line in lines).encode())
+        with (
+            mock.patch.object(filters, "RUN_BYTES", run_bytes),
+            mock.patch.object(filters, "MERGE_FILES", 3),
+            mock.patch.object(filters, "CHUNK", chunk),
+        ):
+            assert list(filters.normalize(source)) == _reference_normalize(lines)
+
+
+def test_normalize_holds_a_bounded_amount(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = [
+        f"/studies/1.2.{n % 7}/series/3.{n % 11}/instances/1.2.840.113619.2.55.{n}"
+        for n in range(80_000)
+    ]
+    lines += ["/studies/1.2.6/series/3.5", *lines[:1000]]  # covering lines and duplicates
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(filters, "RUN_BYTES", 1024 * 1024)
+    monkeypatch.setattr(filters, "MERGE_FILES", 8)
+    count, peak = _peak_python_memory(lambda: sum(1 for _ in filters.normalize(source)))
+    assert count == 80_000 - sum(1 for n in range(80_000) if (n % 7, n % 11) == (6, 5)) + 1
+    # The file is 5 MB; a digest of each path in memory (as before) took 10 MB.
+    assert peak < 3 * 1024 * 1024, f"peak {peak:,} bytes"

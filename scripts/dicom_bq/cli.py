@@ -226,10 +226,10 @@ def review(
 ) -> None:
     """A review document: every grant, why, its permissions, and the policy results."""
     try:
-        from dicom_bq.files import check_target
+        from dicom_bq.files import check_output
 
         if output is not None:
-            check_target(output, replace=force)
+            check_output(output, replace=force)
         from dicom_bq import roles
         from dicom_bq.checks import check_plan
         from dicom_bq.planner import plan_stack
@@ -393,6 +393,9 @@ def filter_build(
         str | None,
         typer.Option("--output", "-o", help="A file or gs://BUCKET/OBJECT (default stdout)."),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing -o file (written atomically).")
+    ] = False,
 ) -> None:
     """Build a filter file from UIDs (CSV, BigQuery, or paths on stdin)."""
     import shutil
@@ -407,8 +410,15 @@ def filter_build(
         if where and table is None:
             raise DicomBqError("--where goes with --table")
         target = (
-            refs.GcsUri.parse(output, "--output") if output and output.startswith("gs://") else None
+            refs.GcsUri.parse(output, "--output")
+            if output is not None and output.startswith("gs://")
+            else None
         )
+        if output is not None and target is None:
+            from dicom_bq.files import check_output
+
+            # Before any query runs: a build that cannot be written costs nothing.
+            check_output(Path(output), replace=force)
         lines: Any
         source: str | None
         if uids_csv is not None:
@@ -442,8 +452,9 @@ def filter_build(
             source = "stdin"
         with tempfile.TemporaryDirectory() as folder:
             path = Path(output) if output and target is None else Path(folder) / "filter.txt"
+            replace = force or path.parent == Path(folder)
             if source is None:
-                count = filters.build_file(lines, path, normalize)
+                count = filters.build_file(lines, path, normalize, replace=replace)
             else:
                 spill = Path(folder) / "spill.txt"
                 if source == "stdin":
@@ -451,7 +462,7 @@ def filter_build(
                         shutil.copyfileobj(lines, out, 1 << 20)
                 else:
                     filters.write_lines(lines, spill)
-                count = filters.build_from_spill(spill, path, normalize, source)
+                count = filters.build_from_spill(spill, path, normalize, source, replace=replace)
             if target is not None:
                 from dicom_bq.storage_objects import StorageObjects
 
@@ -459,7 +470,9 @@ def filter_build(
                     str(path), target, UPLOAD_CHUNK
                 )
             elif output is None:
-                typer.echo(path.read_text(encoding="ascii"), nl=False)
+                with path.open("rb") as finished:  # streamed: the file may be large
+                    shutil.copyfileobj(finished, sys.stdout.buffer, 1 << 20)
+                sys.stdout.flush()
     except filters.BuildError as error:
         fail(DicomBqError(str(error)))
     except DicomBqError as error:
