@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from dicom_bq.cli import app
 from tests.fakes.http import LoopbackFake, Request, Response
 from tests.inventory import ROOT
+from tests.test_pulumi_config import REQUIRED
 
 runner = CliRunner()
 STORE = "projects/dicom-src-test/locations/us-central1/datasets/imaging/dicomStores/dicom"
@@ -64,13 +65,6 @@ def _stack(config: object, **extra: object) -> bytes:
     return yaml.safe_dump({"config": config, **extra}).encode()
 
 
-REQUIRED = {
-    "dicom-bq:sourceProject": "dicom-src-test",
-    "dicom-bq:location": "us-central1",
-    "dicom-bq:healthcareDatasetId": "imaging",
-    "dicom-bq:dicomStoreId": "dicom",
-    "dicom-bq:bigqueryDatasetId": "dicom_metadata",
-}
 ALIAS_BOMB = b'a: &a ["x","x","x","x","x","x","x","x","x"]\n' + b"".join(
     f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},"
     f"*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},"

@@ -67,6 +67,15 @@ def cloud_for(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         fake.stop()
 
 
+def stand_in_cli(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, script: str) -> None:
+    """A `pulumi` executable of `script`, alone on PATH with the system's tools."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "pulumi").write_text(script, encoding="utf-8")
+    (bin_dir / "pulumi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+
+
 def preflight(stack: str) -> Any:
     return runner.invoke(app, ["preflight", "--stack", stack, "--project-dir", str(ROOT), "--json"])
 
@@ -237,15 +246,12 @@ def test_existing_resource_outside_a_known_stack_fails(
     fake = ready_for("prod")
     _existing_bigquery(fake)
     cloud_for(fake)
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
     # Stands in for `pulumi stack export`: a deployed stack that does not hold the dataset.
-    (bin_dir / "pulumi").write_text(
+    stand_in_cli(
+        tmp_path,
+        monkeypatch,
         '#!/usr/bin/env bash\necho \'{"deployment": {"resources": [{"id": "other"}]}}\'\n',
-        encoding="utf-8",
     )
-    (bin_dir / "pulumi").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
     result = preflight("prod")
     assert result.exit_code == 1, result.output
     (failed,) = [c for c in json.loads(result.stdout)["checks"] if c["status"] == "fail"]
@@ -261,12 +267,8 @@ def test_up_runs_preflight_first_and_stops_before_pulumi(
     fake = ready_for("prod")
     _missing_topic(fake)
     cloud_for(fake)
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "pulumi").write_text(STAND_IN, encoding="utf-8")
-    (bin_dir / "pulumi").chmod(0o755)
+    stand_in_cli(tmp_path, monkeypatch, STAND_IN)
     log = tmp_path / "pulumi.log"
-    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
     monkeypatch.setenv("PULUMI_STAND_IN_LOG", str(log))
     result = runner.invoke(app, ["up", "--stack", "prod", "--yes", "--project-dir", str(ROOT)])
     assert result.exit_code == 1, result.output

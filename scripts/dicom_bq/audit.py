@@ -16,7 +16,7 @@ from typing import Any, Literal, NamedTuple
 
 from dicom_bq.endpoints import Connection
 from dicom_bq.errors import DicomBqError
-from dicom_bq.google_api import ApiCallError, GoogleApi
+from dicom_bq.google_api import ApiCallError, DiscoveryClients, GoogleApi
 from dicom_bq.infra import naming
 from dicom_bq.infra.policy_rules import AGENT, BASIC_ROLES, PUBLIC_MEMBERS
 from dicom_bq.retry import RetryPolicy
@@ -568,32 +568,12 @@ class PolicyReader:
     LivePolicy with `error` set, never as an exception: the audit reports it and goes on.
     """
 
-    # (version, servicePath): the discovery client's api_endpoint replaces rootUrl+servicePath.
-    APIS = {  # noqa: RUF012 - a constant table
-        "cloudresourcemanager": ("v1", ""),
-        "bigquery": ("v2", "bigquery/v2/"),
-        "storage": ("v1", "storage/v1/"),
-        "pubsub": ("v1", ""),
-        "cloudkms": ("v1", ""),
-    }
-
     def __init__(self, connection: Connection, retry: RetryPolicy | None = None) -> None:
         self.connection = connection
-        self.retry = retry
-        self.built: dict[str, GoogleApi] = {}
+        self.clients = DiscoveryClients(connection, retry)
 
     def api(self, name: str) -> GoogleApi:
-        if name not in self.built:
-            version, service_path = self.APIS[name]
-            endpoint = self.connection.discovery_endpoint(name, service_path)
-            self.built[name] = GoogleApi(
-                name,
-                version,
-                endpoint,
-                self.connection.credentials(endpoint.emulated),
-                retry=self.retry,
-            )
-        return self.built[name]
+        return self.clients.api(name)
 
     def read(self, scope: str) -> LivePolicy | None:
         """The scope's policy; None when the audit has no reader for this kind of scope."""

@@ -14,7 +14,7 @@ import httplib2
 from googleapiclient import discovery, discovery_cache
 from googleapiclient.errors import HttpError
 
-from dicom_bq.endpoints import Endpoint
+from dicom_bq.endpoints import Connection, Endpoint
 from dicom_bq.retry import RETRYABLE_STATUSES, RetryPolicy, TransientError
 
 REQUEST_TIMEOUT = 60.0
@@ -103,3 +103,38 @@ class GoogleApi:
             return self.retry.run(once)
         except TransientError as error:
             raise ApiCallError(503, "UNAVAILABLE", f"gave up after retries: {error}") from None
+
+
+# Each REST API dicom-bq reads through its discovery document: (version, servicePath). The
+# discovery client's api_endpoint replaces rootUrl *and* servicePath, so the path is kept here.
+DISCOVERY_APIS = {
+    "cloudresourcemanager": ("v1", ""),
+    "serviceusage": ("v1", ""),
+    "bigquery": ("v2", "bigquery/v2/"),
+    "storage": ("v1", "storage/v1/"),
+    "pubsub": ("v1", ""),
+    "cloudkms": ("v1", ""),
+    "healthcare": ("v1", ""),
+}
+
+
+class DiscoveryClients:
+    """One GoogleApi per API, built on first use with the connection's endpoints and identity."""
+
+    def __init__(self, connection: Connection, retry: RetryPolicy | None = None) -> None:
+        self.connection = connection
+        self.retry = retry
+        self.built: dict[str, GoogleApi] = {}
+
+    def api(self, name: str) -> GoogleApi:
+        if name not in self.built:
+            version, service_path = DISCOVERY_APIS[name]
+            endpoint = self.connection.discovery_endpoint(name, service_path)
+            self.built[name] = GoogleApi(
+                name,
+                version,
+                endpoint,
+                self.connection.credentials(endpoint.emulated),
+                retry=self.retry,
+            )
+        return self.built[name]

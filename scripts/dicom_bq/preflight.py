@@ -16,7 +16,7 @@ from functools import partial
 from typing import Any, Literal
 
 from dicom_bq.endpoints import Connection
-from dicom_bq.google_api import ApiCallError, GoogleApi
+from dicom_bq.google_api import DISCOVERY_APIS, ApiCallError, DiscoveryClients
 from dicom_bq.infra import naming
 from dicom_bq.planner import Plan, PlannedResource
 from dicom_bq.retry import RetryPolicy
@@ -120,26 +120,14 @@ def needed_permissions(plan: Plan) -> list[NeededPermission]:
 
 
 class _Apis:
-    """Discovery clients built on first use, all with the caller's credentials."""
-
-    SERVICE_PATHS = {"storage": "storage/v1/", "bigquery": "bigquery/v2/"}  # noqa: RUF012
+    """The discovery clients preflight reads through, called as apis("storage", "v1")."""
 
     def __init__(self, connection: Connection, retry: RetryPolicy | None) -> None:
-        self.connection = connection
-        self.retry = retry
-        self.built: dict[str, GoogleApi] = {}
+        self.clients = DiscoveryClients(connection, retry)
 
     def __call__(self, api: str, version: str) -> Any:
-        if api not in self.built:
-            endpoint = self.connection.discovery_endpoint(api, self.SERVICE_PATHS.get(api, ""))
-            self.built[api] = GoogleApi(
-                api,
-                version,
-                endpoint,
-                self.connection.credentials(endpoint.emulated),
-                retry=self.retry,
-            )
-        return self.built[api]
+        assert DISCOVERY_APIS[api][0] == version, (api, version)
+        return self.clients.api(api)
 
 
 def _read(call: Callable[[], Any]) -> tuple[Any, ApiCallError | None]:
