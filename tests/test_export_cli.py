@@ -312,3 +312,14 @@ def test_truncate_confirmation_counts_rows_still_in_the_streaming_buffer(cloud: 
     assert result.exit_code == 2
     assert "holds 3 rows and WRITE_TRUNCATE would erase them" in result.stderr
     assert cloud.healthcare.export_bodies == []
+
+
+def test_the_stack_names_the_agent_in_the_advice(cloud: Cloud) -> None:
+    # The operation's error does not name the agent here; the stack's settings do.
+    cloud.healthcare.agent_denied_until = 10**9
+    cloud.healthcare.agent_email = "someone"
+    seed(cloud)
+    result = export("--stack", "dev", "--permission-window", "1s")
+    assert result.exit_code == 1
+    assert "service-123456789012@gcp-sa-healthcare.iam.gserviceaccount.com" in result.stderr
+    assert "NUMBER" not in result.stderr

@@ -81,3 +81,29 @@ def test_a_local_file_name_becomes_a_safe_object_name(
     (name,) = names
     assert name.startswith("dicom-bq/filters/")
     assert name.endswith("-my_filter__1__final__.txt")
+
+
+def test_expired_credentials_get_the_command_that_fixes_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """google-auth raises RefreshError when a stored refresh token is expired or revoked
+    (google/auth/exceptions.py); it happens before any request leaves the machine."""
+    import google.auth
+    from google.auth import credentials as auth_credentials
+    from google.auth import exceptions
+
+    class Expired(auth_credentials.Credentials):  # type: ignore[misc]
+        def refresh(self, request: Any) -> None:
+            raise exceptions.RefreshError("invalid_grant: Token has been expired or revoked.")
+
+    for variable in ("HEALTHCARE_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(google.auth, "default", lambda scopes=None: (Expired(), "p"))
+    result = runner.invoke(
+        app,
+        ["operations", "describe", STORE.rsplit("/dicomStores", 1)[0] + "/operations/1"],
+    )
+    assert result.exit_code == 1, result.output
+    assert "expired or revoked" in result.stderr
+    assert "gcloud auth application-default login" in result.stderr
+    assert "Traceback" not in result.output

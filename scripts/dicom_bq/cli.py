@@ -707,15 +707,23 @@ def _confirm_truncate(table: Any, connection: Any, yes: bool) -> None:
         raise DicomBqError("not confirmed: nothing was exported")
 
 
+def _stack_settings(stack: str) -> Any:
+    """A stack's validated settings, read as Pulumi merges its config."""
+    from dicom_bq.infra.settings import SettingsError, settings_from_config
+    from dicom_bq.stackfiles import find_project_dir, read_stack_config
+
+    config = read_stack_config(find_project_dir(), stack)
+    try:
+        return settings_from_config(config.values, config.stack)[0]
+    except SettingsError as error:
+        raise DicomBqError(f"stack {stack!r} has settings that cannot be used:\n{error}") from None
+
+
 def _filter_bucket(bucket: str | None, stack: str | None) -> str:
     """The bucket for an uploaded filter file; warns when the agent may not be able to read it."""
     from dicom_bq.infra import identifiers
 
-    stack_bucket = None
-    if stack is not None:
-        from dicom_bq.stackfiles import find_project_dir, read_stack_config
-
-        stack_bucket = read_stack_config(find_project_dir(), stack).own().get("filterBucket")
+    stack_bucket = _stack_settings(stack).filter_bucket if stack is not None else None
     chosen = bucket or stack_bucket
     if not chosen:
         raise DicomBqError(
@@ -839,6 +847,10 @@ def export(
         from dicom_bq.healthcare_api import HealthcareApi
 
         api = HealthcareApi(connection, version)
+        if agent_email is None and stack is not None:
+            # The stack names the agent when it knows the source project's number.
+            member = _stack_settings(stack).agent_member
+            agent_email = member.removeprefix("serviceAccount:") if member else None
         exporter = Exporter(api, permission_window=window, agent_email=agent_email)
         if no_wait:
             name = exporter.start(plan, on_wait=_say_wait)
