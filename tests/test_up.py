@@ -59,7 +59,11 @@ def test_up_deploys_then_verifies(cloud: Cloud, stand_in_pulumi: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     calls = stand_in_pulumi.read_text().splitlines()
-    assert calls == ["up --stack dev --yes", "stack output --json --stack dev"]
+    # The project's own policy pack runs by default.
+    assert calls == [
+        f"up --stack dev --yes --policy-pack {ROOT / 'policy'}",
+        "stack output --json --stack dev",
+    ]
     assert "Resources: 15 created" in result.stderr
     report = json.loads(result.stdout)
     assert report["ok"] is True
@@ -96,3 +100,22 @@ def test_missing_pulumi_cli_is_explained(cloud: Cloud, monkeypatch: pytest.Monke
     result = runner.invoke(app, ["verify", "--stack", "dev", "--project-dir", str(ROOT)])
     assert result.exit_code == 2
     assert "the Pulumi CLI is not on PATH" in result.stderr
+
+
+def test_up_passes_pulumis_common_flags(cloud: Cloud, stand_in_pulumi: Path) -> None:
+    args = ["up", "--stack", "dev", "--skip-preflight", "--project-dir", str(ROOT)]
+    flags = ["--refresh", "--diff", "--target", "urn:a", "--target", "urn:b", "-m", "why"]
+    result = runner.invoke(app, [*args, "--policy-pack", "/packs/org", *flags])
+    assert result.exit_code == 0, result.output
+    (up, _) = stand_in_pulumi.read_text().splitlines()
+    assert up == (
+        "up --stack dev --policy-pack /packs/org --refresh --diff --target urn:a "
+        "--target urn:b --message why"
+    )
+
+
+def test_up_without_a_policy_pack(cloud: Cloud, stand_in_pulumi: Path) -> None:
+    args = ["up", "--stack", "dev", "--skip-preflight", "--no-policy-pack"]
+    result = runner.invoke(app, [*args, "--project-dir", str(ROOT)])
+    assert result.exit_code == 0, result.output
+    assert stand_in_pulumi.read_text().splitlines()[0] == "up --stack dev"

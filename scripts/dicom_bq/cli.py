@@ -1204,10 +1204,32 @@ def up(
     skip_preflight: Annotated[
         bool, typer.Option("--skip-preflight", help="Do not run `dicom-bq preflight` first.")
     ] = False,
+    policy_pack: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--policy-pack",
+            help="A CrossGuard pack for pulumi up (repeatable); default: the project's policy/.",
+        ),
+    ] = None,
+    no_policy_pack: Annotated[
+        bool, typer.Option("--no-policy-pack", help="Run pulumi up without any policy pack.")
+    ] = False,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Pass --refresh to pulumi up.")
+    ] = False,
+    diff: Annotated[bool, typer.Option("--diff", help="Pass --diff to pulumi up.")] = False,
+    targets: Annotated[
+        list[str] | None,
+        typer.Option("--target", help="Pass --target URN to pulumi up (repeatable)."),
+    ] = None,
+    message: Annotated[
+        str | None, typer.Option("--message", "-m", help="Pass -m MESSAGE to pulumi up.")
+    ] = None,
     project_dir: ProjectDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """`dicom-bq preflight`, `pulumi up` on the stack, then `verify` on its fresh outputs."""
+    """`dicom-bq preflight`, `pulumi up` on the stack (with the project's policy pack), then
+    `verify` on its fresh outputs."""
     try:
         from dicom_bq import stack_outputs
         from dicom_bq.refs import parse_timeout
@@ -1232,7 +1254,18 @@ def up(
                     "deployed; fix it, or pass --skip-preflight",
                     exit_code=1,
                 )
-        code = stack_outputs.pulumi_up(stack, folder, yes, output_to_stderr=as_json)
+        packs = [] if no_policy_pack else [str(p) for p in policy_pack or [folder / "policy"]]
+        if no_policy_pack and policy_pack:
+            raise DicomBqError("--no-policy-pack and --policy-pack contradict each other")
+        options = stack_outputs.UpOptions(
+            yes=yes,
+            policy_packs=packs,
+            refresh=refresh,
+            diff=diff,
+            targets=list(targets or []),
+            message=message,
+        )
+        code = stack_outputs.pulumi_up(stack, folder, options, output_to_stderr=as_json)
         if code != 0:
             raise DicomBqError(
                 f"`pulumi up` failed with exit code {code}: nothing was verified", exit_code=1

@@ -6,7 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -90,14 +90,39 @@ def target_from_outputs(outputs: dict[str, Any], table: str | None = None) -> Ve
     )
 
 
-def pulumi_up(stack: str, project_dir: Path, yes: bool, output_to_stderr: bool = False) -> int:
+@dataclass(frozen=True)
+class UpOptions:
+    """Pulumi's common `up` flags, passed through as the Pulumi CLI documents them
+    (https://www.pulumi.com/docs/iac/cli/commands/pulumi_up/)."""
+
+    yes: bool = False
+    policy_packs: list[str] = field(default_factory=list)
+    refresh: bool = False
+    diff: bool = False
+    targets: list[str] = field(default_factory=list)
+    message: str | None = None
+
+    def flags(self) -> list[str]:
+        flags = ["--yes"] if self.yes else []
+        for pack in self.policy_packs:
+            flags += ["--policy-pack", pack]
+        flags += ["--refresh"] if self.refresh else []
+        flags += ["--diff"] if self.diff else []
+        for urn in self.targets:
+            flags += ["--target", urn]
+        if self.message is not None:
+            flags += ["--message", self.message]
+        return flags
+
+
+def pulumi_up(
+    stack: str, project_dir: Path, options: UpOptions, output_to_stderr: bool = False
+) -> int:
     """`pulumi up`, its output streamed as it comes; returns its exit code.
 
     With `output_to_stderr`, Pulumi's output goes to stderr so stdout carries only JSON.
     """
-    command = [pulumi_executable(), "up", "--stack", stack]
-    if yes:
-        command.append("--yes")
+    command = [pulumi_executable(), "up", "--stack", stack, *options.flags()]
     if not output_to_stderr:
         return subprocess.run(command, cwd=project_dir, check=False).returncode
     with subprocess.Popen(
