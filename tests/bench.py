@@ -66,13 +66,15 @@ def plan() -> None:
 
 
 def polling() -> None:
+    """Requests and lag after `done` over many done times (1 to 60 minutes) and jitter draws:
+    mean and worst, not one sample (one sample of a jittered, capped backoff says little)."""
+    import random
+    import statistics
+
     from dicom_bq.operations import Follower
     from dicom_bq.retry import POLL_BACKOFF, Backoff
-    from tests.fakes.bigquery import FakeBigQuery
     from tests.fakes.clock import VirtualClock
-    from tests.fakes.healthcare import FakeHealthcare, FakeOperation
 
-    duration = 30 * 60.0
     policies = {
         "dicom-bq (1s, x2, cap 20s, -5% jitter)": POLL_BACKOFF,
         "google-api-core (1s, x1.5, cap 20s)": Backoff(
@@ -82,37 +84,34 @@ def polling() -> None:
             initial=2.0, factor=1.4, cap=180.0, jitter=0.0
         ),
     }
-    print(f"{'policy':<42}{'requests':>9}{'lag after done':>16}")
+    draws = random.Random(20261125)
+    done_times = [draws.uniform(60.0, 3600.0) for _ in range(500)]
+    print(
+        f"{'policy (500 done times, 1-60 min)':<42}{'requests mean/worst':>22}{'lag mean/worst':>18}"
+    )
     for label, backoff in policies.items():
-        clock = VirtualClock()
-        fake = FakeHealthcare(bigquery=FakeBigQuery(), clock=clock).start()
-        name = "projects/p/locations/l/datasets/d/operations/1"
-        fake.operations[name] = FakeOperation(
-            name, "v1", "p.d.t", "WRITE_EMPTY", [], done_at=duration
+        requests, lags = [], []
+        for done_at in done_times:
+            clock = VirtualClock()
+            follower = Follower(_TimedSource(clock, done_at), backoff=backoff, clock=clock)
+            follower.follow("operations/1", timeout=None)
+            requests.append(follower.polls)
+            lags.append(clock.now - done_at)
+        print(
+            f"{label:<42}{statistics.mean(requests):>14.0f} / {max(requests):<5}"
+            f"{statistics.mean(lags):>10.1f} / {max(lags):.1f} s"
         )
-        source = _DirectSource(fake)
-        follower = Follower(source, backoff=backoff, clock=clock)
-        follower.follow(name, timeout=None)
-        lag = clock.now - duration
-        print(f"{label:<42}{follower.polls:>9}{lag:>14.1f} s")
-        fake.stop()
 
 
-class _DirectSource:
-    """operations.get over loopback HTTP, as the CLI does, without credentials."""
+class _TimedSource:
+    """An operation that is done from `done_at` on, on the follower's own clock."""
 
-    def __init__(self, fake: Any) -> None:
-        import urllib.request
-
-        self._open = urllib.request.urlopen
-        self._url = fake.url
+    def __init__(self, clock: Any, done_at: float) -> None:
+        self.clock = clock
+        self.done_at = done_at
 
     def get_operation(self, name: str) -> dict[str, Any]:
-        import json
-
-        with self._open(f"{self._url}/v1/{name}", timeout=10) as answer:
-            document: dict[str, Any] = json.loads(answer.read())
-            return document
+        return {"name": name, "done": self.clock.monotonic() >= self.done_at}
 
 
 def verify() -> None:
