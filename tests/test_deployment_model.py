@@ -117,8 +117,9 @@ def test_hand_built_encryption_account_fails_like_google(monkeypatch: pytest.Mon
     had created it: "Service account ... does not exist" (terraform-google-bigquery#80)."""
     from dicom_bq.infra.components import export_path
 
-    def hand_built(self: Any, s: Any, api: Any) -> str:
-        return naming.bigquery_encryption_member(str(s.bigquery_project_number))
+    def hand_built(self: Any, project: Any, api: Any) -> str:
+        assert project == "imaging-analytics-prod"
+        return naming.bigquery_encryption_member("555566667777")
 
     monkeypatch.setattr(export_path.DicomExportPath, "_bigquery_encryption_member", hand_built)
     plan, raw = plan_of("prod")

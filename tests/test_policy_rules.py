@@ -885,7 +885,7 @@ def _plan_with(extra: Any) -> Any:
     from dicom_bq.infra.program import define_stack, load_settings
 
     def program() -> dict[str, Any]:
-        outputs = define_stack(load_settings()).outputs
+        outputs = define_stack(load_settings())
         extra()
         return outputs
 

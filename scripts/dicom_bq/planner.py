@@ -222,7 +222,7 @@ def plan_stack(config: StackConfig) -> Plan:
     plan = record_program(
         config.stack,
         config.values,
-        lambda: define_stack(load_settings()).outputs,
+        lambda: define_stack(load_settings()),
         known_numbers=known_project_numbers(settings),
     )
     plan.notes[:0] = [*config.notes, *warnings]

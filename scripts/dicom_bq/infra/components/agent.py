@@ -15,7 +15,7 @@ from dicom_bq.infra.grants import GrantSpec
 
 @dataclass(frozen=True)
 class AgentAccessArgs:
-    source_project: str
+    source_project: pulumi.Input[str]
     member: pulumi.Input[str]
     grants: Sequence[GrantSpec]
     propagation_wait_seconds: int

@@ -15,11 +15,11 @@ from dicom_bq.infra.grants import GrantSpec
 
 @dataclass(frozen=True)
 class BigQueryDestinationArgs:
-    project: str
-    dataset_id: str
-    location: str
-    labels: Mapping[str, str] = field(default_factory=dict)
-    kms_key: str | None = None
+    project: pulumi.Input[str]
+    dataset_id: pulumi.Input[str]
+    location: pulumi.Input[str]
+    labels: pulumi.Input[Mapping[str, pulumi.Input[str]]] = field(default_factory=dict)
+    kms_key: pulumi.Input[str] | None = None
     # BigQuery's encryption account's grant on kms_key, made before the dataset that uses the key.
     encryption_grant: GrantSpec | None = None
     encryption_member: pulumi.Input[str] | None = None
@@ -38,7 +38,7 @@ class BigQueryDestination(pulumi.ComponentResource):
         super().__init__("dicom-bq:index:BigQueryDestination", name, None, opts)
         encryption = (
             gcp.bigquery.DatasetDefaultEncryptionConfigurationArgs(kms_key_name=args.kms_key)
-            if args.kms_key
+            if args.kms_key is not None
             else None
         )
         depends_on = list(args.depends_on)
@@ -61,7 +61,7 @@ class BigQueryDestination(pulumi.ComponentResource):
             project=args.project,
             dataset_id=args.dataset_id,
             location=args.location,
-            labels=dict(args.labels),
+            labels=args.labels,
             description="DICOM metadata exported from the Cloud Healthcare API (PHI).",
             default_encryption_configuration=encryption,
             # Exported tables hold PHI: destroying the stack never drops them with the dataset.

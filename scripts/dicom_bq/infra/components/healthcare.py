@@ -8,21 +8,20 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_gcp as gcp
 
-from dicom_bq.infra import naming
 from dicom_bq.infra.components.protection import phi_options
 
 
 @dataclass(frozen=True)
 class DicomStorageArgs:
-    project: str
-    location: str
-    dataset_id: str
-    store_id: str
-    time_zone: str = "UTC"
-    labels: Mapping[str, str] = field(default_factory=dict)
-    notification_topic: str | None = None
-    stream_table_uris: Sequence[str] = ()
-    kms_key: str | None = None
+    project: pulumi.Input[str]
+    location: pulumi.Input[str]
+    dataset_id: pulumi.Input[str]
+    store_id: pulumi.Input[str]
+    time_zone: pulumi.Input[str] = "UTC"
+    labels: pulumi.Input[Mapping[str, pulumi.Input[str]]] = field(default_factory=dict)
+    notification_topic: pulumi.Input[str] | None = None
+    stream_table_uris: Sequence[pulumi.Input[str]] = ()
+    kms_key: pulumi.Input[str] | None = None
     protected: bool = False
     retain_on_delete: bool = False
     dataset_depends_on: list[pulumi.Resource] = field(default_factory=list)
@@ -39,7 +38,7 @@ class DicomStorage(pulumi.ComponentResource):
         super().__init__("dicom-bq:index:DicomStorage", name, None, opts)
         encryption = (
             gcp.healthcare.DatasetEncryptionSpecArgs(kms_key_name=args.kms_key)
-            if args.kms_key
+            if args.kms_key is not None
             else None
         )
         self.dataset = gcp.healthcare.Dataset(
@@ -53,7 +52,7 @@ class DicomStorage(pulumi.ComponentResource):
         )
         notification = (
             gcp.healthcare.DicomStoreNotificationConfigArgs(pubsub_topic=args.notification_topic)
-            if args.notification_topic
+            if args.notification_topic is not None
             else None
         )
         streams = [
@@ -68,12 +67,12 @@ class DicomStorage(pulumi.ComponentResource):
             f"{name}-store",
             name=args.store_id,
             dataset=self.dataset.id,
-            labels=dict(args.labels),
+            labels=args.labels,
             notification_config=notification,
             stream_configs=streams or None,
             opts=phi_options(self, args.protected, args.retain_on_delete, args.store_depends_on),
         )
-        self.store_name = naming.dicom_store_name(
-            args.project, args.location, args.dataset_id, args.store_id
-        )
+        # The provider's ID of a DICOM store is its full name, {dataset}/dicomStores/{name}
+        # (pulumi-gcp healthcare/dicomStore.py, "Import" section).
+        self.store_name: pulumi.Output[str] = self.store.id
         self.register_outputs({"store": self.store.id})

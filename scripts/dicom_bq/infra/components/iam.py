@@ -71,8 +71,11 @@ def grant_triggers(
     pulumiverse-time's Sleep waits once, at creation; changing `create_duration` alone does not
     wait again, changing `triggers` replaces it (pulumiverse/pulumi-time sleep.py, `triggers`).
     """
-    return pulumi.Output.from_input(member).apply(
-        lambda address: {spec.key: f"{spec.role} {address} {spec.scope.uri}" for spec in specs}
+    return pulumi.Output.all(member, *[spec.scope.uri for spec in specs]).apply(
+        lambda values: {
+            spec.key: f"{spec.role} {values[0]} {scope}"
+            for spec, scope in zip(specs, values[1:], strict=True)
+        }
     )
 
 

@@ -10,8 +10,8 @@ import pulumi_gcp as gcp
 
 @dataclass(frozen=True)
 class ProjectServicesArgs:
-    source_project: str
-    bigquery_project: str
+    source_project: pulumi.Input[str]
+    bigquery_project: pulumi.Input[str]
 
 
 class ProjectServices(pulumi.ComponentResource):
