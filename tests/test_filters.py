@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from dicom_bq import filters
 from dicom_bq.cli import app
 from dicom_bq.errors import DicomBqError
+from dicom_bq.files import OutputExistsError
 from tests.conftest import FILTER_BUCKET, STORE, Cloud
 
 runner = CliRunner()
@@ -702,7 +703,7 @@ def test_an_existing_file_is_replaced_only_when_asked(tmp_path: Path) -> None:
         lambda **kw: filters.build_from_spill(spill, target, False, "stdin", **kw),
         lambda **kw: filters.build_from_spill(spill, target, True, "stdin", **kw),
     ):
-        with pytest.raises(filters.OutputExistsError) as refused:
+        with pytest.raises(OutputExistsError) as refused:
             build()
         assert (
             str(refused.value)
@@ -723,7 +724,7 @@ def test_a_file_that_appears_during_the_build_is_not_overwritten(tmp_path: Path)
         yield GOOD[0]
         target.write_text("someone else's\n")
 
-    with pytest.raises(filters.OutputExistsError):
+    with pytest.raises(OutputExistsError):
         filters.build_file(lines(), target, False)
     assert target.read_text() == "someone else's\n"
     assert [p.name for p in tmp_path.iterdir()] == ["target.txt"]
@@ -738,7 +739,7 @@ def test_output_problems_are_refused_before_any_work(tmp_path: Path) -> None:
         filters.build_file(untouched(), tmp_path, False)
     with pytest.raises(DicomBqError, match="does not exist"):
         filters.build_file(untouched(), tmp_path / "no" / "f.txt", False)
-    with pytest.raises(filters.OutputExistsError):
+    with pytest.raises(OutputExistsError):
         filters.build_file(untouched(), write(tmp_path, "x", "there.txt"), False)
 
 
