@@ -141,7 +141,11 @@ class _RecordingMocks(pulumi.runtime.Mocks):
             resource_id = template.format(**args.inputs) if template else f"{args.name}-id"
         except KeyError:
             resource_id = f"{args.name}-id"
-        return resource_id, dict(args.inputs)
+        outputs = dict(args.inputs)
+        if args.typ == "gcp:organizations/project:Project":
+            # Google assigns a new project's number; a program may pass it on as an Output.
+            outputs["number"] = self.number(str(args.inputs.get("projectId")))
+        return resource_id, outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[Any, Any]:  # type: ignore[override]
         result = self._answer(args.token, dict(args.args))

@@ -1,0 +1,117 @@
+"""The component as other programs use it: a team's program passing its own resources'
+Outputs (infra/examples/consumer), and Pulumi's component analyzer reading its schema."""
+
+from __future__ import annotations
+
+import json
+import runpy
+from typing import Any
+
+from dicom_bq.planner import Plan, record_program
+from tests import deployment_model as model
+from tests.inventory import ROOT
+
+CONSUMER = ROOT / "infra" / "examples" / "consumer" / "__main__.py"
+
+
+def consumer_plan() -> Plan:
+    def program() -> dict[str, Any]:
+        runpy.run_path(str(CONSUMER), run_name="__main__")
+        return {}
+
+    return record_program("consumer", {}, program)
+
+
+def named(plan: Plan, name: str) -> Any:
+    (resource,) = [r for r in plan.custom_resources() if r.name == name]
+    return resource
+
+
+def test_a_consumer_passes_its_own_outputs_and_dependencies_follow() -> None:
+    plan = consumer_plan()
+    # The team's dataset is used, not a new one.
+    datasets = [r.name for r in plan.custom_resources() if r.type == "gcp:bigquery/dataset:Dataset"]
+    assert datasets == ["analytics"]
+    editor = named(plan, "dicom-agent-bigquery-data-editor-dataset")
+    assert editor.inputs["datasetId"] == "dicom_analytics"
+    assert editor.inputs["project"] == "imaging-team-demo"
+    assert "analytics" in editor.depends_on  # implicit: its dataset_id is the dataset's Output
+    # The team's APIs, passed along inside the project ID it gives the component.
+    assert not [r for r in plan.custom_resources() if r.name.startswith("dicom-apis-")]
+    for name in ("dicom-agent-identity", "dicom-dicom-dataset"):
+        assert {"api-healthcare", "imaging"} <= set(named(plan, name).depends_on)
+    store = named(plan, "dicom-dicom-store")
+    assert store.inputs["streamConfigs"] == [
+        {"bigqueryDestination": {"tableUri": "bq://imaging-team-demo.dicom_analytics.instances"}}
+    ]
+    assert store.protect
+    # The agent is the new project's, from its (Google-assigned) number.
+    assert named(plan, "dicom-agent-bigquery-job-user").inputs["member"] == (
+        "serviceAccount:service-PROJECT_NUMBER_OF_imaging-team-demo"
+        "@gcp-sa-healthcare.iam.gserviceaccount.com"
+    )
+
+
+def test_the_consumer_deploys_under_googles_rules() -> None:
+    assert model.check(consumer_plan()) == []
+
+
+def test_apis_can_be_left_to_the_consumer() -> None:
+    from dicom_bq.infra.components.export_path import DicomExportPath, DicomExportPathArgs
+
+    def program() -> dict[str, Any]:
+        DicomExportPath(
+            "dicom",
+            DicomExportPathArgs(
+                source_project="team-project-1",
+                source_project_number="111122223333",
+                location="us-central1",
+                healthcare_dataset_id="imaging",
+                dicom_store_id="studies",
+                bigquery_dataset_id="dicom",
+                enable_apis=False,
+            ),
+        )
+        return {}
+
+    plan = record_program("no-apis", {}, program)
+    assert not [r for r in plan.custom_resources() if r.type == "gcp:projects/service:Service"]
+    assert sorted(
+        r.name for r in plan.custom_resources() if r.type.endswith("dataset:Dataset")
+    ) == [
+        "dicom-bigquery-dataset",
+        "dicom-dicom-dataset",
+    ]
+
+
+def test_pulumis_component_analyzer_reads_the_schema() -> None:
+    """The analyzer the Python component provider host runs (pulumi.provider.experimental),
+    offline: the component package's schema, as `pulumi package add` would get it."""
+    from pulumi.provider.experimental.component import ComponentProvider
+
+    from dicom_bq.provider.__main__ import COMPONENTS, PROVIDER_NAME
+
+    provider = ComponentProvider(COMPONENTS, PROVIDER_NAME, version="0.1.0")
+    assert provider.schema is not None
+    schema = json.loads(provider.schema)
+    component = schema["resources"]["dicom-bq:index:DicomExportPath"]
+    assert component["isComponent"] is True
+    assert sorted(component["requiredInputs"]) == [
+        "bigqueryDatasetId",
+        "dicomStoreId",
+        "healthcareDatasetId",
+        "location",
+        "sourceProject",
+    ]
+    inputs = component["inputProperties"]
+    assert {"createBigqueryDataset", "enableApis", "streamTables", "filterBucket"} <= set(inputs)
+    assert inputs["streamTables"]["type"] == "array"
+    outputs = component["properties"]
+    assert {"storeName", "agentEmail", "verificationTableUri", "grants"} <= set(outputs)
+    assert outputs["grants"]["items"]["$ref"] == "#/types/dicom-bq:index:GrantOutput"
+    assert set(schema["types"]["dicom-bq:index:GrantOutput"]["properties"]) == {
+        "role",
+        "member",
+        "scope",
+        "reason",
+    }
