@@ -357,7 +357,7 @@ VERIFY_CASES = [
         "verify-outputs-store-not-string",
         ["verify", "--outputs", "o.json"],
         {"o.json": b'{"dicomStoreName": 5, "verificationTableUri": 6}'},
-        fragment="--store",
+        fragment="dicomStoreName is int, not text",
     ),
     Case(
         "verify-accept-without-in-place",

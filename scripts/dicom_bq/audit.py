@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
+from dicom_bq.contract import OutputNames, StackOutputs
 from dicom_bq.endpoints import Connection
 from dicom_bq.errors import DicomBqError
 from dicom_bq.google_api import ApiCallError, DiscoveryClients, GoogleApi
@@ -99,30 +100,34 @@ class AuditTarget:
 
     @classmethod
     def from_outputs(cls, stack: str, outputs: dict[str, Any]) -> AuditTarget:
-        needed = ["agentEmail", "grants", "sourceProject", "bigqueryProject", "bigqueryDataset"]
-        missing = [key for key in needed if not outputs.get(key)]
-        if missing:
+        parsed = StackOutputs.parse(outputs)
+        parsed.require(
+            OutputNames.AGENT,
+            OutputNames.GRANTS,
+            OutputNames.SOURCE_PROJECT,
+            OutputNames.BIGQUERY_PROJECT,
+            OutputNames.BIGQUERY_DATASET,
+        )
+        assert parsed.agent_email
+        assert parsed.source_project
+        assert parsed.bigquery_project
+        assert parsed.bigquery_dataset_id
+        if not AGENT.match(f"serviceAccount:{parsed.agent_email}"):
             raise DicomBqError(
-                f"the outputs lack {', '.join(missing)}: audit a dicom-bq stack that has been "
-                "deployed (pulumi stack output --json > outputs.json; dicom-bq audit --outputs ...)"
-            )
-        if not AGENT.match(f"serviceAccount:{outputs['agentEmail']}"):
-            raise DicomBqError(
-                f"the agent's address {outputs['agentEmail']!r} is not known offline: set "
+                f"the agent's address {parsed.agent_email!r} is not known offline: set "
                 "dicom-bq:sourceProjectNumber, or audit with --outputs from the deployed stack"
             )
-        agent = f"serviceAccount:{outputs['agentEmail']}"
+        agent = f"serviceAccount:{parsed.agent_email}"
         return cls(
             stack=stack,
             agent_member=agent,
             grants=tuple(
-                Grant(str(g["role"]), str(g.get("member") or agent), str(g["scope"]))
-                for g in outputs["grants"]
+                Grant(g["role"], g.get("member") or agent, g["scope"]) for g in parsed.grants
             ),
-            source_project=str(outputs["sourceProject"]),
-            bigquery_project=str(outputs["bigqueryProject"]),
-            bigquery_dataset=str(outputs["bigqueryDataset"]).rsplit(".", 1)[-1],
-            filter_bucket=outputs.get("filterBucket") or None,
+            source_project=parsed.source_project,
+            bigquery_project=parsed.bigquery_project,
+            bigquery_dataset=parsed.bigquery_dataset_id,
+            filter_bucket=parsed.filter_bucket,
         )
 
     def scopes(self) -> list[str]:

@@ -19,6 +19,7 @@ from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.config import set_all_config
 
+from dicom_bq.contract import OutputNames
 from dicom_bq.errors import DicomBqError
 from dicom_bq.infra import naming
 from dicom_bq.infra.program import define_stack, load_settings
@@ -93,7 +94,7 @@ class Plan:
 
     @property
     def grants(self) -> list[dict[str, str]]:
-        return list(self.outputs.get("grants") or [])
+        return list(self.outputs.get(OutputNames.GRANTS) or [])
 
     def custom_resources(self) -> list[PlannedResource]:
         return [r for r in self.resources if r.custom]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from dicom_bq.contract import StackOutputs
 from dicom_bq.infra.policy_rules import RULES, Finding
 from dicom_bq.planner import Plan
 from dicom_bq.render import findings_markdown
@@ -15,11 +16,12 @@ def review_document(
     plan: Plan, findings: list[Finding], lookup: Callable[[str], RolePermissions]
 ) -> dict[str, Any]:
     roles = {g["role"]: lookup(g["role"]) for g in plan.grants}
+    outputs = StackOutputs.parse(plan.outputs)
     return {
         "stack": plan.stack,
-        "agent": plan.outputs.get("agentEmail"),
-        "source_project": plan.outputs.get("sourceProject"),
-        "bigquery_project": plan.outputs.get("bigqueryProject"),
+        "agent": outputs.agent_email,
+        "source_project": outputs.source_project,
+        "bigquery_project": outputs.bigquery_project,
         "grants": [
             {
                 **grant,

@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dicom_bq.contract import OutputNames, StackOutputs
 from dicom_bq.errors import DicomBqError
 from dicom_bq.infra import identifiers
 from dicom_bq.refs import StoreName, TableUri
+from dicom_bq.texts import excerpt
 
 
 @dataclass(frozen=True)
@@ -72,21 +74,21 @@ def _parse(text: str, what: str) -> dict[str, Any]:
 
 
 def target_from_outputs(outputs: dict[str, Any], table: str | None = None) -> VerifyTarget:
-    missing = [key for key in ("dicomStoreName", "verificationTableUri") if not outputs.get(key)]
-    if missing:
+    parsed = StackOutputs.parse(outputs)
+    parsed.require(OutputNames.STORE, OutputNames.VERIFICATION_TABLE)
+    assert parsed.store_name
+    assert parsed.verification_table_uri
+    bucket = parsed.filter_bucket
+    if bucket is not None and identifiers.check_bucket(bucket):
         raise DicomBqError(
-            f"the stack outputs lack {', '.join(missing)}: is this a dicom-bq stack, and has "
-            "`pulumi up` completed on it?"
+            f"the stack output {OutputNames.FILTER_BUCKET} {excerpt(bucket)} is not a bucket name"
         )
-    bucket = outputs.get("filterBucket") or None
-    if bucket is not None and identifiers.check_bucket(str(bucket)):
-        raise DicomBqError(f"the stack output filterBucket {bucket!r} is not a bucket name")
     return VerifyTarget(
-        store=StoreName.parse(str(outputs["dicomStoreName"])),
-        table=TableUri.parse(table or str(outputs["verificationTableUri"])),
-        filter_bucket=str(bucket) if bucket else None,
-        agent_email=outputs.get("agentEmail") or None,
-        universe_domain=str(outputs.get("universeDomain") or "googleapis.com"),
+        store=StoreName.parse(parsed.store_name),
+        table=TableUri.parse(table or parsed.verification_table_uri),
+        filter_bucket=bucket,
+        agent_email=parsed.agent_email,
+        universe_domain=parsed.universe_domain,
     )
 
 
