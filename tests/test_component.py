@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import runpy
+import subprocess
+import sys
 from typing import Any
 
 from dicom_bq.planner import Plan, record_program
@@ -86,14 +88,18 @@ def test_apis_can_be_left_to_the_consumer() -> None:
 
 def test_pulumis_component_analyzer_reads_the_schema() -> None:
     """The analyzer the Python component provider host runs (pulumi.provider.experimental),
-    offline: the component package's schema, as `pulumi package add` would get it."""
-    from pulumi.provider.experimental.component import ComponentProvider
-
-    from dicom_bq.provider.__main__ import COMPONENTS, PROVIDER_NAME
-
-    provider = ComponentProvider(COMPONENTS, PROVIDER_NAME, version="0.1.0")
-    assert provider.schema is not None
-    schema = json.loads(provider.schema)
+    offline: the component package's schema, as `pulumi package add` would get it. In its own
+    process, as the provider host runs: pulumi's provider modules register google.rpc.Status in
+    protobuf's default pool, which then refuses google-api-core's copy in the same process."""
+    script = (
+        "from pulumi.provider.experimental.component import ComponentProvider\n"
+        "from dicom_bq.provider.__main__ import COMPONENTS, PROVIDER_NAME\n"
+        "print(ComponentProvider(COMPONENTS, PROVIDER_NAME, version='0.1.0').schema)\n"
+    )
+    answer = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    schema = json.loads(answer.stdout)
     component = schema["resources"]["dicom-bq:index:DicomExportPath"]
     assert component["isComponent"] is True
     assert sorted(component["requiredInputs"]) == [
