@@ -244,7 +244,11 @@ def test_client_errors_are_not_retried(cloud: Cloud, status: int, fragment: str)
     assert cloud.healthcare.faults[0].times == 4
 
 
-def test_retries_are_bounded(cloud: Cloud) -> None:
+def test_retries_are_bounded(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.fakes.clock import VirtualClock
+
+    clock = VirtualClock()  # the backoff's sleeps, on virtual time
+    monkeypatch.setattr(retry.SystemClock, "sleep", lambda self, s: clock.sleep(s))
     cloud.healthcare.faults.append(Fault("GET", "/operations/", 503, times=50))
     result = export()
     assert result.exit_code == 1
@@ -252,6 +256,7 @@ def test_retries_are_bounded(cloud: Cloud) -> None:
     assert "resume with `dicom-bq operations wait projects/" in result.stderr
     assert cloud.healthcare.faults[0].times == 50 - retry.RetryPolicy().attempts
     assert len(cloud.healthcare.operations) == 1
+    assert len(clock.sleeps) == retry.RetryPolicy().attempts - 1
 
 
 def test_permission_denied_for_the_agent_is_explained_after_the_window(cloud: Cloud) -> None:

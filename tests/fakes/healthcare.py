@@ -86,7 +86,9 @@ class FakeHealthcare(LoopbackFake):
     orthanc_url: str = ""
     storage_url: str = ""
     clock: Clock = field(default_factory=RealClock)
-    export_seconds: float = 0.3
+    # Done at the first poll unless a test needs a running operation: the CLI then never waits
+    # out its first 1-second poll interval (polling itself is tested with running operations).
+    export_seconds: float = 0.0
     stores: set[str] = field(default_factory=set)
     # Store configuration as dicomStores.get answers it (streamConfigs, notificationConfig...).
     store_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
