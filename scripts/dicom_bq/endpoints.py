@@ -21,6 +21,10 @@ from dicom_bq.texts import excerpt
 
 CLOUD_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+NO_CREDENTIALS = (
+    "no Google credentials found: run `gcloud auth application-default login` (or set "
+    "GOOGLE_APPLICATION_CREDENTIALS), then try again"
+)
 
 
 @dataclass(frozen=True)
@@ -158,11 +162,7 @@ class Connection:
         try:
             source, _ = google.auth.default(scopes=[CLOUD_SCOPE])
         except auth_exceptions.DefaultCredentialsError:
-            raise DicomBqError(
-                "no Google credentials found: run `gcloud auth application-default login` "
-                "(or set GOOGLE_APPLICATION_CREDENTIALS), then try again",
-                exit_code=1,
-            ) from None
+            raise DicomBqError(NO_CREDENTIALS, exit_code=1) from None
         if not self.impersonate:
             return source
         from google.auth import impersonated_credentials

@@ -44,8 +44,6 @@ MAX_UID = 64
 # characters, before its line ending.
 MAX_LINE = len("/studies/") + len("/series/") + len("/instances/") + 3 * MAX_UID
 LONGEST = f"/studies/, /series/, /instances/ and three {MAX_UID}-character UIDs"
-# Bad lines are quoted by their start only, with control characters escaped.
-EXCERPT = 60
 EMPTY_FILE = (
     "the file is empty: a filter needs at least one path "
     "(an empty filter would export nothing, or everything)"

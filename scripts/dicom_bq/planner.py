@@ -215,15 +215,20 @@ def known_project_numbers(settings: StackSettings) -> dict[str, str]:
     return numbers
 
 
-def plan_stack(config: StackConfig) -> Plan:
-    """Run the program on a stack's merged config and record what it registers."""
+def stack_settings(config: StackConfig) -> tuple[StackSettings, list[str]]:
+    """A stack's validated settings and warnings, or the error every command shows."""
     try:
-        settings, warnings = settings_from_config(config.values, config.stack)
+        return settings_from_config(config.values, config.stack)
     except SettingsError as error:
         unresolved = "".join(f"\nNote: {note}" for note in config.notes)
         raise DicomBqError(
             f"stack {config.stack!r} has settings that cannot be used:\n{error}{unresolved}"
         ) from None
+
+
+def plan_stack(config: StackConfig) -> Plan:
+    """Run the program on a stack's merged config and record what it registers."""
+    settings, warnings = stack_settings(config)
     plan = record_program(
         config.stack,
         config.values,

@@ -16,7 +16,7 @@ from functools import partial
 from typing import Any, Literal
 
 from dicom_bq.endpoints import Connection
-from dicom_bq.google_api import DISCOVERY_APIS, ApiCallError, DiscoveryClients
+from dicom_bq.google_api import ApiCallError, DiscoveryClients
 from dicom_bq.infra import naming
 from dicom_bq.planner import Plan, PlannedResource
 from dicom_bq.retry import RetryPolicy
@@ -119,17 +119,6 @@ def needed_permissions(plan: Plan) -> list[NeededPermission]:
     return needed
 
 
-class _Apis:
-    """The discovery clients preflight reads through, called as apis("storage", "v1")."""
-
-    def __init__(self, connection: Connection, retry: RetryPolicy | None) -> None:
-        self.clients = DiscoveryClients(connection, retry)
-
-    def __call__(self, api: str, version: str) -> Any:
-        assert DISCOVERY_APIS[api][0] == version, (api, version)
-        return self.clients.api(api)
-
-
 def _read(call: Callable[[], Any]) -> tuple[Any, ApiCallError | None]:
     try:
         return call(), None
@@ -151,7 +140,7 @@ def run_preflight(
     retry: RetryPolicy | None = None,
 ) -> PreflightReport:
     """Check the stack's plan against the live project; never writes anything."""
-    apis = _Apis(connection, retry)
+    apis = DiscoveryClients(connection, retry)
     report = PreflightReport(stack=plan.stack)
     if owned_ids is None:
         report.notes.append(
@@ -165,21 +154,23 @@ def run_preflight(
     return report
 
 
-def _test_permissions(apis: _Apis, resource: str, asked: list[str]) -> set[str] | ApiCallError:
+def _test_permissions(
+    apis: DiscoveryClients, resource: str, asked: list[str]
+) -> set[str] | ApiCallError:
     body = {"permissions": sorted(set(asked))}
     if resource.startswith("projects/") and "/" not in resource[len("projects/") :]:
-        api = apis("cloudresourcemanager", "v1")
+        api = apis.api("cloudresourcemanager")
         call = api.service.projects().testIamPermissions(resource=resource.split("/")[1], body=body)
     elif resource.startswith("buckets/"):
-        api = apis("storage", "v1")
+        api = apis.api("storage")
         call = api.service.buckets().testIamPermissions(
             bucket=resource.split("/")[1], permissions=body["permissions"]
         )
     elif "/topics/" in resource:
-        api = apis("pubsub", "v1")
+        api = apis.api("pubsub")
         call = api.service.projects().topics().testIamPermissions(resource=resource, body=body)
     else:
-        api = apis("cloudkms", "v1")
+        api = apis.api("cloudkms")
         call = (
             api.service.projects()
             .locations()
@@ -193,7 +184,9 @@ def _test_permissions(apis: _Apis, resource: str, asked: list[str]) -> set[str] 
     return set(answer.get("permissions") or [])
 
 
-def _check_permissions(apis: _Apis, plan: Plan, report: PreflightReport) -> dict[str, set[str]]:
+def _check_permissions(
+    apis: DiscoveryClients, plan: Plan, report: PreflightReport
+) -> dict[str, set[str]]:
     by_resource: dict[str, list[str]] = {}
     for need in needed_permissions(plan):
         by_resource.setdefault(need.resource, []).append(need.permission)
@@ -238,14 +231,14 @@ def _check_permissions(apis: _Apis, plan: Plan, report: PreflightReport) -> dict
 
 
 def _check_apis(
-    apis: _Apis, plan: Plan, report: PreflightReport, held: dict[str, set[str]]
+    apis: DiscoveryClients, plan: Plan, report: PreflightReport, held: dict[str, set[str]]
 ) -> None:
     for r in plan.custom_resources():
         if r.type != "gcp:projects/service:Service":
             continue
         project, service = str(r.inputs["project"]), str(r.inputs["service"])
         subject = f"{service} in {project}"
-        api = apis("serviceusage", "v1")
+        api = apis.api("serviceusage")
         request = api.service.services().get(name=f"projects/{project}/services/{service}")
         answer, error = _read(partial(api.call, request))
         if error is not None:
@@ -277,7 +270,7 @@ def _check_apis(
             )
 
 
-def _check_references(apis: _Apis, plan: Plan, report: PreflightReport) -> None:
+def _check_references(apis: DiscoveryClients, plan: Plan, report: PreflightReport) -> None:
     """The bucket, topic and keys the stack grants roles on but does not create."""
     for r in plan.custom_resources():
         kind = r.type.rsplit(":", 1)[-1]
@@ -307,8 +300,8 @@ def _missing(area_subject: str, error: ApiCallError, create: str) -> PreflightCh
     )
 
 
-def _check_bucket(apis: _Apis, bucket: str, report: PreflightReport) -> None:
-    api = apis("storage", "v1")
+def _check_bucket(apis: DiscoveryClients, bucket: str, report: PreflightReport) -> None:
+    api = apis.api("storage")
     answer, error = _read(lambda: api.call(api.service.buckets().get(bucket=bucket)))
     subject = f"gs://{bucket}"
     if error is not None:
@@ -326,8 +319,8 @@ def _check_bucket(apis: _Apis, bucket: str, report: PreflightReport) -> None:
     )
 
 
-def _check_topic(apis: _Apis, topic: str, report: PreflightReport) -> None:
-    api = apis("pubsub", "v1")
+def _check_topic(apis: DiscoveryClients, topic: str, report: PreflightReport) -> None:
+    api = apis.api("pubsub")
     _, error = _read(lambda: api.call(api.service.projects().topics().get(topic=topic)))
     if error is not None:
         project, name = topic.split("/")[1], topic.split("/")[3]
@@ -338,8 +331,8 @@ def _check_topic(apis: _Apis, topic: str, report: PreflightReport) -> None:
     report.checks.append(PreflightCheck("resource", topic, "ok", "exists"))
 
 
-def _check_key(apis: _Apis, key: str, plan: Plan, report: PreflightReport) -> None:
-    api = apis("cloudkms", "v1")
+def _check_key(apis: DiscoveryClients, key: str, plan: Plan, report: PreflightReport) -> None:
+    api = apis.api("cloudkms")
     answer, error = _read(
         lambda: api.call(api.service.projects().locations().keyRings().cryptoKeys().get(name=key))
     )
@@ -394,7 +387,7 @@ def _import_command(plan: Plan, resource: PlannedResource, resource_id: str) -> 
 
 
 def _check_existing(
-    apis: _Apis, plan: Plan, report: PreflightReport, owned_ids: set[str] | None
+    apis: DiscoveryClients, plan: Plan, report: PreflightReport, owned_ids: set[str] | None
 ) -> None:
     """A dataset or store with the stack's name that exists makes `pulumi up` fail with 409,
     unless the stack already manages it."""
@@ -403,17 +396,17 @@ def _check_existing(
             name = naming.healthcare_dataset_name(
                 str(r.inputs["project"]), str(r.inputs["location"]), str(r.inputs["name"])
             )
-            api = apis("healthcare", "v1")
+            api = apis.api("healthcare")
             call = api.service.projects().locations().datasets().get(name=name)
             resource_id = name
         elif r.type == "gcp:healthcare/dicomStore:DicomStore":
             name = f"{r.inputs['dataset']}/dicomStores/{r.inputs['name']}"
-            api = apis("healthcare", "v1")
+            api = apis.api("healthcare")
             call = api.service.projects().locations().datasets().dicomStores().get(name=name)
             resource_id = name
         elif r.type == "gcp:bigquery/dataset:Dataset":
             project, dataset = str(r.inputs["project"]), str(r.inputs["datasetId"])
-            api = apis("bigquery", "v2")
+            api = apis.api("bigquery")
             call = api.service.datasets().get(projectId=project, datasetId=dataset)
             name = f"{project}.{dataset}"
             resource_id = f"projects/{project}/datasets/{dataset}"
@@ -451,10 +444,16 @@ def _check_existing(
 def preflight_stack(*, stack: str, project_dir: Any, impersonate: str | None) -> PreflightReport:
     """Plan the stack offline, then check that plan against Google with the caller's identity."""
     from dicom_bq.planner import plan_stack
-    from dicom_bq.stack_outputs import read_stack_resource_ids
     from dicom_bq.stackfiles import read_stack_config
 
     plan = plan_stack(read_stack_config(project_dir, stack))
+    return preflight_plan(plan=plan, project_dir=project_dir, impersonate=impersonate)
+
+
+def preflight_plan(*, plan: Plan, project_dir: Any, impersonate: str | None) -> PreflightReport:
+    """Check an already planned stack against Google with the caller's identity."""
+    from dicom_bq.stack_outputs import read_stack_resource_ids
+
     assert plan.settings is not None
     connection = Connection(universe_domain=plan.settings.universe_domain, impersonate=impersonate)
     owned, why = read_stack_resource_ids(plan.stack, project_dir)

@@ -64,11 +64,9 @@ def _known_failure(error: BaseException) -> DicomBqError | None:
             exit_code=EXIT_FAILED,
         )
     if module.startswith("google.auth") and name == "DefaultCredentialsError":
-        return DicomBqError(
-            "no Google credentials found: run `gcloud auth application-default login` (or set "
-            "GOOGLE_APPLICATION_CREDENTIALS), then try again",
-            exit_code=EXIT_FAILED,
-        )
+        from dicom_bq.endpoints import NO_CREDENTIALS
+
+        return DicomBqError(NO_CREDENTIALS, exit_code=EXIT_FAILED)
     if module.startswith(
         (
             "google.auth",

@@ -54,21 +54,17 @@ def _confirm_truncate(table: Any, connection: Any, yes: bool) -> None:
 
 def _stack_settings(stack: str) -> Any:
     """A stack's validated settings, read as Pulumi merges its config."""
-    from dicom_bq.infra.settings import SettingsError, settings_from_config
+    from dicom_bq.planner import stack_settings
     from dicom_bq.stackfiles import find_project_dir, read_stack_config
 
-    config = read_stack_config(find_project_dir(), stack)
-    try:
-        return settings_from_config(config.values, config.stack)[0]
-    except SettingsError as error:
-        raise DicomBqError(f"stack {stack!r} has settings that cannot be used:\n{error}") from None
+    return stack_settings(read_stack_config(find_project_dir(), stack))[0]
 
 
-def _filter_bucket(bucket: str | None, stack: str | None) -> str:
+def _filter_bucket(bucket: str | None, settings: Any) -> str:
     """The bucket for an uploaded filter file; warns when the agent may not be able to read it."""
     from dicom_bq.infra import identifiers
 
-    stack_bucket = _stack_settings(stack).filter_bucket if stack is not None else None
+    stack_bucket = settings.filter_bucket if settings is not None else None
     chosen = bucket or stack_bucket
     if not chosen:
         raise DicomBqError(
@@ -179,10 +175,12 @@ def export(
         window = refs.parse_timeout(permission_window, "--permission-window")
         version = _api_version(api_version)
         connection = _connection(api_endpoint, impersonate)
+        # Read once: the stack gives the filter bucket and names the agent.
+        settings = _stack_settings(stack) if stack is not None else None
         if filter_file is not None:
             if filter_uri is not None:
                 raise DicomBqError("give --filter gs://... or --filter-file FILE, not both")
-            bucket = _filter_bucket(filter_bucket, stack)
+            bucket = _filter_bucket(filter_bucket, settings)
             _validated(filter_file, False, False)
             if plan.truncates:
                 _confirm_truncate(plan.table, connection, yes)
@@ -192,9 +190,9 @@ def export(
         from dicom_bq.healthcare_api import HealthcareApi
 
         api = HealthcareApi(connection, version)
-        if agent_email is None and stack is not None:
+        if agent_email is None and settings is not None:
             # The stack names the agent when it knows the source project's number.
-            member = _stack_settings(stack).agent_member
+            member = settings.agent_member
             agent_email = member.removeprefix("serviceAccount:") if member else None
         exporter = Exporter(api, permission_window=window, agent_email=agent_email)
         if no_wait:

@@ -276,11 +276,12 @@ def up(
         # A bad stack fails here, offline, before pulumi touches anything.
         from dicom_bq.planner import plan_stack
 
-        plan_stack(read_stack_config(folder, stack))
+        plan = plan_stack(read_stack_config(folder, stack))
         if not skip_preflight:
-            from dicom_bq.preflight import preflight_stack, report_lines
+            from dicom_bq.preflight import preflight_plan, report_lines
 
-            report = preflight_stack(stack=stack, project_dir=folder, impersonate=None)
+            # The plan made above: the stack's config (and its ESC environments) is read once.
+            report = preflight_plan(plan=plan, project_dir=folder, impersonate=None)
             for line in report_lines(report):
                 typer.echo(line, err=True)
             if not report.ok:

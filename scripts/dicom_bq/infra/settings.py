@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from dicom_bq.infra import identifiers, naming
+from dicom_bq.texts import EXCERPT, excerpt, printable
 
 CONFIG_NAMESPACE = "dicom-bq"
 MAX_STREAMS = 5
@@ -427,7 +428,7 @@ def parse_settings(raw: Mapping[str, Any], stack: str = "STACK") -> StackSetting
                 values[key] = json.loads(values[key])
             except json.JSONDecodeError:
                 raise SettingsError(
-                    [f"{CONFIG_NAMESPACE}:{key}: {_excerpt(values[key])} is not a list or map"]
+                    [f"{CONFIG_NAMESPACE}:{key}: {excerpt(values[key])} is not a list or map"]
                 ) from None
     try:
         return StackSettings.model_validate(values)
@@ -435,11 +436,6 @@ def parse_settings(raw: Mapping[str, Any], stack: str = "STACK") -> StackSetting
         raise
     except ValidationError as error:
         raise SettingsError(_explain(error, stack)) from None
-
-
-def _excerpt(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 5] + "...'" + f" ({len(text)} chars)"
 
 
 def near_miss_namespace(namespace: str) -> bool:
@@ -500,7 +496,7 @@ def _explain(error: ValidationError, stack: str) -> list[str]:
     problems = []
     for item in error.errors():
         key = str(item["loc"][0]) if item["loc"] else ""
-        key = key if len(key) <= 60 and key.isprintable() else _excerpt(key).strip("'")
+        key = key if len(key) <= EXCERPT and key.isprintable() else printable(key)
         where = f"{CONFIG_NAMESPACE}:{key}"
         if item["type"] == "missing":
             problems.append(
@@ -521,5 +517,5 @@ def _explain(error: ValidationError, stack: str) -> list[str]:
             problems.extend(item["ctx"]["error"].problems)
         else:
             message = str(item["msg"]).removeprefix("Value error, ")
-            problems.append(f"{where} = {_excerpt(item['input'])} is not valid: {message}")
+            problems.append(f"{where} = {excerpt(item['input'])} is not valid: {message}")
     return problems
