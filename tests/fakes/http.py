@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,7 +48,21 @@ Handler = Callable[[Request], Response]
 FakeT = TypeVar("FakeT", bound="LoopbackFake")
 
 
-def serve(handler: Handler) -> tuple[ThreadingHTTPServer, str]:
+class _RecordingServer(ThreadingHTTPServer):
+    """socketserver prints a handler's exception to sys.stderr, which is the CLI's stderr while
+    CliRunner runs a command; so failures are kept here instead and raised by LoopbackFake.stop().
+    A client that drops its connection (a retried timeout, a reset) is not a failure of the fake."""
+
+    errors: list[BaseException]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+
+        error = sys.exc_info()[1]
+        if error is not None and not isinstance(error, ConnectionError):
+            self.errors.append(error)
+
+
+def serve(handler: Handler) -> tuple[_RecordingServer, str]:
     class _Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -83,8 +98,9 @@ def serve(handler: Handler) -> tuple[ThreadingHTTPServer, str]:
         def log_message(self, format: str, *args: Any) -> None:
             return
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server = _RecordingServer(("127.0.0.1", 0), _Handler)
     server.daemon_threads = True
+    server.errors = []
     # A short poll interval: shutdown() waits up to one interval, and fakes stop after each test.
     threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
@@ -104,3 +120,8 @@ class LoopbackFake:
 
     def stop(self) -> None:
         self.server.shutdown()
+        self.server.server_close()
+        if self.server.errors:
+            raise AssertionError(f"{type(self).__name__} failed while serving") from (
+                self.server.errors[0]
+            )
