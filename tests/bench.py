@@ -44,7 +44,7 @@ def startup() -> None:
 
 
 def plan() -> None:
-    from dicom_bq.planner import plan_settings
+    from dicom_bq.stack.plan import plan_settings
     from tests.conftest import base_settings
 
     one = _median_seconds([str(VENV_BIN / "dicom-bq"), "plan", "--stack", "prod", "-f", "json"], 5)
@@ -71,8 +71,8 @@ def polling() -> None:
     import random
     import statistics
 
-    from dicom_bq.operations import Follower
-    from dicom_bq.retry import POLL_BACKOFF, Backoff
+    from dicom_bq.clients.operations import Follower
+    from dicom_bq.clients.retry import POLL_BACKOFF, Backoff
     from tests.fakes.clock import VirtualClock
 
     policies = {

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from dicom_bq.planner import Plan
+from dicom_bq.stack.plan import Plan
 from tests.fakes.bigquery import FakeBigQuery
 from tests.fakes.healthcare import FakeHealthcare
 from tests.inventory import plan_example

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from dicom_bq.planner import Plan, PlannedResource
+from dicom_bq.stack.plan import Plan, PlannedResource
 
 PROPAGATION_SECONDS = 120
 ENCRYPTER = "roles/cloudkms.cryptoKeyEncrypterDecrypter"

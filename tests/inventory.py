@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from dicom_bq.planner import Plan, plan_stack
-from dicom_bq.stackfiles import read_stack_config
+from dicom_bq.stack.config import read_stack_config
+from dicom_bq.stack.plan import Plan, plan_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 INVENTORIES = ROOT / "tests" / "inventories"

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from dicom_bq.audit import AuditResult, AuditTarget, condition_state, run_audit
 from dicom_bq.cli import app
-from dicom_bq.endpoints import Connection
-from dicom_bq.retry import RetryPolicy
+from dicom_bq.clients.endpoints import Connection
+from dicom_bq.clients.retry import RetryPolicy
+from dicom_bq.security.audit import AuditResult, AuditTarget, condition_state, run_audit
 from tests.fakes.bigquery import FakeBigQuery
 from tests.fakes.clock import VirtualClock
 from tests.fakes.iam import FakeIam

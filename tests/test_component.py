@@ -9,7 +9,7 @@ import subprocess
 import sys
 from typing import Any
 
-from dicom_bq.planner import Plan, record_program
+from dicom_bq.stack.plan import Plan, record_program
 from tests import deployment_model as model
 from tests.inventory import ROOT
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from dicom_bq.infra import naming
-from dicom_bq.planner import Plan, plan_settings
+from dicom_bq.stack.plan import Plan, plan_settings
 from tests import deployment_model as model
 from tests.conftest import base_settings, cached_plan
 from tests.stacks import generated_stacks
@@ -20,7 +20,7 @@ _PLANS: dict[str, Plan] = {}
 
 def plan_of(name: str) -> tuple[Plan, dict[str, Any]]:
     if name in ("dev", "prod"):
-        from dicom_bq.stackfiles import read_stack_config
+        from dicom_bq.stack.config import read_stack_config
         from tests.inventory import ROOT
 
         raw = read_stack_config(ROOT, name, use_cli=False).own()

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from dicom_bq import retry
 from dicom_bq.cli import app
-from dicom_bq.seed import synthetic_instance
+from dicom_bq.clients import retry
+from dicom_bq.flows.seed import synthetic_instance
 from tests.conftest import FILTER_BUCKET, STORE, Cloud
 from tests.fakes.healthcare import Fault
 
@@ -226,8 +226,8 @@ def test_connection_reset_is_retried(cloud: Cloud) -> None:
 
 
 def test_read_timeout_is_retried(cloud: Cloud) -> None:
-    from dicom_bq.endpoints import Connection
-    from dicom_bq.healthcare_api import HealthcareApi
+    from dicom_bq.clients.endpoints import Connection
+    from dicom_bq.clients.healthcare import HealthcareApi
 
     cloud.healthcare.faults.append(Fault("GET", "dicomStores/dicom", "slow", seconds=1.5))
     api = HealthcareApi(Connection(environ=cloud.env), request_timeout=0.5)

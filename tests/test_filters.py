@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from dicom_bq import filters
 from dicom_bq.cli import app
 from dicom_bq.errors import DicomBqError
 from dicom_bq.files import OutputExistsError
+from dicom_bq.filters import filter_files as filters
 from tests.conftest import FILTER_BUCKET, STORE, Cloud
 
 runner = CliRunner()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dicom_bq.infra import naming
-from dicom_bq.planner import Plan, plan_settings
+from dicom_bq.stack.plan import Plan, plan_settings
 from tests.conftest import base_settings, cached_plan
 
 AUTHORITATIVE_IAM = ("IAMPolicy", "IAMBinding", "IamPolicy", "IamBinding")

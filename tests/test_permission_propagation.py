@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from dicom_bq.endpoints import Connection
+from dicom_bq.clients.endpoints import Connection
+from dicom_bq.clients.healthcare import HealthcareApi
+from dicom_bq.clients.operations import Follower
+from dicom_bq.clients.retry import Backoff
 from dicom_bq.errors import DicomBqError
-from dicom_bq.export import Exporter, ExportPlan
-from dicom_bq.healthcare_api import HealthcareApi
-from dicom_bq.operations import Follower
+from dicom_bq.flows.export import Exporter, ExportPlan
 from dicom_bq.refs import StoreName, TableUri
-from dicom_bq.retry import Backoff
 from tests.conftest import STORE, Cloud
 from tests.fakes.clock import VirtualClock
 

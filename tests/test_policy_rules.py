@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from dicom_bq.checks import check_plan, has_mandatory, plan_resources
 from dicom_bq.infra.policy_rules import (
     RULES,
     ExpectedGrant,
@@ -17,7 +16,8 @@ from dicom_bq.infra.policy_rules import (
     evaluate,
 )
 from dicom_bq.infra.settings import parse_settings, settings_from_config
-from dicom_bq.planner import record_program
+from dicom_bq.security.checks import check_plan, has_mandatory, plan_resources
+from dicom_bq.stack.plan import record_program
 from tests.conftest import base_settings, cached_plan
 from tests.inventory import ROOT
 
@@ -873,7 +873,7 @@ def test_rule_passes_and_fails(rule_id: str) -> None:
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_example_stacks_pass_every_rule(stack: str) -> None:
-    from dicom_bq.stackfiles import read_stack_config
+    from dicom_bq.stack.config import read_stack_config
 
     plan = cached_plan(stack)
     config = read_stack_config(ROOT, stack, use_cli=False)
@@ -993,7 +993,7 @@ def test_bypasses_written_with_the_real_provider_fail_the_check() -> None:
 
 
 def test_plan_check_ties_the_identity_to_the_source_project() -> None:
-    from dicom_bq.checks import plan_context
+    from dicom_bq.security.checks import plan_context
 
     plan = cached_plan("prod")
     assert plan.settings is not None

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dicom_bq.cli import app
-from dicom_bq.preflight import needed_permissions
+from dicom_bq.flows.preflight import needed_permissions
 from tests.conftest import cached_plan
 from tests.fakes.cloud_resources import FakeCloudResources
 from tests.inventory import ROOT

@@ -90,7 +90,7 @@ def test_other_namespaces_are_left_alone(monkeypatch: pytest.MonkeyPatch, namesp
 
 def test_the_program_and_plan_say_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
     from dicom_bq.errors import DicomBqError
-    from dicom_bq.planner import plan_settings
+    from dicom_bq.stack.plan import plan_settings
 
     _, error = run_as_pulumi_up(monkeypatch, engine_config(**{"dicom-bq:protectd": "true"}))
     with pytest.raises(DicomBqError) as planned:

@@ -21,8 +21,8 @@ from dicom_bq.cli import app
 from dicom_bq.errors import DicomBqError
 from dicom_bq.infra import project_config
 from dicom_bq.infra.settings import project_config_schema, required_keys
-from dicom_bq.planner import plan_stack
-from dicom_bq.stackfiles import available_stacks, read_stack_config
+from dicom_bq.stack.config import available_stacks, read_stack_config
+from dicom_bq.stack.plan import plan_stack
 from tests.inventory import ROOT
 
 runner = CliRunner()

@@ -246,7 +246,7 @@ def test_the_tools_own_table_is_truncated_without_a_question(cloud: Cloud, tmp_p
 def test_ctrl_c_during_the_export_deletes_the_temporary_store_and_says_how_to_resume(
     cloud: Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dicom_bq import retry
+    from dicom_bq.clients import retry
 
     cloud.healthcare.export_seconds = 60
 

@@ -64,7 +64,7 @@ def _known_failure(error: BaseException) -> DicomBqError | None:
             exit_code=EXIT_FAILED,
         )
     if module.startswith("google.auth") and name == "DefaultCredentialsError":
-        from dicom_bq.endpoints import NO_CREDENTIALS
+        from dicom_bq.clients.endpoints import NO_CREDENTIALS
 
         return DicomBqError(NO_CREDENTIALS, exit_code=EXIT_FAILED)
     if module.startswith(
@@ -153,7 +153,7 @@ PermissionWindowOption = Annotated[
 
 
 def _api_version(value: str) -> str:
-    from dicom_bq.healthcare_api import API_VERSIONS
+    from dicom_bq.clients.healthcare import API_VERSIONS
 
     if value not in API_VERSIONS:
         raise DicomBqError(f"--api-version {value!r} is not valid: choose v1 or v1beta1")
@@ -163,7 +163,7 @@ def _api_version(value: str) -> str:
 def _connection(
     api_endpoint: str | None, impersonate: str | None, universe: str | None = None
 ) -> Any:
-    from dicom_bq.endpoints import Connection
+    from dicom_bq.clients.endpoints import Connection
 
     return Connection(
         universe_domain=universe or "googleapis.com",
@@ -213,9 +213,9 @@ def _finish(state: Any, as_json: bool) -> NoReturn:
 
 
 def _follow(api: Any, name: str, timeout: float | None, as_json: bool) -> Any:
+    from dicom_bq.clients.discovery import ApiCallError
+    from dicom_bq.clients.operations import Follower
     from dicom_bq.errors import EXIT_INTERRUPTED
-    from dicom_bq.google_api import ApiCallError
-    from dicom_bq.operations import Follower
 
     console = _err_console()
     try:

@@ -37,7 +37,7 @@ def _confirm_truncate(table: Any, connection: Any, yes: bool) -> None:
     """WRITE_TRUNCATE on a table with rows needs a yes: from --yes, or typed at a terminal."""
     if yes:
         return
-    from dicom_bq.bigquery_tables import BigQueryTables
+    from dicom_bq.clients.bigquery import BigQueryTables
 
     rows = BigQueryTables(connection, table.project).row_count(table)
     if not rows:
@@ -54,8 +54,8 @@ def _confirm_truncate(table: Any, connection: Any, yes: bool) -> None:
 
 def _stack_settings(stack: str) -> Any:
     """A stack's validated settings, read as Pulumi merges its config."""
-    from dicom_bq.planner import stack_settings
-    from dicom_bq.stackfiles import find_project_dir, read_stack_config
+    from dicom_bq.stack.config import find_project_dir, read_stack_config
+    from dicom_bq.stack.plan import stack_settings
 
     return stack_settings(read_stack_config(find_project_dir(), stack))[0]
 
@@ -87,8 +87,8 @@ def _upload_filter(path: Path, bucket: str, connection: Any) -> Any:
     import datetime
     import uuid
 
+    from dicom_bq.clients.storage import StorageObjects
     from dicom_bq.refs import GcsUri
-    from dicom_bq.storage_objects import StorageObjects
 
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     # The local name becomes part of the object name, so only characters that need no escaping
@@ -154,7 +154,7 @@ def export(
     """Export the store's DICOM metadata to a BigQuery table and follow the operation."""
     try:
         from dicom_bq import refs
-        from dicom_bq.export import Exporter, ExportPlan
+        from dicom_bq.flows.export import Exporter, ExportPlan
 
         if force is not None and write_disposition is not None:
             raise DicomBqError(
@@ -187,7 +187,7 @@ def export(
             plan = dataclasses.replace(plan, filter=_upload_filter(filter_file, bucket, connection))
         elif plan.truncates:
             _confirm_truncate(plan.table, connection, yes)
-        from dicom_bq.healthcare_api import HealthcareApi
+        from dicom_bq.clients.healthcare import HealthcareApi
 
         api = HealthcareApi(connection, version)
         if agent_email is None and settings is not None:
@@ -247,7 +247,7 @@ def _run_export(exporter: Any, plan: Any, timeout: float | None, as_json: bool) 
 
 
 def exporter_follower(exporter: Any) -> Any:
-    from dicom_bq.operations import Follower
+    from dicom_bq.clients.operations import Follower
 
     return Follower(exporter.api)
 
@@ -283,7 +283,7 @@ def operations_wait(
 ) -> None:
     """Wait for an operation to finish, then summarize it."""
     try:
-        from dicom_bq.healthcare_api import HealthcareApi
+        from dicom_bq.clients.healthcare import HealthcareApi
         from dicom_bq.refs import parse_operation_name, parse_timeout
 
         operation = parse_operation_name(name)

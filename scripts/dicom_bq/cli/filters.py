@@ -48,7 +48,7 @@ def _print_report(report: Any, as_json: bool) -> None:
 
 
 def _validated(path: Path, strict: bool, as_json: bool) -> Any:
-    from dicom_bq.filters import validate_file
+    from dicom_bq.filters.filter_files import validate_file
 
     if not path.is_file():
         raise DicomBqError(f"filter file {path} does not exist or is not a file")
@@ -113,7 +113,8 @@ def filter_build(
     import tempfile
 
     try:
-        from dicom_bq import filters, refs
+        from dicom_bq import refs
+        from dicom_bq.filters import filter_files as filters
 
         sources = [uids_csv is not None, query is not None, table is not None]
         if sum(sources) > 1:
@@ -138,9 +139,9 @@ def filter_build(
             lines = filters.lines_from_csv(uids_csv.open(encoding="utf-8-sig", newline=""))
             source = None
         elif query is not None or table is not None:
-            from dicom_bq.bigquery_tables import BigQueryTables
+            from dicom_bq.clients.bigquery import BigQueryTables
+            from dicom_bq.filters.queries import Query, filter_paths
             from dicom_bq.infra import identifiers
-            from dicom_bq.queries import Query, filter_paths
 
             if table is not None:
                 uri = refs.TableUri.parse(table)
@@ -175,7 +176,7 @@ def filter_build(
                     filters.write_lines(lines, spill)
                 count = filters.build_from_spill(spill, path, normalize, source, replace=replace)
             if target is not None:
-                from dicom_bq.storage_objects import StorageObjects
+                from dicom_bq.clients.storage import StorageObjects
 
                 StorageObjects(_connection(None, None), target.bucket).upload_file(
                     str(path), target, UPLOAD_CHUNK
@@ -204,7 +205,7 @@ def filter_upload(
     """Validate a filter file, then upload it (resumable) to Cloud Storage."""
     try:
         from dicom_bq import refs
-        from dicom_bq.storage_objects import StorageObjects
+        from dicom_bq.clients.storage import StorageObjects
 
         target = refs.GcsUri.parse(destination, "destination")
         if not 1 <= chunk_mib <= 1024:
@@ -229,7 +230,7 @@ TableOption = Annotated[str, typer.Option("--table", help="The exported table, b
 
 def _run_query(table: str, build: Any, as_json: bool) -> None:
     try:
-        from dicom_bq.bigquery_tables import BigQueryTables
+        from dicom_bq.clients.bigquery import BigQueryTables
         from dicom_bq.refs import TableUri
 
         uri = TableUri.parse(table)
@@ -260,7 +261,7 @@ def query_dicomweb_paths(
     as_json: JsonOption = False,
 ) -> None:
     """The DICOMweb paths of one patient's instances."""
-    from dicom_bq.queries import dicomweb_paths
+    from dicom_bq.filters.queries import dicomweb_paths
 
     _run_query(table, lambda uri: dicomweb_paths(uri, patient_id), as_json)
 
@@ -273,7 +274,7 @@ def query_latest_studies(
     as_json: JsonOption = False,
 ) -> None:
     """The latest studies with their patient and instance count, for a reading worklist."""
-    from dicom_bq.queries import latest_studies
+    from dicom_bq.filters.queries import latest_studies
 
     _run_query(table, lambda uri: latest_studies(uri, limit), as_json)
 
@@ -282,6 +283,6 @@ def query_latest_studies(
 @guarded
 def query_dropped_tags(table: TableOption, as_json: JsonOption = False) -> None:
     """The tags the export could not hold (DroppedTags), with how many instances had each."""
-    from dicom_bq.queries import dropped_tags
+    from dicom_bq.filters.queries import dropped_tags
 
     _run_query(table, dropped_tags, as_json)

@@ -48,8 +48,8 @@ def plan(
 ) -> None:
     """Show, offline, every resource and grant the stack would create. No credentials needed."""
     try:
-        from dicom_bq.planner import plan_stack
-        from dicom_bq.stackfiles import find_project_dir, read_stack_config
+        from dicom_bq.stack.config import find_project_dir, read_stack_config
+        from dicom_bq.stack.plan import plan_stack
 
         folder = project_dir or find_project_dir()
         result = plan_stack(read_stack_config(folder, stack))
@@ -59,7 +59,7 @@ def plan(
         typer.echo(f"Note: {note}", err=True)
     findings: list[Any] = []
     if check:
-        from dicom_bq.checks import check_plan
+        from dicom_bq.security.checks import check_plan
 
         assert result.settings is not None
         findings = check_plan(result, result.settings)
@@ -69,7 +69,7 @@ def plan(
             document["findings"] = [f.as_dict() for f in findings]
         print_json(document)
     elif output_format is PlanFormat.markdown:
-        from dicom_bq.render import findings_markdown, markdown
+        from dicom_bq.stack.render import findings_markdown, markdown
 
         typer.echo(markdown(result), nl=False)
         if check:
@@ -77,7 +77,7 @@ def plan(
     else:
         from rich.console import Console
 
-        from dicom_bq.render import print_findings, print_table
+        from dicom_bq.stack.render import print_findings, print_table
 
         console = Console(width=200 if not sys.stdout.isatty() else None)
         print_table(result, console)
@@ -116,11 +116,11 @@ def review(
 
         if output is not None:
             check_output(output, replace=force)
-        from dicom_bq import roles
-        from dicom_bq.checks import check_plan
-        from dicom_bq.planner import plan_stack
-        from dicom_bq.review import review_document, review_markdown
-        from dicom_bq.stackfiles import find_project_dir, read_stack_config
+        from dicom_bq.security import roles
+        from dicom_bq.security.checks import check_plan
+        from dicom_bq.security.review import review_document, review_markdown
+        from dicom_bq.stack.config import find_project_dir, read_stack_config
+        from dicom_bq.stack.plan import plan_stack
 
         result = plan_stack(read_stack_config(project_dir or find_project_dir(), stack))
         settings = result.settings
@@ -166,19 +166,19 @@ def audit(
 ) -> None:
     """Compare the live IAM policies with the stack's grants: missing, extra, public, basic."""
     try:
-        from dicom_bq.audit import AuditTarget, run_audit
+        from dicom_bq.security.audit import AuditTarget, run_audit
 
         if (stack is None) == (outputs is None):
             raise DicomBqError(
                 "say what to audit with exactly one of --stack NAME or --outputs FILE"
             )
         if outputs is not None:
-            from dicom_bq.stack_outputs import read_outputs_file
+            from dicom_bq.stack.outputs import read_outputs_file
 
             target = AuditTarget.from_outputs(outputs.stem, read_outputs_file(outputs))
         else:
-            from dicom_bq.planner import plan_stack
-            from dicom_bq.stackfiles import find_project_dir, read_stack_config
+            from dicom_bq.stack.config import find_project_dir, read_stack_config
+            from dicom_bq.stack.plan import plan_stack
 
             assert stack is not None
             planned = plan_stack(read_stack_config(project_dir or find_project_dir(), stack))
@@ -205,8 +205,8 @@ def preflight(
     topic and keys it grants on, your permissions, and names already taken. Writes nothing.
     Exit 0 all clear, 1 something will fail, 2 bad input."""
     try:
-        from dicom_bq.preflight import preflight_stack
-        from dicom_bq.stackfiles import find_project_dir
+        from dicom_bq.flows.preflight import preflight_stack
+        from dicom_bq.stack.config import find_project_dir
 
         report = preflight_stack(
             stack=stack, project_dir=project_dir or find_project_dir(), impersonate=impersonate
@@ -219,7 +219,7 @@ def preflight(
 
 
 def _print_preflight(report: Any, as_json: bool) -> None:
-    from dicom_bq.preflight import report_lines
+    from dicom_bq.flows.preflight import report_lines
 
     for note in report.notes:
         typer.echo(f"Note: {note}", err=True)

@@ -37,8 +37,8 @@ def _verify_target(
     filter_bucket: str | None,
     project_dir: Path | None,
 ) -> Any:
-    from dicom_bq import stack_outputs
     from dicom_bq.refs import StoreName, TableUri
+    from dicom_bq.stack import outputs as stack_outputs
 
     sources = [stack is not None, outputs is not None, store is not None]
     if sum(sources) != 1:
@@ -62,7 +62,7 @@ def _verify_target(
     if outputs is not None:
         document = stack_outputs.read_outputs_file(outputs)
     else:
-        from dicom_bq.stackfiles import find_project_dir
+        from dicom_bq.stack.config import find_project_dir
 
         assert stack is not None
         document = stack_outputs.read_stack_outputs(stack, project_dir or find_project_dir())
@@ -78,13 +78,13 @@ def run_verify(
     as_json: bool,
     yes: bool = False,
 ) -> NoReturn:
-    from dicom_bq.bigquery_tables import BigQueryTables
+    from dicom_bq.clients.bigquery import BigQueryTables
+    from dicom_bq.clients.healthcare import HealthcareApi
+    from dicom_bq.clients.operations import Follower
+    from dicom_bq.clients.storage import StorageObjects
     from dicom_bq.errors import EXIT_INTERRUPTED
-    from dicom_bq.export import Exporter
-    from dicom_bq.healthcare_api import HealthcareApi
-    from dicom_bq.operations import Follower
-    from dicom_bq.storage_objects import StorageObjects
-    from dicom_bq.verify import Verifier
+    from dicom_bq.flows.export import Exporter
+    from dicom_bq.flows.verify import Verifier
 
     api = HealthcareApi(connection, api_version)
     filters = StorageObjects(connection, target.store.project) if target.filter_bucket else None
@@ -201,7 +201,7 @@ def verify(
         seconds = parse_timeout(timeout) if timeout is not None else None
         window = parse_timeout(permission_window, "--permission-window")
         version = _api_version(api_version)
-        from dicom_bq.verify import VerifyOptions
+        from dicom_bq.flows.verify import VerifyOptions
 
         if accept_stream_rows and not in_place:
             raise DicomBqError(
@@ -266,19 +266,19 @@ def up(
     """`dicom-bq preflight`, `pulumi up` on the stack (with the project's policy pack), then
     `verify` on its fresh outputs."""
     try:
-        from dicom_bq import stack_outputs
         from dicom_bq.refs import parse_timeout
-        from dicom_bq.stackfiles import find_project_dir, read_stack_config
+        from dicom_bq.stack import outputs as stack_outputs
+        from dicom_bq.stack.config import find_project_dir, read_stack_config
 
         folder = project_dir or find_project_dir()
         seconds = parse_timeout(timeout) if timeout is not None else None
         window = parse_timeout(permission_window, "--permission-window")
         # A bad stack fails here, offline, before pulumi touches anything.
-        from dicom_bq.planner import plan_stack
+        from dicom_bq.stack.plan import plan_stack
 
         plan = plan_stack(read_stack_config(folder, stack))
         if not skip_preflight:
-            from dicom_bq.preflight import preflight_plan, report_lines
+            from dicom_bq.flows.preflight import preflight_plan, report_lines
 
             # The plan made above: the stack's config (and its ESC environments) is read once.
             report = preflight_plan(plan=plan, project_dir=folder, impersonate=None)
@@ -308,7 +308,7 @@ def up(
             )
         target = stack_outputs.target_from_outputs(stack_outputs.read_stack_outputs(stack, folder))
         connection = _connection(None, None, target.universe_domain)
-        from dicom_bq.verify import VerifyOptions
+        from dicom_bq.flows.verify import VerifyOptions
 
         run_verify(
             target,

@@ -7,9 +7,9 @@ from typing import Any
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from dicom_bq.contract import OutputNames
 from dicom_bq.infra.components.export_path import DicomExportPath, DicomExportPathArgs
 from dicom_bq.infra.settings import SettingsError, StackSettings, settings_from_config
+from dicom_bq.stack.contract import OutputNames
 
 
 def engine_config() -> dict[str, Any]:
@@ -75,7 +75,7 @@ def component_args(settings: StackSettings) -> DicomExportPathArgs:
 
 
 def stack_exports(path: DicomExportPath) -> dict[str, pulumi.Output[object]]:
-    """The stack's outputs, named by the contract every command reads (dicom_bq.contract)."""
+    """The stack's outputs, named by the contract every command reads (dicom_bq.stack.contract)."""
     return {
         OutputNames.STORE: path.store_name,
         OutputNames.DICOMWEB: path.dicomweb_url,

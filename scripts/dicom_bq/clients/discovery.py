@@ -14,8 +14,8 @@ import httplib2
 from googleapiclient import discovery, discovery_cache
 from googleapiclient.errors import HttpError
 
-from dicom_bq.endpoints import Connection, Endpoint
-from dicom_bq.retry import RETRYABLE_STATUSES, RetryPolicy, TransientError
+from dicom_bq.clients.endpoints import Connection, Endpoint
+from dicom_bq.clients.retry import RETRYABLE_STATUSES, RetryPolicy, TransientError
 
 REQUEST_TIMEOUT = 60.0
 

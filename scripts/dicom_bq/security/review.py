@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from dicom_bq.contract import StackOutputs
 from dicom_bq.infra.policy_rules import RULES, Finding
-from dicom_bq.planner import Plan
-from dicom_bq.render import findings_markdown
-from dicom_bq.roles import RolePermissions
+from dicom_bq.security.roles import RolePermissions
+from dicom_bq.stack.contract import StackOutputs
+from dicom_bq.stack.plan import Plan
+from dicom_bq.stack.render import findings_markdown
 
 
 def review_document(

@@ -8,17 +8,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dicom_bq.errors import EXIT_FAILED, DicomBqError
-from dicom_bq.healthcare_api import (
+from dicom_bq.clients.healthcare import (
     ApiCallError,
     ExportAnswerLostError,
     ExportNotStartedError,
     ExportRequest,
     HealthcareApi,
 )
-from dicom_bq.operations import PERMISSION_DENIED, Follower, OperationState
+from dicom_bq.clients.operations import PERMISSION_DENIED, Follower, OperationState
+from dicom_bq.clients.retry import FAULT_BACKOFF, PERMISSION_BACKOFF, Backoff, Clock, SystemClock
+from dicom_bq.errors import EXIT_FAILED, DicomBqError
 from dicom_bq.refs import GcsUri, StoreName, TableUri, WriteDisposition
-from dicom_bq.retry import FAULT_BACKOFF, PERMISSION_BACKOFF, Backoff, Clock, SystemClock
 
 DEFAULT_PERMISSION_WINDOW = 600.0
 EXPORT_METHOD = "DicomService.ExportDicomData"  # OperationMetadata.apiMethodName's last part

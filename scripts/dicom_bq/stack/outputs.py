@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dicom_bq.contract import OutputNames, StackOutputs
 from dicom_bq.errors import DicomBqError
 from dicom_bq.infra import identifiers
 from dicom_bq.refs import StoreName, TableUri
+from dicom_bq.stack.contract import OutputNames, StackOutputs
 from dicom_bq.texts import excerpt
 
 

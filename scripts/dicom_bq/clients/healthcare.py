@@ -14,10 +14,10 @@ from typing import Any
 import httplib2
 from googleapiclient.errors import HttpError
 
-from dicom_bq.endpoints import Connection
-from dicom_bq.google_api import REQUEST_TIMEOUT, ApiCallError, GoogleApi, error_details
+from dicom_bq.clients.discovery import REQUEST_TIMEOUT, ApiCallError, GoogleApi, error_details
+from dicom_bq.clients.endpoints import Connection
+from dicom_bq.clients.retry import RetryPolicy
 from dicom_bq.refs import WriteDisposition
-from dicom_bq.retry import RetryPolicy
 
 __all__ = [
     "API_VERSIONS",

@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any, Literal
 
-from dicom_bq.endpoints import Connection
-from dicom_bq.google_api import ApiCallError, DiscoveryClients
+from dicom_bq.clients.discovery import ApiCallError, DiscoveryClients
+from dicom_bq.clients.endpoints import Connection
+from dicom_bq.clients.retry import RetryPolicy
 from dicom_bq.infra import naming
-from dicom_bq.planner import Plan, PlannedResource
-from dicom_bq.retry import RetryPolicy
+from dicom_bq.stack.plan import Plan, PlannedResource
 
 Status = Literal["ok", "fail", "warn"]
 
@@ -443,8 +443,8 @@ def _check_existing(
 
 def preflight_stack(*, stack: str, project_dir: Any, impersonate: str | None) -> PreflightReport:
     """Plan the stack offline, then check that plan against Google with the caller's identity."""
-    from dicom_bq.planner import plan_stack
-    from dicom_bq.stackfiles import read_stack_config
+    from dicom_bq.stack.config import read_stack_config
+    from dicom_bq.stack.plan import plan_stack
 
     plan = plan_stack(read_stack_config(project_dir, stack))
     return preflight_plan(plan=plan, project_dir=project_dir, impersonate=impersonate)
@@ -452,7 +452,7 @@ def preflight_stack(*, stack: str, project_dir: Any, impersonate: str | None) ->
 
 def preflight_plan(*, plan: Plan, project_dir: Any, impersonate: str | None) -> PreflightReport:
     """Check an already planned stack against Google with the caller's identity."""
-    from dicom_bq.stack_outputs import read_stack_resource_ids
+    from dicom_bq.stack.outputs import read_stack_resource_ids
 
     assert plan.settings is not None
     connection = Connection(universe_domain=plan.settings.universe_domain, impersonate=impersonate)

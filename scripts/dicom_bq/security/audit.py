@@ -14,13 +14,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
-from dicom_bq.contract import OutputNames, StackOutputs
-from dicom_bq.endpoints import Connection
+from dicom_bq.clients.discovery import ApiCallError, DiscoveryClients, GoogleApi
+from dicom_bq.clients.endpoints import Connection
+from dicom_bq.clients.retry import RetryPolicy
 from dicom_bq.errors import DicomBqError
-from dicom_bq.google_api import ApiCallError, DiscoveryClients, GoogleApi
 from dicom_bq.infra import naming
 from dicom_bq.infra.policy_rules import AGENT, BASIC_ROLES, PUBLIC_MEMBERS
-from dicom_bq.retry import RetryPolicy
+from dicom_bq.stack.contract import OutputNames, StackOutputs
 
 # Google grants this to the agent on its own project when it creates the agent; removing it
 # breaks the Healthcare API, so it is expected, never "extra".

@@ -8,8 +8,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from dicom_bq.endpoints import Connection
-from dicom_bq.google_api import ApiCallError, GoogleApi
+from dicom_bq.clients.discovery import ApiCallError, GoogleApi
+from dicom_bq.clients.endpoints import Connection
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from dicom_bq.clients.retry import POLL_BACKOFF, Backoff, Clock, SystemClock
 from dicom_bq.errors import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT
-from dicom_bq.retry import POLL_BACKOFF, Backoff, Clock, SystemClock
 
 PERMISSION_DENIED = 7  # google.rpc.Code
 

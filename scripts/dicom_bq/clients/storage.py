@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dicom_bq.endpoints import Connection
+from dicom_bq.clients.endpoints import Connection
 from dicom_bq.errors import EXIT_FAILED, DicomBqError
 from dicom_bq.refs import GcsUri
 

@@ -19,12 +19,12 @@ from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.config import set_all_config
 
-from dicom_bq.contract import OutputNames
 from dicom_bq.errors import DicomBqError
 from dicom_bq.infra import naming
 from dicom_bq.infra.program import define_stack, load_settings
 from dicom_bq.infra.settings import SettingsError, StackSettings, settings_from_config
-from dicom_bq.stackfiles import PROJECT_NAME, StackConfig
+from dicom_bq.stack.config import PROJECT_NAME, StackConfig
+from dicom_bq.stack.contract import OutputNames
 
 UNRESOLVED_NUMBER = "PROJECT_NUMBER_OF_{project}"
 

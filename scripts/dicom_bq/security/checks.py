@@ -13,7 +13,7 @@ from dicom_bq.infra.policy_rules import (
     is_agent,
 )
 from dicom_bq.infra.settings import StackSettings
-from dicom_bq.planner import Plan
+from dicom_bq.stack.plan import Plan
 
 
 def plan_resources(plan: Plan) -> list[Resource]:

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dicom_bq.infra.policy_rules import RULES, Finding
-from dicom_bq.planner import Plan, PlannedResource
+from dicom_bq.stack.plan import Plan, PlannedResource
 
 _KEY_INPUTS = (
     "project",

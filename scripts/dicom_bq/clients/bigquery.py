@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from dicom_bq.endpoints import Connection
+from dicom_bq.clients.endpoints import Connection
 from dicom_bq.errors import EXIT_FAILED, DicomBqError
-from dicom_bq.queries import Query, instance_row
+from dicom_bq.filters.queries import Query, instance_row
 from dicom_bq.refs import TableUri
 
 

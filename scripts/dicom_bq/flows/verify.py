@@ -8,15 +8,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from dicom_bq.clients.healthcare import ApiCallError, HealthcareApi
+from dicom_bq.clients.operations import Follower, OperationState
+from dicom_bq.clients.retry import Clock, SystemClock
 from dicom_bq.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, DicomBqError
-from dicom_bq.export import Exporter, ExportPlan
-from dicom_bq.healthcare_api import ApiCallError, HealthcareApi
+from dicom_bq.flows.export import Exporter, ExportPlan
+from dicom_bq.flows.seed import SyntheticInstance, synthetic_instance
 from dicom_bq.infra import naming
-from dicom_bq.operations import Follower, OperationState
 from dicom_bq.refs import GcsUri, StoreName, TableUri, WriteDisposition
-from dicom_bq.retry import Clock, SystemClock
-from dicom_bq.seed import SyntheticInstance, synthetic_instance
-from dicom_bq.stack_outputs import VerifyTarget
+from dicom_bq.stack.outputs import VerifyTarget
 
 FILTER_PREFIX = "dicom-bq/verify"
 TEMPORARY_STORE_PREFIX = "dicom-bq-verify-"

@@ -1,0 +1,1 @@
+"""The Google API clients: endpoints, discovery, Healthcare, BigQuery, Storage, retries."""

@@ -1,0 +1,1 @@
+"""Export filter files and the analysis queries run on the exported table."""

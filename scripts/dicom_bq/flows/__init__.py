@@ -1,0 +1,1 @@
+"""What the commands do, with no CLI in them: export, verify, preflight."""

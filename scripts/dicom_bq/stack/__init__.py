@@ -1,0 +1,1 @@
+"""A stack: its config as Pulumi merges it, its offline plan, and its outputs contract."""
