@@ -19,6 +19,7 @@ from dicom_bq.infra.policy_rules import (
     Rule,
     agent_project_number,
     is_agent,
+    is_snapshot_account,
 )
 
 PACK_NAME = "dicom-bq"
@@ -70,6 +71,13 @@ def context_from(config: dict[str, Any]) -> PolicyContext:
         require_cmek=bool(config.get("requireCmek", False)),
         source_project=str(config["sourceProject"]) if config.get("sourceProject") else None,
         source_project_number=_source_number(config, grants),
+        snapshot_grants=frozenset(
+            ExpectedGrant(g["role"], g["scope"])
+            for g in grants
+            if is_snapshot_account(str(g.get("member", "")))
+        )
+        if grants is not None
+        else None,
     )
 
 

@@ -6,9 +6,12 @@ from typing import Any
 
 import pytest
 
+from dicom_bq.clients import retry
 from dicom_bq.stack.plan import Plan
 from tests.fakes.bigquery import FakeBigQuery
+from tests.fakes.clock import VirtualClock
 from tests.fakes.healthcare import FakeHealthcare
+from tests.fakes.http import RequestRecorder
 from tests.inventory import plan_example
 
 _PLANS: dict[str, Plan] = {}
@@ -60,12 +63,70 @@ BQ_DATASET = "dicom-src-test.dicom_metadata"
 FILTER_BUCKET = "dicom-src-test-filters"
 
 
+# Every emulator variable the package reads (scripts/dicom_bq/clients/endpoints.py);
+# tests/test_harness.py fails when the package reads one this list lacks.
+EMULATOR_VARIABLES = (
+    "HEALTHCARE_EMULATOR_HOST",
+    "BIGQUERY_EMULATOR_HOST",
+    "STORAGE_EMULATOR_HOST",
+    "IAM_EMULATOR_HOST",
+    "RESOURCEMANAGER_EMULATOR_HOST",
+    "SERVICEUSAGE_EMULATOR_HOST",
+    "KMS_EMULATOR_HOST",
+    "PUBSUB_EMULATOR_HOST",
+)
+
+
+@pytest.fixture
+def virtual_clock(monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
+    """Every wait of the command under test on virtual time: a backoff, a poll interval and a
+    --timeout pass at once, and the test can read what was waited.
+
+    The package waits only through retry.SystemClock, the default clock of RetryPolicy, Follower,
+    Exporter and Verifier, which the CLI never replaces (tests/test_harness.py checks that no
+    other module sleeps or reads the time); so its two methods are the one seam. Socket timeouts
+    stay real: they are the kernel's, not a wait of ours."""
+    clock = VirtualClock()
+    monkeypatch.setattr(retry.SystemClock, "sleep", lambda _self, seconds: clock.sleep(seconds))
+    monkeypatch.setattr(retry.SystemClock, "monotonic", lambda _self: clock.monotonic())
+    return clock
+
+
+@pytest.fixture(scope="session")
+def started_recorder() -> Iterator[RequestRecorder]:
+    recorder = RequestRecorder().start()
+    try:
+        yield recorder
+    finally:
+        recorder.stop()
+
+
+@pytest.fixture
+def request_recorder(
+    started_recorder: RequestRecorder,
+    virtual_clock: VirtualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> RequestRecorder:
+    """For tests that prove nothing is sent: one loopback server behind every emulator variable
+    records each request (and answers 500). No Orthanc, no storage emulator, no fake state to
+    build; on virtual time, so a request sent by mistake fails fast through its retries instead
+    of waiting out real backoff."""
+    started_recorder.requests.clear()
+    for variable in EMULATOR_VARIABLES:
+        monkeypatch.setenv(variable, started_recorder.url)
+    # Google's Pub/Sub convention is HOST:PORT without a scheme
+    # (https://cloud.google.com/pubsub/docs/emulator#env).
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", started_recorder.url.removeprefix("http://"))
+    return started_recorder
+
+
 @dataclass
 class Cloud:
     healthcare: FakeHealthcare
     bigquery: FakeBigQuery
     orthanc_url: str
     storage_url: str
+    clock: VirtualClock
 
     @property
     def env(self) -> dict[str, str]:
@@ -77,16 +138,28 @@ class Cloud:
 
 
 @pytest.fixture
-def cloud(orthanc_url: str, storage_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
-    """Fresh fake Healthcare and BigQuery, an empty Orthanc, and the emulator variables set."""
+def cloud(
+    orthanc_url: str,
+    storage_url: str,
+    virtual_clock: VirtualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Cloud]:
+    """Fresh fake Healthcare and BigQuery, an empty Orthanc, and the emulator variables set; for
+    tests that exchange requests with them (tests that prove nothing is sent take
+    `request_recorder`). The fake's operations run on the command's virtual clock, so a
+    running export finishes, or a --timeout runs out, without real waiting."""
     from tests import peers
 
     peers.clear_orthanc(orthanc_url)
     bigquery = FakeBigQuery(datasets={BQ_DATASET, "analytics-prj.dicom_metadata"}).start()
     healthcare = FakeHealthcare(
-        bigquery=bigquery, orthanc_url=orthanc_url, storage_url=storage_url, stores={STORE}
+        bigquery=bigquery,
+        orthanc_url=orthanc_url,
+        storage_url=storage_url,
+        stores={STORE},
+        clock=virtual_clock,
     ).start()
-    environment = Cloud(healthcare, bigquery, orthanc_url, storage_url)
+    environment = Cloud(healthcare, bigquery, orthanc_url, storage_url, virtual_clock)
     for key, value in environment.env.items():
         monkeypatch.setenv(key, value)
     _ensure_bucket(storage_url, FILTER_BUCKET)

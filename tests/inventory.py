@@ -1,7 +1,7 @@
 """Plan inventories: what each example stack creates, as golden YAML compared by subset.
 
-Regenerate after an intended change with:  python -m tests.inventory dev prod
-then review the diff of tests/inventories/*.yaml like any other code change: it is the IAM review.
+Regenerate after an intended change with:  python -m tests.inventory dev prod three-stores operations
+(three-stores, operations: generated stacks, tests/stacks.py INVENTORIED), then review the diff of tests/inventories/*.yaml like any other code change: it is the IAM review.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from dicom_bq.stack.config import read_stack_config
-from dicom_bq.stack.plan import Plan, plan_stack
+from dicom_bq.stack.plan import Plan, plan_settings, plan_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 INVENTORIES = ROOT / "tests" / "inventories"
@@ -22,6 +22,11 @@ REGENERATE = "python -m tests.inventory {stacks}"
 
 
 def plan_example(stack: str) -> Plan:
+    """An example stack's plan (Pulumi.<stack>.yaml), or a generated one's (tests/stacks.py)."""
+    from tests.stacks import INVENTORIED
+
+    if stack in INVENTORIED:
+        return plan_settings(stack, INVENTORIED[stack]())
     return plan_stack(read_stack_config(ROOT, stack, use_cli=False))
 
 
@@ -81,5 +86,5 @@ def write(stack: str) -> Path:
 
 
 if __name__ == "__main__":
-    for name in sys.argv[1:] or ["dev", "prod"]:
+    for name in sys.argv[1:] or ["dev", "prod", "three-stores"]:
         print(f"wrote {write(name).relative_to(ROOT)}")

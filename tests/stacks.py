@@ -56,3 +56,42 @@ def generated_stacks(count: int = 20) -> list[tuple[str, dict[str, Any]]]:
             raw["notificationTopic"] = f"projects/dicom-src-test/topics/instances-{index}"
         stacks.append((f"gen{index}", raw))
     return stacks
+
+
+def three_store_stack(**overrides: Any) -> dict[str, Any]:
+    """The dicomStores form: one store streaming, one notifying (bulk imports too), one plain."""
+    return base_settings(
+        dicomStoreId=None,
+        labels={"env": "test"},
+        **overrides,
+        dicomStores=[
+            {"id": "clinical", "streamTables": ["clinical_stream", "clinical_research"]},
+            {
+                "id": "research",
+                "labels": {"team": "research"},
+                "notification": {
+                    "pubsubTopic": "projects/dicom-src-test/topics/research-instances",
+                    "sendForBulkImport": True,
+                },
+            },
+            {"id": "archive"},
+        ],
+    )
+
+
+def operations_stack(**overrides: Any) -> dict[str, Any]:
+    """Alerts (an email and an existing channel) and a nightly snapshot, on two stores, one
+    streaming: every store gets its metrics, alert policies, snapshot table and job."""
+    return base_settings(
+        dicomStoreId=None,
+        timeZone="Europe/Paris",
+        dicomStores=[{"id": "clinical", "streamTables": ["clinical_stream"]}, {"id": "archive"}],
+        alertEmails=["oncall@example.org"],
+        alertChannels=["projects/dicom-src-test/notificationChannels/4242"],
+        snapshotSchedule="0 2 * * *",
+        **overrides,
+    )
+
+
+# Generated stacks with a golden inventory in tests/inventories/ (the example stacks have theirs).
+INVENTORIED = {"three-stores": three_store_stack, "operations": operations_stack}

@@ -489,7 +489,9 @@ def test_review_markdown_has_every_grant_permissions_and_policy(tmp_path: Path) 
         assert f"### `roles/{role}`" in text
     assert "`bigquery.tables.updateData`" in text
     assert "from snapshot 2026-11-24" in text
-    assert "All 13 rules pass." in text
+    from dicom_bq.infra.policy_rules import RULES
+
+    assert f"All {len(RULES)} rules pass." in text
 
 
 def test_review_online_reads_the_iam_api(live: Live) -> None:

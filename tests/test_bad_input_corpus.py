@@ -1,6 +1,7 @@
 """A corpus of bad inputs across every command: each is refused with its exit code and a short
 message, never a traceback, and nothing reaches Google: one loopback server stands in for every
-API (all emulator variables point at it) and records each request it gets."""
+API (all emulator variables point at it, tests/conftest.py `request_recorder`) and records each
+request it gets."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import yaml
 from typer.testing import CliRunner
 
 from dicom_bq.cli import app
-from tests.fakes.http import LoopbackFake, Request, Response
+from tests.fakes.http import RequestRecorder
 from tests.inventory import ROOT
 from tests.test_pulumi_config import REQUIRED
 
@@ -30,25 +31,6 @@ GOOD_OUTPUTS = (
     + TABLE.encode()
     + b'"}'
 )
-EMULATORS = [
-    "HEALTHCARE_EMULATOR_HOST",
-    "BIGQUERY_EMULATOR_HOST",
-    "STORAGE_EMULATOR_HOST",
-    "IAM_EMULATOR_HOST",
-    "RESOURCEMANAGER_EMULATOR_HOST",
-    "SERVICEUSAGE_EMULATOR_HOST",
-    "KMS_EMULATOR_HOST",
-]
-
-
-@dataclass
-class Recorder(LoopbackFake):
-    requests: list[Request] = field(default_factory=list)
-    url: str = ""
-
-    def handle(self, request: Request) -> Response:
-        self.requests.append(request)
-        return Response.error(500, "INTERNAL", "the corpus expects no request at all")
 
 
 @dataclass(frozen=True)
@@ -545,30 +527,17 @@ def test_case_names_are_unique() -> None:
     assert len(names) == len(set(names))
 
 
-@pytest.fixture(scope="module")
-def started_recorder() -> Iterator[Recorder]:
-    fake = Recorder().start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
 @pytest.fixture
 def recorder(
-    started_recorder: Recorder, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Recorder:
-    started_recorder.requests.clear()
-    for variable in EMULATORS:
-        monkeypatch.setenv(variable, started_recorder.url)
-    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", started_recorder.url.removeprefix("http://"))
+    request_recorder: RequestRecorder, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> RequestRecorder:
     monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))  # no Pulumi CLI
-    return started_recorder
+    return request_recorder
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_bad_input_is_refused_without_traceback_or_request(
-    case: Case, recorder: Recorder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    case: Case, recorder: RequestRecorder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     project = tmp_path / "project"
     project.mkdir()

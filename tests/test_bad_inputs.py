@@ -6,7 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from dicom_bq.cli import app
-from tests.conftest import STORE, Cloud
+from tests.conftest import STORE
+from tests.fakes.http import RequestRecorder
 
 runner = CliRunner()
 TABLE = "bq://dicom-src-test.dicom_metadata.t"
@@ -147,17 +148,20 @@ BAD_EXPORTS: list[tuple[str, list[str], str]] = [
     ("args", "fragment"), [pytest.param(a, f, id=n) for n, a, f in BAD_EXPORTS]
 )
 def test_bad_export_input_is_refused_before_any_request(
-    cloud: Cloud, monkeypatch: pytest.MonkeyPatch, args: list[str], fragment: str
+    request_recorder: RequestRecorder,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    fragment: str,
 ) -> None:
     if "--api-endpoint" in args:
+        # The emulator variable would take precedence over --api-endpoint (endpoints.py).
         monkeypatch.delenv("HEALTHCARE_EMULATOR_HOST")
     result = runner.invoke(app, ["export", *args])
     assert result.exit_code == 2, result.output
     assert fragment in result.stderr
     assert "Traceback" not in result.output
     assert len(result.stderr.strip().splitlines()) == 1
-    assert cloud.healthcare.requests == []
-    assert cloud.bigquery.requests == []
+    assert request_recorder.requests == []
 
 
 @pytest.mark.parametrize(
@@ -174,8 +178,11 @@ def test_bad_export_input_is_refused_before_any_request(
         (["verify", "--outputs", "/nonexistent/outputs.json"], "cannot read it"),
     ],
 )
-def test_other_bad_inputs(cloud: Cloud, args: list[str], fragment: str) -> None:
+def test_other_bad_inputs(
+    request_recorder: RequestRecorder, args: list[str], fragment: str
+) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
     assert fragment in result.stderr
-    assert cloud.healthcare.requests == []
+    assert "Traceback" not in result.output
+    assert request_recorder.requests == []

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from dicom_bq.cli import app
+from dicom_bq.stack.render import wrap_value
 from tests.inventory import ROOT
 
 runner = CliRunner()
@@ -84,3 +86,55 @@ def test_version() -> None:
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0
     assert result.stdout.strip() == "0.1.0"
+
+
+def _plan_text(stack: str, columns: int, monkeypatch: pytest.MonkeyPatch) -> str:
+    # CliRunner's stdout is not a terminal: this is `dicom-bq plan | less`, sized by COLUMNS.
+    monkeypatch.setenv("COLUMNS", str(columns))
+    result = runner.invoke(app, ["plan", "--stack", stack, "--project-dir", str(ROOT)])
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_plan_fits_80_columns_with_every_name_whole(
+    stack: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = _plan_text(stack, 80, monkeypatch)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    document = json.loads(
+        runner.invoke(
+            app, ["plan", "--stack", stack, "--format", "json", "--project-dir", str(ROOT)]
+        ).stdout
+    )
+    words = set(text.split())
+    for resource in (r for r in document["resources"] if not r["component"]):
+        assert resource["name"] in words
+        assert resource["type"] in words
+    for grant in document["grants"]:
+        assert grant["role"] in words
+
+
+def test_piped_plan_follows_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    wide = _plan_text("prod", 160, monkeypatch).splitlines()
+    assert 80 < max(len(line) for line in wide) <= 160
+    narrow = _plan_text("prod", 60, monkeypatch).splitlines()
+    assert max(len(line) for line in narrow) <= 60
+    assert len(narrow) > len(wide)
+
+
+def test_a_value_breaks_only_after_a_separator() -> None:
+    lines = wrap_value(
+        "projects/clinical-kms-prod/locations/europe-west4/keyRings/imaging/cryptoKeys/bq",
+        width=40,
+        first="  cryptoKeyId: ",
+        rest="      ",
+    )
+    assert lines == [
+        "  cryptoKeyId: projects/",
+        "      clinical-kms-prod/locations/",
+        "      europe-west4/keyRings/imaging/",
+        "      cryptoKeys/bq",
+    ]
+    assert wrap_value("x" * 12, width=10, first="k: ", rest="  ") == ["k: xxxxxxx", "  xxxxx"]

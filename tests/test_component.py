@@ -102,14 +102,16 @@ def test_pulumis_component_analyzer_reads_the_schema() -> None:
     schema = json.loads(answer.stdout)
     component = schema["resources"]["dicom-bq:index:DicomExportPath"]
     assert component["isComponent"] is True
+    # The store is dicomStoreId or dicomStores: the component checks that one is given.
     assert sorted(component["requiredInputs"]) == [
         "bigqueryDatasetId",
-        "dicomStoreId",
         "healthcareDatasetId",
         "location",
         "sourceProject",
     ]
     inputs = component["inputProperties"]
+    assert inputs["dicomStores"]["items"]["$ref"] == "#/types/dicom-bq:index:DicomStoreArgs"
+    assert schema["types"]["dicom-bq:index:DicomStoreArgs"]["required"] == ["storeId"]
     assert {"createBigqueryDataset", "enableApis", "streamTables", "filterBucket"} <= set(inputs)
     assert inputs["streamTables"]["type"] == "array"
     outputs = component["properties"]

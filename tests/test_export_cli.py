@@ -108,6 +108,8 @@ def test_truncate_of_empty_or_missing_table_needs_no_confirmation(cloud: Cloud) 
     seed(cloud)
     result = export("--write-disposition", "WRITE_TRUNCATE")
     assert result.exit_code == 0, result.output
+    destination = cloud.healthcare.export_bodies[-1]["bigqueryDestination"]
+    assert destination["writeDisposition"] == "WRITE_TRUNCATE"
 
 
 def test_filtered_export_only_exports_listed_instances(cloud: Cloud) -> None:
@@ -170,17 +172,21 @@ def test_failures_in_counter_exit_1(cloud: Cloud, monkeypatch: pytest.MonkeyPatc
 
 
 def test_no_wait_prints_the_operation_and_exits_0(cloud: Cloud) -> None:
+    cloud.healthcare.export_seconds = 60  # on the virtual clock
     result = export("--no-wait")
     assert result.exit_code == 0
+    assert cloud.clock.sleeps == []  # it did not wait
     name = result.stdout.strip()
     assert name.startswith(
         "projects/dicom-src-test/locations/us-central1/datasets/imaging/operations/"
     )
     described = runner.invoke(app, ["operations", "describe", name, "--json"])
-    assert described.exit_code in (0, 3)
+    assert described.exit_code == 3  # still running: exit 3, as after a --timeout
+    assert json.loads(described.stdout)["state"] == "RUNNING"
     waited = runner.invoke(app, ["operations", "wait", name, "--json"])
     assert waited.exit_code == 0, waited.output
     assert json.loads(waited.stdout)["done"] is True
+    assert cloud.clock.now >= 60
 
 
 def test_timeout_exits_3_and_prints_the_resume_command(cloud: Cloud) -> None:
@@ -189,6 +195,7 @@ def test_timeout_exits_3_and_prints_the_resume_command(cloud: Cloud) -> None:
     assert result.exit_code == 3
     assert "state:     RUNNING" in result.stdout
     assert "resume:    dicom-bq operations wait projects/dicom-src-test/" in result.stdout
+    assert cloud.clock.now == pytest.approx(1.5)  # it waited out its timeout, on virtual time
 
 
 def test_ctrl_c_leaves_the_operation_running(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -229,10 +236,14 @@ def test_read_timeout_is_retried(cloud: Cloud) -> None:
     from dicom_bq.clients.endpoints import Connection
     from dicom_bq.clients.healthcare import HealthcareApi
 
+    # The one real wait left: a socket read timeout is the kernel's, no clock of ours can skip it.
+    # 0.5 s stays short yet leaves the retried, prompt answer room on a loaded 2-core machine; the
+    # fault's 1.5 s sleep runs in the fake's own thread and does not hold the test.
     cloud.healthcare.faults.append(Fault("GET", "dicomStores/dicom", "slow", seconds=1.5))
     api = HealthcareApi(Connection(environ=cloud.env), request_timeout=0.5)
     assert api.get_store(STORE)["name"] == STORE
     assert sum(1 for r in cloud.healthcare.requests if r.path.endswith("/dicomStores/dicom")) == 2
+    assert len(cloud.clock.sleeps) == 1  # our retry's backoff, not a retry inside httplib2
 
 
 @pytest.mark.parametrize(("status", "fragment"), [(400, "400"), (404, "404")])
@@ -244,11 +255,7 @@ def test_client_errors_are_not_retried(cloud: Cloud, status: int, fragment: str)
     assert cloud.healthcare.faults[0].times == 4
 
 
-def test_retries_are_bounded(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.fakes.clock import VirtualClock
-
-    clock = VirtualClock()  # the backoff's sleeps, on virtual time
-    monkeypatch.setattr(retry.SystemClock, "sleep", lambda self, s: clock.sleep(s))
+def test_retries_are_bounded(cloud: Cloud) -> None:
     cloud.healthcare.faults.append(Fault("GET", "/operations/", 503, times=50))
     result = export()
     assert result.exit_code == 1
@@ -256,7 +263,7 @@ def test_retries_are_bounded(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> N
     assert "resume with `dicom-bq operations wait projects/" in result.stderr
     assert cloud.healthcare.faults[0].times == 50 - retry.RetryPolicy().attempts
     assert len(cloud.healthcare.operations) == 1
-    assert len(clock.sleeps) == retry.RetryPolicy().attempts - 1
+    assert len(cloud.clock.sleeps) == retry.RetryPolicy().attempts - 1
 
 
 def test_permission_denied_for_the_agent_is_explained_after_the_window(cloud: Cloud) -> None:
@@ -272,16 +279,8 @@ def test_permission_denied_for_the_agent_is_explained_after_the_window(cloud: Cl
     assert "Traceback" not in result.output
 
 
-def test_operation_denied_for_the_agent_is_retried_by_export_too(
-    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_operation_denied_for_the_agent_is_retried_by_export_too(cloud: Cloud) -> None:
     # The realistic IAM-propagation failure: the request passes, the operation fails with 7.
-    from tests.fakes.clock import VirtualClock
-
-    clock = VirtualClock()
-    monkeypatch.setattr(retry.SystemClock, "sleep", lambda self, s: clock.sleep(s))
-    monkeypatch.setattr(retry.SystemClock, "monotonic", lambda self: clock.monotonic())
-    cloud.healthcare.clock = clock
     seed(cloud)
     cloud.healthcare.agent_denied_until = 5.0
     result = export("--json")

@@ -69,6 +69,8 @@ def test_a_timeout_after_sending_is_followed_not_resent(cloud: Cloud) -> None:
     name = _exporter(cloud, VirtualClock(), request_timeout=0.5).start(APPEND)
     assert list(cloud.healthcare.operations) == [name]
     assert posts(cloud) == 1
+    # The answer was lost and the name found by listing: without the timeout, no listing.
+    assert any(r.path.endswith("/operations") for r in cloud.healthcare.requests)
 
 
 @pytest.mark.parametrize("kind", LOST)

@@ -380,6 +380,10 @@ def test_export_filter_file_needs_a_bucket(cloud: Cloud, tmp_path: Path) -> None
 
 
 def _exported(cloud: Cloud) -> str:
+    """A table in the default (nested) export schema: StudyDate DATE, StudyTime TIME, DroppedTags
+    a repeated TagName record (tests/fakes/export_shapes.py gives the sources)."""
+    import datetime
+
     table = "dicom-src-test.dicom_metadata.exported"
     cloud.bigquery.tables[table] = [
         {
@@ -387,9 +391,9 @@ def _exported(cloud: Cloud) -> str:
             "SeriesInstanceUID": "2",
             "SOPInstanceUID": f"3.{s}.{i}",
             "PatientID": "19045" if s < 2 else "other",
-            "StudyDate": f"2021071{s}",
-            "StudyTime": "003822",
-            "DroppedTags": ["Tag1"] if i else ["Tag1", "Tag2"],
+            "StudyDate": datetime.date(2021, 7, 10 + s),
+            "StudyTime": datetime.time(0, 38, 22),
+            "DroppedTags": [{"TagName": t} for t in (["Tag1"] if i else ["Tag1", "Tag2"])],
         }
         for s in range(4)
         for i in range(s + 1)
@@ -440,13 +444,13 @@ def test_latest_studies_in_the_how_tos_shape(cloud: Cloud) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == [
         {
-            "StudyDateTime": "20210713 003822",
+            "StudyDateTime": "2021-07-13 00:38:22",
             "PatientID": "other",
             "StudyInstanceUID": "1.3",
             "InstanceCount": "4",
         },
         {
-            "StudyDateTime": "20210712 003822",
+            "StudyDateTime": "2021-07-12 00:38:22",
             "PatientID": "other",
             "StudyInstanceUID": "1.2",
             "InstanceCount": "3",
@@ -465,6 +469,7 @@ def test_dropped_tags_with_counts(cloud: Cloud) -> None:
         {"DroppedTag": "Tag1", "InstanceCount": "10"},
         {"DroppedTag": "Tag2", "InstanceCount": "4"},
     ]
+    assert "tag.TagName AS DroppedTag" in cloud.bigquery.queries()[0]["query"]
     assert "UNNEST(DroppedTags)" in cloud.bigquery.queries()[0]["query"]
 
 

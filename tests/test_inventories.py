@@ -9,7 +9,7 @@ from tests.conftest import cached_plan
 from tests.inventory import REGENERATE, inventory, inventory_path, subset_differences
 
 
-@pytest.mark.parametrize("stack", ["dev", "prod"])
+@pytest.mark.parametrize("stack", ["dev", "prod", "three-stores", "operations"])
 def test_plan_matches_inventory(stack: str) -> None:
     expected = yaml.safe_load(inventory_path(stack).read_text(encoding="utf-8"))
     actual = inventory(cached_plan(stack))

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from dicom_bq.cli import app
 from dicom_bq.texts import excerpt, without_capabilities
-from tests.conftest import FILTER_BUCKET, STORE, Cloud
+from tests.conftest import FILTER_BUCKET, STORE
+from tests.fakes.http import RequestRecorder
 
 runner = CliRunner()
 SESSION = (
@@ -42,7 +43,7 @@ def test_excerpts_are_short_and_escaped() -> None:
     ],
 )
 def test_a_failed_upload_does_not_print_its_session_url(
-    cloud: Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: str
+    request_recorder: RequestRecorder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: str
 ) -> None:
     from google.api_core import exceptions
     from google.cloud.storage import Blob
@@ -61,10 +62,11 @@ def test_a_failed_upload_does_not_print_its_session_url(
     assert "upload_id" not in result.output
     assert "withheld" in result.stderr
     assert "Traceback" not in result.output
+    assert request_recorder.requests == []  # the failure is the injected one, nothing was sent
 
 
 def test_a_local_file_name_becomes_a_safe_object_name(
-    cloud: Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    request_recorder: RequestRecorder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from google.cloud.storage import Blob
 
@@ -81,6 +83,11 @@ def test_a_local_file_name_becomes_a_safe_object_name(
     (name,) = names
     assert name.startswith("dicom-bq/filters/")
     assert name.endswith("-my_filter__1__final__.txt")
+    # The export names that same object (the recorder then fails it: only the name matters).
+    (export_request,) = [r for r in request_recorder.requests if r.path.endswith(":export")]
+    assert export_request.json()["filterConfig"] == {
+        "resourcePathsGcsUri": f"gs://{FILTER_BUCKET}/{name}"
+    }
 
 
 def test_expired_credentials_get_the_command_that_fixes_them(

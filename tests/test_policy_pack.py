@@ -104,3 +104,35 @@ def test_pack_blocks_an_authoritative_binding_and_a_basic_role() -> None:
         "Fix: Use the *IAMMember resource" in report["dbq001-no-authoritative-iam"]["violations"][0]
     )
     assert report["dbq002-no-basic-roles"]["violations"][0].startswith("editor: ")
+
+
+def test_pack_holds_the_snapshot_account_to_its_role_and_stores() -> None:
+    from tests.conftest import cached_plan
+
+    plan = cached_plan("operations")
+    resources = plan_resources("operations")
+    assert {
+        name: r["violations"]
+        for name, r in run_pack(resources, {"expectedGrants": plan.grants}).items()
+        if r["violations"]
+    } == {}
+    member = next(g["member"] for g in plan.grants if "dicom-bq-snapshot-" in g["member"])
+    widened = [
+        *resources,
+        {
+            "type": "gcp:projects/iAMMember:IAMMember",
+            "name": "snapshot-editor",
+            "props": {
+                "project": "dicom-src-test",
+                "role": "roles/healthcare.dicomEditor",
+                "member": member,
+            },
+        },
+    ]
+    report = run_pack(widened, {"expectedGrants": plan.grants})
+    assert report["dbq014-snapshot-account-export-only"]["violations"][0].startswith(
+        "snapshot-editor: "
+    )
+    assert report["dbq015-snapshot-account-store-scope"]["violations"][0].startswith(
+        "snapshot-editor: "
+    )

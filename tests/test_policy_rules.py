@@ -65,6 +65,25 @@ GOOD_JOBS = member(
     "gcp:projects/iAMMember:IAMMember", "jobs", "roles/bigquery.jobUser", project="p-bq"
 )
 
+SNAPSHOT_MEMBER = "serviceAccount:dicom-bq-snapshot-0123abcd@p-src.iam.gserviceaccount.com"
+SNAPSHOT_ROLE = "projects/p-src/roles/dicomBqSnapshotExport_0123abcd"
+SNAPSHOT_ROLE_RESOURCE = Resource(
+    "gcp:projects/iAMCustomRole:IAMCustomRole",
+    "snapshot-role",
+    {
+        "project": "p-src",
+        "roleId": "dicomBqSnapshotExport_0123abcd",
+        "permissions": ["healthcare.dicomStores.export"],
+    },
+)
+SNAPSHOT_GRANT = member(
+    "gcp:healthcare/dicomStoreIamMember:DicomStoreIamMember",
+    "snapshot-export",
+    SNAPSHOT_ROLE,
+    SNAPSHOT_MEMBER,
+    dicomStoreId="p-src/eu/imaging/studies",
+)
+
 # rule id -> (context, passing resources, failing resources, the failing resource's name)
 CASES: dict[str, tuple[PolicyContext, list[Resource], list[Resource], str]] = {
     "DBQ001": (
@@ -194,6 +213,35 @@ CASES: dict[str, tuple[PolicyContext, list[Resource], list[Resource], str]] = {
             )
         ],
         "api-off",
+    ),
+    # The nightly snapshot's account: its export-only custom role on a store, nothing broader.
+    "DBQ014": (
+        PolicyContext(),
+        [SNAPSHOT_ROLE_RESOURCE, SNAPSHOT_GRANT],
+        [
+            member(
+                "gcp:healthcare/dicomStoreIamMember:DicomStoreIamMember",
+                "snapshot-viewer",
+                "roles/healthcare.dicomViewer",
+                SNAPSHOT_MEMBER,
+                dicomStoreId="p-src/eu/imaging/studies",
+            )
+        ],
+        "snapshot-viewer",
+    ),
+    "DBQ015": (
+        PolicyContext(),
+        [SNAPSHOT_GRANT],
+        [
+            member(
+                "gcp:projects/iAMMember:IAMMember",
+                "snapshot-project",
+                SNAPSHOT_ROLE,
+                SNAPSHOT_MEMBER,
+                project="p-src",
+            )
+        ],
+        "snapshot-project",
     ),
 }
 
@@ -929,7 +977,7 @@ def test_plan_check_cli_exit_codes(tmp_path: Any) -> None:
 
     ok = CliRunner().invoke(app, ["plan", "--stack", "prod", "--check", "--project-dir", str(ROOT)])
     assert ok.exit_code == 0, ok.output
-    assert "policy checks passed: 13 rules" in ok.stdout
+    assert f"policy checks passed: {len(RULES)} rules" in ok.stdout
     (tmp_path / "Pulumi.yaml").write_text("name: dicom-bq\nruntime: python\n")
     (tmp_path / "Pulumi.eu.yaml").write_text(
         "config:\n"

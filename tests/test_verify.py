@@ -69,7 +69,8 @@ def test_verify_uses_a_temporary_store_and_leaves_the_real_one_untouched(
     assert "@sop_instance_uid" in query["query"]
     rows = cloud.bigquery.tables["dicom-src-test.dicom_metadata.dicom_bq_verification"]
     assert len(rows) == 1
-    assert rows[0]["PatientName"] == "SYNTHETIC^DICOMBQ^VERIFICATION"
+    # PN is a record in the default schema (dicom-bigquery-schema page: "Person Name (PN) | Struct").
+    assert rows[0]["PatientName"]["Alphabetic"] == "SYNTHETIC^DICOMBQ^VERIFICATION"
     # The real store never held the synthetic instance.
     metrics = json.loads(
         runner.invoke(
@@ -269,8 +270,8 @@ def test_verify_detects_a_mismatched_row(
 
     def tampered() -> list[dict[str, object]]:
         rows = original()
-        for row in rows:
-            row["PatientID"] = "SOMEONE-ELSE"
+        for row in rows:  # each instance's DICOM JSON; (0010,0020) is PatientID
+            row["00100020"] = {"vr": "LO", "Value": ["SOMEONE-ELSE"]}
         return rows
 
     monkeypatch.setattr(cloud.healthcare, "_instances", tampered)

@@ -125,3 +125,17 @@ class LoopbackFake:
             raise AssertionError(f"{type(self).__name__} failed while serving") from (
                 self.server.errors[0]
             )
+
+
+@dataclass
+class RequestRecorder(LoopbackFake):
+    """Stands in for every Google API in a test that proves nothing is sent: it records each
+    request and answers 500, so a request that should not have been made fails the command too
+    (and the test's `requests == []` names what was sent)."""
+
+    requests: list[Request] = field(default_factory=list)
+    url: str = ""
+
+    def handle(self, request: Request) -> Response:
+        self.requests.append(request)
+        return Response.error(500, "INTERNAL", "this test expects no request at all")

@@ -7,12 +7,13 @@ commands that need them, so `dicom-bq --help` starts quickly.
 - filters: filter validate/build/upload, query ...
 - export: export, operations describe/wait
 - verify: verify, up
+- status: status
 """
 
-from dicom_bq.cli import export, filters, review, verify
+from dicom_bq.cli import export, filters, review, status, verify
 from dicom_bq.cli.common import app
 
-__all__ = ["app", "export", "filters", "main", "review", "verify"]
+__all__ = ["app", "export", "filters", "main", "review", "status", "verify"]
 
 
 def main() -> None:

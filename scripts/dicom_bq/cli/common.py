@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from dicom_bq.errors import DicomBqError
+
+if TYPE_CHECKING:
+    from dicom_bq.flows.export_job import TruncateRisk
+    from dicom_bq.flows.filters import FilterReport
+    from dicom_bq.flows.operations import OperationState
+    from dicom_bq.flows.verify import StepResult
 
 app = typer.Typer(
     name="dicom-bq",
@@ -44,7 +51,13 @@ def root(
 
 
 def fail(error: DicomBqError) -> NoReturn:
+    from dicom_bq.flows.filters import InvalidFilterFileError
     from dicom_bq.texts import without_capabilities
+
+    if isinstance(error, InvalidFilterFileError):
+        # The validator's own "FILE:LINE: error: ..." lines say what to fix.
+        print_filter_report(error.report, as_json=False)
+        raise typer.Exit(error.exit_code)
 
     typer.echo(f"Error: {without_capabilities(error.message)}", err=True)
     raise typer.Exit(error.exit_code)
@@ -138,6 +151,32 @@ ImpersonateOption = Annotated[
     str | None,
     typer.Option("--impersonate-service-account", help="Call Google as this service account."),
 ]
+UniverseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--universe-domain",
+        help="API universe of every Google client (default: the stack's, else googleapis.com).",
+    ),
+]
+BillingProjectOption = Annotated[
+    str | None,
+    typer.Option(
+        "--billing-project",
+        help="Project the BigQuery job runs in and is billed to (default: your credentials' "
+        "project, else the table's).",
+    ),
+]
+# gcloud's resource flags (https://cloud.google.com/sdk/gcloud/reference/healthcare/dicom-stores/
+# export/bq, .../healthcare/operations/describe), with an ID instead of the full name.
+DatasetOption = Annotated[
+    str | None, typer.Option("--dataset", help="gcloud's spelling: the Healthcare dataset ID.")
+]
+LocationOption = Annotated[
+    str | None, typer.Option("--location", help="gcloud's spelling: the dataset's location.")
+]
+ProjectOption = Annotated[
+    str | None, typer.Option("--project", help="gcloud's spelling: the dataset's project ID.")
+]
 TimeoutOption = Annotated[
     str | None,
     typer.Option("--timeout", help="Stop waiting after this long: seconds, or 90s, 30m, 2h."),
@@ -150,14 +189,6 @@ PermissionWindowOption = Annotated[
         help="How long to retry PERMISSION_DENIED while new grants propagate.",
     ),
 ]
-
-
-def _api_version(value: str) -> str:
-    from dicom_bq.clients.healthcare import API_VERSIONS
-
-    if value not in API_VERSIONS:
-        raise DicomBqError(f"--api-version {value!r} is not valid: choose v1 or v1beta1")
-    return value
 
 
 def _connection(
@@ -178,21 +209,80 @@ def _err_console() -> Any:
     return Console(stderr=True)
 
 
-def _progress(console: Any, status: Any) -> Any:
-    def update(state: Any, elapsed: float) -> None:
-        status.update(
-            f"{state.name.rsplit('/', 1)[-1]}: {state.state.lower()} {elapsed:.0f}s, "
-            f"{state.success} done, {state.failure} failed, {state.pending} pending"
+def _say_wait(why: str, delay: float) -> None:
+    typer.echo(f"{why}; retrying in {delay:.0f}s" if delay else why, err=True)
+
+
+def confirm_truncate(risk: TruncateRisk) -> None:
+    """The question the flow asks before erasing rows: at a terminal only, or refused."""
+    if not sys.stdin.isatty():
+        raise risk.refusal()
+    if not typer.confirm(risk.question, default=False, err=True):
+        raise DicomBqError("not confirmed: nothing was exported")
+
+
+class Display:
+    """What an export or verify run shows on stderr: notices, retries, the operations started,
+    each verify step; at a terminal, a spinner with the operation's counters."""
+
+    def __init__(self, *, live: bool, activity: str, spinner_from_start: bool = False) -> None:
+        self.console = _err_console()
+        self.live = live and self.console.is_terminal
+        self.activity = activity
+        self.spinner_from_start = spinner_from_start
+        self.operations: list[str] = []
+        self._status: Any = None
+
+    def __enter__(self) -> Display:
+        if self.spinner_from_start:
+            self._spin()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+    def _spin(self) -> None:
+        if self.live and self._status is None:
+            self._status = self.console.status(self.activity)
+            self._status.start()
+
+    def notice(self, message: str) -> None:
+        typer.echo(message, err=True)
+
+    def waiting(self, why: str, delay: float) -> None:
+        _say_wait(why, delay)
+
+    def started(self, operation: str) -> None:
+        self.operations.append(operation)
+        typer.echo(f"Started {operation}", err=True)
+        # After any question the flow asked: the spinner would hide a prompt.
+        self._spin()
+
+    def progress(self, state: OperationState, elapsed: float) -> None:
+        if self._status is not None:
+            self._status.update(
+                f"{state.name.rsplit('/', 1)[-1]}: {state.state.lower()} {elapsed:.0f}s, "
+                f"{state.success} done, {state.failure} failed, {state.pending} pending"
+            )
+
+    def step(self, result: StepResult) -> None:
+        mark = "[green]ok[/]" if result.ok else "[red]FAILED[/]"
+        self.console.print(
+            f"{mark} {result.name:<10} {result.seconds:7.2f}s  {result.detail}",
+            highlight=False,
+            soft_wrap=True,
         )
 
-    return update
 
-
-def _summary(state: Any) -> None:
+def operation_summary(state: OperationState) -> str:
     # Plain lines, never wrapped: the names and commands in them are meant to be copied.
     lines = [
         f"operation: {state.name}",
         f"state:     {state.state}",
+        *([f"created:   {state.create_time}"] if state.create_time else []),
+        *([f"ended:     {state.end_time}"] if state.end_time else []),
         f"counters:  success={state.success} failure={state.failure} pending={state.pending}",
     ]
     if state.logs_url:
@@ -201,43 +291,33 @@ def _summary(state: Any) -> None:
         lines.append(f"error:     {state.error_code} {state.error_message}")
     if not state.done:
         lines.append(f"resume:    dicom-bq operations wait {state.name}")
-    typer.echo("\n".join(lines))
+    return "\n".join(lines)
 
 
-def _finish(state: Any, as_json: bool) -> NoReturn:
+def finish_operation(state: OperationState, as_json: bool) -> NoReturn:
     if as_json:
         print_json(state.as_dict())
     else:
-        _summary(state)
+        typer.echo(operation_summary(state))
     raise typer.Exit(state.exit_code)
 
 
-def _follow(api: Any, name: str, timeout: float | None, as_json: bool) -> Any:
-    from dicom_bq.clients.discovery import ApiCallError
-    from dicom_bq.clients.operations import Follower
-    from dicom_bq.errors import EXIT_INTERRUPTED
-
-    console = _err_console()
-    try:
-        if as_json or not console.is_terminal or timeout == 0:
-            return Follower(api).follow(name, timeout)
-        with console.status(f"waiting for {name}") as status:
-            return Follower(api).follow(name, timeout, _progress(console, status))
-    except ApiCallError as error:
-        fail(
-            DicomBqError(
-                f"cannot read operation {name}: {error.status} {error.reason} {error.message}",
-                exit_code=1,
-            )
-        )
-    except KeyboardInterrupt:
+def print_filter_report(report: FilterReport, as_json: bool) -> None:
+    if as_json:
+        print_json(report.as_dict())
+        return
+    for problem in report.errors:
         typer.echo(
-            f"Interrupted: operation {name} keeps running. Resume with: "
-            f"dicom-bq operations wait {name}",
-            err=True,
+            f"{report.path}:{problem.line}: error: {problem.reason}: {problem.text}", err=True
         )
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-
-
-def _say_wait(why: str, delay: float) -> None:
-    typer.echo(f"{why}; retrying in {delay:.0f}s" if delay else why, err=True)
+    if report.error_count > len(report.errors):
+        typer.echo(f"... and {report.error_count - len(report.errors)} more errors", err=True)
+    for problem in report.warnings:
+        typer.echo(f"{report.path}:{problem.line}: warning: {problem.reason}", err=True)
+    if report.warning_count > len(report.warnings):
+        typer.echo(f"... and {report.warning_count - len(report.warnings)} more warnings", err=True)
+    mixed = 0 < report.crlf_lines < report.lines
+    typer.echo(
+        f"{report.path}: {report.lines} lines, {report.error_count} errors, "
+        f"{report.warning_count} warnings" + (" (mixed \\n and \\r\\n endings)" if mixed else "")
+    )

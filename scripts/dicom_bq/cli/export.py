@@ -2,111 +2,71 @@
 
 from __future__ import annotations
 
-import dataclasses
-import re
-import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, NoReturn
 
 import typer
 
 from dicom_bq.cli.common import (
     ApiEndpointOption,
     ApiVersionOption,
+    DatasetOption,
+    Display,
     ImpersonateOption,
     JsonOption,
+    LocationOption,
     PermissionWindowOption,
+    ProjectOption,
     TimeoutOption,
-    _api_version,
-    _connection,
-    _err_console,
-    _finish,
-    _follow,
-    _progress,
-    _say_wait,
+    UniverseOption,
     app,
-    fail,
+    confirm_truncate,
+    finish_operation,
     guarded,
     print_json,
 )
-from dicom_bq.cli.filters import UPLOAD_CHUNK, _validated
-from dicom_bq.errors import DicomBqError
-
-
-def _confirm_truncate(table: Any, connection: Any, yes: bool) -> None:
-    """WRITE_TRUNCATE on a table with rows needs a yes: from --yes, or typed at a terminal."""
-    if yes:
-        return
-    from dicom_bq.clients.bigquery import BigQueryTables
-
-    rows = BigQueryTables(connection, table.project).row_count(table)
-    if not rows:
-        return
-    question = f"{table.uri} holds {rows} rows; WRITE_TRUNCATE erases them. Continue?"
-    if not sys.stdin.isatty():
-        raise DicomBqError(
-            f"{table.uri} holds {rows} rows and WRITE_TRUNCATE would erase them: pass --yes to "
-            "confirm, or use WRITE_APPEND or a new table"
-        )
-    if not typer.confirm(question, default=False, err=True):
-        raise DicomBqError("not confirmed: nothing was exported")
-
-
-def _stack_settings(stack: str) -> Any:
-    """A stack's validated settings, read as Pulumi merges its config."""
-    from dicom_bq.stack.config import find_project_dir, read_stack_config
-    from dicom_bq.stack.plan import stack_settings
-
-    return stack_settings(read_stack_config(find_project_dir(), stack))[0]
-
-
-def _filter_bucket(bucket: str | None, settings: Any) -> str:
-    """The bucket for an uploaded filter file; warns when the agent may not be able to read it."""
-    from dicom_bq.infra import identifiers
-
-    stack_bucket = settings.filter_bucket if settings is not None else None
-    chosen = bucket or stack_bucket
-    if not chosen:
-        raise DicomBqError(
-            "--filter-file needs a bucket: --filter-bucket BUCKET, or --stack NAME whose "
-            "dicom-bq:filterBucket the agent can read"
-        )
-    problem = identifiers.check_bucket(str(chosen))
-    if problem:
-        raise DicomBqError(f"--filter-bucket {chosen!r} is not valid: {problem}")
-    if chosen != stack_bucket:
-        typer.echo(
-            f"Warning: gs://{chosen} is not the stack's filter bucket: the Cloud Healthcare "
-            "service agent needs roles/storage.objectViewer on it, or the export fails",
-            err=True,
-        )
-    return str(chosen)
-
-
-def _upload_filter(path: Path, bucket: str, connection: Any) -> Any:
-    import datetime
-    import uuid
-
-    from dicom_bq.clients.storage import StorageObjects
-    from dicom_bq.refs import GcsUri
-
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    # The local name becomes part of the object name, so only characters that need no escaping
-    # in a gs:// URI or a URL path are kept (https://cloud.google.com/storage/docs/objects#naming).
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", path.name)[:100] or "filter"
-    target = GcsUri(bucket, f"dicom-bq/filters/{stamp}-{uuid.uuid4().hex[:8]}-{safe}")
-    StorageObjects(connection, bucket).upload_file(str(path), target, UPLOAD_CHUNK)
-    typer.echo(f"Uploaded {path} to {target.uri}", err=True)
-    return target
+from dicom_bq.errors import EXIT_INTERRUPTED
 
 
 @app.command()
 @guarded
 def export(
+    store_argument: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[DICOM_STORE]",
+            help="gcloud's spelling: a store ID (with --dataset, --location, --project) or its "
+            "full name.",
+            show_default=False,
+        ),
+    ] = None,
     store: Annotated[
-        str, typer.Option("--store", help="projects/P/locations/L/datasets/D/dicomStores/S")
-    ],
-    table: Annotated[str, typer.Option("--table", help="Destination, bq://PROJECT.DATASET.TABLE.")],
+        str | None,
+        typer.Option("--store", help="projects/P/locations/L/datasets/D/dicomStores/S"),
+    ] = None,
+    table: Annotated[
+        str | None, typer.Option("--table", help="Destination, bq://PROJECT.DATASET.TABLE.")
+    ] = None,
+    dataset: DatasetOption = None,
+    location: LocationOption = None,
+    project: ProjectOption = None,
+    bq_table: Annotated[
+        str | None, typer.Option("--bq-table", help="gcloud's --table: bq://PROJECT.DATASET.TABLE.")
+    ] = None,
+    run_async: Annotated[
+        bool, typer.Option("--async", help="gcloud's --no-wait: print the operation and exit.")
+    ] = False,
+    overwrite_table: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite-table",
+            help="gcloud's WRITE_TRUNCATE: a table with rows still needs --yes or a terminal.",
+        ),
+    ] = False,
+    filter_config_gcs_uri: Annotated[
+        str | None,
+        typer.Option("--filter-config-gcs-uri", help="gcloud's --filter: gs://BUCKET/OBJECT."),
+    ] = None,
     write_disposition: Annotated[
         str | None,
         typer.Option(
@@ -134,6 +94,21 @@ def export(
     stack: Annotated[
         str | None, typer.Option("--stack", help="Take --filter-bucket from this stack's settings.")
     ] = None,
+    schema: Annotated[
+        str,
+        typer.Option(
+            "--schema",
+            help="Table layout: nested (default: one column per DICOM keyword), flattened, or "
+            "json (all tags in one Metadata JSON column).",
+        ),
+    ] = "nested",
+    include_source_store: Annotated[
+        bool,
+        typer.Option(
+            "--include-source-store",
+            help="Add a SourceDicomStore column, so several stores can share one table.",
+        ),
+    ] = False,
     api_version: ApiVersionOption = "v1",
     no_wait: Annotated[
         bool, typer.Option("--no-wait", help="Print the operation name and exit.")
@@ -149,107 +124,85 @@ def export(
     permission_window: PermissionWindowOption = "10m",
     api_endpoint: ApiEndpointOption = None,
     impersonate: ImpersonateOption = None,
+    universe_domain: UniverseOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Export the store's DICOM metadata to a BigQuery table and follow the operation."""
+    from dicom_bq import refs, spellings
+    from dicom_bq.flows.access import GoogleAccess
+    from dicom_bq.flows.export import ExportPlan
+    from dicom_bq.flows.export_job import LocalFilter, run_export
+
+    write, legacy_force = spellings.export_disposition(
+        write_disposition=write_disposition, force=force, overwrite_table=overwrite_table
+    )
+    plan = ExportPlan(
+        store=spellings.export_store(
+            store_option=store,
+            store_argument=store_argument,
+            dataset=dataset,
+            location=location,
+            project=project,
+        ),
+        table=spellings.export_table(table=table, bq_table=bq_table),
+        write_disposition=write,
+        force=legacy_force,
+        filter=spellings.export_filter(
+            filter_uri=filter_uri,
+            filter_config_gcs_uri=filter_config_gcs_uri,
+            local_file=filter_file is not None,
+        ),
+        schema=spellings.parse_export_schema(schema),
+        include_source_store=include_source_store,
+    )
+    wait = spellings.export_waits(
+        no_wait=no_wait, run_async=run_async, timeout_given=timeout is not None
+    )
+    seconds = refs.parse_timeout(timeout) if timeout is not None else None
+    display = Display(live=not as_json and seconds != 0, activity=f"exporting to {plan.table.uri}")
     try:
-        from dicom_bq import refs
-        from dicom_bq.flows.export import Exporter, ExportPlan
-
-        if force is not None and write_disposition is not None:
-            raise DicomBqError(
-                "--force/--no-force and --write-disposition say the same thing twice and the API "
-                "takes only one: keep --write-disposition (--force is WRITE_TRUNCATE, --no-force "
-                "WRITE_EMPTY)"
-            )
-        plan = ExportPlan(
-            store=refs.StoreName.parse(store),
-            table=refs.TableUri.parse(table),
-            write_disposition=refs.parse_write_disposition(write_disposition)
-            if write_disposition is not None
-            else None,
-            force=force,
-            filter=refs.GcsUri.parse(filter_uri) if filter_uri is not None else None,
-        )
-        seconds = refs.parse_timeout(timeout) if timeout is not None else None
-        window = refs.parse_timeout(permission_window, "--permission-window")
-        version = _api_version(api_version)
-        connection = _connection(api_endpoint, impersonate)
-        # Read once: the stack gives the filter bucket and names the agent.
-        settings = _stack_settings(stack) if stack is not None else None
-        if filter_file is not None:
-            if filter_uri is not None:
-                raise DicomBqError("give --filter gs://... or --filter-file FILE, not both")
-            bucket = _filter_bucket(filter_bucket, settings)
-            _validated(filter_file, False, False)
-            if plan.truncates:
-                _confirm_truncate(plan.table, connection, yes)
-            plan = dataclasses.replace(plan, filter=_upload_filter(filter_file, bucket, connection))
-        elif plan.truncates:
-            _confirm_truncate(plan.table, connection, yes)
-        from dicom_bq.clients.healthcare import HealthcareApi
-
-        api = HealthcareApi(connection, version)
-        if agent_email is None and settings is not None:
-            # The stack names the agent when it knows the source project's number.
-            member = settings.agent_member
-            agent_email = member.removeprefix("serviceAccount:") if member else None
-        exporter = Exporter(api, permission_window=window, agent_email=agent_email)
-        if no_wait:
-            name = exporter.start(plan, on_wait=_say_wait)
-            if as_json:
-                print_json({"operation": name, "done": False})
-            else:
-                typer.echo(name)
-            raise typer.Exit(0)
-        state = _run_export(exporter, plan, seconds, as_json)
-    except DicomBqError as error:
-        fail(error)
-    _finish(state, as_json)
-
-
-def _run_export(exporter: Any, plan: Any, timeout: float | None, as_json: bool) -> Any:
-    """The one export flow (export and verify): start at most once, follow with live progress,
-    retry an operation refused while IAM propagates; Ctrl-C says how to resume."""
-    from dicom_bq.errors import EXIT_INTERRUPTED
-
-    started: list[str] = []
-
-    def on_start(name: str) -> None:
-        started.append(name)
-        typer.echo(f"Started {name}", err=True)
-
-    console = _err_console()
-    try:
-        if as_json or not console.is_terminal or timeout == 0:
-            return exporter.run(
-                plan, exporter_follower(exporter), timeout, on_start=on_start, on_wait=_say_wait
-            )
-        with console.status(f"exporting to {plan.table.uri}") as status:
-            return exporter.run(
-                plan,
-                exporter_follower(exporter),
-                timeout,
-                on_start=on_start,
-                on_update=_progress(console, status),
-                on_wait=_say_wait,
+        with display:
+            result = run_export(
+                plan=plan,
+                access=GoogleAccess(
+                    api_endpoint=api_endpoint,
+                    impersonate=impersonate,
+                    universe_domain=universe_domain,
+                ),
+                api_version=api_version,
+                stack=stack,
+                local_filter=LocalFilter(path=filter_file, bucket=filter_bucket)
+                if filter_file is not None
+                else None,
+                agent_email=agent_email,
+                permission_window=refs.parse_timeout(permission_window, "--permission-window"),
+                wait=wait,
+                timeout=seconds,
+                truncate_confirmed=yes,
+                confirm_truncate=confirm_truncate,
+                observer=display,
             )
     except KeyboardInterrupt:
-        if started:
-            typer.echo(
-                f"Interrupted: operation {started[-1]} keeps running. Resume with: "
-                f"dicom-bq operations wait {started[-1]}",
-                err=True,
-            )
-        else:
-            typer.echo("Interrupted before an export operation was known.", err=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        _interrupted(display.operations)
+    if result.state is not None:
+        finish_operation(result.state, as_json)
+    if as_json:
+        print_json({"operation": result.operation, "done": False})
+    else:
+        typer.echo(result.operation)
 
 
-def exporter_follower(exporter: Any) -> Any:
-    from dicom_bq.clients.operations import Follower
-
-    return Follower(exporter.api)
+def _interrupted(operations: list[str]) -> NoReturn:
+    """Ctrl-C stops the waiting, never the export: say how to resume."""
+    if operations:
+        typer.echo(
+            f"Interrupted: operation {operations[-1]} keeps running. Resume with: "
+            f"dicom-bq operations wait {operations[-1]}",
+            err=True,
+        )
+    else:
+        typer.echo("Interrupted before an export operation was known.", err=True)
+    raise typer.Exit(EXIT_INTERRUPTED)
 
 
 operations_app = typer.Typer(
@@ -261,37 +214,115 @@ app.add_typer(operations_app, name="operations")
 @operations_app.command("describe")
 @guarded
 def operations_describe(
-    name: Annotated[str, typer.Argument(help="projects/P/locations/L/datasets/D/operations/ID")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="projects/P/locations/L/datasets/D/operations/ID, or gcloud's spelling: the ID "
+            "with --dataset, --location and --project."
+        ),
+    ],
+    dataset: DatasetOption = None,
+    location: LocationOption = None,
+    project: ProjectOption = None,
     api_version: ApiVersionOption = "v1",
     api_endpoint: ApiEndpointOption = None,
     impersonate: ImpersonateOption = None,
+    universe_domain: UniverseOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Show an operation's state once."""
-    operations_wait(name, "0", api_version, api_endpoint, impersonate, as_json)
+    _show_operation(
+        name=name,
+        dataset=dataset,
+        location=location,
+        project=project,
+        timeout=0.0,
+        api_version=api_version,
+        api_endpoint=api_endpoint,
+        impersonate=impersonate,
+        universe_domain=universe_domain,
+        as_json=as_json,
+    )
 
 
 @operations_app.command("wait")
 @guarded
 def operations_wait(
-    name: Annotated[str, typer.Argument(help="projects/P/locations/L/datasets/D/operations/ID")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="projects/P/locations/L/datasets/D/operations/ID, or gcloud's spelling: the ID "
+            "with --dataset, --location and --project."
+        ),
+    ],
+    dataset: DatasetOption = None,
+    location: LocationOption = None,
+    project: ProjectOption = None,
     timeout: TimeoutOption = None,
     api_version: ApiVersionOption = "v1",
     api_endpoint: ApiEndpointOption = None,
     impersonate: ImpersonateOption = None,
+    universe_domain: UniverseOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Wait for an operation to finish, then summarize it."""
-    try:
-        from dicom_bq.clients.healthcare import HealthcareApi
-        from dicom_bq.refs import parse_operation_name, parse_timeout
+    from dicom_bq.refs import parse_timeout
 
-        operation = parse_operation_name(name)
-        # "0" is describe's: one look, no waiting.
-        seconds = (
-            (0.0 if timeout == "0" else parse_timeout(timeout)) if timeout is not None else None
+    _show_operation(
+        name=name,
+        dataset=dataset,
+        location=location,
+        project=project,
+        timeout=parse_timeout(timeout) if timeout is not None else None,
+        api_version=api_version,
+        api_endpoint=api_endpoint,
+        impersonate=impersonate,
+        universe_domain=universe_domain,
+        as_json=as_json,
+    )
+
+
+def _show_operation(
+    *,
+    name: str,
+    dataset: str | None,
+    location: str | None,
+    project: str | None,
+    timeout: float | None,
+    api_version: str,
+    api_endpoint: str | None,
+    impersonate: str | None,
+    universe_domain: str | None,
+    as_json: bool,
+) -> None:
+    from dicom_bq.flows.access import GoogleAccess
+    from dicom_bq.flows.operations import follow_operation
+    from dicom_bq.spellings import operation_name
+
+    name = operation_name(operation=name, dataset=dataset, location=location, project=project)
+    display = Display(
+        live=not as_json and timeout != 0,
+        activity=f"waiting for {name}",
+        spinner_from_start=True,
+    )
+    try:
+        with display:
+            state = follow_operation(
+                name=name,
+                access=GoogleAccess(
+                    api_endpoint=api_endpoint,
+                    impersonate=impersonate,
+                    universe_domain=universe_domain,
+                ),
+                api_version=api_version,
+                timeout=timeout,
+                on_update=display.progress,
+            )
+    except KeyboardInterrupt:
+        typer.echo(
+            f"Interrupted: operation {name} keeps running. Resume with: "
+            f"dicom-bq operations wait {name}",
+            err=True,
         )
-        api = HealthcareApi(_connection(api_endpoint, impersonate), _api_version(api_version))
-    except DicomBqError as error:
-        fail(error)
-    _finish(_follow(api, operation, seconds, as_json), as_json)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finish_operation(state, as_json)

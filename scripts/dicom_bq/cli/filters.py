@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from dicom_bq.cli.common import (
+    BillingProjectOption,
+    ImpersonateOption,
     JsonOption,
-    _connection,
+    UniverseOption,
     app,
-    fail,
     guarded,
+    print_filter_report,
     print_json,
 )
-from dicom_bq.errors import DicomBqError
 
 filter_app = typer.Typer(
     help="Export filter files: validate, build, upload.",
@@ -24,39 +25,6 @@ filter_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(filter_app, name="filter")
-
-
-def _print_report(report: Any, as_json: bool) -> None:
-    if as_json:
-        print_json(report.as_dict())
-        return
-    for problem in report.errors:
-        typer.echo(
-            f"{report.path}:{problem.line}: error: {problem.reason}: {problem.text}", err=True
-        )
-    if report.error_count > len(report.errors):
-        typer.echo(f"... and {report.error_count - len(report.errors)} more errors", err=True)
-    for problem in report.warnings:
-        typer.echo(f"{report.path}:{problem.line}: warning: {problem.reason}", err=True)
-    if report.warning_count > len(report.warnings):
-        typer.echo(f"... and {report.warning_count - len(report.warnings)} more warnings", err=True)
-    mixed = 0 < report.crlf_lines < report.lines
-    typer.echo(
-        f"{report.path}: {report.lines} lines, {report.error_count} errors, "
-        f"{report.warning_count} warnings" + (" (mixed \\n and \\r\\n endings)" if mixed else "")
-    )
-
-
-def _validated(path: Path, strict: bool, as_json: bool) -> Any:
-    from dicom_bq.filters.filter_files import validate_file
-
-    if not path.is_file():
-        raise DicomBqError(f"filter file {path} does not exist or is not a file")
-    report = validate_file(path, strict)
-    if not report.ok:
-        _print_report(report, as_json)
-        raise typer.Exit(2)
-    return report
 
 
 @filter_app.command("validate")
@@ -69,11 +37,12 @@ def filter_validate(
     as_json: JsonOption = False,
 ) -> None:
     """Check every line is /studies/UID[/series/UID[/instances/UID]]; exit 2 on any error."""
-    try:
-        report = _validated(path, strict, as_json)
-    except DicomBqError as error:
-        fail(error)
-    _print_report(report, as_json)
+    from dicom_bq.flows.filters import filter_report
+
+    report = filter_report(path=path, strict=strict)
+    print_filter_report(report, as_json)
+    if not report.ok:
+        raise typer.Exit(2)
 
 
 @filter_app.command("build")
@@ -95,7 +64,13 @@ def filter_build(
         str | None, typer.Option("--where", help="With --table: an SQL condition.")
     ] = None,
     project: Annotated[
-        str | None, typer.Option("--project", help="Project billed for --query.")
+        str | None,
+        typer.Option(
+            "--billing-project",
+            "--project",
+            help="Project the --query/--table job runs in and is billed to (default: your "
+            "credentials' project, else the table's).",
+        ),
     ] = None,
     normalize: Annotated[
         bool, typer.Option("--normalize", help="Drop duplicates and lines a broader line covers.")
@@ -107,92 +82,34 @@ def filter_build(
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing -o file (written atomically).")
     ] = False,
+    impersonate: ImpersonateOption = None,
+    universe_domain: UniverseOption = None,
 ) -> None:
     """Build a filter file from UIDs (CSV, BigQuery, or paths on stdin)."""
-    import shutil
-    import tempfile
+    from dicom_bq.flows.access import GoogleAccess
+    from dicom_bq.flows.filters import BuildSources, build_filter
 
-    try:
-        from dicom_bq import refs
-        from dicom_bq.filters import filter_files as filters
-
-        sources = [uids_csv is not None, query is not None, table is not None]
-        if sum(sources) > 1:
-            raise DicomBqError("give one source: --uids-csv, --query, --table, or paths on stdin")
-        if where and table is None:
-            raise DicomBqError("--where goes with --table")
-        target = (
-            refs.GcsUri.parse(output, "--output")
-            if output is not None and output.startswith("gs://")
-            else None
-        )
-        if output is not None and target is None:
-            from dicom_bq.files import check_output
-
-            # Before any query runs: a build that cannot be written costs nothing.
-            check_output(Path(output), replace=force)
-        lines: Any
-        source: str | None
-        if uids_csv is not None:
-            if not uids_csv.is_file():
-                raise DicomBqError(f"--uids-csv {uids_csv} does not exist or is not a file")
-            lines = filters.lines_from_csv(uids_csv.open(encoding="utf-8-sig", newline=""))
-            source = None
-        elif query is not None or table is not None:
-            from dicom_bq.clients.bigquery import BigQueryTables
-            from dicom_bq.filters.queries import Query, filter_paths
-            from dicom_bq.infra import identifiers
-
-            if table is not None:
-                uri = refs.TableUri.parse(table)
-                built, billing = filter_paths(uri, where), project or uri.project
-            else:
-                if not project or identifiers.check_project_id(project):
-                    raise DicomBqError(
-                        "--query needs --project PROJECT_ID, the project billed for it"
-                    )
-                built, billing = Query(str(query)), project
-            rows = BigQueryTables(_connection(None, None), billing).run(built)
-            lines = (str(next(iter(row.values()))) for row in rows)
-            source = "query result"
-        else:
-            if sys.stdin.isatty():
-                raise DicomBqError(
-                    "give a source: --uids-csv FILE, --query SQL, --table URI, or paths on stdin"
-                )
-            lines = sys.stdin.buffer
-            source = "stdin"
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(output) if output and target is None else Path(folder) / "filter.txt"
-            replace = force or path.parent == Path(folder)
-            if source is None:
-                count = filters.build_file(lines, path, normalize, replace=replace)
-            else:
-                spill = Path(folder) / "spill.txt"
-                if source == "stdin":
-                    with spill.open("wb") as out:
-                        shutil.copyfileobj(lines, out, 1 << 20)
-                else:
-                    filters.write_lines(lines, spill)
-                count = filters.build_from_spill(spill, path, normalize, source, replace=replace)
-            if target is not None:
-                from dicom_bq.clients.storage import StorageObjects
-
-                StorageObjects(_connection(None, None), target.bucket).upload_file(
-                    str(path), target, UPLOAD_CHUNK
-                )
-            elif output is None:
-                with path.open("rb") as finished:  # streamed: the file may be large
-                    shutil.copyfileobj(finished, sys.stdout.buffer, 1 << 20)
-                sys.stdout.flush()
-    except filters.BuildError as error:
-        fail(DicomBqError(str(error)))
-    except DicomBqError as error:
-        fail(error)
-    typer.echo(f"{count} lines" + (f" written to {output}" if output else ""), err=True)
-
-
-UPLOAD_CHUNK = 8 * 1024 * 1024
+    result = build_filter(
+        sources=BuildSources(
+            uids_csv=uids_csv,
+            query=query,
+            table=table,
+            where=where,
+            # A terminal holds no paths: only piped input is read.
+            stdin=None if sys.stdin.isatty() else sys.stdin.buffer,
+        ),
+        normalize=normalize,
+        output=output,
+        replace=force,
+        stdout=sys.stdout.buffer,
+        access=GoogleAccess(
+            impersonate=impersonate, universe_domain=universe_domain, billing_project=project
+        ),
+    )
+    typer.echo(
+        f"{result.lines} lines" + (f" written to {result.output}" if result.output else ""),
+        err=True,
+    )
 
 
 @filter_app.command("upload")
@@ -201,22 +118,20 @@ def filter_upload(
     path: Annotated[Path, typer.Argument(help="The filter file.")],
     destination: Annotated[str, typer.Argument(help="gs://BUCKET/OBJECT")],
     chunk_mib: Annotated[int, typer.Option("--chunk-mib", help="Resumable upload chunk size.")] = 8,
+    impersonate: ImpersonateOption = None,
+    universe_domain: UniverseOption = None,
 ) -> None:
     """Validate a filter file, then upload it (resumable) to Cloud Storage."""
-    try:
-        from dicom_bq import refs
-        from dicom_bq.clients.storage import StorageObjects
+    from dicom_bq.flows.access import GoogleAccess
+    from dicom_bq.flows.filters import upload_filter_file
 
-        target = refs.GcsUri.parse(destination, "destination")
-        if not 1 <= chunk_mib <= 1024:
-            raise DicomBqError(f"--chunk-mib {chunk_mib} is not valid: use 1 to 1024")
-        report = _validated(path, False, False)
-        size = StorageObjects(_connection(None, None), target.bucket).upload_file(
-            str(path), target, chunk_mib * 1024 * 1024
-        )
-    except DicomBqError as error:
-        fail(error)
-    typer.echo(f"uploaded {report.lines} lines ({size} bytes) to {target.uri}")
+    result = upload_filter_file(
+        path=path,
+        destination=destination,
+        chunk_mib=chunk_mib,
+        access=GoogleAccess(impersonate=impersonate, universe_domain=universe_domain),
+    )
+    typer.echo(f"uploaded {result.lines} lines ({result.size} bytes) to {result.target.uri}")
 
 
 query_app = typer.Typer(
@@ -228,17 +143,7 @@ app.add_typer(query_app, name="query")
 TableOption = Annotated[str, typer.Option("--table", help="The exported table, bq://P.D.T.")]
 
 
-def _run_query(table: str, build: Any, as_json: bool) -> None:
-    try:
-        from dicom_bq.clients.bigquery import BigQueryTables
-        from dicom_bq.refs import TableUri
-
-        uri = TableUri.parse(table)
-        rows = list(BigQueryTables(_connection(None, None), uri.project).run(build(uri)))
-    except DicomBqError as error:
-        fail(error)
-    # BigQuery's JSON export prints every value as a string; so does --json, like the how-to.
-    rows = [{k: None if v is None else str(v) for k, v in row.items()} for row in rows]
+def _print_rows(rows: list[dict[str, str | None]], as_json: bool) -> None:
     if as_json:
         print_json(rows)
         return
@@ -258,12 +163,20 @@ def _run_query(table: str, build: Any, as_json: bool) -> None:
 def query_dicomweb_paths(
     patient_id: Annotated[str, typer.Option("--patient-id", help="PatientID to look up.")],
     table: TableOption,
+    billing_project: BillingProjectOption = None,
+    impersonate: ImpersonateOption = None,
+    universe_domain: UniverseOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """The DICOMweb paths of one patient's instances."""
-    from dicom_bq.filters.queries import dicomweb_paths
+    from dicom_bq.flows.access import GoogleAccess
+    from dicom_bq.flows.filters import dicomweb_paths_rows
 
-    _run_query(table, lambda uri: dicomweb_paths(uri, patient_id), as_json)
+    access = GoogleAccess(
+        impersonate=impersonate, universe_domain=universe_domain, billing_project=billing_project
+    )
+    rows = dicomweb_paths_rows(table=table, patient_id=patient_id, access=access)
+    _print_rows(rows, as_json)
 
 
 @query_app.command("latest-studies")
@@ -271,18 +184,35 @@ def query_dicomweb_paths(
 def query_latest_studies(
     table: TableOption,
     limit: Annotated[int, typer.Option("--limit", min=1, max=10000, help="How many studies.")] = 10,
+    billing_project: BillingProjectOption = None,
+    impersonate: ImpersonateOption = None,
+    universe_domain: UniverseOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """The latest studies with their patient and instance count, for a reading worklist."""
-    from dicom_bq.filters.queries import latest_studies
+    from dicom_bq.flows.access import GoogleAccess
+    from dicom_bq.flows.filters import latest_studies_rows
 
-    _run_query(table, lambda uri: latest_studies(uri, limit), as_json)
+    access = GoogleAccess(
+        impersonate=impersonate, universe_domain=universe_domain, billing_project=billing_project
+    )
+    _print_rows(latest_studies_rows(table=table, limit=limit, access=access), as_json)
 
 
 @query_app.command("dropped-tags")
 @guarded
-def query_dropped_tags(table: TableOption, as_json: JsonOption = False) -> None:
+def query_dropped_tags(
+    table: TableOption,
+    billing_project: BillingProjectOption = None,
+    impersonate: ImpersonateOption = None,
+    universe_domain: UniverseOption = None,
+    as_json: JsonOption = False,
+) -> None:
     """The tags the export could not hold (DroppedTags), with how many instances had each."""
-    from dicom_bq.filters.queries import dropped_tags
+    from dicom_bq.flows.access import GoogleAccess
+    from dicom_bq.flows.filters import dropped_tags_rows
 
-    _run_query(table, dropped_tags, as_json)
+    access = GoogleAccess(
+        impersonate=impersonate, universe_domain=universe_domain, billing_project=billing_project
+    )
+    _print_rows(dropped_tags_rows(table=table, access=access), as_json)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -14,13 +12,14 @@ from dicom_bq.cli.common import (
     ImpersonateOption,
     JsonOption,
     ProjectDirOption,
-    _connection,
+    UniverseOption,
     app,
-    fail,
     guarded,
     print_json,
 )
-from dicom_bq.errors import DicomBqError
+
+if TYPE_CHECKING:
+    from dicom_bq.flows.review import CheckedPlan, PreflightReport
 
 
 class PlanFormat(StrEnum):
@@ -47,44 +46,38 @@ def plan(
     project_dir: ProjectDirOption = None,
 ) -> None:
     """Show, offline, every resource and grant the stack would create. No credentials needed."""
-    try:
-        from dicom_bq.stack.config import find_project_dir, read_stack_config
-        from dicom_bq.stack.plan import plan_stack
+    from dicom_bq.flows.review import plan_stack_offline
 
-        folder = project_dir or find_project_dir()
-        result = plan_stack(read_stack_config(folder, stack))
-    except DicomBqError as error:
-        fail(error)
+    checked = plan_stack_offline(stack=stack, project_dir=project_dir, check=check)
+    _print_plan(checked, output_format)
+    if checked.mandatory_failed:
+        raise typer.Exit(1)
+
+
+def _print_plan(checked: CheckedPlan, output_format: PlanFormat) -> None:
+    result, findings = checked.plan, checked.findings
     for note in result.notes:
         typer.echo(f"Note: {note}", err=True)
-    findings: list[Any] = []
-    if check:
-        from dicom_bq.security.checks import check_plan
-
-        assert result.settings is not None
-        findings = check_plan(result, result.settings)
     if output_format is PlanFormat.json:
         document = result.as_dict()
-        if check:
+        if checked.checked:
             document["findings"] = [f.as_dict() for f in findings]
         print_json(document)
     elif output_format is PlanFormat.markdown:
         from dicom_bq.stack.render import findings_markdown, markdown
 
         typer.echo(markdown(result), nl=False)
-        if check:
+        if checked.checked:
             typer.echo("\n" + findings_markdown(findings), nl=False)
     else:
         from rich.console import Console
 
         from dicom_bq.stack.render import print_findings, print_table
 
-        console = Console(width=200 if not sys.stdout.isatty() else None)
+        console = Console()
         print_table(result, console)
-        if check:
+        if checked.checked:
             print_findings(findings, console)
-    if any(f.enforcement == "mandatory" for f in findings):
-        raise typer.Exit(1)
 
 
 class ReviewFormat(StrEnum):
@@ -108,45 +101,29 @@ def review(
         Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing -o file.")] = False,
+    impersonate: ImpersonateOption = None,
     project_dir: ProjectDirOption = None,
 ) -> None:
     """A review document: every grant, why, its permissions, and the policy results."""
-    try:
-        from dicom_bq.files import check_output
+    from dicom_bq.files import write_text_atomically
+    from dicom_bq.flows.access import GoogleAccess
+    from dicom_bq.flows.review import review_stack
 
-        if output is not None:
-            check_output(output, replace=force)
-        from dicom_bq.security import roles
-        from dicom_bq.security.checks import check_plan
-        from dicom_bq.security.review import review_document, review_markdown
-        from dicom_bq.stack.config import find_project_dir, read_stack_config
-        from dicom_bq.stack.plan import plan_stack
-
-        result = plan_stack(read_stack_config(project_dir or find_project_dir(), stack))
-        settings = result.settings
-        assert settings is not None
-        findings = check_plan(result, settings)
-        lookup = (
-            roles.IamRoles(_connection(None, None, settings.universe_domain)).get
-            if online
-            else roles.from_snapshot
-        )
-        document = review_document(result, findings, lookup)
-    except DicomBqError as error:
-        fail(error)
-    text = (
-        review_markdown(document, findings)
-        if output_format is ReviewFormat.markdown
-        else json.dumps(document, indent=2) + "\n"
+    result = review_stack(
+        stack=stack,
+        project_dir=project_dir,
+        online=online,
+        as_markdown=output_format is ReviewFormat.markdown,
+        output=output,
+        replace=force,
+        access=GoogleAccess(impersonate=impersonate),
     )
     if output:
-        from dicom_bq.files import write_text_atomically
-
-        write_text_atomically(output, text, replace=force)
+        write_text_atomically(output, result.text, replace=force)
         typer.echo(f"wrote {output}", err=True)
     else:
-        typer.echo(text, nl=False)
-    if not document["policy"]["passed"]:
+        typer.echo(result.text, nl=False)
+    if not result.passed:
         raise typer.Exit(1)
 
 
@@ -161,31 +138,20 @@ def audit(
         Path | None, typer.Option("--outputs", help="Expected grants from saved stack outputs.")
     ] = None,
     impersonate: ImpersonateOption = None,
+    universe_domain: UniverseOption = None,
     project_dir: ProjectDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Compare the live IAM policies with the stack's grants: missing, extra, public, basic."""
-    try:
-        from dicom_bq.security.audit import AuditTarget, run_audit
+    from dicom_bq.flows.access import GoogleAccess
+    from dicom_bq.flows.review import audit_stack
 
-        if (stack is None) == (outputs is None):
-            raise DicomBqError(
-                "say what to audit with exactly one of --stack NAME or --outputs FILE"
-            )
-        if outputs is not None:
-            from dicom_bq.stack.outputs import read_outputs_file
-
-            target = AuditTarget.from_outputs(outputs.stem, read_outputs_file(outputs))
-        else:
-            from dicom_bq.stack.config import find_project_dir, read_stack_config
-            from dicom_bq.stack.plan import plan_stack
-
-            assert stack is not None
-            planned = plan_stack(read_stack_config(project_dir or find_project_dir(), stack))
-            target = AuditTarget.from_outputs(stack, planned.outputs)
-        result = run_audit(_connection(None, impersonate), target)
-    except DicomBqError as error:
-        fail(error)
+    result = audit_stack(
+        stack=stack,
+        outputs=outputs,
+        project_dir=project_dir,
+        access=GoogleAccess(impersonate=impersonate, universe_domain=universe_domain),
+    )
     if as_json:
         print_json(result.as_dict())
     else:
@@ -204,21 +170,18 @@ def preflight(
     """Check, with your credentials, what the stack's first `pulumi up` needs: APIs, the bucket,
     topic and keys it grants on, your permissions, and names already taken. Writes nothing.
     Exit 0 all clear, 1 something will fail, 2 bad input."""
-    try:
-        from dicom_bq.flows.preflight import preflight_stack
-        from dicom_bq.stack.config import find_project_dir
+    from dicom_bq.flows.access import GoogleAccess
+    from dicom_bq.flows.review import preflight_check
 
-        report = preflight_stack(
-            stack=stack, project_dir=project_dir or find_project_dir(), impersonate=impersonate
-        )
-    except DicomBqError as error:
-        fail(error)
+    report = preflight_check(
+        stack=stack, project_dir=project_dir, access=GoogleAccess(impersonate=impersonate)
+    )
     _print_preflight(report, as_json)
     if not report.ok:
         raise typer.Exit(1)
 
 
-def _print_preflight(report: Any, as_json: bool) -> None:
+def _print_preflight(report: PreflightReport, as_json: bool) -> None:
     from dicom_bq.flows.preflight import report_lines
 
     for note in report.notes:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from dicom_bq.clients.endpoints import Connection
@@ -11,11 +13,26 @@ from dicom_bq.filters.queries import Query, instance_row
 from dicom_bq.refs import TableUri
 
 
+@dataclass(frozen=True)
+class TableInfo:
+    """tables.get's counts (bigquery v2 Table): numRows leaves out the streaming buffer, whose
+    streamingBuffer.estimatedRows is a lower-bound estimate; lastModifiedTime (ms since the
+    epoch) arrives as an aware datetime."""
+
+    committed_rows: int
+    buffered_rows: int
+    last_modified: datetime.datetime | None
+
+
 class BigQueryTables:
+    """Reads of fully qualified tables; every query job runs in, and is billed to,
+    `billing_project`, whichever project holds the tables."""
+
     def __init__(self, connection: Connection, billing_project: str) -> None:
         from google.cloud import bigquery
 
         self._bigquery = bigquery
+        self.billing_project = billing_project
         self._client = connection.bigquery_client(billing_project)
 
     def _fail(self, what: str, error: Exception) -> DicomBqError:
@@ -36,6 +53,39 @@ class BigQueryTables:
         buffer = found.streaming_buffer
         buffered = int(buffer.estimated_rows or 0) if buffer is not None else 0
         return int(found.num_rows or 0) + buffered
+
+    def table_fields(self, table: TableUri) -> list[dict[str, Any]]:
+        """The table's columns as tables.get gives them (bigquery v2 TableFieldSchema: name,
+        type, mode, fields): what tells a nested, flattened or JSON export apart."""
+        from google.api_core import exceptions
+
+        try:
+            found = self._client.get_table(table.table_id)
+        except exceptions.NotFound:
+            raise DicomBqError(
+                f"{table.uri} does not exist: export to it first (`dicom-bq export`), or check "
+                "the project, dataset and table names"
+            ) from None
+        except exceptions.GoogleAPIError as error:
+            raise self._fail(f"describe {table.uri}", error) from None
+        return [dict(field.to_api_repr()) for field in found.schema]
+
+    def table_info(self, table: TableUri) -> TableInfo | None:
+        """Rows and last modification of a table, or None when it does not exist."""
+        from google.api_core import exceptions
+
+        try:
+            found = self._client.get_table(table.table_id)
+        except exceptions.NotFound:
+            return None
+        except exceptions.GoogleAPIError as error:
+            raise self._fail(f"describe {table.uri}", error) from None
+        buffer = found.streaming_buffer
+        return TableInfo(
+            committed_rows=int(found.num_rows or 0),
+            buffered_rows=int(buffer.estimated_rows or 0) if buffer is not None else 0,
+            last_modified=found.modified,
+        )
 
     def dataset_access(self, project: str, dataset: str) -> list[dict[str, Any]] | None:
         """The dataset's access entries (role, member kinds), or None when it does not exist."""
@@ -70,5 +120,13 @@ class BigQueryTables:
                 query.sql, job_config=config, page_size=page_size
             ):
                 yield dict(row.items())
+        except exceptions.Forbidden as error:
+            # The job is created in the billing project: bigquery.jobs.create is needed there,
+            # read access on the tables (https://cloud.google.com/bigquery/docs/running-queries).
+            raise DicomBqError(
+                f"BigQuery refused to {what}: {error}. The query job runs in project "
+                f"{self.billing_project}: choose the project billed with --billing-project",
+                exit_code=EXIT_FAILED,
+            ) from None
         except exceptions.GoogleAPIError as error:
             raise self._fail(what, error) from None

@@ -64,7 +64,8 @@ class GoogleApi:
         self.service = discovery.build_from_document(
             discovery_document(api, version),
             http=self.http,
-            client_options={"api_endpoint": endpoint.url},
+            # The universe, or the emulator / private endpoint that overrides it.
+            client_options=endpoint.discovery_options(),
         )
 
     def _once(self, request: Any) -> Any:

@@ -1,22 +1,27 @@
 """Where each Google API is reached, and with which credentials.
 
 Production and local runs share this code: an emulator variable (HEALTHCARE_EMULATOR_HOST,
-BIGQUERY_EMULATOR_HOST, STORAGE_EMULATOR_HOST, as a URL such as http://127.0.0.1:8123) only
-(and IAM_EMULATOR_HOST, RESOURCEMANAGER_EMULATOR_HOST for the audit) only
+BIGQUERY_EMULATOR_HOST, STORAGE_EMULATOR_HOST, and IAM_EMULATOR_HOST,
+RESOURCEMANAGER_EMULATOR_HOST for the audit, as a URL such as http://127.0.0.1:8123) only
 changes the endpoint and switches to anonymous credentials, as Google's own clients do for
-STORAGE_EMULATOR_HOST.
+STORAGE_EMULATOR_HOST; it wins over the universe domain.
+
+Every client names the universe through its library's own option (google-api-python-client
+and google-cloud-* `client_options.universe_domain`), so each library derives its host and checks
+that the credentials belong to that universe.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from dicom_bq.errors import DicomBqError
-from dicom_bq.infra import naming
+from dicom_bq.errors import EXIT_FAILED, DicomBqError
+from dicom_bq.infra import identifiers, naming
 from dicom_bq.texts import excerpt
 
 CLOUD_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
@@ -25,12 +30,45 @@ NO_CREDENTIALS = (
     "no Google credentials found: run `gcloud auth application-default login` (or set "
     "GOOGLE_APPLICATION_CREDENTIALS), then try again"
 )
+# What google.auth.default() reads before the credentials' own project (google/auth/_default.py,
+# explicit_project_id); with an emulator, google-cloud-storage reads them alone
+# (google/cloud/storage/_helpers.py, _get_environ_project).
+PROJECT_VARIABLES = ("GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT")
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    url: str  # scheme://host[:port]/ with a trailing slash
+    url: str  # where requests go: scheme://host[:port]/ with a trailing slash
     emulated: bool
+    universe_domain: str = naming.DEFAULT_UNIVERSE
+    # The URL is not the one the library derives from the universe: an emulator, --api-endpoint.
+    overridden: bool = False
+
+    def discovery_options(self) -> dict[str, str]:
+        """client_options for googleapiclient.discovery.build_from_document: without
+        api_endpoint it replaces googleapis.com in the document's rootUrl with universe_domain,
+        and checks the credentials' universe at the first call (googleapiclient/discovery.py,
+        build_from_document and Resource._validate_credentials)."""
+        if self.emulated:
+            # Anonymous credentials are of googleapis.com: naming another universe would fail
+            # the library's check, and an emulator has no universe.
+            return {"api_endpoint": self.url}
+        options = {"universe_domain": self.universe_domain}
+        if self.overridden:
+            options["api_endpoint"] = self.url
+        return options
+
+    def cloud_options(self) -> Any:
+        """ClientOptions for google-cloud-bigquery and google-cloud-storage: api_endpoint (no
+        trailing slash: they append "/bigquery/v2", "/storage/v1") wins over universe_domain,
+        which gives https://bigquery.UNIVERSE, https://storage.UNIVERSE and a check of the
+        credentials' universe (google/cloud/bigquery/client.py Client.__init__, _helpers.py
+        _DEFAULT_HOST_TEMPLATE; google/cloud/storage/client.py Client.__init__ rule 4)."""
+        from google.api_core.client_options import ClientOptions
+
+        if self.emulated:
+            return ClientOptions(api_endpoint=self.url.rstrip("/"))
+        return ClientOptions(universe_domain=self.universe_domain)
 
 
 @dataclass(frozen=True)
@@ -43,7 +81,13 @@ class Connection:
     environ: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
-        """--api-endpoint is checked when given, whether or not an emulator is in use."""
+        """The universe and --api-endpoint are checked when given, whether or not an emulator
+        is in use, before any request."""
+        problem = identifiers.check_hostname(self.universe_domain)
+        if problem:
+            raise DicomBqError(
+                f"universe domain {excerpt(self.universe_domain)} is not valid: {problem}"
+            )
         if self.healthcare_endpoint is None:
             return
         url = self.healthcare_endpoint
@@ -71,20 +115,27 @@ class Connection:
         if host is None:
             return None
         url = host if "://" in host else f"http://{host}"
-        return Endpoint(url.rstrip("/") + "/", emulated=True)
+        return Endpoint(url.rstrip("/") + "/", emulated=True, overridden=True)
+
+    def _universe(self, service: str, path: str = "") -> Endpoint:
+        return Endpoint(
+            f"https://{service}.{self.universe_domain}/{path}",
+            emulated=False,
+            universe_domain=self.universe_domain,
+        )
 
     def healthcare(self) -> Endpoint:
         emulator = self._emulator("HEALTHCARE_EMULATOR_HOST")
         if emulator:
             return emulator
         if self.healthcare_endpoint is not None:
-            return Endpoint(self.healthcare_endpoint.rstrip("/") + "/", emulated=False)
-        return Endpoint(f"https://healthcare.{self.universe_domain}/", emulated=False)
-
-    def _service(self, variable: str, service: str) -> Endpoint:
-        return self._emulator(variable) or Endpoint(
-            f"https://{service}.{self.universe_domain}/", emulated=False
-        )
+            return Endpoint(
+                self.healthcare_endpoint.rstrip("/") + "/",
+                emulated=False,
+                universe_domain=self.universe_domain,
+                overridden=True,
+            )
+        return self._universe("healthcare")
 
     # The emulator variable of each Google REST API read through its discovery document.
     # PUBSUB_EMULATOR_HOST and STORAGE_EMULATOR_HOST are Google's own names; the others follow
@@ -107,68 +158,140 @@ class Connection:
         variable = self._EMULATOR_VARIABLES.get(api)
         emulator = self._emulator(variable) if variable else None
         if emulator is not None:
-            return Endpoint(emulator.url + service_path, emulated=True)
-        return Endpoint(f"https://{api}.{self.universe_domain}/{service_path}", emulated=False)
+            return Endpoint(emulator.url + service_path, emulated=True, overridden=True)
+        return self._universe(api, service_path)
 
     def iam(self) -> Endpoint:
-        return self._service("IAM_EMULATOR_HOST", "iam")
+        return self._emulator("IAM_EMULATOR_HOST") or self._universe("iam")
 
     def resource_manager(self) -> Endpoint:
-        return self._service("RESOURCEMANAGER_EMULATOR_HOST", "cloudresourcemanager")
+        return self._emulator("RESOURCEMANAGER_EMULATOR_HOST") or self._universe(
+            "cloudresourcemanager"
+        )
 
-    def bigquery(self) -> Endpoint | None:
-        return self._emulator("BIGQUERY_EMULATOR_HOST")
+    def bigquery(self) -> Endpoint:
+        return self._emulator("BIGQUERY_EMULATOR_HOST") or self._universe("bigquery")
 
-    def storage(self) -> Endpoint | None:
-        return self._emulator("STORAGE_EMULATOR_HOST")
+    def storage(self) -> Endpoint:
+        return self._emulator("STORAGE_EMULATOR_HOST") or self._universe("storage")
 
     def bigquery_client(self, project: str) -> Any:
-        """A google-cloud-bigquery client billing `project`, on the emulator when one is set."""
-        from google.api_core.client_options import ClientOptions
+        """A google-cloud-bigquery client whose jobs run in, and are billed to, `project`
+        (jobs.query and jobs.insert are called on projects/{client.project}: Client.query,
+        query_and_wait); the tables a query names stay fully qualified."""
         from google.cloud import bigquery
 
         endpoint = self.bigquery()
-        return bigquery.Client(
-            project=project,
-            credentials=self.credentials(endpoint is not None),
-            client_options=ClientOptions(api_endpoint=endpoint.url.rstrip("/"))
-            if endpoint
-            else None,
+        credentials = self.credentials(endpoint.emulated)
+        return _universe_checked(
+            lambda: bigquery.Client(
+                project=project,
+                credentials=credentials,
+                client_options=endpoint.cloud_options(),
+            )
         )
 
     def storage_client(self, project: str) -> Any:
         """A google-cloud-storage client, on the emulator when one is set."""
-        from google.api_core.client_options import ClientOptions
         from google.cloud import storage  # type: ignore[attr-defined]
 
         endpoint = self.storage()
-        return storage.Client(
-            project=project,
-            credentials=self.credentials(endpoint is not None),
-            client_options=ClientOptions(api_endpoint=endpoint.url.rstrip("/"))
-            if endpoint
-            else None,
+        credentials = self.credentials(endpoint.emulated)
+        return _universe_checked(
+            lambda: storage.Client(
+                project=project,
+                credentials=credentials,
+                client_options=endpoint.cloud_options(),
+            )
         )
 
+    def billing_project(self, *, explicit: str | None, fallback: str) -> str:
+        """Where a BigQuery job runs and is billed: `explicit` (--billing-project), else the
+        caller's own project (see caller_project), else `fallback` (the table's project)."""
+        if explicit is not None:
+            problem = identifiers.check_project_id(explicit)
+            if problem:
+                raise DicomBqError(f"--billing-project {excerpt(explicit)} is not valid: {problem}")
+            return explicit
+        return self.caller_project(emulated=self.bigquery().emulated) or fallback
+
+    def caller_project(self, *, emulated: bool) -> str | None:
+        """The project the caller's setup names: GOOGLE_CLOUD_PROJECT, else the project of the
+        Application Default Credentials (a key's project_id, gcloud's configured project), else
+        their quota project (what `gcloud auth application-default login` records), as
+        google.auth.default() resolves them. An emulator uses no credentials: only the
+        variables count, as google-cloud-storage does with STORAGE_EMULATOR_HOST."""
+        for variable in PROJECT_VARIABLES:
+            named = self._env(variable)
+            if named:
+                return named
+        if emulated:
+            return None
+        from google.auth import exceptions as auth_exceptions
+
+        try:
+            credentials, project = self._adc
+        except auth_exceptions.DefaultCredentialsError:
+            return None
+        quota = getattr(credentials, "quota_project_id", None)
+        return str(project) if project else (str(quota) if quota else None)
+
+    @functools.cached_property
+    def _adc(self) -> tuple[Any, str | None]:
+        """Application Default Credentials and their project, looked up once per run: the
+        lookup may run gcloud or ask the metadata server."""
+        import google.auth
+
+        credentials, project = google.auth.default(scopes=[CLOUD_SCOPE])
+        return credentials, project
+
     def credentials(self, emulated: bool) -> Any:
-        """Application Default Credentials, optionally impersonating a service account."""
+        """Application Default Credentials, optionally impersonating a service account, checked
+        to belong to the connection's universe."""
         from google.auth import credentials as auth_credentials
 
         if emulated:
             return auth_credentials.AnonymousCredentials()  # type: ignore[no-untyped-call]
-        import google.auth
         from google.auth import exceptions as auth_exceptions
 
         try:
-            source, _ = google.auth.default(scopes=[CLOUD_SCOPE])
+            source, _ = self._adc
         except auth_exceptions.DefaultCredentialsError:
-            raise DicomBqError(NO_CREDENTIALS, exit_code=1) from None
+            raise DicomBqError(NO_CREDENTIALS, exit_code=EXIT_FAILED) from None
+        # Checked here, once, for every client: each library would refuse the mismatch too, but
+        # only at its first call, with its own wording.
+        found = getattr(source, "universe_domain", naming.DEFAULT_UNIVERSE)
+        if found != self.universe_domain:
+            raise DicomBqError(_universe_mismatch(str(found), self.universe_domain), EXIT_FAILED)
         if not self.impersonate:
             return source
         from google.auth import impersonated_credentials
 
+        # The token comes from iamcredentials.UNIVERSE: impersonated credentials take the
+        # source's universe (google/auth/impersonated_credentials.py, Credentials.__init__ and
+        # _make_iam_token_request).
         return impersonated_credentials.Credentials(  # type: ignore[no-untyped-call]
             source_credentials=source,
             target_principal=self.impersonate,
             target_scopes=[CLOUD_SCOPE],
         )
+
+
+def _universe_mismatch(found: str, wanted: str) -> str:
+    return (
+        f"your Google credentials belong to the universe {found}, not {wanted}: sign in to "
+        f"{wanted} (gcloud auth application-default login, or its key in "
+        "GOOGLE_APPLICATION_CREDENTIALS), or name the universe your credentials belong to "
+        "(--universe-domain, or the stack's dicom-bq:universeDomain)"
+    )
+
+
+def _universe_checked(build: Callable[[], Any]) -> Any:
+    """A google-cloud client; its ValueError on a credentials/universe mismatch (bigquery
+    _helpers._validate_universe, storage Client.__init__) becomes the tool's own message."""
+    try:
+        return build()
+    except ValueError as error:
+        if "universe domain" not in str(error):
+            raise
+        raise DicomBqError(f"Google's client refused the universe: {error}", EXIT_FAILED) from None

@@ -6,6 +6,7 @@ v1beta1), so no discovery request is made and the request shapes are Google's ow
 
 from __future__ import annotations
 
+import enum
 import json
 import uuid
 from dataclasses import dataclass
@@ -14,9 +15,16 @@ from typing import Any
 import httplib2
 from googleapiclient.errors import HttpError
 
-from dicom_bq.clients.discovery import REQUEST_TIMEOUT, ApiCallError, GoogleApi, error_details
+from dicom_bq.clients.discovery import (
+    REQUEST_TIMEOUT,
+    ApiCallError,
+    GoogleApi,
+    discovery_document,
+    error_details,
+)
 from dicom_bq.clients.endpoints import Connection
 from dicom_bq.clients.retry import RetryPolicy
+from dicom_bq.errors import DicomBqError
 from dicom_bq.refs import WriteDisposition
 
 __all__ = [
@@ -25,10 +33,48 @@ __all__ = [
     "ExportAnswerLostError",
     "ExportNotStartedError",
     "ExportRequest",
+    "ExportSchema",
     "HealthcareApi",
+    "check_export_body",
+    "parse_export_schema",
+    "undefined_fields",
 ]
 
 API_VERSIONS = ("v1", "v1beta1")
+
+
+class ExportSchema(enum.StrEnum):
+    """The table layout an export writes, chosen in DicomBigQueryDestination (discovery documents
+    healthcare v1 and v1beta1, schemas.*DicomBigQueryDestination): no field is the default nested
+    schema (https://cloud.google.com/healthcare-api/docs/how-tos/dicom-bigquery-schema),
+    `schemaFlattened: {}` one column per tag, `schemaJson: {}` every tag in one JSON column."""
+
+    NESTED = "nested"
+    FLATTENED = "flattened"
+    JSON = "json"
+
+
+def parse_export_schema(value: str) -> ExportSchema:
+    try:
+        return ExportSchema(value.strip().lower())
+    except ValueError:
+        choices = ", ".join(s.value for s in ExportSchema)
+        raise DicomBqError(
+            f"--schema {value!r} is not a table layout: choose one of {choices} (nested is the "
+            "default: one column per DICOM keyword, sequences as records)"
+        ) from None
+
+
+# The option that puts each field in the body, so a refusal names what the user typed.
+_OPTION_OF_FIELD = {
+    "bigqueryDestination.schemaFlattened": "--schema flattened",
+    "bigqueryDestination.schemaJson": "--schema json",
+    "bigqueryDestination.includeSourceStore": "--include-source-store",
+    "bigqueryDestination.writeDisposition": "--write-disposition",
+    "bigqueryDestination.force": "--force/--no-force",
+    "filterConfig": "--filter",
+    "filterConfig.resourcePathsGcsUri": "--filter",
+}
 
 
 @dataclass(frozen=True)
@@ -38,6 +84,8 @@ class ExportRequest:
     write_disposition: WriteDisposition | None = None
     force: bool | None = None
     filter_uri: str | None = None
+    schema: ExportSchema = ExportSchema.NESTED
+    include_source_store: bool = False
 
     def body(self) -> dict[str, Any]:
         destination: dict[str, Any] = {"tableUri": self.table_uri}
@@ -48,10 +96,83 @@ class ExportRequest:
             destination["writeDisposition"] = (
                 self.write_disposition or WriteDisposition.WRITE_EMPTY
             ).value
+        # The presence of the empty message selects the layout ("Setting this field will use
+        # flattened DICOM instances schema", DicomBigQueryDestination.schemaFlattened); the
+        # default nested layout is the absence of both.
+        if self.schema is ExportSchema.FLATTENED:
+            destination["schemaFlattened"] = {}
+        elif self.schema is ExportSchema.JSON:
+            destination["schemaJson"] = {}
+        if self.include_source_store:
+            destination["includeSourceStore"] = True
         body: dict[str, Any] = {"bigqueryDestination": destination}
         if self.filter_uri:
             body["filterConfig"] = {"resourcePathsGcsUri": self.filter_uri}
         return body
+
+
+def undefined_fields(schemas: dict[str, Any], *, schema_name: str, value: Any) -> list[str]:
+    """Field paths of `value` that the discovery schema `schema_name` does not define.
+
+    The API rejects unknown fields with INVALID_ARGUMENT ("Invalid JSON payload received.
+    Unknown name ..."), so a field missing from the document is an export that cannot run.
+    """
+
+    def walk(schema: dict[str, Any], item: Any, path: str) -> list[str]:
+        if "$ref" in schema:
+            schema = schemas[schema["$ref"]]
+        if isinstance(item, dict) and schema.get("type") == "object":
+            properties = schema.get("properties", {})
+            found = []
+            for key, inner in item.items():
+                where = f"{path}.{key}" if path else key
+                if key in properties:
+                    found += walk(properties[key], inner, where)
+                elif "additionalProperties" not in schema:
+                    found.append(where)
+            return found
+        if isinstance(item, list) and "items" in schema:
+            return [p for inner in item for p in walk(schema["items"], inner, path)]
+        return []
+
+    return sorted(set(walk({"$ref": schema_name}, value, "")))
+
+
+def _export_method(document: dict[str, Any]) -> dict[str, Any]:
+    resource: dict[str, Any] = document
+    for name in ("projects", "locations", "datasets", "dicomStores"):
+        resource = resource["resources"][name]
+    method: dict[str, Any] = resource["methods"]["export"]
+    return method
+
+
+def _export_body_gaps(api_version: str, body: dict[str, Any]) -> tuple[list[str], str]:
+    document = discovery_document("healthcare", api_version)
+    request_schema = str(_export_method(document)["request"]["$ref"])
+    return undefined_fields(document["schemas"], schema_name=request_schema, value=body), str(
+        document.get("revision", "?")
+    )
+
+
+def check_export_body(api_version: str, body: dict[str, Any]) -> None:
+    """Refuse, before any request, an export body with a field the API version in use lacks,
+    as the discovery document shipped in google-api-python-client defines that version."""
+    missing, revision = _export_body_gaps(api_version, body)
+    if not missing:
+        return
+    options = sorted({_OPTION_OF_FIELD.get(field, field) for field in missing})
+    others = [v for v in API_VERSIONS if v != api_version and not _export_body_gaps(v, body)[0]]
+    remedy = (
+        f"use --api-version {others[0]}, whose document has it"
+        if others
+        else f"drop {' and '.join(options)}: no API version dicom-bq uses "
+        f"({', '.join(API_VERSIONS)}) has it"
+    )
+    raise DicomBqError(
+        f"{' and '.join(options)} needs {', '.join(missing)} in the export request, which the "
+        f"Cloud Healthcare API {api_version} does not define (discovery document revision "
+        f"{revision}): {remedy}. Nothing was sent."
+    )
 
 
 class ExportNotStartedError(Exception):
@@ -98,7 +219,9 @@ class HealthcareApi(GoogleApi):
 
     def export_once(self, request: ExportRequest) -> dict[str, Any]:
         """One export POST, never retried here: the caller decides, knowing what it risks."""
-        call = self._stores().export(name=request.store, body=request.body())
+        body = request.body()
+        check_export_body(self.api_version, body)
+        call = self._stores().export(name=request.store, body=body)
         try:
             return dict(call.execute(num_retries=0))
         except HttpError as error:

@@ -32,6 +32,10 @@ class OperationState:
     error_code: int | None
     error_message: str | None
     response: dict[str, Any] | None
+    # OperationMetadata.createTime and endTime (RFC 3339), as Google writes them (healthcare v1
+    # discovery document, schemas.OperationMetadata); endTime only once the operation is done.
+    create_time: str | None = None
+    end_time: str | None = None
 
     @classmethod
     def from_api(cls, operation: dict[str, Any]) -> OperationState:
@@ -48,6 +52,8 @@ class OperationState:
             error_code=int(error.get("code", 2)) if error else None,
             error_message=str(error.get("message", "")) if error else None,
             response=operation.get("response"),
+            create_time=metadata.get("createTime"),
+            end_time=metadata.get("endTime"),
         )
 
     @property
@@ -73,6 +79,8 @@ class OperationState:
             "failure": self.failure,
             "pending": self.pending,
             "logs_url": self.logs_url,
+            "create_time": self.create_time,
+            "end_time": self.end_time,
             "error": (
                 {"code": self.error_code, "message": self.error_message}
                 if self.error_code is not None

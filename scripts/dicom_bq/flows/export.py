@@ -13,7 +13,9 @@ from dicom_bq.clients.healthcare import (
     ExportAnswerLostError,
     ExportNotStartedError,
     ExportRequest,
+    ExportSchema,
     HealthcareApi,
+    check_export_body,
 )
 from dicom_bq.clients.operations import PERMISSION_DENIED, Follower, OperationState
 from dicom_bq.clients.retry import FAULT_BACKOFF, PERMISSION_BACKOFF, Backoff, Clock, SystemClock
@@ -42,6 +44,8 @@ class ExportPlan:
     write_disposition: WriteDisposition | None = None
     force: bool | None = None
     filter: GcsUri | None = None
+    schema: ExportSchema = ExportSchema.NESTED
+    include_source_store: bool = False
 
     def request(self) -> ExportRequest:
         return ExportRequest(
@@ -50,7 +54,13 @@ class ExportPlan:
             write_disposition=self.write_disposition,
             force=self.force,
             filter_uri=self.filter.uri if self.filter else None,
+            schema=self.schema,
+            include_source_store=self.include_source_store,
         )
+
+    def check(self, api_version: str) -> None:
+        """Refuse options the API version lacks before any request (filter upload included)."""
+        check_export_body(api_version, self.request().body())
 
     @property
     def truncates(self) -> bool:
@@ -99,12 +109,15 @@ def explain_permission_denied(
     )
 
 
+# The predefined roles holding healthcare.dicomStores.export are dicomViewer and dicomEditor, not
+# dicomStoreAdmin: https://cloud.google.com/iam/docs/roles-permissions/healthcare
 def explain_caller_denied(plan: ExportPlan, api_message: str) -> str:
     found = _CALLER_PERMISSION.search(api_message)
     permission = found.group(1) if found else "healthcare.dicomStores.export"
     return (
         f"you (the credentials dicom-bq runs with) lack {permission} on {plan.store.name}: "
-        f"{api_message}. Ask for roles/healthcare.dicomStoreAdmin on the store or its dataset, "
+        f"{api_message}. Ask for roles/healthcare.dicomEditor on the store or its dataset "
+        "(roles/healthcare.dicomStoreAdmin does not hold the export permission), "
         "or run as an account that has it (--impersonate-service-account). Nothing was exported."
     )
 

@@ -39,6 +39,26 @@ ROLE_FOR = {
     "pubsub.topics.setIamPolicy": "roles/pubsub.admin",
     "cloudkms.cryptoKeys.getIamPolicy": "roles/cloudkms.admin",
     "cloudkms.cryptoKeys.setIamPolicy": "roles/cloudkms.admin",
+    "iam.serviceAccounts.create": "roles/iam.serviceAccountCreator",
+    "iam.serviceAccounts.actAs": "roles/iam.serviceAccountUser",
+    "iam.roles.create": "roles/iam.roleAdmin",
+    "cloudscheduler.jobs.create": "roles/cloudscheduler.admin",
+    "healthcare.dicomStores.getIamPolicy": "roles/healthcare.dicomStoreAdmin",
+    "healthcare.dicomStores.setIamPolicy": "roles/healthcare.dicomStoreAdmin",
+    "logging.logMetrics.create": "roles/logging.configWriter",
+    "monitoring.alertPolicies.create": "roles/monitoring.alertPolicyEditor",
+    "monitoring.notificationChannels.create": "roles/monitoring.notificationChannelEditor",
+}
+# The optional parts' creates, each checked on its project (pulumi-gcp type -> permission).
+CREATE_PERMISSION = {
+    "gcp:serviceaccount/account:Account": "iam.serviceAccounts.create",
+    "gcp:projects/iAMCustomRole:IAMCustomRole": "iam.roles.create",
+    "gcp:cloudscheduler/job:Job": "cloudscheduler.jobs.create",
+    "gcp:logging/metric:Metric": "logging.logMetrics.create",
+    "gcp:monitoring/alertPolicy:AlertPolicy": "monitoring.alertPolicies.create",
+    "gcp:monitoring/notificationChannel:NotificationChannel": (
+        "monitoring.notificationChannels.create"
+    ),
 }
 
 
@@ -111,6 +131,19 @@ def needed_permissions(plan: Plan) -> list[NeededPermission]:
         elif kind == "CryptoKeyIAMMember":
             for verb in ("get", "set"):
                 need(str(r.inputs["cryptoKeyId"]), f"cloudkms.cryptoKeys.{verb}IamPolicy", r.name)
+        elif kind == "DicomStoreIamMember":
+            # The store may not exist before the first up: tested on its project, which is
+            # where a role granting these is usually held.
+            project = str(r.inputs["dicomStoreId"]).split("/")[0]
+            for verb in ("get", "set"):
+                need(f"projects/{project}", f"healthcare.dicomStores.{verb}IamPolicy", r.name)
+        elif r.type in CREATE_PERMISSION:
+            need(f"projects/{r.inputs['project']}", CREATE_PERMISSION[r.type], r.name)
+            if "oauthToken" in (r.inputs.get("httpTarget") or {}):
+                # cloudscheduler v1 discovery, OAuthToken.serviceAccountEmail: "The caller must
+                # have iam.serviceAccounts.actAs permission for the service account." Tested on
+                # the project: the account does not exist before the first up.
+                need(f"projects/{r.inputs['project']}", "iam.serviceAccounts.actAs", r.name)
     for invoke in plan.invokes:
         if invoke.token.endswith("getDefaultServiceAccount"):
             # bigquery v2 discovery document, projects.getServiceAccount: "Requires the

@@ -6,13 +6,16 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from dicom_bq.clients.healthcare import ApiCallError, HealthcareApi
 from dicom_bq.clients.operations import Follower, OperationState
 from dicom_bq.clients.retry import Clock, SystemClock
 from dicom_bq.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, DicomBqError
+from dicom_bq.flows.access import GoogleAccess
 from dicom_bq.flows.export import Exporter, ExportPlan
+from dicom_bq.flows.export_job import ConfirmTruncate, ExportObserver
 from dicom_bq.flows.seed import SyntheticInstance, synthetic_instance
 from dicom_bq.infra import naming
 from dicom_bq.refs import GcsUri, StoreName, TableUri, WriteDisposition
@@ -428,3 +431,167 @@ class Verifier:
                     raise StepFailedError("; ".join([*detail, *problems]))
         except (StepFailedError, DicomBqError):
             pass
+
+
+class VerifyObserver(ExportObserver, Protocol):
+    """What the person running verify is told: each step as it ends, and the export's progress."""
+
+    def step(self, result: StepResult) -> None: ...
+
+
+def verify_targets(
+    *,
+    stack: str | None,
+    outputs: Path | None,
+    store: str | None,
+    table: str | None,
+    filter_bucket: str | None,
+    project_dir: Path | None,
+    store_id: str | None = None,
+) -> list[VerifyTarget]:
+    """What to verify: a stack's stores (its outputs through the Pulumi CLI, or a saved copy),
+    every one or the one `store_id` names; or a store named directly."""
+    from dicom_bq.stack import outputs as stack_outputs
+
+    sources = [stack is not None, outputs is not None, store is not None]
+    if sum(sources) != 1:
+        raise DicomBqError(
+            "say where to verify with exactly one of --stack NAME, --outputs FILE or "
+            "--store NAME (with --table)"
+        )
+    if store is not None:
+        if store_id is not None:
+            raise DicomBqError(
+                "--store-id picks one of a stack's stores: use it with --stack or --outputs; "
+                "--store already names the store"
+            )
+        if table is None:
+            raise DicomBqError(
+                "--store needs --table bq://PROJECT.DATASET.TABLE for the verification export"
+            )
+        from dicom_bq.infra import identifiers
+
+        problem = identifiers.check_bucket(filter_bucket) if filter_bucket else None
+        if problem:
+            raise DicomBqError(f"--filter-bucket {filter_bucket!r} is not valid: {problem}")
+        return [VerifyTarget(StoreName.parse(store), TableUri.parse(table), filter_bucket)]
+    if outputs is not None:
+        document = stack_outputs.read_outputs_file(outputs)
+    else:
+        from dicom_bq.stack.config import find_project_dir
+
+        assert stack is not None
+        document = stack_outputs.read_stack_outputs(stack, project_dir or find_project_dir())
+    return stack_outputs.targets_from_outputs(document, table, store_id)
+
+
+def check_verify_options(options: VerifyOptions) -> None:
+    if options.accept_stream_rows and not options.in_place:
+        raise DicomBqError(
+            "--accept-synthetic-in-streams goes with --in-place: without it, verify seeds a "
+            "temporary store and nothing is left in the real store's streams"
+        )
+    if not options.seed and options.in_place:
+        raise DicomBqError("--no-seed stores nothing: drop --in-place")
+
+
+def verify_export_path(
+    *,
+    target: VerifyTarget,
+    options: VerifyOptions,
+    access: GoogleAccess,
+    api_version: str,
+    permission_window: float,
+    truncate_confirmed: bool,
+    confirm_truncate: ConfirmTruncate,
+    observer: VerifyObserver,
+) -> VerifyReport:
+    """Seed, export (the export flow `dicom-bq export` runs: Exporter.run), find the row, clean
+    up. The target's universe is the one its Google calls go to."""
+    from dicom_bq.clients.bigquery import BigQueryTables
+    from dicom_bq.clients.storage import StorageObjects
+    from dicom_bq.flows.export_job import check_truncate
+    from dicom_bq.flows.operations import healthcare_api
+
+    connection = access.connection(default_universe=target.universe_domain)
+    api = healthcare_api(connection=connection, api_version=api_version)
+    filters = StorageObjects(connection, target.store.project) if target.filter_bucket else None
+    verifier = Verifier(
+        api=api,
+        rows=BigQueryTables(connection, target.table.project),
+        filters=filters,
+        exporter=Exporter(api, permission_window=permission_window, agent_email=target.agent_email),
+        follower=Follower(api),
+        on_step=observer.step,
+        on_start=observer.started,
+        on_update=observer.progress,
+        on_wait=observer.waiting,
+        confirm_truncate=lambda table: check_truncate(
+            connection=connection,
+            table=table,
+            confirmed=truncate_confirmed,
+            confirm=confirm_truncate,
+        ),
+    )
+    return verifier.run(target, options)
+
+
+def verify_path(
+    *,
+    stack: str | None,
+    outputs: Path | None,
+    store: str | None,
+    table: str | None,
+    filter_bucket: str | None,
+    project_dir: Path | None,
+    options: VerifyOptions,
+    access: GoogleAccess,
+    api_version: str,
+    permission_window: float,
+    truncate_confirmed: bool,
+    confirm_truncate: ConfirmTruncate,
+    observer: VerifyObserver,
+    store_id: str | None = None,
+) -> VerifyReport:
+    """`dicom-bq verify`: the targets from the stack, its saved outputs or a named store, then
+    the proof, store after store."""
+    check_verify_options(options)
+    targets = verify_targets(
+        stack=stack,
+        outputs=outputs,
+        store=store,
+        table=table,
+        filter_bucket=filter_bucket,
+        project_dir=project_dir,
+        store_id=store_id,
+    )
+    reports = [
+        verify_export_path(
+            target=target,
+            options=options,
+            access=access,
+            api_version=api_version,
+            permission_window=permission_window,
+            truncate_confirmed=truncate_confirmed,
+            confirm_truncate=confirm_truncate,
+            observer=observer,
+        )
+        for target in targets
+    ]
+    if len(reports) == 1:
+        return reports[0]
+    return merged_report(targets, reports)
+
+
+def merged_report(targets: list[VerifyTarget], reports: list[VerifyReport]) -> VerifyReport:
+    """One report for several stores: each step named after its store (clinical:export), the
+    first failure's exit code."""
+    return VerifyReport(
+        steps=[
+            StepResult(f"{target.store.store}:{step.name}", step.ok, step.seconds, step.detail)
+            for target, report in zip(targets, reports, strict=True)
+            for step in report.steps
+        ],
+        operation=reports[-1].operation,
+        exit_code=next((report.exit_code for report in reports if not report.ok), EXIT_OK),
+    )

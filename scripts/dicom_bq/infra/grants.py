@@ -11,7 +11,7 @@ from typing import Literal
 
 import pulumi
 
-from dicom_bq.infra import naming
+from dicom_bq.infra.scopes import SCOPE_KINDS, ScopeKindName
 
 # Every role grant_specs can give the agent: the allow-list when a checker lacks the exact list.
 AGENT_ROLES = frozenset(
@@ -26,20 +26,16 @@ AGENT_ROLES = frozenset(
 
 # Who a grant is for: the Cloud Healthcare service agent, or BigQuery's encryption account (which
 # must use the BigQuery dataset's CMEK key when the export and the streams create tables).
-Principal = Literal["agent", "bigquery_encryption"]
-ScopeKind = Literal["bigquery_dataset", "project", "bucket", "topic", "crypto_key"]
-
-
-def _scope_uri(kind: ScopeKind, project: str, resource: str) -> str:
-    if kind == "bigquery_dataset":
-        return naming.bigquery_dataset_scope(project, resource)
-    if kind == "bucket":
-        return naming.bucket_scope(resource)
-    if kind == "topic":
-        return naming.topic_scope(resource)
-    if kind == "crypto_key":
-        return naming.crypto_key_scope(resource)
-    return naming.project_scope(project)
+# The nightly snapshot's own service account ("snapshot") calls dicomStores.export and nothing
+# else.
+Principal = Literal["agent", "bigquery_encryption", "snapshot"]
+# The snapshot account's custom role. dicomStores.export is what the Cloud Scheduler job calls;
+# it is checked on the store (https://cloud.google.com/healthcare-api/docs/access-control, "DICOM
+# store roles"). Not healthcare.operations.get: the job starts the export and never polls it, and
+# that permission is checked on the dataset, not the store (same page). The predefined roles
+# holding export (roles/healthcare.dicomViewer, dicomEditor) also grant dicomWebRead, that is,
+# the images themselves.
+SNAPSHOT_PERMISSIONS = ("healthcare.dicomStores.export",)
 
 
 @dataclass(frozen=True)
@@ -47,14 +43,18 @@ class Scope:
     """Where a role is granted. Values may be another resource's Outputs (a program passing
     its own project), so the full resource name IAM reviewers know is an Output too."""
 
-    kind: ScopeKind
+    kind: ScopeKindName
     project: pulumi.Input[str]
-    resource: pulumi.Input[str]  # dataset ID, bucket, topic or key name; project for kind=project
+    # The kind's bare ID (dataset ID, bucket, the project itself) or its relative resource
+    # name (a topic's, key's or DICOM store's projects/...): infra/scopes.py, ScopeKind.uri.
+    resource: pulumi.Input[str]
 
     @property
     def uri(self) -> pulumi.Output[str]:
         return pulumi.Output.all(self.project, self.resource).apply(
-            lambda values: _scope_uri(self.kind, str(values[0]), str(values[1]))
+            lambda values: SCOPE_KINDS[self.kind].uri(
+                project=str(values[0]), resource=str(values[1])
+            )
         )
 
 
@@ -104,8 +104,25 @@ class GrantRequest:
     data_editor_scope: Literal["dataset", "project"] = "dataset"
     filter_bucket: pulumi.Input[str] | None = None
     notification_topic: pulumi.Input[str] | None = None
+    # The topics of a dicomStores list, one publisher grant each (notification_topic: the
+    # single-store form's, under the key it always had).
+    notification_topics: tuple[TopicGrant, ...] = ()
     healthcare_kms_key: pulumi.Input[str] | None = None
     bigquery_kms_key: pulumi.Input[str] | None = None
+    # (store ID, full store name) of each store the nightly snapshot exports; empty: none.
+    snapshot_stores: tuple[tuple[str, pulumi.Input[str]], ...] = ()
+    # projects/P/roles/ID of the snapshot's custom role (known before the role exists).
+    snapshot_role: str | None = None
+
+
+@dataclass(frozen=True)
+class TopicGrant:
+    """A Pub/Sub topic stores of a dicomStores list notify, and the key of its grant."""
+
+    key: str
+    topic: pulumi.Input[str]
+    store_ids: tuple[str, ...]
+    former_keys: tuple[str, ...] = ()
 
 
 def _project_of(resource_name: pulumi.Input[str]) -> pulumi.Output[str]:
@@ -159,6 +176,20 @@ def grant_specs(request: GrantRequest) -> list[GrantSpec]:
                 "The DICOM store publishes a message to this topic for each new instance.",
             )
         )
+    for topic_grant in request.notification_topics:
+        topic = topic_grant.topic
+        specs.append(
+            GrantSpec(
+                topic_grant.key,
+                "roles/pubsub.publisher",
+                Scope("topic", _project_of(topic), topic),
+                f"DICOM store{'s' if len(topic_grant.store_ids) > 1 else ''} "
+                f"{', '.join(topic_grant.store_ids)} "
+                f"{'publish' if len(topic_grant.store_ids) > 1 else 'publishes'} a message to "
+                "this topic for each new instance.",
+                former_keys=topic_grant.former_keys,
+            )
+        )
     if request.healthcare_kms_key is not None:
         key = request.healthcare_kms_key
         specs.append(
@@ -182,4 +213,23 @@ def grant_specs(request: GrantRequest) -> list[GrantSpec]:
                 principal="bigquery_encryption",
             )
         )
+    specs += snapshot_grant_specs(request)
     return specs
+
+
+def snapshot_grant_specs(request: GrantRequest) -> list[GrantSpec]:
+    """The snapshot account's one role on each store it exports, and nowhere else."""
+    if not request.snapshot_stores or request.snapshot_role is None:
+        return []
+    return [
+        GrantSpec(
+            f"snapshot-export-{store_id}",
+            request.snapshot_role,
+            Scope("dicom_store", request.source_project, store),
+            "The nightly Cloud Scheduler job calls dicomStores.export on this store as the "
+            "snapshot account; the role holds only healthcare.dicomStores.export. The export "
+            "itself writes to BigQuery as the Healthcare service agent.",
+            principal="snapshot",
+        )
+        for store_id, store in request.snapshot_stores
+    ]

@@ -207,3 +207,35 @@ def check_hostname(value: str) -> str | None:
     if HOSTNAME_RULE.match(value):
         return None
     return "a universe domain is a DNS name such as 'googleapis.com'"
+
+
+def check_cron(value: str) -> str | None:
+    """Cloud Scheduler's unix-cron, by the one parser dicom-bq has (dicom_bq/cron.py)."""
+    from dicom_bq.cron import parse_schedule
+    from dicom_bq.errors import DicomBqError
+
+    try:
+        parse_schedule(value, what="the schedule")
+    except DicomBqError as error:
+        return str(error)
+    return None
+
+
+NOTIFICATION_CHANNEL_RULE = re.compile(r"^projects/(?P<project>[^/]+)/notificationChannels/[0-9]+$")
+EMAIL_RULE = re.compile(r"^[^@\s]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$")
+
+
+def check_notification_channel(value: str) -> str | None:
+    match = NOTIFICATION_CHANNEL_RULE.match(value)
+    if match:
+        return check_project_id(match.group("project"))
+    return (
+        "a notification channel is 'projects/PROJECT_ID/notificationChannels/ID' (copy it with "
+        "`gcloud beta monitoring channels list --format='value(name)'`)"
+    )
+
+
+def check_email(value: str) -> str | None:
+    if EMAIL_RULE.match(value) and len(value) <= 254:
+        return None
+    return "an alert email is an address such as 'oncall@example.org'"

@@ -88,3 +88,57 @@ def topic_scope(topic: str) -> str:
 
 def crypto_key_scope(key: str) -> str:
     return f"//cloudkms.googleapis.com/{key}"
+
+
+# The nightly snapshot's own service account and custom role. Both live in the source project and
+# are named after the Healthcare dataset (hashed: account IDs are 6-30 of [a-z0-9-], role IDs
+# [a-zA-Z0-9_.]), so two stacks in one project get their own. Policy rules recognise the account
+# by its prefix.
+SNAPSHOT_ACCOUNT_PREFIX = "dicom-bq-snapshot-"
+SNAPSHOT_ROLE_PREFIX = "dicomBqSnapshotExport"
+DEFAULT_SNAPSHOT_TABLE = "dicom_snapshot"
+
+
+def _short_hash(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+
+
+def snapshot_account_id(healthcare_dataset: str) -> str:
+    """`dicom-bq-snapshot-` + 8 hex digits of the Healthcare dataset's full name (26 chars)."""
+    return SNAPSHOT_ACCOUNT_PREFIX + _short_hash(healthcare_dataset)
+
+
+def snapshot_role_id(healthcare_dataset: str) -> str:
+    return f"{SNAPSHOT_ROLE_PREFIX}_{_short_hash(healthcare_dataset)}"
+
+
+def custom_role_name(project: str, role_id: str) -> str:
+    """A project custom role as IAM bindings name it (projects/P/roles/ID)."""
+    return f"projects/{project}/roles/{role_id}"
+
+
+def service_account_email(account_id: str, project: str) -> str:
+    """A user-managed service account's address in the googleapis.com universe.
+
+    A domain-scoped project `example.com:proj` puts its accounts under `proj.example.com`
+    (https://cloud.google.com/iam/docs/service-account-overview, "user-managed service accounts").
+    """
+    domain, colon, name = project.partition(":")
+    project_part = f"{name}.{domain}" if colon else project
+    return f"{account_id}@{project_part}.iam.gserviceaccount.com"
+
+
+def healthcare_export_url(store_name: str, universe_domain: str = DEFAULT_UNIVERSE) -> str:
+    """dicomStores.export: POST v1/{+name}:export (healthcare v1 discovery document)."""
+    return f"{healthcare_base_url(universe_domain)}/{store_name}:export"
+
+
+def snapshot_tables(store_ids: list[str], table: str) -> dict[str, str]:
+    """Store ID -> its snapshot table. One store: `table`; several: `table_STORE` each, since
+    every store's nightly WRITE_TRUNCATE would otherwise replace the others' rows ('.', valid in
+    a store ID, is not in a table name: it becomes '_')."""
+    if len(store_ids) == 1:
+        return {store_ids[0]: table}
+    return {store: f"{table}_{store.replace('.', '_')}" for store in store_ids}

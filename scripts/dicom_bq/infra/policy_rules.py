@@ -24,11 +24,20 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from dicom_bq.infra import naming
+from dicom_bq.infra.scopes import SCOPE_KINDS
 
 Enforcement = Literal["mandatory", "advisory"]
 # Matched against canonical_member(...) of a member, never the member as written.
 AGENT = re.compile(r"^serviceAccount:service-[0-9A-Za-z_]+@gcp-sa-healthcare\.[a-z0-9.-]+$")
 _AGENT_NUMBER = re.compile(r"^serviceAccount:service-([0-9A-Za-z_]+)@gcp-sa-healthcare\.")
+# The nightly snapshot's service account and custom role, as infra/naming.py names them.
+SNAPSHOT_ACCOUNT = re.compile(
+    rf"^serviceAccount:{re.escape(naming.SNAPSHOT_ACCOUNT_PREFIX)}[0-9a-f]{{8}}@[^@]+$"
+)
+SNAPSHOT_ROLE = re.compile(
+    rf"^projects/[^/]+/roles/{re.escape(naming.SNAPSHOT_ROLE_PREFIX)}_[0-9a-f]{{8}}$"
+)
+CUSTOM_ROLE = "gcp:projects/iAMCustomRole:IAMCustomRole"
 BASIC_ROLES = frozenset({"roles/owner", "roles/editor", "roles/viewer"})
 # BigQuery's dataset OWNER, the dataset-level basic role ("Basic roles for datasets",
 # https://cloud.google.com/bigquery/docs/access-control-basic-roles), under its predefined name
@@ -107,6 +116,9 @@ class PolicyContext:
     require_cmek: bool = False
     source_project: str | None = None
     source_project_number: str | None = None
+    # The snapshot account's grants as the grants list names them; None: any snapshot role on
+    # any DICOM store.
+    snapshot_grants: frozenset[ExpectedGrant] | None = None
 
 
 @dataclass(frozen=True)
@@ -191,6 +203,11 @@ def canonical_member(member: str) -> str:
     return f"{_MEMBER_TYPES.get(kind.lower(), kind)}:{value.lower()}"
 
 
+def is_snapshot_account(member: str) -> bool:
+    """Whether the member is a dicom-bq nightly snapshot account, in any spelling."""
+    return SNAPSHOT_ACCOUNT.match(canonical_member(member)) is not None
+
+
 def is_agent(member: str) -> bool:
     """Whether the member is a Cloud Healthcare service agent (any project's), in any spelling."""
     return AGENT.match(canonical_member(member)) is not None
@@ -237,45 +254,37 @@ def _text(props: Mapping[str, Any], key: str) -> str:
 
 
 def scope_of(resource: Resource) -> str:
-    """The full resource name an IAM resource grants on, in the grants list's vocabulary."""
+    """The full resource name an IAM resource grants on, in the grants list's vocabulary: a
+    scope kind's (infra/scopes.py) when the type is one of its family, else the part of one
+    (table, object, managed folder) or a scope no grant names (organization, folder,
+    subscription, key ring)."""
     p = resource.props
-    kind = _type_name(resource.type)
     t = resource.type
-    if t.startswith("gcp:projects/"):
-        return naming.project_scope(_text(p, "project"))
     if t.startswith("gcp:organizations/"):
         org = _text(p, "orgId").removeprefix("organizations/")
         return f"//cloudresourcemanager.googleapis.com/organizations/{org}"
     if t.startswith("gcp:folder/"):
         folder = _text(p, "folder").removeprefix("folders/")
         return f"//cloudresourcemanager.googleapis.com/folders/{folder}"
-    if t.startswith("gcp:bigquery/dataset"):
-        return naming.bigquery_dataset_scope(_text(p, "project"), _text(p, "datasetId"))
     if t.startswith("gcp:bigquery/iam"):  # IamMember/IamBinding/IamPolicy: a table
-        dataset = naming.bigquery_dataset_scope(_text(p, "project"), _text(p, "datasetId"))
+        dataset = SCOPE_KINDS["bigquery_dataset"].uri_from_inputs(p)
         return f"{dataset}/tables/{_text(p, 'tableId').rsplit('/', 1)[-1]}"
-    if t.startswith("gcp:storage/"):
-        bucket = naming.bucket_scope(_text(p, "bucket").removeprefix("b/"))
-        if t.startswith("gcp:storage/object"):
-            return f"{bucket}/objects/{_text(p, 'object')}"
-        if t.startswith("gcp:storage/managedFolder"):
-            return f"{bucket}/managedFolders/{_text(p, 'managedFolder')}"
-        return bucket
-    if t.startswith("gcp:pubsub/topic"):
-        topic = _text(p, "topic")
-        if not topic.startswith("projects/"):
-            topic = f"projects/{_text(p, 'project')}/topics/{topic}"
-        return naming.topic_scope(topic)
+    if t.startswith("gcp:storage/object"):
+        return f"{SCOPE_KINDS['bucket'].uri_from_inputs(p)}/objects/{_text(p, 'object')}"
+    if t.startswith("gcp:storage/managedFolder"):
+        bucket = SCOPE_KINDS["bucket"].uri_from_inputs(p)
+        return f"{bucket}/managedFolders/{_text(p, 'managedFolder')}"
     if t.startswith("gcp:pubsub/subscription"):
         sub = _text(p, "subscription")
         if not sub.startswith("projects/"):
             sub = f"projects/{_text(p, 'project')}/subscriptions/{sub}"
         return f"//pubsub.googleapis.com/{sub}"
-    if t.startswith("gcp:kms/cryptoKey"):
-        return naming.crypto_key_scope(_text(p, "cryptoKeyId"))
     if t.startswith("gcp:kms/keyRing"):
-        return naming.crypto_key_scope(_text(p, "keyRingId"))
-    return f"//{kind}/{resource.name}"
+        return f"//cloudkms.googleapis.com/{_text(p, 'keyRingId')}"
+    for kind in SCOPE_KINDS.values():
+        if t.startswith(kind.pulumi_inputs.type_prefix):
+            return kind.uri_from_inputs(p)
+    return f"//{_type_name(t)}/{resource.name}"
 
 
 def _policy_bindings(props: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -632,6 +641,61 @@ def _apis_stay_enabled(resources: list[Resource], _: PolicyContext) -> Iterator[
             )
 
 
+def _snapshot_export_only(
+    resources: list[Resource], context: PolicyContext
+) -> Iterator[tuple[str, str]]:
+    from dicom_bq.infra.grants import SNAPSHOT_PERMISSIONS
+
+    for r in _of_type(resources, CUSTOM_ROLE):
+        if not _text(r.props, "roleId").startswith(naming.SNAPSHOT_ROLE_PREFIX):
+            continue
+        permissions = r.props.get("permissions")
+        extra = sorted(
+            set(permissions if isinstance(permissions, list) else [str(permissions)])
+            - set(SNAPSHOT_PERMISSIONS)
+        )
+        if extra:
+            yield (
+                r.name,
+                f"the snapshot role also grants {', '.join(map(str, extra))}; it may hold only "
+                f"{', '.join(SNAPSHOT_PERMISSIONS)}",
+            )
+    listed = (
+        {g.role for g in context.snapshot_grants} if context.snapshot_grants is not None else None
+    )
+    for b in bindings(resources):
+        if not is_snapshot_account(b.member):
+            continue
+        if not SNAPSHOT_ROLE.match(b.role) or (listed is not None and b.role not in listed):
+            yield (
+                b.resource,
+                f"gives the snapshot account {b.role}; it may hold only its export-only custom "
+                "role",
+            )
+
+
+def _snapshot_store_scope(
+    resources: list[Resource], context: PolicyContext
+) -> Iterator[tuple[str, str]]:
+    listed = (
+        {g.scope for g in context.snapshot_grants} if context.snapshot_grants is not None else None
+    )
+    for b in bindings(resources):
+        if not is_snapshot_account(b.member):
+            continue
+        if SCOPE_KINDS["dicom_store"].parse(b.scope) is None:
+            yield (
+                b.resource,
+                f"grants {b.role} to the snapshot account on {b.scope}, which is not a DICOM store",
+            )
+        elif listed is not None and b.scope not in listed:
+            yield (
+                b.resource,
+                f"grants {b.role} to the snapshot account on {b.scope}; the grants list names "
+                f"{', '.join(sorted(listed)) or 'no store'}",
+            )
+
+
 RULES: tuple[Rule, ...] = (
     Rule(
         "DBQ001",
@@ -749,6 +813,24 @@ RULES: tuple[Rule, ...] = (
         "Set disable_on_destroy=False on gcp.projects.Service.",
         _apis_stay_enabled,
         "none; nearest Fabric project module (disable_on_destroy=false)",
+    ),
+    Rule(
+        "DBQ014",
+        "snapshot-account-export-only",
+        "The nightly snapshot's service account holds only its custom role, and that role only healthcare.dicomStores.export.",
+        "mandatory",
+        "Grant the snapshot account nothing but the dicomBqSnapshotExport role the program creates, and keep that role's permissions to healthcare.dicomStores.export.",
+        _snapshot_export_only,
+        "none; nearest policy-library gcp_iam_allowed_bindings",
+    ),
+    Rule(
+        "DBQ015",
+        "snapshot-account-store-scope",
+        "The nightly snapshot's service account is granted only on the stack's DICOM stores, never on a dataset, project or above.",
+        "mandatory",
+        "Grant the snapshot role with DicomStoreIamMember on each store the snapshot exports.",
+        _snapshot_store_scope,
+        "none; nearest Trivy google-iam-no-project-level-service-account-impersonation (project-level grants)",
     ),
 )
 

@@ -7,8 +7,12 @@ from typing import Any
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from dicom_bq.infra.components.export_path import DicomExportPath, DicomExportPathArgs
-from dicom_bq.infra.settings import SettingsError, StackSettings, settings_from_config
+from dicom_bq.infra.components.export_path import (
+    DicomExportPath,
+    DicomExportPathArgs,
+    DicomStoreArgs,
+)
+from dicom_bq.infra.settings import SettingsError, StackSettings, StoreSpec, settings_from_config
 from dicom_bq.stack.contract import OutputNames
 
 
@@ -49,19 +53,22 @@ def component_args(settings: StackSettings) -> DicomExportPathArgs:
         source_project=settings.source_project,
         location=settings.location,
         healthcare_dataset_id=settings.healthcare_dataset_id,
-        dicom_store_id=settings.dicom_store_id,
         bigquery_dataset_id=settings.bigquery_dataset_id,
         bigquery_project=settings.bigquery_project,
         bigquery_location=settings.bigquery_dataset_location,
         time_zone=settings.time_zone,
         labels=settings.labels,
-        stream_tables=settings.stream_tables,
         data_editor_scope=settings.data_editor_scope,
         iam_propagation_wait_seconds=settings.iam_propagation_wait,
         protected=settings.protected,
         retain_on_delete=settings.retain_on_delete,
         universe_domain=settings.universe_domain,
     )
+    if settings.listed_stores:
+        args["dicom_stores"] = [listed_store_args(store) for store in settings.stores]
+    else:
+        args["dicom_store_id"] = settings.stores[0].store_id
+        args["stream_tables"] = settings.stream_tables
     optional = {
         "source_project_number": settings.source_project_number,
         "notification_topic": settings.notification_topic,
@@ -69,8 +76,26 @@ def component_args(settings: StackSettings) -> DicomExportPathArgs:
         "bigquery_kms_key": settings.bigquery_kms_key,
         "filter_bucket": settings.filter_bucket,
         "agent_iam_domain": settings.agent_iam_domain,
+        "snapshot_schedule": settings.snapshot_schedule,
+        "snapshot_time_zone": settings.snapshot_time_zone,
+        "snapshot_table": settings.snapshot_table,
+        "snapshot_region": settings.snapshot_region,
+        "alert_emails": settings.alert_emails or None,
+        "alert_channels": settings.alert_channels or None,
     }
     args.update({key: value for key, value in optional.items() if value is not None})  # type: ignore[typeddict-item]
+    return args
+
+
+def listed_store_args(store: StoreSpec) -> DicomStoreArgs:
+    """A dicomStores entry as the component takes it (labels: the stack's, the store's over)."""
+    args = DicomStoreArgs(store_id=store.store_id, labels=store.labels)
+    if store.notification_topic is not None:
+        args["notification_topic"] = store.notification_topic
+        if store.send_for_bulk_import is not None:
+            args["send_for_bulk_import"] = store.send_for_bulk_import
+    if store.stream_tables:
+        args["stream_tables"] = store.stream_tables
     return args
 
 
@@ -79,6 +104,12 @@ def stack_exports(path: DicomExportPath) -> dict[str, pulumi.Output[object]]:
     return {
         OutputNames.STORE: path.store_name,
         OutputNames.DICOMWEB: path.dicomweb_url,
+        OutputNames.STORES: path.stores.apply(
+            lambda stores: [
+                {"id": s["store_id"], "name": s["name"], "dicomwebUrl": s["dicomweb_url"]}
+                for s in stores
+            ]
+        ),
         OutputNames.AGENT: path.agent_email,
         OutputNames.SOURCE_PROJECT: path.source_project,
         OutputNames.BIGQUERY_PROJECT: path.bigquery_project,
@@ -87,6 +118,16 @@ def stack_exports(path: DicomExportPath) -> dict[str, pulumi.Output[object]]:
         OutputNames.FILTER_BUCKET: path.filter_bucket,
         OutputNames.UNIVERSE: path.universe_domain,
         OutputNames.GRANTS: path.grants,
+        # One store, one table: the contract's snapshotTable is that table's bq:// URI.
+        OutputNames.SNAPSHOT_TABLE: path.snapshot_tables.apply(
+            lambda uris: uris[0] if uris else None
+        ),
+        OutputNames.SNAPSHOT_SCHEDULE: pulumi.Output.all(
+            path.snapshot_schedule, path.snapshot_time_zone
+        ).apply(
+            lambda values: {"schedule": values[0], "timeZone": values[1]} if values[0] else None
+        ),
+        OutputNames.ALERT_POLICIES: path.alert_policies,
     }
 
 

@@ -23,8 +23,7 @@ def config_block() -> str:
         f"# Generated from dicom_bq/infra/settings.py by `{REGENERATE}`; do not edit by hand.\n"
         "# Keys without a default are required in every stack. Empty means not set.\n"
         + "".join(
-            f"# {key} is read too, undeclared: Pulumi's project schema has no map type before "
-            "2025 (pulumi/pulumi#20129); the program validates it.\n"
+            f"# {key} is read too, undeclared: {UNDECLARED_KEYS[key]}; the program validates it.\n"
             for key in sorted(UNDECLARED_KEYS)
         )
     )

@@ -11,6 +11,7 @@ import json
 import re
 import zoneinfo
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
 
@@ -19,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -30,6 +32,7 @@ from dicom_bq.texts import EXCERPT, excerpt, printable
 CONFIG_NAMESPACE = "dicom-bq"
 MAX_STREAMS = 5
 MAX_LABELS = 64
+MAX_LABEL_BYTES = 128
 MAX_WAIT_SECONDS = 3600
 # Google: IAM changes "typically" propagate within 2 minutes, sometimes 7 or more
 # (https://cloud.google.com/iam/docs/access-change-propagation).
@@ -43,6 +46,17 @@ class SettingsError(ValueError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("\n".join(problems))
+
+
+def _each(values: list[str], check: Callable[[str], str | None]) -> list[str]:
+    for value in values:
+        problem = check(value)
+        if problem:
+            raise ValueError(f"{excerpt(value)}: {problem}")
+    duplicates = sorted({value for value in values if values.count(value) > 1})
+    if duplicates:
+        raise ValueError(f"{', '.join(map(repr, duplicates))} is listed more than once")
+    return values
 
 
 def _rule(check: Callable[[str], str | None]) -> Callable[[str | None], str | None]:
@@ -73,6 +87,106 @@ def parse_duration(value: str | int) -> int:
     return seconds
 
 
+def check_labels(value: dict[str, str]) -> dict[str, str]:
+    """Labels as the DICOM store (the strictest of the labelled resources) accepts them:
+    at most 64, keys and values of 1 to 63 characters and at most 128 UTF-8 bytes
+    (https://cloud.google.com/healthcare-api/docs/reference/rest/v1/projects.locations.datasets.dicomStores,
+    DicomStore.labels)."""
+    if len(value) > MAX_LABELS:
+        raise ValueError(f"at most {MAX_LABELS} labels are allowed, not {len(value)}")
+    for key, text in value.items():
+        problem = identifiers.check_label_key(key) or _label_bytes(key)
+        if problem:
+            raise ValueError(f"label key {key!r}: {problem}")
+        problem = identifiers.check_label_value(text) or _label_bytes(text)
+        if problem:
+            raise ValueError(f"label {key!r} value {text!r}: {problem}")
+    return value
+
+
+def _label_bytes(text: str) -> str | None:
+    size = len(text.encode("utf-8"))
+    if size > MAX_LABEL_BYTES:
+        return f"it is {size} UTF-8 bytes, Google allows {MAX_LABEL_BYTES}: shorten it"
+    return None
+
+
+def check_stream_tables(value: list[str]) -> list[str]:
+    if len(value) > MAX_STREAMS:
+        raise ValueError(
+            f"a DICOM store streams to at most {MAX_STREAMS} BigQuery tables; "
+            f"{len(value)} are listed: remove {len(value) - MAX_STREAMS}"
+        )
+    for table in value:
+        if table.startswith("bq://") or "." in table:
+            raise ValueError(
+                f"{table!r}: give the table name only; streams go to the stack's "
+                "BigQuery dataset (bigqueryDatasetId)"
+            )
+        problem = identifiers.check_table_id(table)
+        if problem:
+            raise ValueError(f"{table!r}: {problem}")
+    duplicates = sorted({table for table in value if value.count(table) > 1})
+    if duplicates:
+        raise ValueError(
+            f"each stream needs its own table; {', '.join(map(repr, duplicates))} is listed "
+            "more than once"
+        )
+    return value
+
+
+_ENTRY_CONFIG = ConfigDict(
+    alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+)
+
+
+class StoreNotification(BaseModel):
+    """A store's Pub/Sub notifications: Healthcare v1 NotificationConfig (pubsubTopic,
+    sendForBulkImport; https://cloud.google.com/healthcare-api/docs/reference/rest/v1/NotificationConfig)."""
+
+    model_config = _ENTRY_CONFIG
+
+    pubsub_topic: str
+    # None: not sent, and Google's default applies (no notifications on bulk import).
+    send_for_bulk_import: bool | None = None
+
+    _check_topic = field_validator("pubsub_topic")(_rule(identifiers.check_topic))
+
+
+class DicomStoreEntry(BaseModel):
+    """One entry of dicom-bq:dicomStores."""
+
+    model_config = _ENTRY_CONFIG
+
+    id: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    notification: StoreNotification | None = None
+    stream_tables: list[str] = Field(default_factory=list)
+
+    _check_id = field_validator("id")(_rule(identifiers.check_healthcare_id))
+    _check_labels = field_validator("labels")(check_labels)
+    _check_streams = field_validator("stream_tables")(check_stream_tables)
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """A DICOM store the stack holds, whichever form declared it."""
+
+    store_id: str
+    labels: dict[str, str]
+    notification_topic: str | None
+    send_for_bulk_import: bool | None
+    stream_tables: list[str]
+
+
+def missing_store_problem(stack: str) -> str:
+    ns = CONFIG_NAMESPACE
+    return (
+        f"{ns}:dicomStoreId is required (or {ns}:dicomStores, a list, for several stores): set "
+        f"it with `pulumi config set {ns}:dicomStoreId VALUE --stack {stack}`"
+    )
+
+
 class StackSettings(BaseModel):
     """One environment's export path. Field names are the config keys in camelCase."""
 
@@ -90,7 +204,16 @@ class StackSettings(BaseModel):
     healthcare_dataset_id: str = Field(
         description="Healthcare dataset ID (letters, digits, _ - .; up to 256)."
     )
-    dicom_store_id: str = Field(description="DICOM store ID (letters, digits, _ - .; up to 256).")
+    dicom_store_id: str | None = Field(
+        None,
+        description="DICOM store ID (letters, digits, _ - .; up to 256). Required unless "
+        "dicomStores lists the stores.",
+    )
+    dicom_stores: list[DicomStoreEntry] | None = Field(
+        None,
+        description="DICOM stores of the Healthcare dataset, instead of dicomStoreId: each "
+        "{id, labels, notification: {pubsubTopic, sendForBulkImport}, streamTables}.",
+    )
     bigquery_dataset_id: str = Field(
         description="BigQuery dataset ID receiving exports (letters, digits, underscores)."
     )
@@ -111,7 +234,7 @@ class StackSettings(BaseModel):
     time_zone: str = Field("UTC", description="IANA time zone of the Healthcare dataset.")
     labels: dict[str, str] = Field(
         default_factory=dict,
-        description="Labels (key: value) on the store and both datasets.",
+        description="Labels (key: value) on every store and both datasets.",
     )
     notification_topic: str | None = Field(
         None,
@@ -177,6 +300,34 @@ class StackSettings(BaseModel):
         description="Service-agent domain for a universe dicom-bq does not know; empty: the "
         "known one.",
     )
+    alert_emails: list[str] = Field(
+        default_factory=list,
+        description="Email addresses alerted on the Healthcare API's export and streaming "
+        "errors for the stack's stores (one email notification channel each).",
+    )
+    alert_channels: list[str] = Field(
+        default_factory=list,
+        description="Existing Cloud Monitoring notification channels "
+        "(projects/P/notificationChannels/ID) alerted on the same errors.",
+    )
+    snapshot_schedule: str | None = Field(
+        None,
+        description="Unix-cron schedule of a nightly WRITE_TRUNCATE export of each store to "
+        "the tool's snapshot table, such as '0 2 * * *'. Empty: no snapshot.",
+    )
+    snapshot_time_zone: str | None = Field(
+        None, description="IANA time zone of snapshotSchedule; empty: timeZone."
+    )
+    snapshot_table: str | None = Field(
+        None,
+        description="Table the snapshot replaces every night, in the stack's BigQuery dataset; "
+        "must start with dicom_snapshot (the tool's own). Empty: dicom_snapshot.",
+    )
+    snapshot_region: str | None = Field(
+        None,
+        description="Cloud Scheduler region of the snapshot job; empty: the Healthcare "
+        "location (us -> us-central1, eu -> europe-west1).",
+    )
 
     _check_project = field_validator("source_project", "destination_project")(
         _rule(identifiers.check_project_id)
@@ -202,6 +353,38 @@ class StackSettings(BaseModel):
     _check_domains = field_validator("universe_domain", "agent_iam_domain")(
         _rule(identifiers.check_hostname)
     )
+    _check_cron = field_validator("snapshot_schedule")(_rule(identifiers.check_cron))
+    _check_region = field_validator("snapshot_region")(_rule(identifiers.check_location))
+
+    @field_validator("alert_emails")
+    @classmethod
+    def _check_emails(cls, value: list[str]) -> list[str]:
+        return _each(value, identifiers.check_email)
+
+    @field_validator("alert_channels")
+    @classmethod
+    def _check_channels(cls, value: list[str]) -> list[str]:
+        return _each(value, identifiers.check_notification_channel)
+
+    @field_validator("snapshot_table")
+    @classmethod
+    def _check_snapshot_table(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        problem = identifiers.check_table_id(value)
+        if problem:
+            raise ValueError(problem)
+        if value != naming.DEFAULT_SNAPSHOT_TABLE and not value.startswith(
+            f"{naming.DEFAULT_SNAPSHOT_TABLE}_"
+        ):
+            # WRITE_TRUNCATE replaces the table every night: only a name that is visibly the
+            # tool's may be given, never one of the user's tables.
+            raise ValueError(
+                "the snapshot replaces this table every night (WRITE_TRUNCATE), so it must be "
+                f"the tool's own: name it '{naming.DEFAULT_SNAPSHOT_TABLE}' or "
+                f"'{naming.DEFAULT_SNAPSHOT_TABLE}_SOMETHING'"
+            )
+        return value
 
     @field_validator("source_project_number", "destination_project_number", mode="before")
     @classmethod
@@ -209,53 +392,19 @@ class StackSettings(BaseModel):
         # YAML reads an unquoted project number as an int.
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
-    @field_validator("time_zone")
+    @field_validator("time_zone", "snapshot_time_zone")
     @classmethod
-    def _check_time_zone(cls, value: str) -> str:
+    def _check_time_zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if value not in _time_zones():
             close = difflib.get_close_matches(value, sorted(_time_zones()), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ValueError(f"a time zone is an IANA name such as 'UTC' or 'Europe/Paris'{hint}")
         return value
 
-    @field_validator("labels")
-    @classmethod
-    def _check_labels(cls, value: dict[str, str]) -> dict[str, str]:
-        if len(value) > MAX_LABELS:
-            raise ValueError(f"at most {MAX_LABELS} labels are allowed, not {len(value)}")
-        for key, text in value.items():
-            problem = identifiers.check_label_key(key)
-            if problem:
-                raise ValueError(f"label key {key!r}: {problem}")
-            problem = identifiers.check_label_value(text)
-            if problem:
-                raise ValueError(f"label {key!r} value {text!r}: {problem}")
-        return value
-
-    @field_validator("stream_tables")
-    @classmethod
-    def _check_streams(cls, value: list[str]) -> list[str]:
-        if len(value) > MAX_STREAMS:
-            raise ValueError(
-                f"a DICOM store streams to at most {MAX_STREAMS} BigQuery tables; "
-                f"{len(value)} are listed: remove {len(value) - MAX_STREAMS}"
-            )
-        for table in value:
-            if table.startswith("bq://") or "." in table:
-                raise ValueError(
-                    f"{table!r}: give the table name only; streams go to the stack's "
-                    "BigQuery dataset (bigqueryDatasetId)"
-                )
-            problem = identifiers.check_table_id(table)
-            if problem:
-                raise ValueError(f"{table!r}: {problem}")
-        duplicates = sorted({table for table in value if value.count(table) > 1})
-        if duplicates:
-            raise ValueError(
-                f"each stream needs its own table; {', '.join(map(repr, duplicates))} is listed "
-                "more than once"
-            )
-        return value
+    _check_labels = field_validator("labels")(check_labels)
+    _check_streams = field_validator("stream_tables")(check_stream_tables)
 
     @field_validator("allowed_bigquery_locations", mode="before")
     @classmethod
@@ -279,7 +428,8 @@ class StackSettings(BaseModel):
         return parse_duration(value)
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> StackSettings:
+    def _cross_checks(self, info: ValidationInfo) -> StackSettings:
+        store_problems = self._store_problems((info.context or {}).get("stack", "STACK"))
         problems: list[tuple[str, str]] = []
         if self.healthcare_kms_key:
             key_location = identifiers.kms_key_location(self.healthcare_kms_key)
@@ -313,9 +463,82 @@ class StackSettings(BaseModel):
                     "agent's address",
                 )
             )
-        if problems:
-            raise SettingsError([f"{CONFIG_NAMESPACE}:{key}: {text}" for key, text in problems])
+        problems += self._snapshot_problems()
+        if problems or store_problems:
+            raise SettingsError(
+                store_problems + [f"{CONFIG_NAMESPACE}:{key}: {text}" for key, text in problems]
+            )
         return self
+
+    def _store_problems(self, stack: str) -> list[str]:
+        """One form or the other, and each listed store valid as a whole (its fields are
+        checked one by one already). Whole sentences, each naming its key."""
+        ns = CONFIG_NAMESPACE
+        if self.dicom_stores is None:
+            return [] if self.dicom_store_id is not None else [missing_store_problem(stack)]
+        problems = []
+        if self.dicom_store_id is not None:
+            problems.append(
+                f"{ns}:dicomStoreId and {ns}:dicomStores are both set: keep one. dicomStoreId "
+                "names a single store, dicomStores lists them all: put the dicomStoreId store "
+                f"first in dicomStores, then `pulumi config rm {ns}:dicomStoreId --stack {stack}`"
+            )
+        for key, value in (
+            ("notificationTopic", self.notification_topic),
+            ("streamTables", self.stream_tables),
+        ):
+            if value:
+                problems.append(
+                    f"{ns}:{key} is a setting of each store when {ns}:dicomStores lists them: "
+                    "move it into the entries that need it (notification: {pubsubTopic: ...} "
+                    f"or streamTables: [...]), then `pulumi config rm {ns}:{key} --stack {stack}`"
+                )
+        if not self.dicom_stores:
+            problems.append(
+                f"{ns}:dicomStores lists no store: give at least one entry, such as "
+                "[{id: dicom}], or set dicomStoreId instead"
+            )
+        first_index: dict[str, int] = {}
+        for index, entry in enumerate(self.dicom_stores):
+            where = f"{ns}:dicomStores[{index}]"
+            if entry.id in first_index:
+                problems.append(
+                    f"{where}.id '{entry.id}' is also the ID of dicomStores"
+                    f"[{first_index[entry.id]}]: each store of the Healthcare dataset needs its "
+                    "own ID"
+                )
+            first_index.setdefault(entry.id, index)
+            merged = {**self.labels, **entry.labels}
+            if len(merged) > MAX_LABELS:
+                problems.append(
+                    f"{where}.labels: with the stack's labels the store would carry "
+                    f"{len(merged)}; Google allows at most {MAX_LABELS} per store: remove "
+                    f"{len(merged) - MAX_LABELS}"
+                )
+        return problems
+
+    def _snapshot_problems(self) -> list[tuple[str, str]]:
+        problems = []
+        if self.snapshot_schedule is None:
+            for key, value in (
+                ("snapshotTable", self.snapshot_table),
+                ("snapshotTimeZone", self.snapshot_time_zone),
+                ("snapshotRegion", self.snapshot_region),
+            ):
+                if value is not None:
+                    problems.append(
+                        (key, "is set but snapshotSchedule is not: set the schedule, or remove it")
+                    )
+        for table in self.snapshot_tables.values():
+            if table in self.all_stream_tables:
+                problems.append(
+                    (
+                        "snapshotTable",
+                        f"'{table}' is a stream table: the nightly WRITE_TRUNCATE would replace "
+                        "the streamed rows; the snapshot needs a table of its own",
+                    )
+                )
+        return problems
 
     @property
     def bigquery_project(self) -> str:
@@ -330,16 +553,78 @@ class StackSettings(BaseModel):
         return self.bigquery_location or self.location
 
     @property
-    def store_name(self) -> str:
+    def listed_stores(self) -> bool:
+        """True when dicomStores declares the stores (the single dicomStoreId form otherwise)."""
+        return self.dicom_stores is not None
+
+    @property
+    def stores(self) -> list[StoreSpec]:
+        """Every DICOM store, in the order given; the single form is a list of one."""
+        if self.dicom_stores is None:
+            if self.dicom_store_id is None:
+                return []  # refused by _store_problems; seen only while validating
+            return [
+                StoreSpec(
+                    store_id=self.dicom_store_id,
+                    labels=dict(self.labels),
+                    notification_topic=self.notification_topic,
+                    send_for_bulk_import=None,
+                    stream_tables=list(self.stream_tables),
+                )
+            ]
+        return [
+            StoreSpec(
+                store_id=entry.id,
+                # The stack's labels are on every store; a store's own win on a shared key.
+                labels={**self.labels, **entry.labels},
+                notification_topic=entry.notification.pubsub_topic if entry.notification else None,
+                send_for_bulk_import=(
+                    entry.notification.send_for_bulk_import if entry.notification else None
+                ),
+                stream_tables=list(entry.stream_tables),
+            )
+            for entry in self.dicom_stores
+        ]
+
+    @property
+    def all_stream_tables(self) -> list[str]:
+        return [table for store in self.stores for table in store.stream_tables]
+
+    @property
+    def notification_topics(self) -> list[str]:
+        """Each topic a store notifies, once, in the order first named."""
+        topics = (store.notification_topic for store in self.stores)
+        return list(dict.fromkeys(topic for topic in topics if topic))
+
+    def store_name_of(self, store_id: str) -> str:
         return naming.dicom_store_name(
-            self.source_project, self.location, self.healthcare_dataset_id, self.dicom_store_id
+            self.source_project, self.location, self.healthcare_dataset_id, store_id
         )
+
+    @property
+    def store_name(self) -> str:
+        """The first store's full name (the only one in the dicomStoreId form)."""
+        return self.store_name_of(self.stores[0].store_id)
 
     @property
     def bigquery_project_number(self) -> str | None:
         if self.cross_project:
             return self.destination_project_number
         return self.destination_project_number or self.source_project_number
+
+    @property
+    def alerting(self) -> bool:
+        return bool(self.alert_emails or self.alert_channels)
+
+    @property
+    def snapshot_tables(self) -> dict[str, str]:
+        """Store ID -> the table its nightly snapshot replaces; empty without a schedule."""
+        if self.snapshot_schedule is None:
+            return {}
+        return naming.snapshot_tables(
+            [store.store_id for store in self.stores],
+            self.snapshot_table or naming.DEFAULT_SNAPSHOT_TABLE,
+        )
 
     @property
     def agent_member(self) -> str | None:
@@ -363,11 +648,20 @@ def required_keys() -> list[str]:
     )
 
 
-# Read by the program but not declared in Pulumi.yaml: Pulumi's project schema gained the
-# `object` type only in 2025 (pulumi/pulumi#20129, #20132); older CLIs refuse it. Undeclared keys
-# pass the engine untouched (pulumi/pulumi sdk/go/common/workspace/config.go, mergeConfig loops
-# over the project's keys only), and the program validates them itself.
-UNDECLARED_KEYS = frozenset({"labels"})
+# Read by the program but not declared in Pulumi.yaml, with why (Pulumi.yaml's header repeats
+# it). Undeclared keys pass the engine untouched (pulumi/pulumi
+# sdk/go/common/workspace/config.go, mergeConfig loops over the project's keys only), and the
+# program validates them itself.
+UNDECLARED_KEYS = {
+    # Pulumi's project schema gained the `object` type only in 2025 (pulumi/pulumi#20129,
+    # #20132); older CLIs refuse it.
+    "labels": "Pulumi's project schema has no map type before 2025 (pulumi/pulumi#20129)",
+    # A declared type is string, integer, boolean or array, and an array's items one of those
+    # (pulumi/pulumi sdk/go/common/workspace/project.json, $defs simpleConfigType and
+    # configItemsType): a list of objects cannot be declared.
+    "dicomStores": "Pulumi's project schema declares no list of objects (pulumi/pulumi "
+    "sdk/go/common/workspace/project.json, simpleConfigType)",
+}
 
 
 def _schema_type(annotation: Any) -> dict[str, Any]:
@@ -412,7 +706,14 @@ def project_config_schema() -> dict[str, dict[str, Any]]:
     return schema
 
 
-_STRUCTURED_KEYS = {"labels", "streamTables", "allowedBigqueryLocations"}
+_STRUCTURED_KEYS = {
+    "labels",
+    "dicomStores",
+    "streamTables",
+    "allowedBigqueryLocations",
+    "alertEmails",
+    "alertChannels",
+}
 
 
 def parse_settings(raw: Mapping[str, Any], stack: str = "STACK") -> StackSettings:
@@ -431,11 +732,15 @@ def parse_settings(raw: Mapping[str, Any], stack: str = "STACK") -> StackSetting
                     [f"{CONFIG_NAMESPACE}:{key}: {excerpt(values[key])} is not a list or map"]
                 ) from None
     try:
-        return StackSettings.model_validate(values)
+        return StackSettings.model_validate(values, context={"stack": stack})
     except SettingsError:
         raise
     except ValidationError as error:
-        raise SettingsError(_explain(error, stack)) from None
+        # The store check runs once the fields are valid; a stack without any store hears of
+        # it now, with the other problems, as it does of the other required keys.
+        neither = not {"dicomStoreId", "dicomStores"} & values.keys()
+        missing = [missing_store_problem(stack)] if neither else []
+        raise SettingsError(_explain(error, stack) + missing) from None
 
 
 def near_miss_namespace(namespace: str) -> bool:
@@ -477,8 +782,8 @@ def settings_from_config(
 
 def wait_warnings(settings: StackSettings) -> list[str]:
     needs_wait = (
-        settings.stream_tables
-        or settings.notification_topic
+        settings.all_stream_tables
+        or settings.notification_topics
         or settings.healthcare_kms_key
         or settings.bigquery_kms_key
     )
@@ -497,11 +802,21 @@ def _explain(error: ValidationError, stack: str) -> list[str]:
     for item in error.errors():
         key = str(item["loc"][0]) if item["loc"] else ""
         key = key if len(key) <= EXCERPT and key.isprintable() else printable(key)
+        if key == "dicomStores":
+            # Which entry and field: dicomStores[2].id, dicomStores[0].notification.pubsubTopic.
+            key += "".join(
+                f"[{part}]" if isinstance(part, int) else f".{part}" for part in item["loc"][1:]
+            )
         where = f"{CONFIG_NAMESPACE}:{key}"
         if item["type"] == "missing":
             problems.append(
                 f"{where} is required: set it with "
                 f"`pulumi config set {where} VALUE --stack {stack}`"
+            )
+        elif item["type"] == "extra_forbidden" and len(item["loc"]) > 1:
+            problems.append(
+                f"{where} is not a field of a store: an entry of {CONFIG_NAMESPACE}:dicomStores "
+                "has id, labels, notification (pubsubTopic, sendForBulkImport) and streamTables"
             )
         elif item["type"] == "extra_forbidden":
             close = difflib.get_close_matches(key, known, n=1)

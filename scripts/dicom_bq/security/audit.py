@@ -1,7 +1,8 @@
 """`dicom-bq audit`: the live IAM policies compared with the stack's grants list.
 
-The audit says what it read. Every scope a grant names (project, BigQuery dataset, bucket,
-Pub/Sub topic, Cloud KMS key) is read, and a scope it could not read is a finding of its own.
+The audit says what it read. Every scope a grant names, of any kind infra/scopes.py describes
+(project, BigQuery dataset, bucket, Pub/Sub topic, Cloud KMS key, DICOM store), is read, and a
+scope it could not read is a finding of its own.
 "Clean" therefore means every grant was checked against a policy that was actually read, not
 "nothing was wrong in the part we looked at".
 """
@@ -9,7 +10,7 @@ Pub/Sub topic, Cloud KMS key) is read, and a scope it could not read is a findin
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
@@ -18,8 +19,8 @@ from dicom_bq.clients.discovery import ApiCallError, DiscoveryClients, GoogleApi
 from dicom_bq.clients.endpoints import Connection
 from dicom_bq.clients.retry import RetryPolicy
 from dicom_bq.errors import DicomBqError
-from dicom_bq.infra import naming
-from dicom_bq.infra.policy_rules import AGENT, BASIC_ROLES, PUBLIC_MEMBERS
+from dicom_bq.infra.policy_rules import AGENT, BASIC_ROLES, PUBLIC_MEMBERS, is_snapshot_account
+from dicom_bq.infra.scopes import LiveResponse, ParsedScope, parse_scope, project_scope, scope_uri
 from dicom_bq.stack.contract import OutputNames, StackOutputs
 
 # Google grants this to the agent on its own project when it creates the agent; removing it
@@ -46,38 +47,6 @@ LEGACY_DATASET_ROLES = {
 # https://cloud.google.com/iam/docs/troubleshooting-withcond).
 POLICY_VERSION = 3
 _WITHCOND_ROLE = re.compile(r"^(?P<role>.+?)_(?:withcond|with_conditionalbinding)_[0-9A-Za-z]+$")
-
-ScopeKind = Literal["project", "dataset", "bucket", "topic", "key"]
-# Full resource names (https://cloud.google.com/iam/docs/full-resource-names), as the stack's
-# grants list spells its scopes (infra/naming.py).
-_SCOPE_PATTERNS: dict[ScopeKind, re.Pattern[str]] = {
-    "project": re.compile(r"^//cloudresourcemanager\.googleapis\.com/projects/(?P<project>[^/]+)$"),
-    "dataset": re.compile(
-        r"^//bigquery\.googleapis\.com/projects/(?P<project>[^/]+)/datasets/(?P<dataset>[^/]+)$"
-    ),
-    "bucket": re.compile(r"^//storage\.googleapis\.com/projects/_/buckets/(?P<bucket>[^/]+)$"),
-    "topic": re.compile(
-        r"^//pubsub\.googleapis\.com/(?P<name>projects/(?P<project>[^/]+)/topics/(?P<topic>[^/]+))$"
-    ),
-    "key": re.compile(
-        r"^//cloudkms\.googleapis\.com/(?P<name>projects/(?P<project>[^/]+)/locations/"
-        r"(?P<location>[^/]+)/keyRings/(?P<ring>[^/]+)/cryptoKeys/(?P<key>[^/]+))$"
-    ),
-}
-
-
-@dataclass(frozen=True)
-class Scope:
-    kind: ScopeKind
-    parts: dict[str, str]
-
-
-def parse_scope(scope: str) -> Scope | None:
-    for kind, pattern in _SCOPE_PATTERNS.items():
-        found = pattern.match(scope)
-        if found:
-            return Scope(kind, found.groupdict())
-    return None
 
 
 class Grant(NamedTuple):
@@ -134,12 +103,16 @@ class AuditTarget:
         """The projects (read for extra, public and basic roles even without a grant there),
         then every scope a grant names, once each."""
         scopes = [
-            naming.project_scope(self.source_project),
-            naming.project_scope(self.bigquery_project),
-            naming.bigquery_dataset_scope(self.bigquery_project, self.bigquery_dataset),
+            project_scope(self.source_project),
+            project_scope(self.bigquery_project),
+            scope_uri(
+                "bigquery_dataset", project=self.bigquery_project, resource=self.bigquery_dataset
+            ),
         ]
         if self.filter_bucket:
-            scopes.append(naming.bucket_scope(self.filter_bucket))
+            scopes.append(
+                scope_uri("bucket", project=self.source_project, resource=self.filter_bucket)
+            )
         scopes += [grant.scope for grant in self.grants]
         return list(dict.fromkeys(scopes))
 
@@ -229,57 +202,21 @@ def check_command(scope: str) -> str:
     parsed = parse_scope(scope)
     if parsed is None:
         return f"# the audit cannot read {scope}: inspect its IAM policy in the console"
-    p = parsed.parts
-    if parsed.kind == "project":
-        return f"gcloud projects get-iam-policy {p['project']} --format=json"
-    if parsed.kind == "dataset":
-        return f"bq show --format=prettyjson {p['project']}:{p['dataset']}"
-    if parsed.kind == "bucket":
-        return f"gcloud storage buckets get-iam-policy gs://{p['bucket']} --format=json"
-    if parsed.kind == "topic":
-        return (
-            f"gcloud pubsub topics get-iam-policy {p['topic']} --project={p['project']} "
-            "--format=json"
-        )
-    return (
-        f"gcloud kms keys get-iam-policy {p['key']} --keyring={p['ring']} "
-        f"--location={p['location']} --project={p['project']} --format=json"
-    )
+    return parsed.kind.commands.show.format(**parsed.parts)
 
 
 def _iam_command(scope: str, verb: Literal["add", "remove"], member: str, role: str) -> str:
-    tail = f"--member='{member}' --role='{role}'"
     parsed = parse_scope(scope)
     if parsed is None:
         return f"# {verb} {role} for {member} on {scope} by hand"
-    p = parsed.parts
-    if parsed.kind == "project":
-        return f"gcloud projects {verb}-iam-policy-binding {p['project']} {tail}"
-    if parsed.kind == "dataset":
-        return f"bq {verb}-iam-policy-binding {tail} {p['project']}:{p['dataset']}"
-    if parsed.kind == "bucket":
-        return f"gcloud storage buckets {verb}-iam-policy-binding gs://{p['bucket']} {tail}"
-    if parsed.kind == "topic":
-        return (
-            f"gcloud pubsub topics {verb}-iam-policy-binding {p['topic']} "
-            f"--project={p['project']} {tail}"
-        )
-    return (
-        f"gcloud kms keys {verb}-iam-policy-binding {p['key']} --keyring={p['ring']} "
-        f"--location={p['location']} --project={p['project']} {tail}"
-    )
+    member_role = f"--member='{member}' --role='{role}'"
+    return parsed.kind.commands.binding.format(verb=verb, member_role=member_role, **parsed.parts)
 
 
 def _consequence(scope: str) -> str:
     """What breaks when a grant on this scope is not in force."""
-    kind = parse_scope(scope)
-    if kind is not None and kind.kind == "topic":
-        return "the store's Pub/Sub notifications will fail with PERMISSION_DENIED"
-    if kind is not None and kind.kind == "key":
-        return "what this key encrypts cannot be created or read (PERMISSION_DENIED)"
-    if kind is not None and kind.kind == "bucket":
-        return "filtered exports will fail with PERMISSION_DENIED"
-    return "exports will fail with PERMISSION_DENIED"
+    parsed = parse_scope(scope)
+    return parsed.kind.consequence if parsed else "exports will fail with PERMISSION_DENIED"
 
 
 def _restore(stack: str) -> str:
@@ -457,10 +394,26 @@ def compare(
                 )
             )
     expected = {(g.role, g.scope) for g in target.grants if g.member == target.agent_member}
-    expected.add((SERVICE_AGENT_ROLE, naming.project_scope(target.source_project)))
+    expected.add((SERVICE_AGENT_ROLE, project_scope(target.source_project)))
+    # The nightly snapshot's account holds only what the grants list gives it, like the agent.
+    snapshot = {(g.member, g.role, g.scope) for g in target.grants if is_snapshot_account(g.member)}
     for policy in read.values():
         for binding in policy.bindings:
             findings += _binding_findings(target, policy.scope, binding, expected, now)
+            if is_snapshot_account(binding.member) and (
+                (binding.member, binding.role, policy.scope) not in snapshot
+            ):
+                findings.append(
+                    AuditFinding(
+                        "extra",
+                        policy.scope,
+                        binding.role,
+                        binding.member,
+                        f"the snapshot account {binding.member} holds {binding.role} on "
+                        f"{policy.scope}, which the grants list does not give it",
+                        _iam_command(policy.scope, "remove", binding.member, binding.role),
+                    )
+                )
     return findings
 
 
@@ -522,7 +475,7 @@ def _binding_findings(
 
 def _policy_bindings(policy: dict[str, Any]) -> tuple[Binding, ...]:
     """The bindings of an IAM Policy (the same shape for Resource Manager, Cloud Storage,
-    Pub/Sub and Cloud KMS), one per member."""
+    Pub/Sub, Cloud KMS and Cloud Healthcare), one per member."""
     found = []
     for entry in policy.get("bindings") or []:
         role, condition = _role_and_condition(str(entry.get("role")), entry.get("condition"))
@@ -566,6 +519,13 @@ def _dataset_bindings(dataset: dict[str, Any]) -> tuple[Binding, ...]:
     return tuple(found)
 
 
+# How each kind of live response (infra/scopes.py, LiveRead.response) holds its bindings.
+BINDINGS_OF_RESPONSE: dict[LiveResponse, Callable[[dict[str, Any]], tuple[Binding, ...]]] = {
+    "iam_policy": _policy_bindings,
+    "bigquery_access": _dataset_bindings,
+}
+
+
 class PolicyReader:
     """Reads one scope's IAM policy through Google's discovery clients, version 3 everywhere.
 
@@ -595,48 +555,19 @@ class PolicyReader:
         except auth_exceptions.GoogleAuthError as error:
             return LivePolicy(scope, error=f"credentials: {error}")
 
-    def _read(self, scope: Scope) -> tuple[Binding, ...]:
-        p = scope.parts
-        if scope.kind == "project":
-            # cloudresourcemanager v1 projects.getIamPolicy: POST, options in the body.
-            api = self.api("cloudresourcemanager")
-            body = {"options": {"requestedPolicyVersion": POLICY_VERSION}}
-            request = api.service.projects().getIamPolicy(resource=p["project"], body=body)
-            return _policy_bindings(api.call(request))
-        if scope.kind == "dataset":
-            # bigquery v2 datasets.get: the access list is the dataset's policy; conditional
-            # entries are returned only with accessPolicyVersion=3.
-            api = self.api("bigquery")
-            request = api.service.datasets().get(
-                projectId=p["project"], datasetId=p["dataset"], accessPolicyVersion=POLICY_VERSION
-            )
-            return _dataset_bindings(api.call(request))
-        if scope.kind == "bucket":
-            api = self.api("storage")
-            request = api.service.buckets().getIamPolicy(
-                bucket=p["bucket"], optionsRequestedPolicyVersion=POLICY_VERSION
-            )
-            return _policy_bindings(api.call(request))
-        if scope.kind == "topic":
-            # pubsub v1 projects.topics.getIamPolicy: GET v1/{+resource}:getIamPolicy with
-            # the query parameter options.requestedPolicyVersion.
-            api = self.api("pubsub")
-            request = (
-                api.service.projects()
-                .topics()
-                .getIamPolicy(resource=p["name"], options_requestedPolicyVersion=POLICY_VERSION)
-            )
-            return _policy_bindings(api.call(request))
-        # cloudkms v1 projects.locations.keyRings.cryptoKeys.getIamPolicy, same shape.
-        api = self.api("cloudkms")
-        request = (
-            api.service.projects()
-            .locations()
-            .keyRings()
-            .cryptoKeys()
-            .getIamPolicy(resource=p["name"], options_requestedPolicyVersion=POLICY_VERSION)
-        )
-        return _policy_bindings(api.call(request))
+    def request(self, scope: ParsedScope) -> Any:
+        """The discovery client's request for the scope's policy, as its kind describes it."""
+        how = scope.kind.live_read
+        api = self.api(how.api)
+        *collections, method = how.method.split(".")
+        resource = api.service
+        for collection in collections:
+            resource = getattr(resource, collection)()
+        return getattr(resource, method)(**how.request_arguments(scope.parts, POLICY_VERSION))
+
+    def _read(self, scope: ParsedScope) -> tuple[Binding, ...]:
+        response = self.api(scope.kind.live_read.api).call(self.request(scope))
+        return BINDINGS_OF_RESPONSE[scope.kind.live_read.response](response)
 
 
 def read_live_policies(

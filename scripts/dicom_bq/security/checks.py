@@ -11,6 +11,7 @@ from dicom_bq.infra.policy_rules import (
     Resource,
     evaluate,
     is_agent,
+    is_snapshot_account,
 )
 from dicom_bq.infra.settings import StackSettings
 from dicom_bq.stack.plan import Plan
@@ -35,6 +36,9 @@ def plan_context(settings: StackSettings, grants: list[dict[str, Any]]) -> Polic
         # The agent is the source project's (service-NUMBER@...): DBQ012 ties its identity there.
         source_project=settings.source_project,
         source_project_number=settings.source_project_number,
+        snapshot_grants=frozenset(
+            ExpectedGrant(g["role"], g["scope"]) for g in grants if is_snapshot_account(g["member"])
+        ),
     )
 
 

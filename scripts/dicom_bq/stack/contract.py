@@ -20,6 +20,9 @@ DEFAULT_UNIVERSE = "googleapis.com"
 class OutputNames:
     STORE = "dicomStoreName"
     DICOMWEB = "dicomwebUrl"
+    # Every store, [{id, name, dicomwebUrl}], in the stack's order; STORE and DICOMWEB stay the
+    # first one's for what read them before stacks had several.
+    STORES = "dicomStores"
     AGENT = "agentEmail"
     SOURCE_PROJECT = "sourceProject"
     BIGQUERY_PROJECT = "bigqueryProject"
@@ -28,9 +31,50 @@ class OutputNames:
     FILTER_BUCKET = "filterBucket"
     UNIVERSE = "universeDomain"
     GRANTS = "grants"  # [{role, member, scope, reason}]
+    ALERT_POLICIES = "alertPolicies"  # [display name of each alert policy]; [] without alerts
+    # Optional, a nightly snapshot export: its table (bq://P.D.T) and Cloud Scheduler's
+    # {"schedule": unix-cron, "timeZone": tz name}, the Job fields of the same names.
+    SNAPSHOT_TABLE = "snapshotTable"
+    SNAPSHOT_SCHEDULE = "snapshotSchedule"
 
 
 ALL_OUTPUTS = tuple(value for key, value in vars(OutputNames).items() if not key.startswith("_"))
+
+
+@dataclass(frozen=True)
+class StoreOutputs:
+    """One DICOM store of the stack, as the dicomStores output lists it."""
+
+    store_id: str
+    name: str  # projects/P/locations/L/datasets/D/dicomStores/S
+    dicomweb_url: str | None = None
+
+
+def _parse_stores(document: Mapping[str, Any], first: str | None) -> list[StoreOutputs]:
+    listed = document.get(OutputNames.STORES)
+    if listed is None:
+        # Deployed before stacks had several stores: the one store is dicomStoreName.
+        return [StoreOutputs(first.rsplit("/", 1)[-1], first)] if first else []
+    if not isinstance(listed, list) or not all(
+        isinstance(entry, dict)
+        and isinstance(entry.get("id"), str)
+        and isinstance(entry.get("name"), str)
+        for entry in listed
+    ):
+        raise DicomBqError(
+            f"the stack output {OutputNames.STORES} is not a list of stores (id, name): are "
+            "these the outputs of a dicom-bq stack?"
+        )
+    return [
+        StoreOutputs(
+            store_id=entry["id"],
+            name=entry["name"],
+            dicomweb_url=entry.get("dicomwebUrl")
+            if isinstance(entry.get("dicomwebUrl"), str)
+            else None,
+        )
+        for entry in listed
+    ]
 
 
 @dataclass(frozen=True)
@@ -47,6 +91,9 @@ class StackOutputs:
     filter_bucket: str | None = None
     universe_domain: str = DEFAULT_UNIVERSE
     grants: list[dict[str, str]] = field(default_factory=list)
+    snapshot_table_uri: str | None = None
+    snapshot_schedule: dict[str, str] | None = None
+    stores: list[StoreOutputs] = field(default_factory=list)
 
     @classmethod
     def parse(cls, document: Mapping[str, Any]) -> StackOutputs:
@@ -70,8 +117,18 @@ class StackOutputs:
                 "scope): are these the outputs of a dicom-bq stack?"
             )
         dataset = text(OutputNames.BIGQUERY_DATASET)
+        schedule = document.get(OutputNames.SNAPSHOT_SCHEDULE) or None
+        if schedule is not None and not (
+            isinstance(schedule, dict) and all(isinstance(v, str) for v in schedule.values())
+        ):
+            raise DicomBqError(
+                f"the stack output {OutputNames.SNAPSHOT_SCHEDULE} is not an object of "
+                '{"schedule": "CRON", "timeZone": "TZ"}: are these the outputs of a dicom-bq stack?'
+            )
+        store_name = text(OutputNames.STORE)
         return cls(
-            store_name=text(OutputNames.STORE),
+            stores=_parse_stores(document, store_name),
+            store_name=store_name,
             dicomweb_url=text(OutputNames.DICOMWEB),
             agent_email=text(OutputNames.AGENT),
             source_project=text(OutputNames.SOURCE_PROJECT),
@@ -81,7 +138,27 @@ class StackOutputs:
             filter_bucket=text(OutputNames.FILTER_BUCKET),
             universe_domain=text(OutputNames.UNIVERSE) or DEFAULT_UNIVERSE,
             grants=[{str(k): str(v) for k, v in g.items()} for g in grants],
+            snapshot_table_uri=text(OutputNames.SNAPSHOT_TABLE),
+            snapshot_schedule=dict(schedule) if schedule is not None else None,
         )
+
+    def selected_stores(self, store_id: str | None = None) -> list[StoreOutputs]:
+        """The store named `store_id`, or every store when it is None."""
+        if not self.stores:
+            raise DicomBqError(
+                f"the stack outputs lack {OutputNames.STORES} and {OutputNames.STORE}: is this a "
+                "dicom-bq stack, and has `pulumi up` completed on it?"
+            )
+        if store_id is None:
+            return list(self.stores)
+        chosen = [store for store in self.stores if store.store_id == store_id]
+        if not chosen:
+            known = ", ".join(store.store_id for store in self.stores)
+            raise DicomBqError(
+                f"the stack has no DICOM store {store_id!r}: its stores are {known}; pass one of "
+                "them with --store-id, or leave it out to check them all"
+            )
+        return chosen
 
     def require(self, *names: str) -> None:
         """Raise, naming every missing output, when one of `names` is absent."""

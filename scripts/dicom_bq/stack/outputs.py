@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -73,23 +74,34 @@ def _parse(text: str, what: str) -> dict[str, Any]:
     return document
 
 
-def target_from_outputs(outputs: dict[str, Any], table: str | None = None) -> VerifyTarget:
+def targets_from_outputs(
+    outputs: dict[str, Any], table: str | None = None, store_id: str | None = None
+) -> list[VerifyTarget]:
+    """What `verify` checks in a stack: the store `store_id`, or every store of the stack."""
     parsed = StackOutputs.parse(outputs)
     parsed.require(OutputNames.STORE, OutputNames.VERIFICATION_TABLE)
-    assert parsed.store_name
     assert parsed.verification_table_uri
     bucket = parsed.filter_bucket
     if bucket is not None and identifiers.check_bucket(bucket):
         raise DicomBqError(
             f"the stack output {OutputNames.FILTER_BUCKET} {excerpt(bucket)} is not a bucket name"
         )
-    return VerifyTarget(
-        store=StoreName.parse(parsed.store_name),
-        table=TableUri.parse(table or parsed.verification_table_uri),
-        filter_bucket=bucket,
-        agent_email=parsed.agent_email,
-        universe_domain=parsed.universe_domain,
-    )
+    verification_table = TableUri.parse(table or parsed.verification_table_uri)
+    return [
+        VerifyTarget(
+            store=StoreName.parse(store.name),
+            table=verification_table,
+            filter_bucket=bucket,
+            agent_email=parsed.agent_email,
+            universe_domain=parsed.universe_domain,
+        )
+        for store in parsed.selected_stores(store_id)
+    ]
+
+
+def target_from_outputs(outputs: dict[str, Any], table: str | None = None) -> VerifyTarget:
+    """The stack's first store (its only one in the dicomStoreId form)."""
+    return targets_from_outputs(outputs, table)[0]
 
 
 @dataclass(frozen=True)
@@ -118,17 +130,28 @@ class UpOptions:
 
 
 def pulumi_up(
-    stack: str, project_dir: Path, options: UpOptions, output_to_stderr: bool = False
+    stack: str,
+    project_dir: Path,
+    options: UpOptions,
+    output_to_stderr: bool = False,
+    impersonate: str | None = None,
 ) -> int:
     """`pulumi up`, its output streamed as it comes; returns its exit code.
 
     With `output_to_stderr`, Pulumi's output goes to stderr so stdout carries only JSON.
+    `impersonate` reaches the gcp provider as GOOGLE_IMPERSONATE_SERVICE_ACCOUNT, which it
+    reads when the stack sets no gcp:impersonateServiceAccount (terraform-provider-google
+    google/transport/config.go HandleSDKDefaults, bridged by pulumi-gcp); an environment
+    variable, not `--config`, so the stack file is left as it is.
     """
     command = [pulumi_executable(), "up", "--stack", stack, *options.flags()]
+    environment = (
+        {**os.environ, "GOOGLE_IMPERSONATE_SERVICE_ACCOUNT": impersonate} if impersonate else None
+    )
     if not output_to_stderr:
-        return subprocess.run(command, cwd=project_dir, check=False).returncode
+        return subprocess.run(command, cwd=project_dir, check=False, env=environment).returncode
     with subprocess.Popen(
-        command, cwd=project_dir, stdout=subprocess.PIPE, text=True, bufsize=1
+        command, cwd=project_dir, stdout=subprocess.PIPE, text=True, bufsize=1, env=environment
     ) as process:
         assert process.stdout is not None
         for line in process.stdout:

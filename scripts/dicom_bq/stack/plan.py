@@ -198,7 +198,14 @@ def _config_text(value: Any) -> str:
     return str(value)
 
 
+# What an input shows when it is another resource's output that Google assigns at creation (a
+# notification channel's projects/P/notificationChannels/ID), as `pulumi preview` shows it.
+UNKNOWN_UNTIL_CREATED = "(known after creation)"
+
+
 def _clean(value: Any) -> Any:
+    if isinstance(value, pulumi.output.Unknown):
+        return UNKNOWN_UNTIL_CREATED
     if isinstance(value, dict):
         return {k: _clean(v) for k, v in sorted(value.items()) if not str(k).startswith("__")}
     if isinstance(value, list):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rich.console import Console
@@ -29,44 +30,82 @@ _KEY_INPUTS = (
 )
 
 
-def key_inputs(resource: PlannedResource) -> str:
-    parts = [f"{key}={resource.inputs[key]}" for key in _KEY_INPUTS if key in resource.inputs]
+def key_input_pairs(resource: PlannedResource) -> list[tuple[str, str]]:
     inputs = resource.inputs
+    pairs = [(key, str(inputs[key])) for key in _KEY_INPUTS if key in inputs]
     for stream in inputs.get("streamConfigs") or []:
-        parts.append(f"stream={stream['bigqueryDestination']['tableUri']}")
+        pairs.append(("stream", stream["bigqueryDestination"]["tableUri"]))
     if inputs.get("notificationConfig"):
-        parts.append(f"notify={inputs['notificationConfig']['pubsubTopic']}")
+        pairs.append(("notify", inputs["notificationConfig"]["pubsubTopic"]))
     for block in ("encryptionSpec", "defaultEncryptionConfiguration"):
         if inputs.get(block):
-            parts.append(f"cmek={inputs[block]['kmsKeyName']}")
-    return " ".join(parts)
+            pairs.append(("cmek", inputs[block]["kmsKeyName"]))
+    return pairs
+
+
+def key_inputs(resource: PlannedResource) -> str:
+    return " ".join(f"{key}={value}" for key, value in key_input_pairs(resource))
 
 
 def _flag(value: bool) -> str:
     return "yes" if value else "no"
 
 
-def print_table(plan: Plan, console: Console) -> None:
-    resources = Table(title=f"Resources of stack {plan.stack}", show_lines=False)
-    for column in ("type", "name", "key inputs", "protect", "depends on"):
-        resources.add_column(column, overflow="fold")
-    for r in plan.custom_resources():
-        resources.add_row(
-            r.type, r.name, key_inputs(r), _flag(r.protect), ", ".join(r.depends_on) or "-"
-        )
-    console.print(resources)
-    console.print(_grants_table(plan))
-    for note in plan.notes:
-        console.print(f"[yellow]note:[/] {note}")
+# Where a long value may break without splitting a name: after a path, member-kind or list
+# separator (never inside an e-mail address or a role).
+_BREAK_AFTER = re.compile(r"(?<=[/:, ])")
 
 
-def _grants_table(plan: Plan) -> Table:
-    table = Table(title="Grants to the Cloud Healthcare service agent (additive members)")
-    for column in ("role", "member", "scope", "why"):
-        table.add_column(column, overflow="fold")
+def wrap_value(value: str, *, width: int, first: str, rest: str) -> list[str]:
+    """`first` + value on lines of at most `width`, continued after `rest`, broken only after
+    a separator (space / : ,), so resource names and roles stay whole. A piece with no
+    separator that is longer than a whole line is the one thing folded."""
+    lines: list[str] = []
+    line, fresh = first, True
+    for piece in (piece for piece in _BREAK_AFTER.split(value) if piece):
+        if not fresh and len(line) + len(piece.rstrip()) > width:
+            lines.append(line.rstrip())
+            line, fresh = rest, True
+        while len(line) + len(piece.rstrip()) > width:
+            room = max(width - len(line), 1)
+            lines.append(line + piece[:room])
+            line, piece = rest, piece[room:]
+        line, fresh = line + piece, False
+    lines.append(line.rstrip())
+    return lines
+
+
+def _field(key: str, value: str, width: int) -> list[str]:
+    return wrap_value(value, width=width, first=f"  {key}: ", rest="      ")
+
+
+def plan_lines(plan: Plan, *, width: int) -> list[str]:
+    """The plan as blocks, one per resource and one per grant, each line at most `width`
+    (an 80-column terminal included): a table of five columns split names mid-word."""
+    resources = plan.custom_resources()
+    lines = [f"Resources of stack {plan.stack}: {len(resources)}"]
+    for r in resources:
+        protect = "  (protected)" if r.protect else ""
+        lines += ["", *wrap_value(r.name + protect, width=width, first="", rest="    ")]
+        lines += _field("type", r.type, width)
+        for key, value in key_input_pairs(r):
+            lines += _field(key, value, width)
+        lines += _field("depends on", ", ".join(r.depends_on) or "-", width)
+    lines += ["", f"Grants (additive IAM members): {len(plan.grants)}"]
     for grant in plan.grants:
-        table.add_row(grant["role"], grant["member"], grant["scope"], grant["reason"])
-    return table
+        lines += ["", *wrap_value(grant["role"], width=width, first="", rest="    ")]
+        lines += _field("member", grant["member"], width)
+        lines += _field("scope", grant["scope"], width)
+        lines += _field("why", grant["reason"], width)
+    for note in plan.notes:
+        lines += ["", *wrap_value(note, width=width, first="note: ", rest="      ")]
+    return lines
+
+
+def print_table(plan: Plan, console: Console) -> None:
+    # The console's width is the terminal's, or COLUMNS' when piped (rich reads both), or 80.
+    text = "\n".join(plan_lines(plan, width=console.width))
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def _cell(value: Any) -> str:

@@ -7,18 +7,55 @@ analyzer reads these annotations at run time
 (pulumi/provider/experimental/analyzer.py, Analyzer.analyze_component).
 """
 
+import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Literal, NotRequired, TypedDict
+from dataclasses import dataclass
+from typing import Literal, NotRequired, TypedDict, cast
 
 import pulumi
 import pulumi_gcp as gcp
 
+from dicom_bq.errors import DicomBqError
 from dicom_bq.infra import naming
 from dicom_bq.infra.components.agent import AgentAccess, AgentAccessArgs
+from dicom_bq.infra.components.alerts import AlertedStore, OperationsAlerts, OperationsAlertsArgs
 from dicom_bq.infra.components.bigquery import BigQueryDestination, BigQueryDestinationArgs
-from dicom_bq.infra.components.healthcare import DicomStorage, DicomStorageArgs
+from dicom_bq.infra.components.healthcare import DicomStorage, DicomStorageArgs, DicomStoreSpec
 from dicom_bq.infra.components.services import ProjectServices, ProjectServicesArgs
-from dicom_bq.infra.grants import GrantRequest, grant_specs
+from dicom_bq.infra.components.snapshot import (
+    NightlySnapshot,
+    NightlySnapshotArgs,
+    SnapshotTarget,
+    scheduler_region,
+)
+from dicom_bq.infra.grants import GrantRequest, TopicGrant, grant_specs
+
+# The single-store form's key of the publisher grant; a listed store's topic takes it over.
+SINGLE_TOPIC_KEY = "notification-topic-publisher"
+
+
+class DicomStoreArgs(TypedDict):
+    """One DICOM store of a `dicom_stores` list."""
+
+    store_id: str
+    """Store ID. Plain text: the store's resource is named after it."""
+    labels: NotRequired[Mapping[str, pulumi.Input[str]]]
+    """The store's own labels, over the path's `labels`."""
+    notification_topic: NotRequired[pulumi.Input[str]]
+    """Pub/Sub topic projects/P/topics/T notified of the store's new instances."""
+    send_for_bulk_import: NotRequired[bool]
+    """Notify on bulk imports too (Healthcare v1 NotificationConfig.sendForBulkImport)."""
+    stream_tables: NotRequired[Sequence[pulumi.Input[str]]]
+    """Tables of the BigQuery dataset that the store streams metadata to (at most 5)."""
+
+
+class StoreOutput(TypedDict):
+    """One DICOM store of the path."""
+
+    store_id: pulumi.Output[str]
+    name: pulumi.Output[str]
+    """Full name, projects/P/locations/L/datasets/D/dicomStores/S."""
+    dicomweb_url: pulumi.Output[str]
 
 
 class DicomExportPathArgs(TypedDict):
@@ -31,8 +68,11 @@ class DicomExportPathArgs(TypedDict):
     """Location of the Healthcare dataset, such as us-central1."""
     healthcare_dataset_id: pulumi.Input[str]
     """Healthcare dataset ID."""
-    dicom_store_id: pulumi.Input[str]
-    """DICOM store ID."""
+    dicom_store_id: NotRequired[pulumi.Input[str]]
+    """DICOM store ID, for a path of one store (else dicom_stores)."""
+    dicom_stores: NotRequired[Sequence[DicomStoreArgs]]
+    """The DICOM stores of the Healthcare dataset, instead of dicom_store_id. The first takes
+    over the store of a path that had dicom_store_id: keep that store first when converting."""
     bigquery_dataset_id: pulumi.Input[str]
     """BigQuery dataset receiving exports and streams."""
     source_project_number: NotRequired[pulumi.Input[str]]
@@ -48,11 +88,12 @@ class DicomExportPathArgs(TypedDict):
     time_zone: NotRequired[pulumi.Input[str]]
     """IANA time zone of the Healthcare dataset (default UTC)."""
     labels: NotRequired[pulumi.Input[Mapping[str, pulumi.Input[str]]]]
-    """Labels on the store and the datasets the component creates."""
+    """Labels on the stores and the datasets the component creates."""
     notification_topic: NotRequired[pulumi.Input[str]]
-    """Pub/Sub topic projects/P/topics/T notified of new instances."""
+    """Pub/Sub topic projects/P/topics/T notified of new instances (dicom_store_id's store)."""
     stream_tables: NotRequired[Sequence[pulumi.Input[str]]]
-    """Tables of the BigQuery dataset that the store streams metadata to (at most 5)."""
+    """Tables of the BigQuery dataset that dicom_store_id's store streams metadata to (at most
+    5)."""
     healthcare_kms_key: NotRequired[pulumi.Input[str]]
     """Cloud KMS key of the Healthcare dataset."""
     bigquery_kms_key: NotRequired[pulumi.Input[str]]
@@ -71,6 +112,18 @@ class DicomExportPathArgs(TypedDict):
     """API universe (googleapis.com unless in a sovereign cloud)."""
     agent_iam_domain: NotRequired[str]
     """Service-agent domain for a universe dicom-bq does not know."""
+    alert_emails: NotRequired[Sequence[str]]
+    """Emails alerted on the stores' export and streaming errors."""
+    alert_channels: NotRequired[Sequence[str]]
+    """Existing notification channels (projects/P/notificationChannels/ID) alerted too."""
+    snapshot_schedule: NotRequired[str]
+    """Unix-cron schedule of a nightly WRITE_TRUNCATE export to the tool's snapshot table."""
+    snapshot_time_zone: NotRequired[str]
+    """Time zone of the schedule (default: time_zone)."""
+    snapshot_table: NotRequired[str]
+    """The tool's snapshot table in the BigQuery dataset (default dicom_snapshot)."""
+    snapshot_region: NotRequired[str]
+    """Cloud Scheduler region (default: from the Healthcare location)."""
 
 
 class GrantOutput(TypedDict):
@@ -88,9 +141,11 @@ class DicomExportPath(pulumi.ComponentResource):
     the Healthcare dataset and the DICOM store that exports (and streams) to BigQuery."""
 
     store_name: pulumi.Output[str]
-    """Full name of the DICOM store, projects/P/locations/L/datasets/D/dicomStores/S."""
+    """Full name of the (first) DICOM store, projects/P/locations/L/datasets/D/dicomStores/S."""
     dicomweb_url: pulumi.Output[str]
-    """DICOMweb endpoint of the store."""
+    """DICOMweb endpoint of the (first) store."""
+    stores: pulumi.Output[list[StoreOutput]]
+    """Every DICOM store of the path, in order."""
     agent_email: pulumi.Output[str]
     """The Cloud Healthcare service agent of the source project."""
     source_project: pulumi.Output[str]
@@ -103,6 +158,15 @@ class DicomExportPath(pulumi.ComponentResource):
     universe_domain: pulumi.Output[str]
     grants: pulumi.Output[list[GrantOutput]]
     """Every grant the path makes (role, member, scope, reason)."""
+    snapshot_tables: pulumi.Output[list[str]]
+    """bq://P.D.T of each store's nightly snapshot; empty without a schedule."""
+    snapshot_schedule: pulumi.Output[str | None]
+    """Unix-cron of the snapshot job; None without one."""
+    snapshot_time_zone: pulumi.Output[str | None]
+    """Time zone of that schedule."""
+    alert_policies: pulumi.Output[list[str]]
+    """Display names of the error alert policies (unique per stack; Google assigns their
+    projects/P/alertPolicies/ID names at creation); empty without alerts."""
 
     def __init__(
         self,
@@ -123,17 +187,47 @@ class DicomExportPath(pulumi.ComponentResource):
             "project" if args.get("data_editor_scope") == "project" else "dataset"
         )
 
+        alert_emails = list(args.get("alert_emails", []))
+        alert_channels = list(args.get("alert_channels", []))
+        alerting = bool(alert_emails or alert_channels)
+        schedule = args.get("snapshot_schedule")
+        stores = _store_inputs(args, labels)
+        # (store ID, store name) of every store the path manages: alerts and snapshots cover each.
+        store_ids = [
+            self._text(store.store_id, "dicom_store_id", alerting or schedule) for store in stores
+        ]
+        snapshot_stores: tuple[tuple[str, pulumi.Input[str]], ...] = ()
+        snapshot_account = snapshot_role = ""
+        if schedule is not None:
+            hc_dataset = naming.healthcare_dataset_name(
+                self._text(source_project, "source_project", True),
+                self._text(args["location"], "location", True),
+                self._text(args["healthcare_dataset_id"], "healthcare_dataset_id", True),
+            )
+            snapshot_account = naming.snapshot_account_id(hc_dataset)
+            snapshot_role = naming.snapshot_role_id(hc_dataset)
+            snapshot_stores = tuple(
+                (store_id, f"{hc_dataset}/dicomStores/{store_id}") for store_id in store_ids
+            )
+
         healthcare_api: list[pulumi.Resource] = []
         bigquery_api: list[pulumi.Resource] = []
+        operations_api: dict[str, pulumi.Resource] = {}
         if args.get("enable_apis", True):
+            extras = ["logging.googleapis.com", "monitoring.googleapis.com"] if alerting else []
+            if schedule is not None:
+                extras += ["cloudscheduler.googleapis.com", "iam.googleapis.com"]
             services = ProjectServices(
                 f"{name}-apis",
                 ProjectServicesArgs(
-                    source_project=source_project, bigquery_project=bigquery_project
+                    source_project=source_project,
+                    bigquery_project=bigquery_project,
+                    source_extras=extras,
                 ),
                 opts=child,
             )
             healthcare_api, bigquery_api = [services.healthcare], [services.bigquery]
+            operations_api = dict(zip(extras, services.extras, strict=True))
 
         specs = grant_specs(
             GrantRequest(
@@ -143,8 +237,15 @@ class DicomExportPath(pulumi.ComponentResource):
                 data_editor_scope=data_editor_scope,
                 filter_bucket=args.get("filter_bucket"),
                 notification_topic=args.get("notification_topic"),
+                notification_topics=_topic_grants(stores),
                 healthcare_kms_key=args.get("healthcare_kms_key"),
                 bigquery_kms_key=args.get("bigquery_kms_key"),
+                snapshot_stores=snapshot_stores,
+                snapshot_role=(
+                    naming.custom_role_name(str(source_project), snapshot_role)
+                    if schedule is not None
+                    else None
+                ),
             )
         )
         agent_member = self._agent_member(
@@ -198,36 +299,132 @@ class DicomExportPath(pulumi.ComponentResource):
         # is created, so those wait until the grants have propagated; streams also need their
         # BigQuery dataset to exist, whatever the grant's scope.
         after_grants: list[pulumi.Resource] = [access.propagated]
-        streams = list(args.get("stream_tables", []))
-        notifies = args.get("notification_topic") is not None
         storage = DicomStorage(
             f"{name}-dicom",
             DicomStorageArgs(
                 project=source_project,
                 location=args["location"],
                 dataset_id=args["healthcare_dataset_id"],
-                store_id=args["dicom_store_id"],
-                time_zone=args.get("time_zone", "UTC"),
-                labels=labels,
-                notification_topic=args.get("notification_topic"),
-                stream_table_uris=[
-                    pulumi.Output.concat("bq://", bigquery_project, ".", dataset_id, ".", table)
-                    for table in streams
+                stores=[
+                    DicomStoreSpec(
+                        store_id=store.store_id,
+                        labels=store.labels,
+                        notification_topic=store.notification_topic,
+                        send_for_bulk_import=store.send_for_bulk_import,
+                        stream_table_uris=[
+                            pulumi.Output.concat(
+                                "bq://", bigquery_project, ".", dataset_id, ".", table
+                            )
+                            for table in store.stream_tables
+                        ],
+                        # Each store waits for what Google checks when creating it, only that:
+                        # a plain store of a CMEK dataset still follows the key's wait through
+                        # its dataset.
+                        depends_on=(
+                            after_grants
+                            if store.stream_tables or store.notification_topic is not None
+                            else []
+                        )
+                        + (after_dataset if store.stream_tables else []),
+                        listed_id=store.listed_id,
+                        adopts_single_store=index == 0 and store.listed_id is not None,
+                    )
+                    for index, store in enumerate(stores)
                 ],
+                time_zone=args.get("time_zone", "UTC"),
                 kms_key=args.get("healthcare_kms_key"),
                 protected=protected,
                 retain_on_delete=retain,
                 dataset_depends_on=healthcare_api
                 + (after_grants if args.get("healthcare_kms_key") is not None else []),
-                store_depends_on=(after_grants if streams or notifies else [])
-                + (after_dataset if streams else []),
             ),
             opts=child,
         )
 
+        dataset_text = args["bigquery_dataset_id"]
+        snapshot_uris: list[pulumi.Output[str]] = []
+        snapshot_member: pulumi.Input[str] | None = None
+        snapshot_zone: str | None = None
+        if schedule is not None:
+            snapshot_zone = args.get("snapshot_time_zone") or str(args.get("time_zone", "UTC"))
+            tables = naming.snapshot_tables(
+                store_ids, args.get("snapshot_table", naming.DEFAULT_SNAPSHOT_TABLE)
+            )
+            snapshot_uris = [
+                pulumi.Output.concat("bq://", bigquery_project, ".", dataset_text, ".", table)
+                for table in (tables[store_id] for store_id in store_ids)
+            ]
+            # Known offline where the universe's address form is known, so plans, reviews and
+            # policy checks see the member; elsewhere, the account's own output.
+            if universe == naming.DEFAULT_UNIVERSE:
+                snapshot_member = "serviceAccount:" + naming.service_account_email(
+                    snapshot_account, str(source_project)
+                )
+            snapshot = NightlySnapshot(
+                f"{name}-snapshot",
+                NightlySnapshotArgs(
+                    project=source_project,
+                    region=args.get("snapshot_region") or scheduler_region(str(args["location"])),
+                    schedule=schedule,
+                    time_zone=snapshot_zone,
+                    targets=[
+                        SnapshotTarget(store_id, store, uri)
+                        for (store_id, store), uri in zip(
+                            snapshot_stores, snapshot_uris, strict=True
+                        )
+                    ],
+                    grants=[spec for spec in specs if spec.principal == "snapshot"],
+                    account_id=snapshot_account,
+                    role_id=snapshot_role,
+                    member=snapshot_member,
+                    universe_domain=universe,
+                    depends_on=[
+                        api
+                        for service, api in operations_api.items()
+                        if service.startswith(("cloudscheduler.", "iam."))
+                    ],
+                    stores=list(storage.stores),
+                ),
+                opts=child,
+            )
+            if snapshot_member is None:
+                snapshot_member = snapshot.account.member
+        policy_names: pulumi.Output[list[str]] = pulumi.Output.from_input([])
+        if alerting:
+            alerts = OperationsAlerts(
+                f"{name}-alerts",
+                OperationsAlertsArgs(
+                    project=source_project,
+                    stores=[
+                        AlertedStore(
+                            store_id=store_id,
+                            dataset_id=str(args["healthcare_dataset_id"]),
+                            location=str(args["location"]),
+                            store_name=store_name,
+                            streams=bool(store.stream_tables),
+                        )
+                        for store_id, store, store_name in zip(
+                            store_ids, stores, storage.store_names, strict=True
+                        )
+                    ],
+                    emails=alert_emails,
+                    channels=alert_channels,
+                    depends_on=[
+                        api
+                        for service, api in operations_api.items()
+                        if service.startswith(("logging.", "monitoring."))
+                    ],
+                ),
+                opts=child,
+            )
+            policy_names = alerts.policy_names
+
         self.store_name = storage.store_name
         self.dicomweb_url = storage.store_name.apply(
             lambda store: naming.dicomweb_url(store, universe)
+        )
+        self.stores = pulumi.Output.all(*storage.store_names).apply(
+            lambda names: _store_outputs([str(full) for full in names], universe)
         )
         self.agent_email = pulumi.Output.from_input(agent_member).apply(
             lambda member: member.removeprefix("serviceAccount:")
@@ -240,7 +437,17 @@ class DicomExportPath(pulumi.ComponentResource):
         )
         self.filter_bucket = pulumi.Output.from_input(args.get("filter_bucket"))
         self.universe_domain = pulumi.Output.from_input(universe)
-        members = {"agent": agent_member, "bigquery_encryption": encryption_member}
+        self.snapshot_tables = pulumi.Output.all(*snapshot_uris).apply(
+            lambda uris: [str(u) for u in uris]
+        )
+        self.snapshot_schedule = pulumi.Output.from_input(schedule)
+        self.snapshot_time_zone = pulumi.Output.from_input(snapshot_zone)
+        self.alert_policies = policy_names
+        members = {
+            "agent": agent_member,
+            "bigquery_encryption": encryption_member,
+            "snapshot": snapshot_member,
+        }
         self.grants = pulumi.Output.all(
             *[spec.for_member(members[spec.principal] or "") for spec in specs]
         ).apply(list)
@@ -248,6 +455,7 @@ class DicomExportPath(pulumi.ComponentResource):
             {
                 "store_name": self.store_name,
                 "dicomweb_url": self.dicomweb_url,
+                "stores": self.stores,
                 "agent_email": self.agent_email,
                 "source_project": self.source_project,
                 "bigquery_project": self.bigquery_project,
@@ -256,8 +464,23 @@ class DicomExportPath(pulumi.ComponentResource):
                 "filter_bucket": self.filter_bucket,
                 "universe_domain": self.universe_domain,
                 "grants": self.grants,
+                "snapshot_tables": self.snapshot_tables,
+                "snapshot_schedule": self.snapshot_schedule,
+                "snapshot_time_zone": self.snapshot_time_zone,
+                "alert_policies": self.alert_policies,
             }
         )
+
+    @staticmethod
+    def _text(value: pulumi.Input[str], arg: str, needed: object) -> str:
+        """Alerts and snapshots name resources after the store, so its IDs must be plain text
+        when the program runs (not another resource's Output)."""
+        if needed and not isinstance(value, str):
+            raise DicomBqError(
+                f"{arg} must be plain text when alerts or a snapshot schedule are on: their "
+                "resource names are made from it"
+            )
+        return str(value)
 
     def _agent_member(
         self,
@@ -294,3 +517,112 @@ class DicomExportPath(pulumi.ComponentResource):
             opts=pulumi.InvokeOutputOptions(parent=self, depends_on=bigquery_api),
         )
         return account.member
+
+
+@dataclass(frozen=True)
+class _StoreInput:
+    store_id: pulumi.Input[str]
+    labels: pulumi.Input[Mapping[str, pulumi.Input[str]]]
+    notification_topic: pulumi.Input[str] | None
+    send_for_bulk_import: bool | None
+    stream_tables: list[pulumi.Input[str]]
+    # The store's ID when a dicom_stores list declared it (its resource is named after it).
+    listed_id: str | None
+
+
+def _store_inputs(
+    args: DicomExportPathArgs, labels: pulumi.Input[Mapping[str, pulumi.Input[str]]]
+) -> list[_StoreInput]:
+    """The path's stores, whichever form declared them; exactly one form."""
+    single = args.get("dicom_store_id")
+    listed = args.get("dicom_stores")
+    if (single is None) == (listed is None) or (listed is not None and not listed):
+        raise DicomBqError(
+            "DicomExportPath needs dicom_store_id (one store) or dicom_stores (a non-empty "
+            "list), not both and not neither"
+        )
+    if single is not None:
+        return [
+            _StoreInput(
+                store_id=single,
+                labels=labels,
+                notification_topic=args.get("notification_topic"),
+                send_for_bulk_import=None,
+                stream_tables=list(args.get("stream_tables", [])),
+                listed_id=None,
+            )
+        ]
+    if args.get("notification_topic") is not None or args.get("stream_tables"):
+        raise DicomBqError(
+            "with dicom_stores, give each store its notification_topic and stream_tables"
+        )
+    assert listed is not None
+    inputs = []
+    for entry in listed:
+        if not isinstance(entry["store_id"], str):
+            raise DicomBqError(
+                "a dicom_stores entry's store_id must be plain text: it names a resource"
+            )
+        inputs.append(
+            _StoreInput(
+                store_id=entry["store_id"],
+                labels=_merged_labels(labels, entry.get("labels", {})),
+                notification_topic=entry.get("notification_topic"),
+                send_for_bulk_import=entry.get("send_for_bulk_import"),
+                stream_tables=list(entry.get("stream_tables", [])),
+                listed_id=entry["store_id"],
+            )
+        )
+    return inputs
+
+
+def _store_outputs(names: list[str], universe: str) -> list[StoreOutput]:
+    """Each store's outputs, from its full name (plain values once resolved; StoreOutput's fields
+    are Outputs for the component schema, as GrantOutput's)."""
+    return cast(
+        "list[StoreOutput]",
+        [
+            {
+                "store_id": name.rsplit("/", 1)[-1],
+                "name": name,
+                "dicomweb_url": naming.dicomweb_url(name, universe),
+            }
+            for name in names
+        ],
+    )
+
+
+def _merged_labels(
+    base: pulumi.Input[Mapping[str, pulumi.Input[str]]], own: Mapping[str, pulumi.Input[str]]
+) -> pulumi.Input[Mapping[str, pulumi.Input[str]]]:
+    """The path's labels with the store's own over them."""
+    if not own:
+        return base
+    if isinstance(base, Mapping):
+        return {**base, **own}
+    return pulumi.Output.all(base).apply(lambda values: {**values[0], **own})
+
+
+def _topic_grants(stores: list[_StoreInput]) -> tuple[TopicGrant, ...]:
+    """One publisher grant per distinct topic of a dicom_stores list, keyed by the first store
+    that names it: a key (the grant's resource name) that does not move when stores are added
+    or reordered. The first store's topic keeps the single-store form's grant through an alias.
+    Topics that are another resource's Output cannot be compared: each gets its own grant."""
+    grants: dict[object, TopicGrant] = {}
+    for index, store in enumerate(stores):
+        topic = store.notification_topic
+        if store.listed_id is None or topic is None:
+            continue
+        same = topic if isinstance(topic, str) else id(topic)
+        found = grants.get(same)
+        grants[same] = (
+            dataclasses.replace(found, store_ids=(*found.store_ids, store.listed_id))
+            if found is not None
+            else TopicGrant(
+                key=f"{SINGLE_TOPIC_KEY}-{store.listed_id}",
+                topic=topic,
+                store_ids=(store.listed_id,),
+                former_keys=(SINGLE_TOPIC_KEY,) if index == 0 else (),
+            )
+        )
+    return tuple(grants.values())

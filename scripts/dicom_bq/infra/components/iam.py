@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import pulumi
 import pulumi_gcp as gcp
 import pulumiverse_time as time
 
-from dicom_bq.infra.grants import GrantSpec
+from dicom_bq.infra.grants import GrantSpec, Scope
+from dicom_bq.infra.scopes import SCOPE_KINDS, ArgumentSource, ScopeKindName
+
+# The pulumi-gcp class of each scope kind's IAM member resource (infra/scopes.py names its type
+# token and arguments; that module cannot import pulumi). tests/test_scopes.py checks that both
+# tables name the same kinds and tokens.
+IAM_MEMBER_CLASSES: dict[ScopeKindName, Callable[..., pulumi.CustomResource]] = {
+    "project": gcp.projects.IAMMember,
+    "bigquery_dataset": gcp.bigquery.DatasetIamMember,
+    "bucket": gcp.storage.BucketIAMMember,
+    "topic": gcp.pubsub.TopicIAMMember,
+    "crypto_key": gcp.kms.CryptoKeyIAMMember,
+    "dicom_store": gcp.healthcare.DicomStoreIamMember,
+}
 
 
 def render_grant(
@@ -30,37 +43,21 @@ def render_grant(
             aliases=[pulumi.Alias(name=f"{prefix}-{former}") for former in spec.former_keys],
         ),
     )
-    resource_name = f"{prefix}-{spec.key}"
-    scope = spec.scope
-    if scope.kind == "bigquery_dataset":
-        return gcp.bigquery.DatasetIamMember(
-            resource_name,
-            project=scope.project,
-            dataset_id=scope.resource,
-            role=spec.role,
-            member=member,
-            opts=opts,
-        )
-    if scope.kind == "bucket":
-        return gcp.storage.BucketIAMMember(
-            resource_name, bucket=scope.resource, role=spec.role, member=member, opts=opts
-        )
-    if scope.kind == "topic":
-        return gcp.pubsub.TopicIAMMember(
-            resource_name,
-            project=scope.project,
-            topic=scope.resource,
-            role=spec.role,
-            member=member,
-            opts=opts,
-        )
-    if scope.kind == "crypto_key":
-        return gcp.kms.CryptoKeyIAMMember(
-            resource_name, crypto_key_id=scope.resource, role=spec.role, member=member, opts=opts
-        )
-    return gcp.projects.IAMMember(
-        resource_name, project=scope.project, role=spec.role, member=member, opts=opts
+    kind = SCOPE_KINDS[spec.scope.kind]
+    arguments = {
+        keyword: _argument(spec.scope, source) for keyword, source in kind.pulumi_member.arguments
+    }
+    return IAM_MEMBER_CLASSES[spec.scope.kind](
+        f"{prefix}-{spec.key}", role=spec.role, member=member, opts=opts, **arguments
     )
+
+
+def _argument(scope: Scope, source: ArgumentSource) -> pulumi.Input[str]:
+    if source == "project":
+        return scope.project
+    if source == "resource":
+        return scope.resource
+    return scope.uri.apply(SCOPE_KINDS[scope.kind].provider_id_of)
 
 
 def grant_triggers(

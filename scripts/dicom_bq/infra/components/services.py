@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -12,6 +13,9 @@ import pulumi_gcp as gcp
 class ProjectServicesArgs:
     source_project: pulumi.Input[str]
     bigquery_project: pulumi.Input[str]
+    # More APIs in the source project, for the optional parts: logging and monitoring (alerts),
+    # cloudscheduler (nightly snapshot) and iam (its custom role and service account).
+    source_extras: Sequence[str] = ()
 
 
 class ProjectServices(pulumi.ComponentResource):
@@ -19,6 +23,7 @@ class ProjectServices(pulumi.ComponentResource):
 
     healthcare: gcp.projects.Service
     bigquery: gcp.projects.Service
+    extras: list[gcp.projects.Service]
 
     def __init__(
         self, name: str, args: ProjectServicesArgs, opts: pulumi.ResourceOptions | None = None
@@ -42,4 +47,15 @@ class ProjectServices(pulumi.ComponentResource):
             disable_dependent_services=False,
             opts=child,
         )
+        self.extras = [
+            gcp.projects.Service(
+                f"{name}-{service.split('.')[0]}",
+                project=args.source_project,
+                service=service,
+                disable_on_destroy=False,
+                disable_dependent_services=False,
+                opts=child,
+            )
+            for service in args.source_extras
+        ]
         self.register_outputs({})

@@ -1,0 +1,265 @@
+"""Filter files and the analysis queries: `dicom-bq filter validate/build/upload` and `query`."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from dicom_bq.clients.endpoints import Connection
+from dicom_bq.errors import EXIT_BAD_INPUT, DicomBqError
+from dicom_bq.filters.filter_files import FilterReport
+from dicom_bq.filters.queries import Query, TableColumns
+from dicom_bq.flows.access import GoogleAccess
+from dicom_bq.refs import GcsUri, TableUri
+
+__all__ = [
+    "BuildResult",
+    "BuildSources",
+    "FilterReport",
+    "InvalidFilterFileError",
+    "UploadResult",
+    "build_filter",
+    "dicomweb_paths_rows",
+    "dropped_tags_rows",
+    "filter_report",
+    "latest_studies_rows",
+    "upload_filter_file",
+    "validated_filter",
+]
+
+# Resumable upload chunk: a multiple of 256 KiB, as Cloud Storage requires
+# (https://cloud.google.com/storage/docs/performing-resumable-uploads#chunked-upload).
+UPLOAD_CHUNK = 8 * 1024 * 1024
+STREAM_BLOCK = 1 << 20
+
+
+class InvalidFilterFileError(DicomBqError):
+    """A filter file with errors; the report says which lines."""
+
+    def __init__(self, report: FilterReport) -> None:
+        super().__init__(
+            f"{report.path}: {report.error_count} errors in the filter file",
+            exit_code=EXIT_BAD_INPUT,
+        )
+        self.report = report
+
+
+def filter_report(*, path: Path, strict: bool) -> FilterReport:
+    from dicom_bq.filters.filter_files import validate_file
+
+    if not path.is_file():
+        raise DicomBqError(f"filter file {path} does not exist or is not a file")
+    return validate_file(path, strict)
+
+
+def validated_filter(*, path: Path, strict: bool) -> FilterReport:
+    """The report of a filter file without errors; one with errors raises with its report."""
+    report = filter_report(path=path, strict=strict)
+    if not report.ok:
+        raise InvalidFilterFileError(report)
+    return report
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    lines: int
+    size: int
+    target: GcsUri
+
+
+def upload_filter_file(
+    *, path: Path, destination: str, chunk_mib: int, access: GoogleAccess
+) -> UploadResult:
+    from dicom_bq.clients.storage import StorageObjects
+
+    target = GcsUri.parse(destination, "destination")
+    if not 1 <= chunk_mib <= 1024:
+        raise DicomBqError(f"--chunk-mib {chunk_mib} is not valid: use 1 to 1024")
+    report = validated_filter(path=path, strict=False)
+    connection = access.connection()
+    size = StorageObjects(connection, target.bucket).upload_file(
+        str(path), target, chunk_mib * 1024 * 1024
+    )
+    return UploadResult(lines=report.lines, size=size, target=target)
+
+
+@dataclass(frozen=True)
+class BuildSources:
+    """Where the paths come from: one of a CSV, a query, an exported table, or `stdin` (None
+    when it is a terminal, which holds no paths)."""
+
+    uids_csv: Path | None = None
+    query: str | None = None
+    table: str | None = None
+    where: str | None = None
+    stdin: BinaryIO | None = None
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    lines: int
+    output: str | None
+
+
+def _query_lines(
+    sources: BuildSources, connection: Connection, billing_project: str | None
+) -> Iterable[str]:
+    from dicom_bq.clients.bigquery import BigQueryTables
+    from dicom_bq.filters.queries import filter_paths
+
+    if sources.table is not None:
+        uri = TableUri.parse(sources.table)
+        built = filter_paths(uri, sources.where)
+        billing = connection.billing_project(explicit=billing_project, fallback=uri.project)
+    else:
+        built = Query(str(sources.query))
+        billing = connection.billing_project(explicit=billing_project, fallback="")
+        if not billing:
+            raise DicomBqError(
+                "--query needs --billing-project PROJECT_ID, the project billed for it "
+                "(or credentials whose project is known: GOOGLE_CLOUD_PROJECT)"
+            )
+    rows = BigQueryTables(connection, billing).run(built)
+    return (str(next(iter(row.values()))) for row in rows)
+
+
+def build_filter(
+    *,
+    sources: BuildSources,
+    normalize: bool,
+    output: str | None,
+    replace: bool,
+    stdout: BinaryIO,
+    access: GoogleAccess,
+) -> BuildResult:
+    """Build a filter file from UIDs; write it to `output` (a file or gs://) or to `stdout`."""
+    from dicom_bq.filters import filter_files as filters
+
+    chosen = [sources.uids_csv is not None, sources.query is not None, sources.table is not None]
+    if sum(chosen) > 1:
+        raise DicomBqError("give one source: --uids-csv, --query, --table, or paths on stdin")
+    if sources.where and sources.table is None:
+        raise DicomBqError("--where goes with --table")
+    target = (
+        GcsUri.parse(output, "--output")
+        if output is not None and output.startswith("gs://")
+        else None
+    )
+    if output is not None and target is None:
+        from dicom_bq.files import check_output
+
+        # Before any query runs: a build that cannot be written costs nothing.
+        check_output(Path(output), replace=replace)
+    try:
+        count = _build(
+            sources=sources,
+            normalize=normalize,
+            output=output,
+            target=target,
+            replace=replace,
+            stdout=stdout,
+            access=access,
+        )
+    except filters.BuildError as error:
+        raise DicomBqError(str(error)) from None
+    return BuildResult(lines=count, output=output)
+
+
+def _build(
+    *,
+    sources: BuildSources,
+    normalize: bool,
+    output: str | None,
+    target: GcsUri | None,
+    replace: bool,
+    stdout: BinaryIO,
+    access: GoogleAccess,
+) -> int:
+    from dicom_bq.filters import filter_files as filters
+
+    connection = access.connection()
+    csv_lines: Iterable[str] | None = None
+    source = ""
+    spill_to: Callable[[Path], object]
+    if sources.uids_csv is not None:
+        if not sources.uids_csv.is_file():
+            raise DicomBqError(f"--uids-csv {sources.uids_csv} does not exist or is not a file")
+        csv_lines = filters.lines_from_csv(sources.uids_csv.open(encoding="utf-8-sig", newline=""))
+    elif sources.query is not None or sources.table is not None:
+        query_lines = _query_lines(sources, connection, access.billing_project)
+        source = "query result"
+        spill_to = functools.partial(filters.write_lines, query_lines)
+    elif sources.stdin is not None:
+        source = "stdin"
+        spill_to = functools.partial(_copy_stream, sources.stdin)
+    else:
+        raise DicomBqError(
+            "give a source: --uids-csv FILE, --query SQL, --table URI, or paths on stdin"
+        )
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(output) if output and target is None else Path(folder) / "filter.txt"
+        replace = replace or path.parent == Path(folder)
+        if csv_lines is not None:
+            count = filters.build_file(csv_lines, path, normalize, replace=replace)
+        else:
+            spill = Path(folder) / "spill.txt"
+            spill_to(spill)
+            count = filters.build_from_spill(spill, path, normalize, source, replace=replace)
+        if target is not None:
+            from dicom_bq.clients.storage import StorageObjects
+
+            StorageObjects(connection, target.bucket).upload_file(str(path), target, UPLOAD_CHUNK)
+        elif output is None:
+            with path.open("rb") as finished:  # streamed: the file may be large
+                shutil.copyfileobj(finished, stdout, STREAM_BLOCK)
+            stdout.flush()
+    return count
+
+
+def _copy_stream(stream: BinaryIO, path: Path) -> None:
+    with path.open("wb") as out:
+        shutil.copyfileobj(stream, out, STREAM_BLOCK)
+
+
+QueryRows = list[dict[str, str | None]]
+
+
+def _query_table(
+    *, table: str, access: GoogleAccess, build: Callable[[TableColumns], Query]
+) -> QueryRows:
+    from dicom_bq.clients.bigquery import BigQueryTables
+
+    uri = TableUri.parse(table)
+    connection = access.connection()
+    billing = connection.billing_project(explicit=access.billing_project, fallback=uri.project)
+    tables = BigQueryTables(connection, billing)
+    # The table's own schema says how it was exported (nested, flattened, JSON).
+    columns = TableColumns.from_schema(uri, tables.table_fields(uri))
+    # BigQuery's JSON export prints every value as a string; so do these rows, like the how-to.
+    return [
+        {key: None if value is None else str(value) for key, value in row.items()}
+        for row in tables.run(build(columns))
+    ]
+
+
+def dicomweb_paths_rows(*, table: str, patient_id: str, access: GoogleAccess) -> QueryRows:
+    from dicom_bq.filters.queries import dicomweb_paths
+
+    return _query_table(table=table, access=access, build=lambda c: dicomweb_paths(c, patient_id))
+
+
+def latest_studies_rows(*, table: str, limit: int, access: GoogleAccess) -> QueryRows:
+    from dicom_bq.filters.queries import latest_studies
+
+    return _query_table(table=table, access=access, build=lambda c: latest_studies(c, limit))
+
+
+def dropped_tags_rows(*, table: str, access: GoogleAccess) -> QueryRows:
+    from dicom_bq.filters.queries import dropped_tags
+
+    return _query_table(table=table, access=access, build=dropped_tags)

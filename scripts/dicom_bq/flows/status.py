@@ -1,0 +1,596 @@
+"""`dicom-bq status`: one read-only view of the export path's health, and what disagrees.
+
+Per DICOM store of the stack: its instance count (getDICOMStoreMetrics), the last exports of its
+Healthcare dataset (operations.list), each stream table's rows and last change (tables.get); then
+the nightly snapshot table when the stack has one. What disagrees becomes a finding; a part that
+cannot be read (403, 404, retries exhausted) is a finding too, never a crash.
+"""
+
+from __future__ import annotations
+
+import datetime
+import textwrap
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TypeVar
+
+from dicom_bq.clients.bigquery import TableInfo
+from dicom_bq.clients.discovery import ApiCallError
+from dicom_bq.cron import CronSchedule, parse_schedule
+from dicom_bq.errors import EXIT_FAILED, EXIT_OK, DicomBqError
+from dicom_bq.flows.access import GoogleAccess
+from dicom_bq.flows.verify import stream_tables
+from dicom_bq.refs import StoreName, TableUri
+from dicom_bq.stack.contract import OutputNames, StackOutputs
+
+# OperationMetadata.apiMethodName of dicomStores.export, "google.cloud.healthcare.v1.dicom.
+# DicomService.ExportDicomData" (the export flow matches the same suffix).
+EXPORT_METHOD = "DicomService.ExportDicomData"
+RECENT_EXPORTS = 3
+# Google keeps an operation about 30 days after it ends
+# (https://cloud.google.com/healthcare-api/docs/how-tos/long-running-operations): 20 pages of 100
+# is more than a dataset's exports in that time.
+LISTING_PAGES = 20
+WIDTH = 80
+
+Kind = Literal[
+    "unreadable",
+    "export-failed",
+    "export-incomplete",
+    "stream-behind",
+    "snapshot-missing",
+    "snapshot-stale",
+]
+T = TypeVar("T")
+
+
+class StoreReader(Protocol):
+    def store_metrics(self, name: str) -> dict[str, Any]: ...
+
+    def get_store(self, name: str) -> dict[str, Any]: ...
+
+    def list_operations(self, dataset: str, page_token: str | None = None) -> dict[str, Any]: ...
+
+
+class TableReader(Protocol):
+    def table_info(self, table: TableUri) -> TableInfo | None: ...
+
+
+@dataclass(frozen=True)
+class StatusTarget:
+    stores: tuple[StoreName, ...]
+    snapshot_table: TableUri | None = None
+    snapshot_schedule: CronSchedule | None = None
+    universe_domain: str = "googleapis.com"
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: Kind
+    subject: str
+    detail: str
+    fix: str = ""
+
+
+@dataclass(frozen=True)
+class ExportRun:
+    """One dicomStores.export operation, from OperationMetadata (healthcare v1 discovery
+    document): counters are int64 strings, a missing one is 0; times are RFC 3339."""
+
+    operation: str
+    state: Literal["done", "running", "failed"]
+    success: int
+    failure: int
+    created: datetime.datetime | None
+    ended: datetime.datetime | None
+    logs_url: str | None
+    error: str | None
+
+    @classmethod
+    def from_api(cls, operation: Mapping[str, Any]) -> ExportRun:
+        metadata = operation.get("metadata") or {}
+        counter = metadata.get("counter") or {}
+        error = operation.get("error")
+        done = bool(operation.get("done"))
+        return cls(
+            operation=str(operation.get("name", "")),
+            state="failed" if error else ("done" if done else "running"),
+            success=int(counter.get("success") or 0),
+            failure=int(counter.get("failure") or 0),
+            created=_rfc3339(metadata.get("createTime")),
+            ended=_rfc3339(metadata.get("endTime")),
+            logs_url=metadata.get("logsUrl"),
+            error=f"{error.get('code', '')} {error.get('message', '')}".strip() if error else None,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "operation": self.operation,
+            "state": self.state,
+            "success": self.success,
+            "failure": self.failure,
+            "create_time": _iso(self.created),
+            "end_time": _iso(self.ended),
+            "logs_url": self.logs_url,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class TableStatus:
+    uri: str
+    readable: bool
+    exists: bool = False
+    committed_rows: int = 0
+    buffered_rows: int = 0
+    last_modified: datetime.datetime | None = None
+
+    @property
+    def rows(self) -> int:
+        return self.committed_rows + self.buffered_rows
+
+    def as_dict(self) -> dict[str, Any]:
+        known = self.readable and self.exists
+        return {
+            "uri": self.uri,
+            "readable": self.readable,
+            "exists": self.exists if self.readable else None,
+            "rows": self.rows if known else None,
+            "committed_rows": self.committed_rows if known else None,
+            "buffered_rows": self.buffered_rows if known else None,
+            "last_modified": _iso(self.last_modified),
+        }
+
+
+@dataclass(frozen=True)
+class StoreStatus:
+    name: str
+    instance_count: int | None
+    export_dataset: str
+    exports: list[ExportRun]
+    exports_readable: bool
+    stream_tables: list[TableStatus]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "instance_count": self.instance_count,
+            # Operations belong to the dataset and do not name their store.
+            "exports": {
+                "dataset": self.export_dataset,
+                "readable": self.exports_readable,
+                "recent": [run.as_dict() for run in self.exports],
+            },
+            "stream_tables": [table.as_dict() for table in self.stream_tables],
+        }
+
+
+@dataclass(frozen=True)
+class SnapshotStatus:
+    table: TableStatus
+    schedule: str | None
+    time_zone: str | None
+    last_due: datetime.datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "table": self.table.as_dict(),
+            "schedule": self.schedule,
+            "time_zone": self.time_zone,
+            "last_due": _iso(self.last_due),
+        }
+
+
+@dataclass
+class StatusReport:
+    checked_at: datetime.datetime
+    stores: list[StoreStatus] = field(default_factory=list)
+    snapshot: SnapshotStatus | None = None
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.ok else EXIT_FAILED
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "checked_at": _iso(self.checked_at),
+            "stores": [store.as_dict() for store in self.stores],
+            "snapshot": self.snapshot.as_dict() if self.snapshot else None,
+            "findings": [
+                {"kind": f.kind, "subject": f.subject, "detail": f.detail, "fix": f.fix}
+                for f in self.findings
+            ],
+        }
+
+
+def _rfc3339(text: object) -> datetime.datetime | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _iso(moment: datetime.datetime | None) -> str | None:
+    return moment.astimezone(datetime.UTC).isoformat() if moment else None
+
+
+# -- what to look at -----------------------------------------------------------------------------
+
+
+def status_target(outputs: Mapping[str, Any], store_id: str | None = None) -> StatusTarget:
+    """What the stack's outputs say to look at (every store, or the one `store_id` names);
+    DicomBqError (bad input) before any request."""
+    parsed = StackOutputs.parse(outputs)
+    listed = OutputNames.STORES if OutputNames.STORES in outputs else OutputNames.STORE
+    stores = []
+    for store in parsed.selected_stores(store_id):
+        try:
+            stores.append(StoreName.parse(store.name))
+        except DicomBqError as error:
+            raise DicomBqError(
+                f"the stack output {listed} {error.message.removeprefix('--store ')}"
+            ) from None
+    table = schedule = None
+    if parsed.snapshot_table_uri:
+        table = TableUri.parse(
+            parsed.snapshot_table_uri, flag=f"the stack output {OutputNames.SNAPSHOT_TABLE}"
+        )
+    if parsed.snapshot_schedule is not None:
+        if table is None:
+            raise DicomBqError(
+                f"the stack output {OutputNames.SNAPSHOT_SCHEDULE} has no "
+                f"{OutputNames.SNAPSHOT_TABLE} to go with it: is the stack's `pulumi up` complete?"
+            )
+        schedule = parse_schedule(
+            parsed.snapshot_schedule.get("schedule", ""),
+            parsed.snapshot_schedule.get("timeZone"),
+            what=f"the stack output {OutputNames.SNAPSHOT_SCHEDULE}",
+        )
+    return StatusTarget(tuple(stores), table, schedule, parsed.universe_domain)
+
+
+# -- reading, and judging ------------------------------------------------------------------------
+
+
+@dataclass
+class _Collector:
+    healthcare: StoreReader
+    tables: TableReader
+    now: datetime.datetime
+    snapshot_grace: datetime.timedelta
+    findings: list[Finding] = field(default_factory=list)
+    exports_by_dataset: dict[str, list[ExportRun] | None] = field(default_factory=dict)
+
+    def read(
+        self, subject: str, what: str, fix: str, call: Callable[[], T]
+    ) -> tuple[T | None, int | None]:
+        """`call`'s answer and None; or None, the HTTP status Google refused it with (0 when
+        unknown) and an `unreadable` finding."""
+        try:
+            return call(), None
+        except ApiCallError as error:
+            status = error.status
+            detail = f"cannot {what}: {error.status} {error.reason} {error.message}"
+        except DicomBqError as error:
+            if error.exit_code != EXIT_FAILED:
+                raise
+            status = 0
+            detail = f"cannot {what}: {error.message}"
+        self.findings.append(Finding("unreadable", subject, detail, fix))
+        return None, status
+
+    def table(self, table: TableUri) -> TableStatus:
+        info, refused = self.read(
+            table.uri,
+            "read the table (tables.get)",
+            f"grant bigquery.tables.get on {table.uri} (roles/bigquery.metadataViewer)",
+            lambda: self.tables.table_info(table),
+        )
+        if info is None:
+            return TableStatus(table.uri, readable=refused is None)
+        return TableStatus(
+            table.uri,
+            readable=True,
+            exists=True,
+            committed_rows=info.committed_rows,
+            buffered_rows=info.buffered_rows,
+            last_modified=info.last_modified,
+        )
+
+    def exports(self, store: StoreName) -> list[ExportRun] | None:
+        dataset = store.dataset_name
+        if dataset not in self.exports_by_dataset:
+            self.exports_by_dataset[dataset], _ = self.read(
+                dataset,
+                "list the dataset's operations (operations.list)",
+                f"grant healthcare.operations.list on {dataset}",
+                lambda: self._list_exports(dataset),
+            )
+        return self.exports_by_dataset[dataset]
+
+    def _list_exports(self, dataset: str) -> list[ExportRun]:
+        runs: list[ExportRun] = []
+        token: str | None = None
+        for _ in range(LISTING_PAGES):
+            page = self.healthcare.list_operations(dataset, token)
+            for operation in page.get("operations") or []:
+                method = str((operation.get("metadata") or {}).get("apiMethodName") or "")
+                if method.endswith(EXPORT_METHOD):
+                    runs.append(ExportRun.from_api(operation))
+            token = page.get("nextPageToken")
+            if not token:
+                break
+        # The listing's order is not documented: newest first by createTime.
+        oldest = datetime.datetime.min.replace(tzinfo=datetime.UTC)
+        runs.sort(key=lambda run: run.created or oldest, reverse=True)
+        return runs[:RECENT_EXPORTS]
+
+    def store(self, store: StoreName) -> StoreStatus:
+        name = store.name
+        # Google's access-control table does not list getDICOMStoreMetrics; like
+        # getFHIRStoreMetrics with healthcare.fhirStores.get, it is taken to need
+        # healthcare.dicomStores.get (inferred, not documented).
+        metrics, refused = self.read(
+            name,
+            "read the store's metrics (getDICOMStoreMetrics)",
+            f"check that {name} exists; reading it needs healthcare.dicomStores.get on it",
+            lambda: self.healthcare.store_metrics(name),
+        )
+        config = None
+        if refused != 404:  # a missing store has no configuration to read either
+            config, _ = self.read(
+                name,
+                "read the store (dicomStores.get)",
+                f"grant healthcare.dicomStores.get on {name}",
+                lambda: self.healthcare.get_store(name),
+            )
+        # DicomStoreMetrics.instanceCount is an int64 serialized as a JSON string (healthcare
+        # v1 discovery document); a store with no instance may leave it out.
+        instances = int(metrics.get("instanceCount") or 0) if metrics is not None else None
+        exports = self.exports(store)
+        tables = [
+            self.table(TableUri.parse(uri, flag="streamConfigs.tableUri"))
+            for uri in stream_tables(config or {})
+        ]
+        self._judge_exports(exports or [])
+        if instances is not None:
+            for table in tables:
+                self._judge_stream(table, instances)
+        return StoreStatus(
+            name=name,
+            instance_count=instances,
+            export_dataset=store.dataset_name,
+            exports=exports or [],
+            exports_readable=exports is not None,
+            stream_tables=tables,
+        )
+
+    def _judge_exports(self, runs: list[ExportRun]) -> None:
+        finished = [run for run in runs if run.state != "running"]
+        if not finished or any(f.subject == finished[0].operation for f in self.findings):
+            return  # nothing finished yet, or judged already for another store of the dataset
+        last = finished[0]
+        where = f"its errors are logged at {last.logs_url}" if last.logs_url else ""
+        describe = f"see `dicom-bq operations describe {last.operation}`"
+        if last.state == "failed":
+            self.findings.append(
+                Finding(
+                    "export-failed",
+                    last.operation,
+                    f"the last finished export failed ({last.error}) at {_when(last.ended)}",
+                    f"{where or describe}; fix the cause, then export again",
+                )
+            )
+        elif last.failure:
+            self.findings.append(
+                Finding(
+                    "export-incomplete",
+                    last.operation,
+                    f"the last finished export left out {last.failure} instance(s) "
+                    f"({last.success} exported) at {_when(last.ended)}",
+                    f"{where or describe}: one entry per instance left out",
+                )
+            )
+
+    def _judge_stream(self, table: TableStatus, instances: int) -> None:
+        # Streaming inserts a row for every instance stored (and deletions are not applied to
+        # the table), so a stream table holds at least one row per instance
+        # (https://cloud.google.com/healthcare-api/docs/how-tos/dicom-bigquery-streaming; healthcare
+        # v1 discovery document, GoogleCloudHealthcareV1DicomStreamConfig.bigqueryDestination).
+        if not table.readable:
+            return
+        if table.rows >= instances:
+            return
+        buffered = (
+            " (the streaming buffer's count is a lower-bound estimate: check again in a few "
+            "minutes)"
+            if table.buffered_rows
+            else ""
+        )
+        self.findings.append(
+            Finding(
+                "stream-behind",
+                table.uri,
+                f"{table.rows} row(s) for {instances} instance(s) in the store{buffered}",
+                "instances stored before the stream was configured are not streamed, nor is one "
+                "whose row passes BigQuery's 1 MB streaming limit (its error is in Cloud "
+                "Logging); an export fills the gap",
+            )
+        )
+
+    def snapshot(self, table: TableUri, schedule: CronSchedule | None) -> SnapshotStatus:
+        status = self.table(table)
+        due = None
+        if schedule is not None:
+            # The export the scheduler starts takes a while: a fire counts once its grace is over.
+            due = schedule.previous_fire(self.now - self.snapshot_grace)
+        judged = f'schedule "{schedule.expression}" ({schedule.time_zone})' if schedule else ""
+        if due is not None and status.readable:
+            if not status.exists:
+                self.findings.append(
+                    Finding(
+                        "snapshot-missing",
+                        table.uri,
+                        f"no snapshot table, though its {judged} fired at {_when(due)}",
+                        "check the Cloud Scheduler job's last attempt and the export's logs",
+                    )
+                )
+            elif status.last_modified is None or status.last_modified < due:
+                self.findings.append(
+                    Finding(
+                        "snapshot-stale",
+                        table.uri,
+                        f"last modified {_when(status.last_modified)}, before its {judged} "
+                        f"fired at {_when(due)}",
+                        "check the Cloud Scheduler job's last attempt and the dataset's last "
+                        "exports (above)",
+                    )
+                )
+        return SnapshotStatus(
+            table=status,
+            schedule=schedule.expression if schedule else None,
+            time_zone=schedule.time_zone if schedule else None,
+            last_due=due,
+        )
+
+
+def collect_status(
+    *,
+    target: StatusTarget,
+    healthcare: StoreReader,
+    tables: TableReader,
+    now: datetime.datetime,
+    snapshot_grace: datetime.timedelta,
+) -> StatusReport:
+    """Read every part of the target, then list what disagrees; only reads."""
+    collector = _Collector(healthcare, tables, now, snapshot_grace)
+    report = StatusReport(checked_at=now)
+    report.stores = [collector.store(store) for store in target.stores]
+    if target.snapshot_table is not None:
+        report.snapshot = collector.snapshot(target.snapshot_table, target.snapshot_schedule)
+    report.findings = collector.findings
+    return report
+
+
+class _TablesByProject:
+    """One BigQuery client per project: a table's reads are billed to its own project."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.clients: dict[str, Any] = {}
+
+    def table_info(self, table: TableUri) -> TableInfo | None:
+        from dicom_bq.clients.bigquery import BigQueryTables
+
+        if table.project not in self.clients:
+            self.clients[table.project] = BigQueryTables(self.connection, table.project)
+        info: TableInfo | None = self.clients[table.project].table_info(table)
+        return info
+
+
+def check_status(
+    *,
+    outputs: Mapping[str, Any],
+    store_id: str | None,
+    access: GoogleAccess,
+    snapshot_grace: float,
+    now: datetime.datetime,
+) -> StatusReport:
+    """`dicom-bq status` on a stack's outputs: check them (bad input sends nothing), then read."""
+    from dicom_bq.clients.healthcare import HealthcareApi
+
+    target = status_target(outputs, store_id)
+    connection = access.connection(default_universe=target.universe_domain)
+    return collect_status(
+        target=target,
+        healthcare=HealthcareApi(connection, "v1"),
+        tables=_TablesByProject(connection),
+        now=now,
+        snapshot_grace=datetime.timedelta(seconds=snapshot_grace),
+    )
+
+
+# -- for people ----------------------------------------------------------------------------------
+
+
+def _when(moment: datetime.datetime | None) -> str:
+    if moment is None:
+        return "unknown"
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _until(start: datetime.datetime | None, end: datetime.datetime | None) -> str:
+    if end is None:
+        return "now"
+    same_day = start is not None and _when(start)[:10] == _when(end)[:10]
+    return _when(end)[11:] if same_day else _when(end)
+
+
+def _wrap(text: str, indent: str) -> list[str]:
+    # Names and URLs are never broken: a line holding one may pass 80 columns, to stay copyable.
+    return textwrap.wrap(
+        text,
+        WIDTH,
+        initial_indent=indent,
+        subsequent_indent=indent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    ) or [indent]
+
+
+def _table_line(table: TableStatus) -> str:
+    if not table.readable:
+        return "unreadable (see findings)"
+    if not table.exists:
+        return "not created yet"
+    buffered = f" ({table.buffered_rows} buffered)" if table.buffered_rows else ""
+    return f"{table.rows} rows{buffered}, modified {_when(table.last_modified)}"
+
+
+def report_lines(report: StatusReport) -> list[str]:
+    """The report in at most 80 columns, but for names and URLs that cannot be broken."""
+    lines = [f"dicom-bq status at {_when(report.checked_at)}"]
+    for store in report.stores:
+        lines += ["", "store", f"  {store.name}"]
+        count = "unknown" if store.instance_count is None else str(store.instance_count)
+        lines.append(f"  instances  {count}")
+        lines.append(f"  exports    of dataset {store.export_dataset.rsplit('/', 1)[-1]}")
+        if not store.exports_readable:
+            lines.append("             unreadable (see findings)")
+        elif not store.exports:
+            lines.append("             none in the last 30 days")
+        for run in store.exports:
+            span = f"{_when(run.created)} -> {_until(run.created, run.ended)}"
+            lines.append(f"    {run.state:<8} {run.operation.rsplit('/', 1)[-1]:<8} {span}"[:WIDTH])
+            lines.append(f"             {run.success} exported, {run.failure} failed")
+        for table in store.stream_tables:
+            lines.append(f"  stream     {table.uri}")
+            lines.append(f"             {_table_line(table)}")
+    if report.snapshot is not None:
+        snapshot = report.snapshot
+        lines += ["", "snapshot", f"  {snapshot.table.uri}", f"  {_table_line(snapshot.table)}"]
+        if snapshot.schedule:
+            lines += _wrap(
+                f'schedule "{snapshot.schedule}" ({snapshot.time_zone}), last due '
+                f"{_when(snapshot.last_due) if snapshot.last_due else 'never yet'}",
+                "  ",
+            )
+    lines.append("")
+    if report.ok:
+        lines.append("healthy: nothing disagrees")
+        return lines
+    lines.append(f"{len(report.findings)} finding(s) need attention:")
+    for finding in report.findings:
+        lines += [f"  {finding.kind}", f"    {finding.subject}"]
+        lines += _wrap(finding.detail, "    ")
+        if finding.fix:
+            lines += _wrap(f"fix: {finding.fix}", "    ")
+    return lines

@@ -1,0 +1,125 @@
+"""The command line stays thin: typer and click live in cli/ only, and every command parses its
+options, calls one flow (a function of dicom_bq.flows, which imports no typer), and prints."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "scripts" / "dicom_bq"
+CLI = PACKAGE / "cli"
+# What a command may import from the package: the flows it calls, the parsers of what users
+# type, the errors and texts it prints, how to reach Google (settings, no calls), and the
+# renderers and writers of its output. Google clients, stack reading and planning, security
+# checks and filter building are reached through a flow.
+CLI_MAY_IMPORT = (
+    "dicom_bq.cli",
+    "dicom_bq.flows",
+    "dicom_bq.refs",
+    "dicom_bq.spellings",
+    "dicom_bq.errors",
+    "dicom_bq.texts",
+    "dicom_bq.files",
+    "dicom_bq.stack.render",
+    "dicom_bq.clients.endpoints",
+)
+FLOW_CALLS_PER_FUNCTION = 1
+
+
+def _modules(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.py"))
+
+
+def _imported_modules(tree: ast.AST) -> list[str]:
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return names
+
+
+def _dicom_bq_module(path: Path) -> str:
+    return ".".join(("dicom_bq", *path.relative_to(PACKAGE).with_suffix("").parts))
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in _modules(PACKAGE) if CLI not in p.parents],
+    ids=lambda p: str(p.relative_to(PACKAGE)),
+)
+def test_only_cli_modules_import_typer_or_click(path: Path) -> None:
+    imported = _imported_modules(ast.parse(path.read_text(encoding="utf-8")))
+    assert not [name for name in imported if name.split(".")[0] in ("typer", "click")]
+
+
+@pytest.mark.parametrize("path", _modules(CLI), ids=lambda p: p.name)
+def test_cli_reaches_the_domain_only_through_flows(path: Path) -> None:
+    imported = _imported_modules(ast.parse(path.read_text(encoding="utf-8")))
+    outside = [
+        name
+        for name in imported
+        if name.split(".")[0] == "dicom_bq"
+        and name != "dicom_bq"
+        and not name.startswith(CLI_MAY_IMPORT)
+    ]
+    assert outside == [], f"{path.name} imports {outside}: call a flow in dicom_bq.flows instead"
+
+
+def _flow_functions(tree: ast.AST) -> set[str]:
+    """Names a cli module binds to functions of dicom_bq.flows (classes are values it builds)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dicom_bq.flows"):
+            module = importlib.import_module(str(node.module))
+            for alias in node.names:
+                if inspect.isfunction(getattr(module, alias.name, None)):
+                    found.add(alias.asname or alias.name)
+    return found
+
+
+@pytest.mark.parametrize("path", _modules(CLI), ids=lambda p: p.name)
+def test_each_cli_function_calls_at_most_one_flow(path: Path) -> None:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    flows = _flow_functions(tree)
+    crowded = {}
+    for function in ast.walk(tree):
+        if not isinstance(function, ast.FunctionDef):
+            continue
+        calls = [
+            node.func.id
+            for node in ast.walk(function)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            if node.func.id in flows
+        ]
+        if len(calls) > FLOW_CALLS_PER_FUNCTION:
+            crowded[function.name] = calls
+    assert crowded == {}, f"{path.name}: each command calls one flow; these orchestrate: {crowded}"
+
+
+def _called_flows() -> list[tuple[str, str]]:
+    """Every flow function a cli module imports, as (module, name)."""
+    called = set()
+    for path in _modules(CLI):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "dicom_bq.flows"
+            ):
+                called.update((str(node.module), alias.name) for alias in node.names)
+    return sorted(called)
+
+
+@pytest.mark.parametrize("flow", _called_flows(), ids=lambda f: f"{f[0]}.{f[1]}")
+def test_flows_the_cli_calls_take_keyword_only_arguments(flow: tuple[str, str]) -> None:
+    """A flow's several inputs are named at the call: no value means something by position."""
+    function = getattr(importlib.import_module(flow[0]), flow[1])
+    if not inspect.isfunction(function):
+        return  # a class: the value a command builds and passes by name
+    parameters = inspect.signature(function).parameters.values()
+    positional = [p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD]
+    assert len(positional) <= 1, f"{flow[0]}.{flow[1]} takes {positional} by position"

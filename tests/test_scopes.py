@@ -1,0 +1,159 @@
+"""Every scope kind infra/scopes.py describes is handled by every part that deals with scopes:
+the renderer (a Pulumi class of the described type), the policy rules (scope_of names the
+grant's scope), the audit's commands (show, add, remove) and its live reader (a discovery
+request asking for policy version 3, a parser for the response). A kind described but not
+handled by one of them fails here."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from typing import Any, get_args
+
+import pulumi
+import pytest
+from pulumi.type_token import get_type_token
+
+from dicom_bq.clients.endpoints import Connection
+from dicom_bq.errors import DicomBqError
+from dicom_bq.infra import naming
+from dicom_bq.infra.components.iam import IAM_MEMBER_CLASSES, render_grant
+from dicom_bq.infra.grants import GrantSpec, Scope
+from dicom_bq.infra.policy_rules import Resource, scope_of
+from dicom_bq.infra.scopes import SCOPE_KINDS, ScopeKind, ScopeKindName, parse_scope
+from dicom_bq.security.audit import (
+    BINDINGS_OF_RESPONSE,
+    PolicyReader,
+    _iam_command,
+    check_command,
+)
+from dicom_bq.stack.plan import record_program
+
+KINDS: list[ScopeKindName] = sorted(SCOPE_KINDS)
+MEMBER = "serviceAccount:someone@example-project.iam.gserviceaccount.com"
+ROLE = "roles/example.role"
+
+
+class Sample:
+    """A scope of the kind, its parts named after themselves, and the (project, resource) a
+    grant names it with: the bare ID when the template has no other part, else the full
+    relative name (as the grants list passes topics, keys and stores)."""
+
+    def __init__(self, kind: ScopeKind) -> None:
+        self.kind = kind
+        self.parts = {part: f"{part}-1" for part in kind.template_parts}
+        self.parts["name"] = kind.name_template.format(**self.parts)
+        self.project = self.parts.get("project", "project-1")
+        bare = set(kind.template_parts) <= {"project", kind.resource_part}
+        self.resource = self.parts[kind.resource_part] if bare else self.parts["name"]
+        self.uri = f"//{kind.host}/{self.parts['name']}"
+
+
+def sample(kind: ScopeKindName) -> Sample:
+    return Sample(SCOPE_KINDS[kind])
+
+
+def test_the_kind_type_names_exactly_the_described_kinds() -> None:
+    assert set(get_args(ScopeKindName)) == set(SCOPE_KINDS)
+    assert all(kind.name == name for name, kind in SCOPE_KINDS.items())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_grant_scope_becomes_a_uri_that_parses_back(kind: ScopeKindName) -> None:
+    it = sample(kind)
+    assert it.kind.uri(project=it.project, resource=it.resource) == it.uri
+    assert it.kind.uri(project=it.project, resource=it.parts["name"]) == it.uri
+    parsed = parse_scope(it.uri)
+    assert parsed is not None
+    assert (parsed.kind.name, parsed.parts) == (kind, it.parts)
+
+
+def test_each_uri_and_each_pulumi_type_belongs_to_one_kind() -> None:
+    for kind in KINDS:
+        uri = sample(kind).uri
+        assert [k for k in KINDS if SCOPE_KINDS[k].parse(uri)] == [kind]
+    prefixes = [k.pulumi_inputs.type_prefix for k in SCOPE_KINDS.values()]
+    assert [(a, b) for a in prefixes for b in prefixes if a != b and b.startswith(a)] == []
+    for described in SCOPE_KINDS.values():
+        token = described.pulumi_member.type_token
+        assert token.startswith(described.pulumi_inputs.type_prefix)
+
+
+def test_the_renderer_has_the_described_pulumi_class_for_exactly_the_described_kinds() -> None:
+    assert set(IAM_MEMBER_CLASSES) == set(SCOPE_KINDS)
+    tokens = {kind: get_type_token(cls) for kind, cls in IAM_MEMBER_CLASSES.items()}  # type: ignore[arg-type]
+    assert tokens == {k: v.pulumi_member.type_token for k, v in SCOPE_KINDS.items()}
+
+
+def test_every_kind_renders_and_the_policy_rules_name_its_scope() -> None:
+    """Each kind's grant, rendered under the mock engine as `pulumi preview` would, is the
+    described type, and scope_of reads the grant's own scope back from its inputs."""
+
+    def program() -> dict[str, Any]:
+        for kind in KINDS:
+            it = sample(kind)
+            spec = GrantSpec(kind, ROLE, Scope(it.kind.name, it.project, it.resource), "test")
+            render_grant("grant", spec, MEMBER, pulumi.ResourceOptions())
+        return {}
+
+    planned = {r.name: r for r in record_program("scopes", {}, program).custom_resources()}
+    assert sorted(planned) == [f"grant-{kind}" for kind in KINDS]
+    for kind in KINDS:
+        resource = planned[f"grant-{kind}"]
+        assert resource.type == sample(kind).kind.pulumi_member.type_token
+        assert (resource.inputs["role"], resource.inputs["member"]) == (ROLE, MEMBER)
+        assert scope_of(Resource(resource.type, resource.name, resource.inputs)) == (
+            sample(kind).uri
+        )
+
+
+def test_a_store_that_is_not_a_full_name_is_refused_before_any_request() -> None:
+    store = SCOPE_KINDS["dicom_store"]
+    with pytest.raises(DicomBqError, match="not a DICOM store"):
+        store.provider_id_of("//healthcare.googleapis.com/my-store")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_audit_shows_adds_and_removes_a_binding_on_every_kind(kind: ScopeKindName) -> None:
+    it = sample(kind)
+    own_id = it.parts[it.kind.resource_part]
+    show = check_command(it.uri)
+    assert show.split()[0] in {"gcloud", "bq"}
+    assert own_id in show
+    for verb in ("add", "remove"):
+        command = _iam_command(it.uri, verb, MEMBER, ROLE)
+        assert f"{verb}-iam-policy-binding" in command
+        assert own_id in command
+        assert f"--member='{MEMBER}' --role='{ROLE}'" in command
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_audit_reads_every_kind_asking_for_policy_version_3(
+    kind: ScopeKindName, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request is built from the API's discovery document (a wrong method or parameter
+    raises), for the scope's own resource, with version 3 in the query or the body."""
+    it = sample(kind)
+    for variable in Connection._EMULATOR_VARIABLES.values():
+        monkeypatch.setenv(variable, "http://127.0.0.1:9")  # never reached: nothing is sent
+    parsed = parse_scope(it.uri)
+    assert parsed is not None
+    request = PolicyReader(Connection()).request(parsed)
+    url = urllib.parse.urlsplit(request.uri)
+    assert urllib.parse.quote(it.parts[it.kind.resource_part]) in url.path
+    query = urllib.parse.parse_qs(url.query)
+    versions = [v for key, values in query.items() if "PolicyVersion" in key for v in values]
+    if request.body:
+        versions.append(str(json.loads(request.body)["options"]["requestedPolicyVersion"]))
+    assert versions == ["3"]
+    assert it.kind.live_read.response in BINDINGS_OF_RESPONSE
+
+
+def test_naming_helpers_give_the_described_uris() -> None:
+    assert naming.project_scope("p") == SCOPE_KINDS["project"].uri(project="p", resource="p")
+    assert naming.bigquery_dataset_scope("p", "d") == SCOPE_KINDS["bigquery_dataset"].uri(
+        project="p", resource="d"
+    )
+    assert naming.bucket_scope("b") == SCOPE_KINDS["bucket"].uri(project="p", resource="b")
+    assert naming.topic_scope(sample("topic").parts["name"]) == sample("topic").uri
+    assert naming.crypto_key_scope(sample("crypto_key").parts["name"]) == sample("crypto_key").uri

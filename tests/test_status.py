@@ -1,0 +1,361 @@
+"""`dicom-bq status` against the loopback fakes (Healthcare, BigQuery) and a real Orthanc."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from dicom_bq.cli import app
+from tests.conftest import STORE, Cloud
+from tests.fakes.healthcare import FakeOperation, Fault
+from tests.test_export_cli import seed
+
+runner = CliRunner()
+DATASET = STORE.rsplit("/dicomStores/", 1)[0]
+STREAM = "dicom-src-test.dicom_metadata.instances"
+SNAPSHOT = "dicom-src-test.dicom_metadata.nightly"
+STREAMING = {"streamConfigs": [{"bigqueryDestination": {"tableUri": f"bq://{STREAM}"}}]}
+DAILY = {"schedule": "0 2 * * *", "timeZone": "Europe/Paris"}
+HOUR_MS = 3600 * 1000
+
+
+def outputs_file(tmp_path: Path, **extra: Any) -> Path:
+    outputs = {
+        "dicomStoreName": STORE,
+        "verificationTableUri": "bq://dicom-src-test.dicom_metadata.dicom_bq_verification",
+        **extra,
+    }
+    path = tmp_path / "outputs.json"
+    path.write_text(json.dumps(outputs), encoding="utf-8")
+    return path
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def export_operation(number: int, created: str, **state: Any) -> FakeOperation:
+    """An export the dataset holds; done at once unless `done_at` says otherwise."""
+    fields: dict[str, Any] = {"done_at": 0.0, "ended": created, **state}
+    return FakeOperation(
+        name=f"{DATASET}/operations/{number}",
+        version="v1",
+        table=SNAPSHOT,
+        disposition="WRITE_TRUNCATE",
+        rows=[{}] * fields.pop("rows", 0),
+        created=created,
+        **fields,
+    )
+
+
+def add(cloud: Cloud, *operations: FakeOperation) -> None:
+    for operation in operations:
+        cloud.healthcare.operations[operation.name] = operation
+
+
+def healthy_path(cloud: Cloud, instances: int = 2) -> None:
+    """A store with `instances`, a stream table that has them all, a good export, a fresh
+    snapshot."""
+    seed(cloud, instances)
+    cloud.healthcare.store_configs[STORE] = STREAMING
+    cloud.bigquery.tables[STREAM] = [{}] * (instances - 1)
+    cloud.bigquery.streaming_rows[STREAM] = 1
+    cloud.bigquery.tables[SNAPSHOT] = [{}] * instances
+    cloud.bigquery.modified_ms[SNAPSHOT] = now_ms()
+    add(cloud, export_operation(1001, "2026-11-30T01:00:00Z", rows=instances))
+
+
+def status(tmp_path: Path, *args: str, **outputs: Any) -> Any:
+    extra = {"snapshotTable": f"bq://{SNAPSHOT}", "snapshotSchedule": DAILY, **outputs}
+    extra = {k: v for k, v in extra.items() if v is not None}
+    return runner.invoke(app, ["status", "--outputs", str(outputs_file(tmp_path, **extra)), *args])
+
+
+def fits_80_columns(lines: list[str]) -> None:
+    # A longer line is one name or URL, which must stay copyable.
+    assert all(len(line) <= 80 or len(line.split()) == 1 for line in lines), lines
+
+
+def findings(result: Any) -> list[dict[str, str]]:
+    found: list[dict[str, str]] = json.loads(result.stdout)["findings"]
+    return found
+
+
+def test_a_healthy_path_exits_0_and_fits_80_columns(cloud: Cloud, tmp_path: Path) -> None:
+    healthy_path(cloud)
+    result = status(tmp_path)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "healthy: nothing disagrees" in lines
+    assert "  instances  2" in lines
+    assert f"  stream     bq://{STREAM}" in lines
+    assert any(line.startswith("             2 rows (1 buffered), modified ") for line in lines)
+    assert any('schedule "0 2 * * *" (Europe/Paris), last due' in line for line in lines)
+    fits_80_columns(lines)
+
+
+def test_json_shape(cloud: Cloud, tmp_path: Path) -> None:
+    healthy_path(cloud)
+    result = status(tmp_path, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report) == {"ok", "checked_at", "stores", "snapshot", "findings"}
+    assert report["ok"] is True
+    assert report["findings"] == []
+    (store,) = report["stores"]
+    assert store["name"] == STORE
+    assert store["instance_count"] == 2
+    (run,) = store["exports"]["recent"]
+    assert store["exports"]["dataset"] == DATASET
+    assert run == {
+        "operation": f"{DATASET}/operations/1001",
+        "state": "done",
+        "success": 2,
+        "failure": 0,
+        "create_time": "2026-11-30T01:00:00+00:00",
+        "end_time": "2026-11-30T01:00:00+00:00",
+        "logs_url": "https://console.cloud.google.com/logs/query?operation=1001",
+        "error": None,
+    }
+    (stream,) = store["stream_tables"]
+    assert stream["uri"] == f"bq://{STREAM}"
+    assert (stream["rows"], stream["committed_rows"], stream["buffered_rows"]) == (2, 1, 1)
+    assert stream["last_modified"] is not None
+    snapshot = report["snapshot"]
+    assert snapshot["table"]["rows"] == 2
+    assert (snapshot["schedule"], snapshot["time_zone"]) == ("0 2 * * *", "Europe/Paris")
+    assert snapshot["last_due"].endswith(("T00:00:00+00:00", "T01:00:00+00:00"))  # CEST / CET
+
+
+def test_a_failed_last_export_needs_attention(cloud: Cloud, tmp_path: Path) -> None:
+    healthy_path(cloud)
+    add(
+        cloud,
+        export_operation(
+            1002,
+            "2026-11-30T02:00:00Z",
+            error={"code": 5, "message": "BigQuery dataset dicom_metadata not found"},
+        ),
+        # Still running, newer: the last *finished* export is the one judged.
+        export_operation(1003, "2026-11-30T03:00:00Z", done_at=float("inf")),
+    )
+    result = status(tmp_path, "--json")
+    assert result.exit_code == 1, result.output
+    (finding,) = findings(result)
+    assert finding["kind"] == "export-failed"
+    assert finding["subject"] == f"{DATASET}/operations/1002"
+    assert "5 BigQuery dataset dicom_metadata not found" in finding["detail"]
+    assert "https://console.cloud.google.com/logs/query?operation=1002" in finding["fix"]
+    recent = json.loads(result.stdout)["stores"][0]["exports"]["recent"]
+    assert [r["state"] for r in recent] == ["running", "failed", "done"]
+
+
+def test_an_export_that_left_instances_out_needs_attention(cloud: Cloud, tmp_path: Path) -> None:
+    healthy_path(cloud)
+    add(cloud, export_operation(1002, "2026-11-30T02:00:00Z", rows=2, failures=1))
+    result = status(tmp_path, "--json")
+    assert result.exit_code == 1, result.output
+    (finding,) = findings(result)
+    assert finding["kind"] == "export-incomplete"
+    assert "left out 1 instance(s) (1 exported)" in finding["detail"]
+
+
+def test_an_older_failure_followed_by_a_good_export_is_healthy(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    healthy_path(cloud)
+    add(cloud, export_operation(900, "2026-11-29T01:00:00Z", error={"code": 13, "message": "x"}))
+    result = status(tmp_path, "--json")
+    assert result.exit_code == 0, result.output
+
+
+def test_a_stale_snapshot_needs_attention(cloud: Cloud, tmp_path: Path) -> None:
+    healthy_path(cloud)
+    cloud.bigquery.modified_ms[SNAPSHOT] = now_ms() - 3 * 24 * HOUR_MS
+    result = status(tmp_path)
+    assert result.exit_code == 1, result.output
+    lines = result.stdout.splitlines()
+    assert lines[lines.index("  snapshot-stale") + 1] == f"    bq://{SNAPSHOT}"
+    fits_80_columns(lines)
+    assert 'before its schedule "0 2 * * *" (Europe/Paris) fired at' in " ".join(
+        result.stdout.split()
+    )
+
+
+def test_the_snapshot_export_has_its_grace_to_finish(cloud: Cloud, tmp_path: Path) -> None:
+    healthy_path(cloud)
+    every_minute = {"schedule": "* * * * *", "timeZone": "UTC"}
+    # Modified an hour ago: within a 2-hour grace the latest due run is older than that.
+    cloud.bigquery.modified_ms[SNAPSHOT] = now_ms() - HOUR_MS
+    assert status(tmp_path, snapshotSchedule=every_minute).exit_code == 0
+    late = status(tmp_path, "--snapshot-grace", "30m", "--json", snapshotSchedule=every_minute)
+    assert late.exit_code == 1
+    assert [f["kind"] for f in findings(late)] == ["snapshot-stale"]
+
+
+def test_a_missing_snapshot_table_after_its_run_needs_attention(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    healthy_path(cloud)
+    del cloud.bigquery.tables[SNAPSHOT]
+    result = status(tmp_path, "--json")
+    assert result.exit_code == 1
+    assert [f["kind"] for f in findings(result)] == ["snapshot-missing"]
+    assert json.loads(result.stdout)["snapshot"]["table"]["exists"] is False
+
+
+def test_without_snapshot_outputs_there_is_no_snapshot(cloud: Cloud, tmp_path: Path) -> None:
+    healthy_path(cloud)
+    result = status(tmp_path, "--json", snapshotTable=None, snapshotSchedule=None)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["snapshot"] is None
+
+
+def test_a_stream_table_behind_the_store_needs_attention(cloud: Cloud, tmp_path: Path) -> None:
+    healthy_path(cloud, instances=3)
+    cloud.bigquery.tables[STREAM] = [{}]  # 1 committed + 1 buffered, for 3 instances
+    result = status(tmp_path, "--json")
+    assert result.exit_code == 1, result.output
+    (finding,) = findings(result)
+    assert finding["kind"] == "stream-behind"
+    assert finding["subject"] == f"bq://{STREAM}"
+    assert finding["detail"].startswith("2 row(s) for 3 instance(s) in the store")
+    assert "lower-bound estimate" in finding["detail"]
+
+
+def test_a_stream_table_with_more_rows_than_instances_is_healthy(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    # Deletions are not applied to a stream table: more rows than instances is normal.
+    healthy_path(cloud)
+    cloud.bigquery.tables[STREAM] = [{}] * 5
+    assert status(tmp_path).exit_code == 0
+
+
+def test_a_table_you_cannot_read_is_a_finding_not_a_crash(cloud: Cloud, tmp_path: Path) -> None:
+    healthy_path(cloud)
+    cloud.bigquery.denied_tables.add(STREAM)
+    result = status(tmp_path, "--json")
+    assert result.exit_code == 1, result.output
+    (finding,) = findings(result)
+    assert finding["kind"] == "unreadable"
+    assert finding["subject"] == f"bq://{STREAM}"
+    assert "Permission bigquery.tables.get denied" in finding["detail"]
+    assert "bigquery.tables.get" in finding["fix"]
+    (stream,) = json.loads(result.stdout)["stores"][0]["stream_tables"]
+    assert stream["readable"] is False
+    assert stream["rows"] is None
+
+
+def test_operations_you_cannot_list_are_a_finding(cloud: Cloud, tmp_path: Path) -> None:
+    healthy_path(cloud)
+    cloud.healthcare.faults.append(Fault("GET", "/operations", 403))
+    result = status(tmp_path, "--json")
+    assert result.exit_code == 1, result.output
+    (finding,) = findings(result)
+    assert (finding["kind"], finding["subject"]) == ("unreadable", DATASET)
+    assert "healthcare.operations.list" in finding["fix"]
+    assert json.loads(result.stdout)["stores"][0]["exports"]["readable"] is False
+
+
+def test_a_missing_store_is_one_finding(cloud: Cloud, tmp_path: Path) -> None:
+    cloud.healthcare.stores.clear()
+    result = status(tmp_path, snapshotTable=None, snapshotSchedule=None)
+    assert result.exit_code == 1, result.output
+    lines = result.stdout.splitlines()
+    assert lines[lines.index("  unreadable") + 1] == f"    {STORE}"
+    assert "  instances  unknown" in lines
+    assert "404" in result.stdout
+    assert lines.count("  unreadable") == 1
+    fits_80_columns(lines)
+    # A store that is not there has no configuration to read either.
+    assert not [r for r in cloud.healthcare.requests if r.path.endswith("/dicomStores/dicom")]
+
+
+OTHER = f"{DATASET}/dicomStores/research"
+TWO_STORES = [{"id": "dicom", "name": STORE}, {"id": "research", "name": OTHER}]
+
+
+def test_stores_of_one_dataset_share_its_exports_and_their_findings(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    healthy_path(cloud)
+    cloud.healthcare.stores.add(OTHER)
+    add(cloud, export_operation(1002, "2026-11-30T02:00:00Z", error={"code": 13, "message": "x"}))
+    result = status(tmp_path, "--json", dicomStores=TWO_STORES)
+    assert result.exit_code == 1, result.output
+    first, second = json.loads(result.stdout)["stores"]
+    assert (first["name"], second["name"]) == (STORE, OTHER)
+    assert first["exports"] == second["exports"]
+    assert [f["kind"] for f in findings(result)] == ["export-failed"]
+    lists = [r for r in cloud.healthcare.requests if r.path.endswith("/operations")]
+    assert len(lists) == 1
+
+
+def test_store_id_picks_one_store_of_the_stack(cloud: Cloud, tmp_path: Path) -> None:
+    healthy_path(cloud)
+    cloud.healthcare.stores.add(OTHER)
+    result = status(tmp_path, "--json", "--store-id", "research", dicomStores=TWO_STORES)
+    assert result.exit_code == 0, result.output
+    assert [s["name"] for s in json.loads(result.stdout)["stores"]] == [OTHER]
+
+
+def sent(cloud: Cloud) -> int:
+    return len(cloud.healthcare.requests) + len(cloud.bigquery.requests)
+
+
+@pytest.mark.parametrize(
+    ("outputs", "said"),
+    [
+        ({"snapshotSchedule": {"schedule": "0 25 * * *"}}, "hour field '25'"),
+        ({"snapshotSchedule": {"schedule": "every 24 hours"}}, "has 3 fields"),
+        ({"snapshotSchedule": {"schedule": "0 2 * * *", "timeZone": "Nowhere"}}, "tz database"),
+        ({"snapshotSchedule": "0 2 * * *"}, "is not an object of"),
+        ({"snapshotTable": "nightly"}, "the stack output snapshotTable 'nightly' is not valid"),
+        ({"snapshotTable": None}, "snapshotSchedule has no snapshotTable"),
+        ({"dicomStoreName": "dicom"}, "the stack output dicomStoreName 'dicom' is not valid"),
+        ({"dicomStores": [{"id": "x", "name": "x"}]}, "the stack output dicomStores 'x' is not"),
+        ({"dicomStores": "x"}, "dicomStores is not a list of stores"),
+    ],
+)
+def test_bad_outputs_exit_2_before_any_request(
+    cloud: Cloud, tmp_path: Path, outputs: dict[str, Any], said: str
+) -> None:
+    result = status(tmp_path, **outputs)
+    assert result.exit_code == 2, result.output
+    assert said in result.stderr
+    assert sent(cloud) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        ([], "exactly one of --stack NAME or --outputs FILE"),
+        (["--stack", "dev", "--outputs", "o.json"], "exactly one of"),
+        (["--outputs", "no-such-file.json"], "cannot read it"),
+    ],
+)
+def test_bad_arguments_exit_2_before_any_request(cloud: Cloud, args: list[str], said: str) -> None:
+    result = runner.invoke(app, ["status", *args])
+    assert result.exit_code == 2, result.output
+    assert said in result.stderr
+    assert sent(cloud) == 0
+
+
+def test_a_bad_grace_exits_2_before_any_request(cloud: Cloud, tmp_path: Path) -> None:
+    result = status(tmp_path, "--snapshot-grace", "soon")
+    assert result.exit_code == 2
+    assert "--snapshot-grace 'soon' is not valid" in result.stderr
+    assert sent(cloud) == 0
+
+
+def test_an_unknown_store_id_exits_2_before_any_request(cloud: Cloud, tmp_path: Path) -> None:
+    result = status(tmp_path, "--store-id", "nope", dicomStores=TWO_STORES)
+    assert result.exit_code == 2
+    assert "the stack has no DICOM store 'nope': its stores are dicom, research" in result.stderr
+    assert sent(cloud) == 0
