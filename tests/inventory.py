@@ -86,5 +86,7 @@ def write(stack: str) -> Path:
 
 
 if __name__ == "__main__":
-    for name in sys.argv[1:] or ["dev", "prod", "three-stores"]:
+    from tests.stacks import INVENTORIED
+
+    for name in sys.argv[1:] or ["dev", "prod", *INVENTORIED]:
         print(f"wrote {write(name).relative_to(ROOT)}")

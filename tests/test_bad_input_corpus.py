@@ -5,6 +5,7 @@ request it gets."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -420,6 +421,107 @@ AUDIT_CASES = [
     ),
 ]
 
+
+def _status_outputs(**extra: object) -> dict[str, bytes]:
+    """A status outputs file: one store, its nightly snapshot, then `extra` over them."""
+    outputs = {
+        "dicomStoreName": STORE,
+        "dicomStores": [{"id": "dicom", "name": STORE, "snapshotTable": TABLE}],
+        "snapshotTable": TABLE,
+        "snapshotSchedule": {"schedule": "0 2 * * *", "timeZone": "UTC"},
+        **extra,
+    }
+    return {"o.json": json.dumps(outputs).encode()}
+
+
+STATUS = ["status", "--outputs", "o.json"]
+STATUS_CASES = [
+    Case("status-no-source", ["status"], fragment="exactly one"),
+    Case(
+        "status-two-sources",
+        ["status", "--stack", "dev", "--outputs", "o.json"],
+        _status_outputs(),
+        fragment="exactly one",
+    ),
+    Case("status-stack-without-cli", ["status", "--stack", "dev"], fragment="Pulumi CLI"),
+    Case("status-outputs-not-json", STATUS, {"o.json": b"{nope"}, fragment="not JSON"),
+    Case("status-outputs-list", STATUS, {"o.json": b"[]"}, fragment="JSON object"),
+    Case("status-outputs-missing", STATUS, fragment="o.json"),
+    Case("status-outputs-no-store", STATUS, {"o.json": b"{}"}, fragment="dicomStoreName"),
+    Case(
+        "status-unknown-store-id",
+        [*STATUS, "--store-id", "nope"],
+        _status_outputs(),
+        fragment="no DICOM store 'nope'",
+    ),
+    Case(
+        "status-empty-store-id",
+        [*STATUS, "--store-id", ""],
+        _status_outputs(),
+        fragment="no DICOM store ''",
+    ),
+    Case(
+        "status-bad-grace",
+        [*STATUS, "--snapshot-grace", "soon"],
+        _status_outputs(),
+        fragment="--snapshot-grace",
+    ),
+    Case(
+        "status-zero-grace",
+        [*STATUS, "--snapshot-grace", "0"],
+        _status_outputs(),
+        fragment="more than zero",
+    ),
+    Case(
+        "status-cleartext-endpoint",
+        [*STATUS, "--api-endpoint", "http://healthcare.example.com/"],
+        _status_outputs(),
+        fragment="clear text",
+    ),
+    Case(
+        "status-endpoint-empty",
+        [*STATUS, "--api-endpoint", ""],
+        _status_outputs(),
+        fragment="--api-endpoint",
+    ),
+    Case(
+        "status-schedule-bad-hour",
+        STATUS,
+        _status_outputs(snapshotSchedule={"schedule": "0 25 * * *"}),
+        fragment="hour field '25'",
+    ),
+    Case(
+        "status-schedule-not-object",
+        STATUS,
+        _status_outputs(snapshotSchedule="0 2 * * *"),
+        fragment="is not an object of",
+    ),
+    Case(
+        "status-schedule-bad-time-zone",
+        STATUS,
+        _status_outputs(snapshotSchedule={"schedule": "0 2 * * *", "timeZone": "Nowhere"}),
+        fragment="snapshotSchedule",
+    ),
+    Case(
+        "status-schedule-without-table",
+        STATUS,
+        _status_outputs(dicomStores=[{"id": "dicom", "name": STORE}], snapshotTable=None),
+        fragment="has no snapshotTable",
+    ),
+    Case(
+        "status-store-snapshot-not-text",
+        STATUS,
+        _status_outputs(dicomStores=[{"id": "dicom", "name": STORE, "snapshotTable": 5}]),
+        fragment="snapshotTable that is int, not text",
+    ),
+    Case(
+        "status-store-snapshot-bad-uri",
+        STATUS,
+        _status_outputs(dicomStores=[{"id": "dicom", "name": STORE, "snapshotTable": "t"}]),
+        fragment="snapshotTable of 'dicom' 't' is not valid",
+    ),
+]
+
 FILE_CASES = [
     Case(
         "review-output-missing-folder",
@@ -517,6 +619,7 @@ CASES = [
     *VERIFY_CASES,
     *QUERY_CASES,
     *AUDIT_CASES,
+    *STATUS_CASES,
     *FILE_CASES,
 ]
 

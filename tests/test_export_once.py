@@ -16,7 +16,7 @@ import pytest
 from dicom_bq.clients.endpoints import Connection
 from dicom_bq.clients.healthcare import HealthcareApi
 from dicom_bq.errors import DicomBqError
-from dicom_bq.flows.export import Exporter, ExportPlan
+from dicom_bq.flows.exporter import Exporter, ExportPlan
 from dicom_bq.refs import StoreName, TableUri, WriteDisposition
 from tests.conftest import STORE, Cloud
 from tests.fakes.clock import VirtualClock

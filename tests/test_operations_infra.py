@@ -154,6 +154,10 @@ def test_outputs_name_the_snapshot_and_the_alert_policies(plan: Plan) -> None:
     assert (
         outputs.snapshot_table_uri == "bq://dicom-src-test.dicom_metadata.dicom_snapshot_clinical"
     )
+    # Each store's own table in its dicomStores entry; the top-level one stays the first's.
+    assert [(s.store_id, s.snapshot_table) for s in outputs.stores] == [
+        (store, f"bq://dicom-src-test.dicom_metadata.dicom_snapshot_{store}") for store in STORES
+    ]
     assert outputs.snapshot_schedule == {"schedule": "0 2 * * *", "timeZone": "Europe/Paris"}
     policies = plan.outputs[OutputNames.ALERT_POLICIES]
     assert sorted(policies) == sorted(

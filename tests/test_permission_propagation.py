@@ -9,7 +9,7 @@ from dicom_bq.clients.healthcare import HealthcareApi
 from dicom_bq.clients.operations import Follower
 from dicom_bq.clients.retry import Backoff
 from dicom_bq.errors import DicomBqError
-from dicom_bq.flows.export import Exporter, ExportPlan
+from dicom_bq.flows.exporter import Exporter, ExportPlan
 from dicom_bq.refs import StoreName, TableUri
 from tests.conftest import STORE, Cloud
 from tests.fakes.clock import VirtualClock

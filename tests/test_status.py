@@ -104,7 +104,7 @@ def test_json_shape(cloud: Cloud, tmp_path: Path) -> None:
     result = status(tmp_path, "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert set(report) == {"ok", "checked_at", "stores", "snapshot", "findings"}
+    assert set(report) == {"ok", "checked_at", "stores", "findings"}
     assert report["ok"] is True
     assert report["findings"] == []
     (store,) = report["stores"]
@@ -126,7 +126,8 @@ def test_json_shape(cloud: Cloud, tmp_path: Path) -> None:
     assert stream["uri"] == f"bq://{STREAM}"
     assert (stream["rows"], stream["committed_rows"], stream["buffered_rows"]) == (2, 1, 1)
     assert stream["last_modified"] is not None
-    snapshot = report["snapshot"]
+    snapshot = store["snapshot"]
+    assert snapshot["table"]["uri"] == f"bq://{SNAPSHOT}"
     assert snapshot["table"]["rows"] == 2
     assert (snapshot["schedule"], snapshot["time_zone"]) == ("0 2 * * *", "Europe/Paris")
     assert snapshot["last_due"].endswith(("T00:00:00+00:00", "T01:00:00+00:00"))  # CEST / CET
@@ -206,14 +207,14 @@ def test_a_missing_snapshot_table_after_its_run_needs_attention(
     result = status(tmp_path, "--json")
     assert result.exit_code == 1
     assert [f["kind"] for f in findings(result)] == ["snapshot-missing"]
-    assert json.loads(result.stdout)["snapshot"]["table"]["exists"] is False
+    assert json.loads(result.stdout)["stores"][0]["snapshot"]["table"]["exists"] is False
 
 
 def test_without_snapshot_outputs_there_is_no_snapshot(cloud: Cloud, tmp_path: Path) -> None:
     healthy_path(cloud)
     result = status(tmp_path, "--json", snapshotTable=None, snapshotSchedule=None)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["snapshot"] is None
+    assert json.loads(result.stdout)["stores"][0]["snapshot"] is None
 
 
 def test_a_stream_table_behind_the_store_needs_attention(cloud: Cloud, tmp_path: Path) -> None:
@@ -305,6 +306,79 @@ def test_store_id_picks_one_store_of_the_stack(cloud: Cloud, tmp_path: Path) -> 
     assert [s["name"] for s in json.loads(result.stdout)["stores"]] == [OTHER]
 
 
+NIGHTLY_OF = {"dicom": f"{SNAPSHOT}_dicom", "research": f"{SNAPSHOT}_research"}
+TWO_SNAPSHOTS = [
+    {**store, "snapshotTable": f"bq://{NIGHTLY_OF[store['id']]}"} for store in TWO_STORES
+]
+
+
+def two_stores_with_snapshots(cloud: Cloud, *, stale: str | None) -> None:
+    """Both stores healthy, each with its own snapshot table; `stale`'s last ran days ago."""
+    healthy_path(cloud)
+    cloud.healthcare.stores.add(OTHER)
+    for store_id, table in NIGHTLY_OF.items():
+        cloud.bigquery.tables[table] = [{}] * 2
+        cloud.bigquery.modified_ms[table] = now_ms() - (
+            3 * 24 * HOUR_MS if store_id == stale else 0
+        )
+
+
+def test_each_store_is_judged_by_its_own_snapshot_table(cloud: Cloud, tmp_path: Path) -> None:
+    two_stores_with_snapshots(cloud, stale="research")
+    # The top-level snapshotTable is the first store's, as the program exports it.
+    first = TWO_SNAPSHOTS[0]["snapshotTable"]
+    result = status(tmp_path, "--json", dicomStores=TWO_SNAPSHOTS, snapshotTable=first)
+    assert result.exit_code == 1, result.output
+    (finding,) = findings(result)
+    assert (finding["kind"], finding["subject"]) == (
+        "snapshot-stale",
+        f"bq://{NIGHTLY_OF['research']}",
+    )
+    dicom, research = json.loads(result.stdout)["stores"]
+    assert dicom["snapshot"]["table"]["uri"] == f"bq://{NIGHTLY_OF['dicom']}"
+    assert research["snapshot"]["table"]["uri"] == f"bq://{NIGHTLY_OF['research']}"
+    assert dicom["snapshot"]["last_due"] == research["snapshot"]["last_due"] is not None
+
+
+def test_a_stale_first_store_is_not_hidden_by_a_fresh_second(cloud: Cloud, tmp_path: Path) -> None:
+    two_stores_with_snapshots(cloud, stale="dicom")
+    result = status(tmp_path, "--json", dicomStores=TWO_SNAPSHOTS, snapshotTable=None)
+    assert [(f["kind"], f["subject"]) for f in findings(result)] == [
+        ("snapshot-stale", f"bq://{NIGHTLY_OF['dicom']}")
+    ]
+
+
+def test_each_store_shows_its_snapshot_under_it(cloud: Cloud, tmp_path: Path) -> None:
+    two_stores_with_snapshots(cloud, stale=None)
+    result = status(tmp_path, dicomStores=TWO_SNAPSHOTS)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    second_store = lines.index(f"  {OTHER}")
+    assert lines.index(f"  snapshot   bq://{NIGHTLY_OF['dicom']}") < second_store
+    assert lines.index(f"  snapshot   bq://{NIGHTLY_OF['research']}") > second_store
+    assert sum('schedule "0 2 * * *" (Europe/Paris), last due' in line for line in lines) == 2
+    assert "snapshot" not in lines  # no report-level section
+    fits_80_columns(lines)
+
+
+def test_outputs_from_before_per_store_tables_judge_the_first_store_only(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    # A stack deployed before each dicomStores entry had its snapshotTable: the top-level one is
+    # the first store's; the others' are not known, which is said, not judged.
+    two_stores_with_snapshots(cloud, stale="research")
+    first = TWO_SNAPSHOTS[0]["snapshotTable"]
+    result = status(tmp_path, dicomStores=TWO_STORES, snapshotTable=first)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines.index(f"  snapshot   {first}") < lines.index(f"  {OTHER}")
+    assert lines[lines.index(f"  {OTHER}") :].count("  snapshot   unknown") == 1
+    as_json = status(tmp_path, "--json", dicomStores=TWO_STORES, snapshotTable=first)
+    dicom, research = json.loads(as_json.stdout)["stores"]
+    assert dicom["snapshot"]["table"]["uri"] == first
+    assert research["snapshot"] is None
+
+
 def sent(cloud: Cloud) -> int:
     return len(cloud.healthcare.requests) + len(cloud.bigquery.requests)
 
@@ -321,6 +395,18 @@ def sent(cloud: Cloud) -> int:
         ({"dicomStoreName": "dicom"}, "the stack output dicomStoreName 'dicom' is not valid"),
         ({"dicomStores": [{"id": "x", "name": "x"}]}, "the stack output dicomStores 'x' is not"),
         ({"dicomStores": "x"}, "dicomStores is not a list of stores"),
+        (
+            {"dicomStores": [{**TWO_STORES[0], "snapshotTable": 5}]},
+            "dicomStores gives store 'dicom' a snapshotTable that is int, not text",
+        ),
+        (
+            {"dicomStores": [{**TWO_STORES[0], "snapshotTable": "nightly"}]},
+            "the stack output dicomStores snapshotTable of 'dicom' 'nightly' is not valid",
+        ),
+        (
+            {"dicomStores": [{**TWO_STORES[0], "snapshotTable": None}], "snapshotTable": None},
+            "snapshotSchedule has no snapshotTable",
+        ),
     ],
 )
 def test_bad_outputs_exit_2_before_any_request(

@@ -119,3 +119,26 @@ def test_up_without_a_policy_pack(cloud: Cloud, stand_in_pulumi: Path) -> None:
     result = runner.invoke(app, [*args, "--project-dir", str(ROOT)])
     assert result.exit_code == 0, result.output
     assert stand_in_pulumi.read_text().splitlines()[0] == "up --stack dev"
+
+
+def test_up_verifies_every_store_of_the_stack(
+    cloud: Cloud, stand_in_pulumi: Path, tmp_path: Path
+) -> None:
+    dataset = STORE.rsplit("/dicomStores/", 1)[0]
+    stores = [f"{dataset}/dicomStores/{store_id}" for store_id in ("clinical", "archive")]
+    cloud.healthcare.stores.update(stores)
+    outputs = json.loads((tmp_path / "outputs.json").read_text())
+    outputs["dicomStores"] = [
+        {"id": name.rsplit("/", 1)[1], "name": name, "dicomwebUrl": f"https://x/{name}"}
+        for name in stores
+    ]
+    (tmp_path / "outputs.json").write_text(json.dumps(outputs), encoding="utf-8")
+    result = runner.invoke(
+        app,
+        ["up", "--stack", "dev", "--yes", "--skip-preflight", "--project-dir", str(ROOT), "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    steps = [s["step"] for s in json.loads(result.stdout)["steps"]]
+    assert {step.split(":")[0] for step in steps} == {"clinical", "archive"}
+    assert "clinical:cleanup" in steps
+    assert "archive:cleanup" in steps

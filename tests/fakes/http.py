@@ -65,6 +65,10 @@ class _RecordingServer(ThreadingHTTPServer):
 def serve(handler: Handler) -> tuple[_RecordingServer, str]:
     class _Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # The headers and the body go out as two writes on a kept-alive connection: with Nagle's
+        # algorithm the body waits for the client's delayed ACK of the headers, several ms per
+        # request (socketserver.StreamRequestHandler sets TCP_NODELAY when this is true).
+        disable_nagle_algorithm = True
 
         def _handle(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)

@@ -14,7 +14,7 @@ import typer
 from dicom_bq.errors import DicomBqError
 
 if TYPE_CHECKING:
-    from dicom_bq.flows.export_job import TruncateRisk
+    from dicom_bq.flows.export import TruncateRisk
     from dicom_bq.flows.filters import FilterReport
     from dicom_bq.flows.operations import OperationState
     from dicom_bq.flows.verify import StepResult

@@ -130,8 +130,8 @@ def export(
     """Export the store's DICOM metadata to a BigQuery table and follow the operation."""
     from dicom_bq import refs, spellings
     from dicom_bq.flows.access import GoogleAccess
-    from dicom_bq.flows.export import ExportPlan
-    from dicom_bq.flows.export_job import LocalFilter, run_export
+    from dicom_bq.flows.export import LocalFilter, run_export
+    from dicom_bq.flows.exporter import ExportPlan
 
     write, legacy_force = spellings.export_disposition(
         write_disposition=write_disposition, force=force, overwrite_table=overwrite_table

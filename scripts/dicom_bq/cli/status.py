@@ -61,8 +61,8 @@ def status(
     project_dir: ProjectDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """One read-only view of the export path: each store's instances, the last exports, the
-    stream and snapshot tables' rows and age, and what disagrees.
+    """One read-only view of the export path: each store's instances, the last exports, its
+    stream tables' and its own snapshot table's rows and age, and what disagrees.
     Exit 0 healthy, 1 something needs attention, 2 bad input."""
     import datetime
 

@@ -132,9 +132,12 @@ def instance_row(table: TableUri, sop_instance_uid: str) -> Query:
 
 def dicomweb_paths(columns: TableColumns, patient_id: str) -> Query:
     columns.require("dicomweb-paths", {name: ("STRING",) for name in (*_UIDS, "PatientID")})
+    # A path is relative to its store: in a table several stores share (exported with
+    # includeSourceStore, the SourceDicomStore column), each path names its store too.
+    source = "SourceDicomStore, " if "SourceDicomStore" in columns.columns else ""
     return Query(
-        "SELECT CONCAT('/dicomWeb/studies/', StudyInstanceUID, '/series/', SeriesInstanceUID, "
-        "'/instances/', SOPInstanceUID) AS DICOMwebPath\n"
+        f"SELECT {source}CONCAT('/dicomWeb/studies/', StudyInstanceUID, '/series/', "
+        "SeriesInstanceUID, '/instances/', SOPInstanceUID) AS DICOMwebPath\n"
         f"FROM `{columns.table.table_id}`\n"
         "WHERE PatientID = @patient_id",
         (("patient_id", "STRING", patient_id),),

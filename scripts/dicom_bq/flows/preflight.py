@@ -10,44 +10,47 @@ names that already exist. Nothing here writes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any, Literal
 
-from dicom_bq.clients.discovery import ApiCallError, DiscoveryClients
+from dicom_bq.clients.discovery import ApiCallError, DiscoveryClients, GoogleApi
 from dicom_bq.clients.endpoints import Connection
 from dicom_bq.clients.retry import RetryPolicy
 from dicom_bq.infra import naming
+from dicom_bq.infra.scopes import (
+    SCOPE_KINDS,
+    ParsedScope,
+    ScopeKind,
+    ScopeKindName,
+    kind_of_member,
+    parse_scope,
+    project_scope,
+)
 from dicom_bq.stack.plan import Plan, PlannedResource
 
 Status = Literal["ok", "fail", "warn"]
 
 # The narrowest predefined role that holds each permission the deployer needs, for the fix text
-# (https://cloud.google.com/iam/docs/roles-permissions).
+# (https://cloud.google.com/iam/docs/roles-permissions); those granting on a scope are its kind's.
 ROLE_FOR = {
     "healthcare.datasets.create": "roles/healthcare.datasetAdmin",
     "healthcare.dicomStores.create": "roles/healthcare.dicomStoreAdmin",
     "bigquery.datasets.create": "roles/bigquery.user",
     "bigquery.jobs.create": "roles/bigquery.jobUser",
-    "resourcemanager.projects.getIamPolicy": "roles/resourcemanager.projectIamAdmin",
-    "resourcemanager.projects.setIamPolicy": "roles/resourcemanager.projectIamAdmin",
     "serviceusage.services.enable": "roles/serviceusage.serviceUsageAdmin",
-    "storage.buckets.getIamPolicy": "roles/storage.admin",
-    "storage.buckets.setIamPolicy": "roles/storage.admin",
-    "pubsub.topics.getIamPolicy": "roles/pubsub.admin",
-    "pubsub.topics.setIamPolicy": "roles/pubsub.admin",
-    "cloudkms.cryptoKeys.getIamPolicy": "roles/cloudkms.admin",
-    "cloudkms.cryptoKeys.setIamPolicy": "roles/cloudkms.admin",
     "iam.serviceAccounts.create": "roles/iam.serviceAccountCreator",
     "iam.serviceAccounts.actAs": "roles/iam.serviceAccountUser",
     "iam.roles.create": "roles/iam.roleAdmin",
     "cloudscheduler.jobs.create": "roles/cloudscheduler.admin",
-    "healthcare.dicomStores.getIamPolicy": "roles/healthcare.dicomStoreAdmin",
-    "healthcare.dicomStores.setIamPolicy": "roles/healthcare.dicomStoreAdmin",
     "logging.logMetrics.create": "roles/logging.configWriter",
     "monitoring.alertPolicies.create": "roles/monitoring.alertPolicyEditor",
     "monitoring.notificationChannels.create": "roles/monitoring.notificationChannelEditor",
+} | {
+    permission: kind.preflight.admin_role
+    for kind in SCOPE_KINDS.values()
+    for permission in kind.preflight.grant_permissions
 }
 # The optional parts' creates, each checked on its project (pulumi-gcp type -> permission).
 CREATE_PERMISSION = {
@@ -90,65 +93,72 @@ class PreflightReport:
         }
 
 
+def _parsed(scope: str) -> ParsedScope:
+    parsed = parse_scope(scope)
+    assert parsed is not None, f"{scope} is of no kind infra/scopes.py describes"
+    return parsed
+
+
 @dataclass(frozen=True)
 class NeededPermission:
-    resource: str  # "projects/P", "buckets/B", a topic or key name
+    scope: str  # the full resource name (infra/scopes.py) the permission is tested on
     permission: str
     why: str
+
+    @property
+    def resource(self) -> str:
+        """The scope as the report names it: "projects/P", "buckets/B", a topic or key name."""
+        parsed = _parsed(self.scope)
+        return parsed.kind.preflight.subject.format(**parsed.parts)
+
+
+def tested_scope(kind: ScopeKind, scope: str) -> str | None:
+    """Where the permissions to grant on `scope` are tested, as its kind says; None: nowhere."""
+    tested_on = kind.preflight.tested_on
+    if tested_on == "nowhere":
+        return None
+    if tested_on == "project":
+        return project_scope(_parsed(scope).parts["project"])
+    return scope
 
 
 def needed_permissions(plan: Plan) -> list[NeededPermission]:
     """The caller's permissions each planned create or IAM change needs, from the plan alone."""
     needed: list[NeededPermission] = []
 
-    def need(resource: str, permission: str, why: str) -> None:
-        needed.append(NeededPermission(resource, permission, why))
+    def need(scope: str, permission: str, why: str) -> None:
+        needed.append(NeededPermission(scope, permission, why))
+
+    def on_project(project: Any) -> str:
+        return project_scope(str(project))
 
     for r in plan.custom_resources():
-        kind = r.type.rsplit(":", 1)[-1]
-        if r.type == "gcp:healthcare/dataset:Dataset":
-            need(f"projects/{r.inputs['project']}", "healthcare.datasets.create", r.name)
-        elif kind == "DicomStore":
+        granted_on = kind_of_member(r.type)
+        if granted_on is not None:
+            tested = tested_scope(granted_on, granted_on.uri_from_inputs(r.inputs))
+            if tested is not None:
+                for permission in granted_on.preflight.grant_permissions:
+                    need(tested, permission, r.name)
+        elif r.type == "gcp:healthcare/dataset:Dataset":
+            need(on_project(r.inputs["project"]), "healthcare.datasets.create", r.name)
+        elif r.type.rsplit(":", 1)[-1] == "DicomStore":
             project = str(r.inputs["dataset"]).split("/")[1]
-            need(f"projects/{project}", "healthcare.dicomStores.create", r.name)
+            need(on_project(project), "healthcare.dicomStores.create", r.name)
         elif r.type == "gcp:bigquery/dataset:Dataset":
-            # The creator is the new dataset's owner, so its IAM member needs nothing more
-            # (https://cloud.google.com/bigquery/docs/datasets#required_permissions).
-            need(f"projects/{r.inputs['project']}", "bigquery.datasets.create", r.name)
-        elif kind == "IAMMember":
-            for verb in ("get", "set"):
-                need(
-                    f"projects/{r.inputs['project']}",
-                    f"resourcemanager.projects.{verb}IamPolicy",
-                    r.name,
-                )
-        elif kind == "BucketIAMMember":
-            for verb in ("get", "set"):
-                need(f"buckets/{r.inputs['bucket']}", f"storage.buckets.{verb}IamPolicy", r.name)
-        elif kind == "TopicIAMMember":
-            for verb in ("get", "set"):
-                need(str(r.inputs["topic"]), f"pubsub.topics.{verb}IamPolicy", r.name)
-        elif kind == "CryptoKeyIAMMember":
-            for verb in ("get", "set"):
-                need(str(r.inputs["cryptoKeyId"]), f"cloudkms.cryptoKeys.{verb}IamPolicy", r.name)
-        elif kind == "DicomStoreIamMember":
-            # The store may not exist before the first up: tested on its project, which is
-            # where a role granting these is usually held.
-            project = str(r.inputs["dicomStoreId"]).split("/")[0]
-            for verb in ("get", "set"):
-                need(f"projects/{project}", f"healthcare.dicomStores.{verb}IamPolicy", r.name)
+            # Its creator owns it, so a grant on it asks nothing more (scopes.py, tested_on).
+            need(on_project(r.inputs["project"]), "bigquery.datasets.create", r.name)
         elif r.type in CREATE_PERMISSION:
-            need(f"projects/{r.inputs['project']}", CREATE_PERMISSION[r.type], r.name)
+            need(on_project(r.inputs["project"]), CREATE_PERMISSION[r.type], r.name)
             if "oauthToken" in (r.inputs.get("httpTarget") or {}):
                 # cloudscheduler v1 discovery, OAuthToken.serviceAccountEmail: "The caller must
                 # have iam.serviceAccounts.actAs permission for the service account." Tested on
                 # the project: the account does not exist before the first up.
-                need(f"projects/{r.inputs['project']}", "iam.serviceAccounts.actAs", r.name)
+                need(on_project(r.inputs["project"]), "iam.serviceAccounts.actAs", r.name)
     for invoke in plan.invokes:
         if invoke.token.endswith("getDefaultServiceAccount"):
             # bigquery v2 discovery document, projects.getServiceAccount: "Requires the
             # bigquery.jobs.create permission on the project resource."
-            need(f"projects/{invoke.args['project']}", "bigquery.jobs.create", invoke.token)
+            need(on_project(invoke.args["project"]), "bigquery.jobs.create", invoke.token)
     return needed
 
 
@@ -187,30 +197,31 @@ def run_preflight(
     return report
 
 
+def _request(api: GoogleApi, method: str, arguments: dict[str, Any]) -> Any:
+    """The discovery client's request for `method` as the discovery document nests it."""
+    *collections, name = method.split(".")
+    resource = api.service
+    for collection in collections:
+        resource = getattr(resource, collection)()
+    return getattr(resource, name)(**arguments)
+
+
+def permission_test(
+    apis: DiscoveryClients, scope: str, permissions: list[str]
+) -> tuple[GoogleApi, Any]:
+    """The API and testIamPermissions request asking which of `permissions` the caller holds on
+    `scope`, as its kind describes it."""
+    parsed = _parsed(scope)
+    how = parsed.kind.preflight.test
+    assert how is not None, f"preflight has no permission test for a {parsed.kind.title}"
+    api = apis.api(how.api)
+    return api, _request(api, how.method, how.request_arguments(parsed.parts, permissions))
+
+
 def _test_permissions(
-    apis: DiscoveryClients, resource: str, asked: list[str]
+    apis: DiscoveryClients, scope: str, asked: list[str]
 ) -> set[str] | ApiCallError:
-    body = {"permissions": sorted(set(asked))}
-    if resource.startswith("projects/") and "/" not in resource[len("projects/") :]:
-        api = apis.api("cloudresourcemanager")
-        call = api.service.projects().testIamPermissions(resource=resource.split("/")[1], body=body)
-    elif resource.startswith("buckets/"):
-        api = apis.api("storage")
-        call = api.service.buckets().testIamPermissions(
-            bucket=resource.split("/")[1], permissions=body["permissions"]
-        )
-    elif "/topics/" in resource:
-        api = apis.api("pubsub")
-        call = api.service.projects().topics().testIamPermissions(resource=resource, body=body)
-    else:
-        api = apis.api("cloudkms")
-        call = (
-            api.service.projects()
-            .locations()
-            .keyRings()
-            .cryptoKeys()
-            .testIamPermissions(resource=resource, body=body)
-        )
+    api, call = permission_test(apis, scope, sorted(set(asked)))
     answer, error = _read(lambda: api.call(call))
     if error is not None:
         return error
@@ -220,13 +231,18 @@ def _test_permissions(
 def _check_permissions(
     apis: DiscoveryClients, plan: Plan, report: PreflightReport
 ) -> dict[str, set[str]]:
-    by_resource: dict[str, list[str]] = {}
+    """What the caller holds of what each scope's creates and grants need, by scope."""
+    by_scope: dict[str, list[str]] = {}
+    subjects: dict[str, str] = {}
     for need in needed_permissions(plan):
-        by_resource.setdefault(need.resource, []).append(need.permission)
+        by_scope.setdefault(need.scope, []).append(need.permission)
+        subjects[need.scope] = need.resource
     held: dict[str, set[str]] = {}
-    for resource, asked in sorted(by_resource.items()):
-        extra = ["serviceusage.services.enable"] if resource.startswith("projects/") else []
-        answer = _test_permissions(apis, resource, asked + extra)
+    for scope, asked in sorted(by_scope.items(), key=lambda item: subjects[item[0]]):
+        resource = subjects[scope]
+        on_project = _parsed(scope).kind.name == "project"
+        extra = ["serviceusage.services.enable"] if on_project else []
+        answer = _test_permissions(apis, scope, asked + extra)
         if isinstance(answer, ApiCallError):
             if answer.status == 404:
                 continue  # reported by the existence checks
@@ -241,7 +257,7 @@ def _check_permissions(
                 )
             )
             continue
-        held[resource] = answer
+        held[scope] = answer
         missing = sorted(set(asked) - answer)
         if missing:
             report.checks.append(
@@ -286,7 +302,7 @@ def _check_apis(
             )
         elif answer.get("state") == "ENABLED":
             report.checks.append(PreflightCheck("api", subject, "ok", "enabled"))
-        elif "serviceusage.services.enable" in held.get(f"projects/{project}", set()):
+        elif "serviceusage.services.enable" in held.get(project_scope(project), set()):
             report.checks.append(
                 PreflightCheck("api", subject, "ok", "disabled; `pulumi up` will enable it")
             )
@@ -304,15 +320,11 @@ def _check_apis(
 
 
 def _check_references(apis: DiscoveryClients, plan: Plan, report: PreflightReport) -> None:
-    """The bucket, topic and keys the stack grants roles on but does not create."""
+    """The scopes the stack grants roles on but does not create (bucket, topic, keys)."""
     for r in plan.custom_resources():
-        kind = r.type.rsplit(":", 1)[-1]
-        if kind == "BucketIAMMember":
-            _check_bucket(apis, str(r.inputs["bucket"]), report)
-        elif kind == "TopicIAMMember":
-            _check_topic(apis, str(r.inputs["topic"]), report)
-        elif kind == "CryptoKeyIAMMember":
-            _check_key(apis, str(r.inputs["cryptoKeyId"]), plan, report)
+        kind = kind_of_member(r.type)
+        if kind is not None and kind.preflight.existence is not None:
+            _check_exists(apis, kind, kind.uri_from_inputs(r.inputs), report)
 
 
 def _missing(area_subject: str, error: ApiCallError, create: str) -> PreflightCheck:
@@ -333,80 +345,69 @@ def _missing(area_subject: str, error: ApiCallError, create: str) -> PreflightCh
     )
 
 
-def _check_bucket(apis: DiscoveryClients, bucket: str, report: PreflightReport) -> None:
-    api = apis.api("storage")
-    answer, error = _read(lambda: api.call(api.service.buckets().get(bucket=bucket)))
-    subject = f"gs://{bucket}"
+def existence_read(apis: DiscoveryClients, kind: ScopeKind, scope: str) -> tuple[GoogleApi, Any]:
+    """The API and request that read `scope`, which answers 404 when it does not exist."""
+    how = kind.preflight.existence
+    assert how is not None, f"preflight has no existence read for a {kind.title}"
+    api = apis.api(how.api)
+    return api, _request(api, how.method, how.request_arguments(_parsed(scope).parts))
+
+
+def _check_exists(
+    apis: DiscoveryClients, kind: ScopeKind, scope: str, report: PreflightReport
+) -> None:
+    how = kind.preflight.existence
+    assert how is not None
+    parts = _parsed(scope).parts
+    api, call = existence_read(apis, kind, scope)
+    answer, error = _read(lambda: api.call(call))
+    subject = how.subject.format(**parts)
     if error is not None:
-        report.checks.append(
-            _missing(
-                subject,
-                error,
-                f"gcloud storage buckets create gs://{bucket} --location LOCATION "
-                "--uniform-bucket-level-access",
-            )
-        )
+        report.checks.append(_missing(subject, error, how.create.format(**parts)))
         return
+    judge = _WHAT_IT_MUST_BE.get(kind.name)
     report.checks.append(
-        PreflightCheck("resource", subject, "ok", f"exists in {answer.get('location', '?')}")
+        judge(subject, parts, answer)
+        if judge
+        else PreflightCheck("resource", subject, "ok", "exists")
     )
 
 
-def _check_topic(apis: DiscoveryClients, topic: str, report: PreflightReport) -> None:
-    api = apis.api("pubsub")
-    _, error = _read(lambda: api.call(api.service.projects().topics().get(topic=topic)))
-    if error is not None:
-        project, name = topic.split("/")[1], topic.split("/")[3]
-        report.checks.append(
-            _missing(topic, error, f"gcloud pubsub topics create {name} --project {project}")
-        )
-        return
-    report.checks.append(PreflightCheck("resource", topic, "ok", "exists"))
+def _bucket_found(subject: str, parts: Mapping[str, str], bucket: Any) -> PreflightCheck:
+    return PreflightCheck("resource", subject, "ok", f"exists in {bucket.get('location', '?')}")
 
 
-def _check_key(apis: DiscoveryClients, key: str, plan: Plan, report: PreflightReport) -> None:
-    api = apis.api("cloudkms")
-    answer, error = _read(
-        lambda: api.call(api.service.projects().locations().keyRings().cryptoKeys().get(name=key))
-    )
-    parts = key.split("/")
-    if error is not None:
-        report.checks.append(
-            _missing(
-                key,
-                error,
-                f"gcloud kms keys create {parts[7]} --keyring {parts[5]} --location {parts[3]} "
-                f"--purpose encryption --project {parts[1]}",
-            )
-        )
-        return
-    purpose = answer.get("purpose")
-    state = (answer.get("primary") or {}).get("state")
+def _key_found(subject: str, parts: Mapping[str, str], key: Any) -> PreflightCheck:
+    """Every key the stack grants on encrypts a dataset (CMEK): it must be able to."""
+    purpose = key.get("purpose")
+    state = (key.get("primary") or {}).get("state")
     if purpose != "ENCRYPT_DECRYPT":
-        report.checks.append(
-            PreflightCheck(
-                "resource",
-                key,
-                "fail",
-                f"its purpose is {purpose}; CMEK needs a symmetric ENCRYPT_DECRYPT key",
-                "create a key with --purpose encryption and point the stack at it",
-            )
+        return PreflightCheck(
+            "resource",
+            subject,
+            "fail",
+            f"its purpose is {purpose}; CMEK needs a symmetric ENCRYPT_DECRYPT key",
+            "create a key with --purpose encryption and point the stack at it",
         )
-    elif state != "ENABLED":
-        report.checks.append(
-            PreflightCheck(
-                "resource",
-                key,
-                "fail",
-                f"its primary version is {state or 'missing'}: the dataset cannot be encrypted",
-                f"gcloud kms keys versions enable VERSION --key {parts[7]} --keyring {parts[5]} "
-                f"--location {parts[3]} --project {parts[1]}",
-            )
+    if state != "ENABLED":
+        return PreflightCheck(
+            "resource",
+            subject,
+            "fail",
+            f"its primary version is {state or 'missing'}: the dataset cannot be encrypted",
+            "gcloud kms keys versions enable VERSION --key {key} --keyring {ring} "
+            "--location {location} --project {project}".format(**parts),
         )
-    else:
-        report.checks.append(
-            PreflightCheck("resource", key, "ok", f"ENCRYPT_DECRYPT, enabled, in {parts[3]}")
-        )
+    return PreflightCheck(
+        "resource", subject, "ok", f"ENCRYPT_DECRYPT, enabled, in {parts['location']}"
+    )
+
+
+# What an existing scope must be for the stack, beyond existing; by kind.
+_WHAT_IT_MUST_BE: dict[ScopeKindName, Callable[[str, Mapping[str, str], Any], PreflightCheck]] = {
+    "bucket": _bucket_found,
+    "crypto_key": _key_found,
+}
 
 
 def _import_command(plan: Plan, resource: PlannedResource, resource_id: str) -> str:

@@ -1,9 +1,9 @@
 """`dicom-bq status`: one read-only view of the export path's health, and what disagrees.
 
 Per DICOM store of the stack: its instance count (getDICOMStoreMetrics), the last exports of its
-Healthcare dataset (operations.list), each stream table's rows and last change (tables.get); then
-the nightly snapshot table when the stack has one. What disagrees becomes a finding; a part that
-cannot be read (403, 404, retries exhausted) is a finding too, never a crash.
+Healthcare dataset (operations.list), each stream table's rows and last change (tables.get), and
+its own nightly snapshot table when the stack has a schedule. What disagrees becomes a finding; a
+part that cannot be read (403, 404, retries exhausted) is a finding too, never a crash.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ RECENT_EXPORTS = 3
 # is more than a dataset's exports in that time.
 LISTING_PAGES = 20
 WIDTH = 80
+INDENT = " " * 13  # under the value column of a store's lines
 
 Kind = Literal[
     "unreadable",
@@ -57,9 +58,16 @@ class TableReader(Protocol):
 
 
 @dataclass(frozen=True)
-class StatusTarget:
-    stores: tuple[StoreName, ...]
+class StoreTarget:
+    name: StoreName
+    # None when the stack has no snapshot, or when its outputs predate each store having its own
+    # (then only the first store's is known).
     snapshot_table: TableUri | None = None
+
+
+@dataclass(frozen=True)
+class StatusTarget:
+    stores: tuple[StoreTarget, ...]
     snapshot_schedule: CronSchedule | None = None
     universe_domain: str = "googleapis.com"
 
@@ -143,29 +151,6 @@ class TableStatus:
 
 
 @dataclass(frozen=True)
-class StoreStatus:
-    name: str
-    instance_count: int | None
-    export_dataset: str
-    exports: list[ExportRun]
-    exports_readable: bool
-    stream_tables: list[TableStatus]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "instance_count": self.instance_count,
-            # Operations belong to the dataset and do not name their store.
-            "exports": {
-                "dataset": self.export_dataset,
-                "readable": self.exports_readable,
-                "recent": [run.as_dict() for run in self.exports],
-            },
-            "stream_tables": [table.as_dict() for table in self.stream_tables],
-        }
-
-
-@dataclass(frozen=True)
 class SnapshotStatus:
     table: TableStatus
     schedule: str | None
@@ -181,11 +166,37 @@ class SnapshotStatus:
         }
 
 
+@dataclass(frozen=True)
+class StoreStatus:
+    name: str
+    instance_count: int | None
+    export_dataset: str
+    exports: list[ExportRun]
+    exports_readable: bool
+    stream_tables: list[TableStatus]
+    snapshot: SnapshotStatus | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "instance_count": self.instance_count,
+            # Operations belong to the dataset and do not name their store.
+            "exports": {
+                "dataset": self.export_dataset,
+                "readable": self.exports_readable,
+                "recent": [run.as_dict() for run in self.exports],
+            },
+            "stream_tables": [table.as_dict() for table in self.stream_tables],
+            "snapshot": self.snapshot.as_dict() if self.snapshot else None,
+        }
+
+
 @dataclass
 class StatusReport:
     checked_at: datetime.datetime
     stores: list[StoreStatus] = field(default_factory=list)
-    snapshot: SnapshotStatus | None = None
+    # The stack's snapshot schedule, whether or not a store's table is known.
+    snapshot_schedule: CronSchedule | None = None
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -201,7 +212,6 @@ class StatusReport:
             "ok": self.ok,
             "checked_at": _iso(self.checked_at),
             "stores": [store.as_dict() for store in self.stores],
-            "snapshot": self.snapshot.as_dict() if self.snapshot else None,
             "findings": [
                 {"kind": f.kind, "subject": f.subject, "detail": f.detail, "fix": f.fix}
                 for f in self.findings
@@ -226,25 +236,33 @@ def _iso(moment: datetime.datetime | None) -> str | None:
 
 
 def status_target(outputs: Mapping[str, Any], store_id: str | None = None) -> StatusTarget:
-    """What the stack's outputs say to look at (every store, or the one `store_id` names);
-    DicomBqError (bad input) before any request."""
+    """What the stack's outputs say to look at (every store, or the one `store_id` names), each
+    store with its own snapshot table; DicomBqError (bad input) before any request."""
     parsed = StackOutputs.parse(outputs)
     listed = OutputNames.STORES if OutputNames.STORES in outputs else OutputNames.STORE
+    if parsed.snapshot_table_uri:
+        # The first store's: checked under its own name, whatever store is selected.
+        TableUri.parse(
+            parsed.snapshot_table_uri, flag=f"the stack output {OutputNames.SNAPSHOT_TABLE}"
+        )
     stores = []
     for store in parsed.selected_stores(store_id):
         try:
-            stores.append(StoreName.parse(store.name))
+            name = StoreName.parse(store.name)
         except DicomBqError as error:
             raise DicomBqError(
                 f"the stack output {listed} {error.message.removeprefix('--store ')}"
             ) from None
-    table = schedule = None
-    if parsed.snapshot_table_uri:
-        table = TableUri.parse(
-            parsed.snapshot_table_uri, flag=f"the stack output {OutputNames.SNAPSHOT_TABLE}"
-        )
+        table = None
+        if store.snapshot_table:
+            table = TableUri.parse(
+                store.snapshot_table,
+                flag=f"the stack output {OutputNames.STORES} snapshotTable of {store.store_id!r}",
+            )
+        stores.append(StoreTarget(name, table))
+    schedule = None
     if parsed.snapshot_schedule is not None:
-        if table is None:
+        if not any(store.snapshot_table for store in parsed.stores):
             raise DicomBqError(
                 f"the stack output {OutputNames.SNAPSHOT_SCHEDULE} has no "
                 f"{OutputNames.SNAPSHOT_TABLE} to go with it: is the stack's `pulumi up` complete?"
@@ -254,7 +272,7 @@ def status_target(outputs: Mapping[str, Any], store_id: str | None = None) -> St
             parsed.snapshot_schedule.get("timeZone"),
             what=f"the stack output {OutputNames.SNAPSHOT_SCHEDULE}",
         )
-    return StatusTarget(tuple(stores), table, schedule, parsed.universe_domain)
+    return StatusTarget(tuple(stores), schedule, parsed.universe_domain)
 
 
 # -- reading, and judging ------------------------------------------------------------------------
@@ -333,7 +351,8 @@ class _Collector:
         runs.sort(key=lambda run: run.created or oldest, reverse=True)
         return runs[:RECENT_EXPORTS]
 
-    def store(self, store: StoreName) -> StoreStatus:
+    def store(self, target: StoreTarget, schedule: CronSchedule | None) -> StoreStatus:
+        store = target.name
         name = store.name
         # Google's access-control table does not list getDICOMStoreMetrics; like
         # getFHIRStoreMetrics with healthcare.fhirStores.get, it is taken to need
@@ -371,6 +390,11 @@ class _Collector:
             exports=exports or [],
             exports_readable=exports is not None,
             stream_tables=tables,
+            snapshot=(
+                self.snapshot(target.snapshot_table, schedule)
+                if target.snapshot_table is not None
+                else None
+            ),
         )
 
     def _judge_exports(self, runs: list[ExportRun]) -> None:
@@ -473,9 +497,8 @@ def collect_status(
     """Read every part of the target, then list what disagrees; only reads."""
     collector = _Collector(healthcare, tables, now, snapshot_grace)
     report = StatusReport(checked_at=now)
-    report.stores = [collector.store(store) for store in target.stores]
-    if target.snapshot_table is not None:
-        report.snapshot = collector.snapshot(target.snapshot_table, target.snapshot_schedule)
+    report.stores = [collector.store(store, target.snapshot_schedule) for store in target.stores]
+    report.snapshot_schedule = target.snapshot_schedule
     report.findings = collector.findings
     return report
 
@@ -555,6 +578,22 @@ def _table_line(table: TableStatus) -> str:
     return f"{table.rows} rows{buffered}, modified {_when(table.last_modified)}"
 
 
+def _snapshot_lines(snapshot: SnapshotStatus | None, schedule: CronSchedule | None) -> list[str]:
+    if snapshot is None:
+        if schedule is None:
+            return []
+        why = "the stack's outputs predate each store having its own snapshot table: `pulumi up` "
+        return ["  snapshot   unknown", *_wrap(why + "adds them", INDENT)]
+    lines = [f"  snapshot   {snapshot.table.uri}", f"{INDENT}{_table_line(snapshot.table)}"]
+    if snapshot.schedule:
+        lines += _wrap(
+            f'schedule "{snapshot.schedule}" ({snapshot.time_zone}), last due '
+            f"{_when(snapshot.last_due) if snapshot.last_due else 'never yet'}",
+            INDENT,
+        )
+    return lines
+
+
 def report_lines(report: StatusReport) -> list[str]:
     """The report in at most 80 columns, but for names and URLs that cannot be broken."""
     lines = [f"dicom-bq status at {_when(report.checked_at)}"]
@@ -574,15 +613,7 @@ def report_lines(report: StatusReport) -> list[str]:
         for table in store.stream_tables:
             lines.append(f"  stream     {table.uri}")
             lines.append(f"             {_table_line(table)}")
-    if report.snapshot is not None:
-        snapshot = report.snapshot
-        lines += ["", "snapshot", f"  {snapshot.table.uri}", f"  {_table_line(snapshot.table)}"]
-        if snapshot.schedule:
-            lines += _wrap(
-                f'schedule "{snapshot.schedule}" ({snapshot.time_zone}), last due '
-                f"{_when(snapshot.last_due) if snapshot.last_due else 'never yet'}",
-                "  ",
-            )
+        lines += _snapshot_lines(store.snapshot, report.snapshot_schedule)
     lines.append("")
     if report.ok:
         lines.append("healthy: nothing disagrees")

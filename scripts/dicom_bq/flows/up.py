@@ -8,8 +8,8 @@ from pathlib import Path
 
 from dicom_bq.errors import EXIT_FAILED, DicomBqError
 from dicom_bq.flows.access import GoogleAccess
-from dicom_bq.flows.export_job import ConfirmTruncate
-from dicom_bq.flows.verify import VerifyObserver, VerifyOptions, VerifyReport, verify_export_path
+from dicom_bq.flows.export import ConfirmTruncate
+from dicom_bq.flows.verify import VerifyObserver, VerifyOptions, VerifyReport, verify_each
 
 
 @dataclass(frozen=True)
@@ -91,9 +91,10 @@ def deploy_and_verify(
             f"`pulumi up` failed with exit code {code}: nothing was verified",
             exit_code=EXIT_FAILED,
         )
-    target = stack_outputs.target_from_outputs(stack_outputs.read_stack_outputs(stack, folder))
-    return verify_export_path(
-        target=target,
+    # Every store the stack now holds, as `verify --stack` checks them.
+    targets = stack_outputs.targets_from_outputs(stack_outputs.read_stack_outputs(stack, folder))
+    return verify_each(
+        targets=targets,
         options=options,
         access=access,
         api_version="v1",

@@ -14,8 +14,8 @@ from dicom_bq.clients.operations import Follower, OperationState
 from dicom_bq.clients.retry import Clock, SystemClock
 from dicom_bq.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, DicomBqError
 from dicom_bq.flows.access import GoogleAccess
-from dicom_bq.flows.export import Exporter, ExportPlan
-from dicom_bq.flows.export_job import ConfirmTruncate, ExportObserver
+from dicom_bq.flows.export import ConfirmTruncate, ExportObserver
+from dicom_bq.flows.exporter import Exporter, ExportPlan
 from dicom_bq.flows.seed import SyntheticInstance, synthetic_instance
 from dicom_bq.infra import naming
 from dicom_bq.refs import GcsUri, StoreName, TableUri, WriteDisposition
@@ -510,7 +510,7 @@ def verify_export_path(
     up. The target's universe is the one its Google calls go to."""
     from dicom_bq.clients.bigquery import BigQueryTables
     from dicom_bq.clients.storage import StorageObjects
-    from dicom_bq.flows.export_job import check_truncate
+    from dicom_bq.flows.export import check_truncate
     from dicom_bq.flows.operations import healthcare_api
 
     connection = access.connection(default_universe=target.universe_domain)
@@ -565,6 +565,30 @@ def verify_path(
         project_dir=project_dir,
         store_id=store_id,
     )
+    return verify_each(
+        targets=targets,
+        options=options,
+        access=access,
+        api_version=api_version,
+        permission_window=permission_window,
+        truncate_confirmed=truncate_confirmed,
+        confirm_truncate=confirm_truncate,
+        observer=observer,
+    )
+
+
+def verify_each(
+    *,
+    targets: list[VerifyTarget],
+    options: VerifyOptions,
+    access: GoogleAccess,
+    api_version: str,
+    permission_window: float,
+    truncate_confirmed: bool,
+    confirm_truncate: ConfirmTruncate,
+    observer: VerifyObserver,
+) -> VerifyReport:
+    """The proof for each store in turn (`verify` and `up` alike), as one report."""
     reports = [
         verify_export_path(
             target=target,

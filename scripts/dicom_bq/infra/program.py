@@ -99,16 +99,29 @@ def listed_store_args(store: StoreSpec) -> DicomStoreArgs:
     return args
 
 
+def store_entries(stores: list[Any], snapshot_tables: list[str]) -> list[dict[str, object]]:
+    """The dicomStores output: each store, with its snapshot table when there is a schedule.
+
+    DicomExportPath lists both in its stores' order: `stores` follows storage.store_names, made
+    from _store_inputs in order, and `snapshot_tables` follows store_ids, made from the same list
+    (components/export_path.py); without a schedule there are no tables at all.
+    """
+    entries: list[dict[str, object]] = [
+        {"id": s["store_id"], "name": s["name"], "dicomwebUrl": s["dicomweb_url"]} for s in stores
+    ]
+    if snapshot_tables:
+        for entry, table in zip(entries, snapshot_tables, strict=True):
+            entry["snapshotTable"] = table
+    return entries
+
+
 def stack_exports(path: DicomExportPath) -> dict[str, pulumi.Output[object]]:
     """The stack's outputs, named by the contract every command reads (dicom_bq.stack.contract)."""
     return {
         OutputNames.STORE: path.store_name,
         OutputNames.DICOMWEB: path.dicomweb_url,
-        OutputNames.STORES: path.stores.apply(
-            lambda stores: [
-                {"id": s["store_id"], "name": s["name"], "dicomwebUrl": s["dicomweb_url"]}
-                for s in stores
-            ]
+        OutputNames.STORES: pulumi.Output.all(path.stores, path.snapshot_tables).apply(
+            lambda values: store_entries(values[0], values[1])
         ),
         OutputNames.AGENT: path.agent_email,
         OutputNames.SOURCE_PROJECT: path.source_project,
@@ -118,7 +131,7 @@ def stack_exports(path: DicomExportPath) -> dict[str, pulumi.Output[object]]:
         OutputNames.FILTER_BUCKET: path.filter_bucket,
         OutputNames.UNIVERSE: path.universe_domain,
         OutputNames.GRANTS: path.grants,
-        # One store, one table: the contract's snapshotTable is that table's bq:// URI.
+        # The first store's, as before each store had its own (see OutputNames.SNAPSHOT_TABLE).
         OutputNames.SNAPSHOT_TABLE: path.snapshot_tables.apply(
             lambda uris: uris[0] if uris else None
         ),

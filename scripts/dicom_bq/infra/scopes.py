@@ -3,10 +3,12 @@
 One entry per kind, read by every part that deals with scopes: the grants list builds its URIs
 here (infra/grants.py), the Pulumi program picks the IAM member resource (components/iam.py,
 whose classes are keyed by the same kinds), the policy rules name the scope of any pulumi-gcp
-IAM resource (policy_rules.scope_of), and the audit parses URIs, prints the gcloud commands and
-reads the live policy (security/audit.py). tests/test_scopes.py fails when a kind described
-here is not handled by one of them, so adding a kind is one entry here, plus its Pulumi class
-and, for a new response shape, its bindings reader.
+IAM resource (policy_rules.scope_of), the audit parses URIs, prints the gcloud commands and
+reads the live policy (security/audit.py), and preflight tests the deployer's permissions to
+grant on the scope and that a scope the stack does not create exists (flows/preflight.py).
+tests/test_scopes.py fails when a kind described here is not handled by one of them, so adding
+a kind is one entry here, plus its Pulumi class and, for a new response shape, its bindings
+reader.
 
 Standard library only: the CrossGuard pack imports policy_rules, hence this, in an environment
 without pulumi or pydantic (policy/requirements.txt).
@@ -99,6 +101,68 @@ class LiveRead:
 
 
 @dataclass(frozen=True)
+class TestPermissions:
+    """How preflight asks which of some permissions the caller holds on a scope: the API's
+    testIamPermissions, which answers the subset of the asked permissions the caller holds."""
+
+    api: str  # a name in clients/discovery.DISCOVERY_APIS
+    method: str  # as the discovery document nests it
+    arguments: tuple[tuple[str, str], ...]  # templates over the URI's parts
+    # Where the asked permissions go: the request body's `permissions` list
+    # (TestIamPermissionsRequest), or the repeated query parameter `permissions`.
+    permissions_in: Literal["query", "body"]
+
+    def request_arguments(self, parts: Mapping[str, str], permissions: list[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {name: value.format(**parts) for name, value in self.arguments}
+        if self.permissions_in == "query":
+            found["permissions"] = permissions
+        else:
+            found["body"] = {"permissions": permissions}
+        return found
+
+
+@dataclass(frozen=True)
+class ExistenceRead:
+    """How preflight tells that a scope the stack grants on, but does not create, exists: a
+    read that answers 404 when it does not."""
+
+    api: str
+    method: str
+    arguments: tuple[tuple[str, str], ...]
+    # How the report names the scope, and what a person runs to create it; templates over the
+    # URI's parts.
+    subject: str
+    create: str
+
+    def request_arguments(self, parts: Mapping[str, str]) -> dict[str, Any]:
+        return {name: value.format(**parts) for name, value in self.arguments}
+
+
+# Where preflight tests the permissions to grant on a scope of the kind: on the scope itself, on
+# its project (the scope may not exist before the first `pulumi up`, and a role granting them
+# there covers every scope below), or nowhere (the deployer is sure to hold them).
+TestedOn = Literal["scope", "project", "nowhere"]
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What `dicom-bq preflight` asks before the first `pulumi up` grants a role on the kind."""
+
+    # What the deployer needs to add a member to the scope's policy: pulumi-gcp's IAM member
+    # reads the policy, then writes it back with the member added.
+    grant_permissions: tuple[str, ...]
+    # The narrowest predefined role holding them, for the fix text
+    # (https://cloud.google.com/iam/docs/roles-permissions).
+    admin_role: str
+    # How the report names the scope, a template over the URI's parts.
+    subject: str
+    test: TestPermissions | None
+    tested_on: TestedOn
+    # None: the stack creates every scope of the kind it grants on.
+    existence: ExistenceRead | None = None
+
+
+@dataclass(frozen=True)
 class ScopeKind:
     name: ScopeKindName
     title: str
@@ -114,6 +178,7 @@ class ScopeKind:
     pulumi_inputs: PulumiInputs
     commands: Commands
     live_read: LiveRead
+    preflight: Preflight
     # The form pulumi-gcp's IAM resources take the scope's ID in, when it is neither the bare
     # ID nor the relative name; a template over the name's parts.
     provider_id: str | None = None
@@ -179,6 +244,11 @@ def _regex(template: str) -> str:
 
 _IAM_POLICY_VERSION = "options.requestedPolicyVersion"
 
+
+def _policy_permissions(prefix: str) -> tuple[str, str]:
+    return (f"{prefix}.getIamPolicy", f"{prefix}.setIamPolicy")
+
+
 SCOPE_KINDS: dict[ScopeKindName, ScopeKind] = {
     kind.name: kind
     for kind in (
@@ -209,6 +279,20 @@ SCOPE_KINDS: dict[ScopeKindName, ScopeKind] = {
                 version_parameter=_IAM_POLICY_VERSION,
                 version_in="body",
                 response="iam_policy",
+            ),
+            preflight=Preflight(
+                grant_permissions=_policy_permissions("resourcemanager.projects"),
+                admin_role="roles/resourcemanager.projectIamAdmin",
+                subject="projects/{project}",
+                # cloudresourcemanager v1 discovery document, projects.testIamPermissions: POST
+                # v1/projects/{resource}:testIamPermissions, body TestIamPermissionsRequest.
+                test=TestPermissions(
+                    api="cloudresourcemanager",
+                    method="projects.testIamPermissions",
+                    arguments=(("resource", "{project}"),),
+                    permissions_in="body",
+                ),
+                tested_on="scope",
             ),
         ),
         ScopeKind(
@@ -243,6 +327,23 @@ SCOPE_KINDS: dict[ScopeKindName, ScopeKind] = {
                 version_in="query",
                 response="bigquery_access",
             ),
+            preflight=Preflight(
+                # Through the API, a dataset's policy is its access list: read with
+                # datasets.get, written with datasets.update; getIamPolicy and setIamPolicy
+                # are the console's (https://cloud.google.com/bigquery/docs/
+                # control-access-to-resources-iam#required_permissions).
+                grant_permissions=("bigquery.datasets.get", "bigquery.datasets.update"),
+                admin_role="roles/bigquery.dataOwner",
+                subject="projects/{project}/datasets/{dataset}",
+                # The bigquery v2 discovery document has testIamPermissions for tables,
+                # routines and row access policies, none for datasets.
+                test=None,
+                # The stack grants only on the dataset it creates (components/bigquery.py), and
+                # the creator is the new dataset's owner: preflight asks for
+                # bigquery.datasets.create on its project instead
+                # (https://cloud.google.com/bigquery/docs/datasets#required_permissions).
+                tested_on="nowhere",
+            ),
         ),
         ScopeKind(
             name="bucket",
@@ -274,6 +375,31 @@ SCOPE_KINDS: dict[ScopeKindName, ScopeKind] = {
                 version_parameter="optionsRequestedPolicyVersion",
                 version_in="query",
                 response="iam_policy",
+            ),
+            preflight=Preflight(
+                grant_permissions=_policy_permissions("storage.buckets"),
+                admin_role="roles/storage.admin",
+                subject="buckets/{bucket}",
+                # storage v1 discovery document, buckets.testIamPermissions: GET
+                # b/{bucket}/iam/testPermissions, `permissions` a repeated query parameter.
+                test=TestPermissions(
+                    api="storage",
+                    method="buckets.testIamPermissions",
+                    arguments=(("bucket", "{bucket}"),),
+                    permissions_in="query",
+                ),
+                tested_on="scope",
+                # storage v1 buckets.get: GET b/{bucket}; 404 when there is none
+                # (https://cloud.google.com/storage/docs/json_api/v1/buckets/get).
+                existence=ExistenceRead(
+                    api="storage",
+                    method="buckets.get",
+                    arguments=(("bucket", "{bucket}"),),
+                    subject="gs://{bucket}",
+                    # https://cloud.google.com/sdk/gcloud/reference/storage/buckets/create
+                    create="gcloud storage buckets create gs://{bucket} --location LOCATION "
+                    "--uniform-bucket-level-access",
+                ),
             ),
         ),
         ScopeKind(
@@ -308,6 +434,30 @@ SCOPE_KINDS: dict[ScopeKindName, ScopeKind] = {
                 version_in="query",
                 response="iam_policy",
             ),
+            preflight=Preflight(
+                grant_permissions=_policy_permissions("pubsub.topics"),
+                admin_role="roles/pubsub.admin",
+                subject="{name}",
+                # pubsub v1 discovery document, projects.topics.testIamPermissions: POST
+                # v1/{+resource}:testIamPermissions, body TestIamPermissionsRequest.
+                test=TestPermissions(
+                    api="pubsub",
+                    method="projects.topics.testIamPermissions",
+                    arguments=(("resource", "{name}"),),
+                    permissions_in="body",
+                ),
+                tested_on="scope",
+                # pubsub v1 projects.topics.get: GET v1/{+topic}
+                # (https://cloud.google.com/pubsub/docs/reference/rest/v1/projects.topics/get).
+                existence=ExistenceRead(
+                    api="pubsub",
+                    method="projects.topics.get",
+                    arguments=(("topic", "{name}"),),
+                    subject="{name}",
+                    # https://cloud.google.com/sdk/gcloud/reference/pubsub/topics/create
+                    create="gcloud pubsub topics create {topic} --project {project}",
+                ),
+            ),
         ),
         ScopeKind(
             name="crypto_key",
@@ -339,6 +489,34 @@ SCOPE_KINDS: dict[ScopeKindName, ScopeKind] = {
                 version_parameter="options_requestedPolicyVersion",
                 version_in="query",
                 response="iam_policy",
+            ),
+            preflight=Preflight(
+                grant_permissions=_policy_permissions("cloudkms.cryptoKeys"),
+                admin_role="roles/cloudkms.admin",
+                subject="{name}",
+                # cloudkms v1 discovery document,
+                # projects.locations.keyRings.cryptoKeys.testIamPermissions: POST
+                # v1/{+resource}:testIamPermissions, body TestIamPermissionsRequest.
+                test=TestPermissions(
+                    api="cloudkms",
+                    method="projects.locations.keyRings.cryptoKeys.testIamPermissions",
+                    arguments=(("resource", "{name}"),),
+                    permissions_in="body",
+                ),
+                tested_on="scope",
+                # cloudkms v1 projects.locations.keyRings.cryptoKeys.get: GET v1/{+name}
+                # (https://cloud.google.com/kms/docs/reference/rest/v1/
+                # projects.locations.keyRings.cryptoKeys/get).
+                existence=ExistenceRead(
+                    api="cloudkms",
+                    method="projects.locations.keyRings.cryptoKeys.get",
+                    arguments=(("name", "{name}"),),
+                    subject="{name}",
+                    # Every key the stack grants on is a CMEK key, hence a symmetric one
+                    # (https://cloud.google.com/sdk/gcloud/reference/kms/keys/create).
+                    create="gcloud kms keys create {key} --keyring {ring} --location {location} "
+                    "--purpose encryption --project {project}",
+                ),
             ),
         ),
         ScopeKind(
@@ -378,6 +556,24 @@ SCOPE_KINDS: dict[ScopeKindName, ScopeKind] = {
                 version_in="query",
                 response="iam_policy",
             ),
+            preflight=Preflight(
+                grant_permissions=_policy_permissions("healthcare.dicomStores"),
+                admin_role="roles/healthcare.dicomStoreAdmin",
+                subject="{name}",
+                # healthcare v1 discovery document,
+                # projects.locations.datasets.dicomStores.testIamPermissions: POST
+                # v1/{+resource}:testIamPermissions, body TestIamPermissionsRequest.
+                test=TestPermissions(
+                    api="healthcare",
+                    method="projects.locations.datasets.dicomStores.testIamPermissions",
+                    arguments=(("resource", "{name}"),),
+                    permissions_in="body",
+                ),
+                # The store may not exist before the first up (the stack creates its stores),
+                # and a test on a missing store answers 404; a role granting these is usually
+                # held on the project, where the test answers either way.
+                tested_on="project",
+            ),
         ),
     )
 }
@@ -396,6 +592,14 @@ def parse_scope(uri: str) -> ParsedScope | None:
         if parts is not None:
             return ParsedScope(kind, parts)
     return None
+
+
+def kind_of_member(type_token: str) -> ScopeKind | None:
+    """The kind whose pulumi-gcp IAM member resource has this type; None for any other type."""
+    return next(
+        (kind for kind in SCOPE_KINDS.values() if kind.pulumi_member.type_token == type_token),
+        None,
+    )
 
 
 def scope_uri(kind: ScopeKindName, *, project: str, resource: str) -> str:

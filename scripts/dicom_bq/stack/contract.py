@@ -20,7 +20,8 @@ DEFAULT_UNIVERSE = "googleapis.com"
 class OutputNames:
     STORE = "dicomStoreName"
     DICOMWEB = "dicomwebUrl"
-    # Every store, [{id, name, dicomwebUrl}], in the stack's order; STORE and DICOMWEB stay the
+    # Every store, [{id, name, dicomwebUrl, snapshotTable}], in the stack's order (snapshotTable,
+    # its own snapshot's bq://P.D.T, only with a snapshot schedule); STORE and DICOMWEB stay the
     # first one's for what read them before stacks had several.
     STORES = "dicomStores"
     AGENT = "agentEmail"
@@ -32,8 +33,9 @@ class OutputNames:
     UNIVERSE = "universeDomain"
     GRANTS = "grants"  # [{role, member, scope, reason}]
     ALERT_POLICIES = "alertPolicies"  # [display name of each alert policy]; [] without alerts
-    # Optional, a nightly snapshot export: its table (bq://P.D.T) and Cloud Scheduler's
-    # {"schedule": unix-cron, "timeZone": tz name}, the Job fields of the same names.
+    # Optional, a nightly snapshot export: the first store's table (bq://P.D.T; each store's is in
+    # STORES, this one stays for what read it before each store had its own) and Cloud
+    # Scheduler's {"schedule": unix-cron, "timeZone": tz name}, the Job fields of the same names.
     SNAPSHOT_TABLE = "snapshotTable"
     SNAPSHOT_SCHEDULE = "snapshotSchedule"
 
@@ -48,33 +50,54 @@ class StoreOutputs:
     store_id: str
     name: str  # projects/P/locations/L/datasets/D/dicomStores/S
     dicomweb_url: str | None = None
+    snapshot_table: str | None = None  # bq://P.D.T of its nightly snapshot, with a schedule
 
 
-def _parse_stores(document: Mapping[str, Any], first: str | None) -> list[StoreOutputs]:
+def _unlisted(what: str) -> DicomBqError:
+    return DicomBqError(
+        f"the stack output {OutputNames.STORES} {what}: are these the outputs of a dicom-bq stack?"
+    )
+
+
+def _parse_stores(
+    document: Mapping[str, Any], first: str | None, first_snapshot: str | None
+) -> list[StoreOutputs]:
+    """The stores, each with its snapshot table; a stack deployed before each store had its own
+    exported only the first store's, as snapshotTable (the others' are not known)."""
     listed = document.get(OutputNames.STORES)
     if listed is None:
         # Deployed before stacks had several stores: the one store is dicomStoreName.
-        return [StoreOutputs(first.rsplit("/", 1)[-1], first)] if first else []
+        return (
+            [StoreOutputs(first.rsplit("/", 1)[-1], first, None, first_snapshot)] if first else []
+        )
     if not isinstance(listed, list) or not all(
         isinstance(entry, dict)
         and isinstance(entry.get("id"), str)
         and isinstance(entry.get("name"), str)
         for entry in listed
     ):
-        raise DicomBqError(
-            f"the stack output {OutputNames.STORES} is not a list of stores (id, name): are "
-            "these the outputs of a dicom-bq stack?"
+        raise _unlisted("is not a list of stores (id, name)")
+    stores = []
+    for index, entry in enumerate(listed):
+        if "snapshotTable" not in entry:
+            snapshot = first_snapshot if index == 0 else None
+        elif entry["snapshotTable"] is None or isinstance(entry["snapshotTable"], str):
+            snapshot = entry["snapshotTable"] or None
+        else:
+            raise _unlisted(
+                f"gives store {entry['id']!r} a snapshotTable that is "
+                f"{type(entry['snapshotTable']).__name__}, not text"
+            )
+        url = entry.get("dicomwebUrl")
+        stores.append(
+            StoreOutputs(
+                store_id=entry["id"],
+                name=entry["name"],
+                dicomweb_url=url if isinstance(url, str) else None,
+                snapshot_table=snapshot,
+            )
         )
-    return [
-        StoreOutputs(
-            store_id=entry["id"],
-            name=entry["name"],
-            dicomweb_url=entry.get("dicomwebUrl")
-            if isinstance(entry.get("dicomwebUrl"), str)
-            else None,
-        )
-        for entry in listed
-    ]
+    return stores
 
 
 @dataclass(frozen=True)
@@ -126,8 +149,9 @@ class StackOutputs:
                 '{"schedule": "CRON", "timeZone": "TZ"}: are these the outputs of a dicom-bq stack?'
             )
         store_name = text(OutputNames.STORE)
+        snapshot_table = text(OutputNames.SNAPSHOT_TABLE)
         return cls(
-            stores=_parse_stores(document, store_name),
+            stores=_parse_stores(document, store_name, snapshot_table),
             store_name=store_name,
             dicomweb_url=text(OutputNames.DICOMWEB),
             agent_email=text(OutputNames.AGENT),
@@ -138,7 +162,7 @@ class StackOutputs:
             filter_bucket=text(OutputNames.FILTER_BUCKET),
             universe_domain=text(OutputNames.UNIVERSE) or DEFAULT_UNIVERSE,
             grants=[{str(k): str(v) for k, v in g.items()} for g in grants],
-            snapshot_table_uri=text(OutputNames.SNAPSHOT_TABLE),
+            snapshot_table_uri=snapshot_table,
             snapshot_schedule=dict(schedule) if schedule is not None else None,
         )
 

@@ -99,11 +99,6 @@ def targets_from_outputs(
     ]
 
 
-def target_from_outputs(outputs: dict[str, Any], table: str | None = None) -> VerifyTarget:
-    """The stack's first store (its only one in the dicomStoreId form)."""
-    return targets_from_outputs(outputs, table)[0]
-
-
 @dataclass(frozen=True)
 class UpOptions:
     """Pulumi's common `up` flags, passed through as the Pulumi CLI documents them

@@ -1,0 +1,316 @@
+"""Starting an export and following it, with the IAM-propagation retry and its explanation."""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dicom_bq.clients.healthcare import (
+    ApiCallError,
+    ExportAnswerLostError,
+    ExportNotStartedError,
+    ExportRequest,
+    ExportSchema,
+    HealthcareApi,
+    check_export_body,
+)
+from dicom_bq.clients.operations import PERMISSION_DENIED, Follower, OperationState
+from dicom_bq.clients.retry import FAULT_BACKOFF, PERMISSION_BACKOFF, Backoff, Clock, SystemClock
+from dicom_bq.errors import EXIT_FAILED, DicomBqError
+from dicom_bq.refs import GcsUri, StoreName, TableUri, WriteDisposition
+
+DEFAULT_PERMISSION_WINDOW = 600.0
+EXPORT_METHOD = "DicomService.ExportDicomData"  # OperationMetadata.apiMethodName's last part
+# Google's clock and ours may disagree a little; an export created this long before we sent the
+# request is still taken for ours (the list is re-read, never guessed from).
+CLOCK_SKEW = datetime.timedelta(seconds=30)
+LISTING_DELAYS = (2.0, 4.0, 8.0)  # operations.list may lag the operation's creation
+MAX_NOT_STARTED_RETRIES = 5
+_AGENT = re.compile(r"service-[0-9]+@gcp-sa-healthcare\.[A-Za-z0-9.-]+")
+_CALLER_PERMISSION = re.compile(r"Permission '([a-zA-Z0-9_.]+)' denied")
+
+
+def utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    store: StoreName
+    table: TableUri
+    write_disposition: WriteDisposition | None = None
+    force: bool | None = None
+    filter: GcsUri | None = None
+    schema: ExportSchema = ExportSchema.NESTED
+    include_source_store: bool = False
+
+    def request(self) -> ExportRequest:
+        return ExportRequest(
+            store=self.store.name,
+            table_uri=self.table.uri,
+            write_disposition=self.write_disposition,
+            force=self.force,
+            filter_uri=self.filter.uri if self.filter else None,
+            schema=self.schema,
+            include_source_store=self.include_source_store,
+        )
+
+    def check(self, api_version: str) -> None:
+        """Refuse options the API version lacks before any request (filter upload included)."""
+        check_export_body(api_version, self.request().body())
+
+    @property
+    def truncates(self) -> bool:
+        return self.force is True or self.write_disposition is WriteDisposition.WRITE_TRUNCATE
+
+
+def agent_named_in(message: str) -> str | None:
+    """The service agent's address when Google's error message names it."""
+    found = _AGENT.search(message)
+    return found.group(0) if found else None
+
+
+def agent_description(store: StoreName, agent_email: str | None) -> str:
+    if agent_email:
+        return agent_email
+    return (
+        f"the project's Healthcare agent, service-NUMBER@gcp-sa-healthcare.iam.gserviceaccount.com "
+        f"where NUMBER is `gcloud projects describe {store.project} "
+        "--format='value(projectNumber)'`"
+    )
+
+
+def explain_permission_denied(
+    plan: ExportPlan, agent_email: str | None, waited: float, api_message: str
+) -> str:
+    agent_email = agent_named_in(api_message) or agent_email
+    agent = agent_description(plan.store, agent_email)
+    member = f"serviceAccount:{agent_email}" if agent_email else "gcp-sa-healthcare"
+    table = plan.table
+    needs = [
+        f"roles/bigquery.dataEditor on BigQuery dataset {table.project}:{table.dataset}",
+        f"roles/bigquery.jobUser on project {table.project}",
+    ]
+    if plan.filter:
+        needs.append(f"roles/storage.objectViewer on bucket gs://{plan.filter.bucket}")
+    return (
+        f"The export was refused with PERMISSION_DENIED for {waited:.0f}s: {api_message}. "
+        f"The Cloud Healthcare service agent of project {plan.store.project}, {agent}, needs "
+        + "; ".join(needs)
+        + ". Grants made a few minutes ago may still be propagating (usually 2 minutes, "
+        "sometimes 7 or more): retry with a longer --permission-window. Check what the agent "
+        f"holds with `gcloud projects get-iam-policy {table.project} --flatten=bindings "
+        f"--filter=\"bindings.members:{member}\" --format='value(bindings.role)'` and "
+        f"`bq show --format=prettyjson {table.project}:{table.dataset}`; add what is missing "
+        "with `pulumi up` on the stack that provisions this path."
+    )
+
+
+# The predefined roles holding healthcare.dicomStores.export are dicomViewer and dicomEditor, not
+# dicomStoreAdmin: https://cloud.google.com/iam/docs/roles-permissions/healthcare
+def explain_caller_denied(plan: ExportPlan, api_message: str) -> str:
+    found = _CALLER_PERMISSION.search(api_message)
+    permission = found.group(1) if found else "healthcare.dicomStores.export"
+    return (
+        f"you (the credentials dicom-bq runs with) lack {permission} on {plan.store.name}: "
+        f"{api_message}. Ask for roles/healthcare.dicomEditor on the store or its dataset "
+        "(roles/healthcare.dicomStoreAdmin does not hold the export permission), "
+        "or run as an account that has it (--impersonate-service-account). Nothing was exported."
+    )
+
+
+def is_agent_denial(error: ApiCallError) -> bool:
+    """A 403 about the Healthcare agent (propagating IAM) rather than about the caller.
+
+    Google names the principal it checked: the caller's denial reads "Permission
+    'healthcare.dicomStores.export' denied on resource ..."; the agent's names the agent.
+    """
+    return agent_named_in(error.message) is not None and not _CALLER_PERMISSION.search(
+        error.message
+    )
+
+
+@dataclass
+class Exporter:
+    api: HealthcareApi
+    clock: Clock = field(default_factory=SystemClock)
+    permission_window: float = DEFAULT_PERMISSION_WINDOW
+    permission_backoff: Backoff = PERMISSION_BACKOFF
+    agent_email: str | None = None
+    now: Callable[[], datetime.datetime] = utc_now
+
+    def start(self, plan: ExportPlan, on_wait: Callable[[str, float], None] | None = None) -> str:
+        """Start the export at most once; returns the operation name.
+
+        The export POST is not idempotent (WRITE_APPEND twice duplicates every row), so it is
+        never resent when its answer may have been lost: the operation it started is looked up
+        with operations.list instead. Only a refusal before Google acted (429, connection
+        refused) or a denial while the agent's grants propagate is sent again.
+        """
+        started = self.clock.monotonic()
+        delays = self.permission_backoff.delays()
+        refusals = FAULT_BACKOFF.delays()
+        not_started = 0
+        while True:
+            sent_at = self.now()
+            try:
+                operation = self.api.export_once(plan.request())
+                return str(operation["name"])
+            except ExportNotStartedError as refused:
+                not_started += 1
+                if not_started > MAX_NOT_STARTED_RETRIES:
+                    raise DicomBqError(
+                        f"the export request was refused {not_started} times ({refused}): "
+                        "nothing was exported; try again later",
+                        exit_code=EXIT_FAILED,
+                    ) from None
+                delay = next(refusals)
+                if on_wait:
+                    on_wait(f"export refused before it started ({refused})", delay)
+                self.clock.sleep(delay)
+            except ExportAnswerLostError as lost:
+                return self.find_started(plan, sent_at, lost.description, on_wait)
+            except ApiCallError as error:
+                waited = self.clock.monotonic() - started
+                if error.status == 403 and not is_agent_denial(error):
+                    raise DicomBqError(
+                        explain_caller_denied(plan, error.message), exit_code=EXIT_FAILED
+                    ) from None
+                if error.status != 403:
+                    raise DicomBqError(
+                        f"the export request was refused ({error.status} {error.reason}): "
+                        f"{error.message}",
+                        exit_code=EXIT_FAILED,
+                    ) from None
+                delay = next(delays)
+                if waited + delay > self.permission_window:
+                    raise DicomBqError(
+                        explain_permission_denied(plan, self.agent_email, waited, error.message),
+                        exit_code=EXIT_FAILED,
+                    ) from None
+                if on_wait:
+                    on_wait(f"PERMISSION_DENIED for the agent ({error.message})", delay)
+                self.clock.sleep(delay)
+
+    def find_started(
+        self,
+        plan: ExportPlan,
+        sent_at: datetime.datetime,
+        why: str,
+        on_wait: Callable[[str, float], None] | None = None,
+    ) -> str:
+        """The operation a request whose answer was lost started, found by operations.list
+        (method ExportDicomData, created since the request was sent); never a second export."""
+        dataset = plan.store.dataset_name
+        how_to_check = (
+            f"check with `gcloud healthcare operations list --dataset={plan.store.dataset} "
+            f"--location={plan.store.location} --project={plan.store.project}` and "
+            "`dicom-bq operations describe NAME`; export again only if no export started then"
+        )
+        for delay in (0.0, *LISTING_DELAYS):
+            if delay:
+                if on_wait:
+                    on_wait(f"looking for the export the lost answer started ({why})", delay)
+                self.clock.sleep(delay)
+            try:
+                candidates = self._recent_exports(dataset, sent_at - CLOCK_SKEW)
+            except ApiCallError as error:
+                raise DicomBqError(
+                    f"the answer to the export request was lost ({why}) and the operations of "
+                    f"{dataset} cannot be listed ({error.status} {error.reason}): the export may "
+                    f"or may not have started, so it is not sent again; {how_to_check}",
+                    exit_code=EXIT_FAILED,
+                ) from None
+            if len(candidates) == 1:
+                name = str(candidates[0]["name"])
+                if on_wait:
+                    on_wait(f"the answer was lost ({why}); following {name}, found by listing", 0)
+                return name
+            if len(candidates) > 1:
+                names = ", ".join(str(c["name"]) for c in candidates)
+                raise DicomBqError(
+                    f"the answer to the export request was lost ({why}) and {len(candidates)} "
+                    f"exports started in {dataset} since then ({names}): dicom-bq cannot tell "
+                    f"which is this one, so nothing is sent again; {how_to_check}",
+                    exit_code=EXIT_FAILED,
+                )
+        raise DicomBqError(
+            f"the answer to the export request was lost ({why}) and no export operation that "
+            f"started since {sent_at:%Y-%m-%dT%H:%M:%SZ} is listed in {dataset}: it probably did "
+            f"not start, but it is not sent again blindly; {how_to_check}",
+            exit_code=EXIT_FAILED,
+        )
+
+    def _recent_exports(self, dataset: str, since: datetime.datetime) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        token: str | None = None
+        for _ in range(20):  # at most 2,000 operations: exports are rare per dataset
+            page = self.api.list_operations(dataset, token)
+            for operation in page.get("operations") or []:
+                metadata = operation.get("metadata") or {}
+                created = _timestamp(str(metadata.get("createTime") or ""))
+                if (
+                    str(metadata.get("apiMethodName") or "").endswith(EXPORT_METHOD)
+                    and created is not None
+                    and created >= since
+                ):
+                    found.append(operation)
+            token = page.get("nextPageToken")
+            if not token:
+                break
+        return found
+
+    def run(
+        self,
+        plan: ExportPlan,
+        follower: Follower,
+        timeout: float | None,
+        on_start: Callable[[str], None] | None = None,
+        on_update: Callable[[OperationState, float], None] | None = None,
+        on_wait: Callable[[str, float], None] | None = None,
+    ) -> OperationState:
+        """Export and follow; an operation that fails on the agent's permission is tried again
+        while the permission window lasts, since that is what IAM propagation looks like."""
+        started = self.clock.monotonic()
+        delays = self.permission_backoff.delays()
+        while True:
+            name = self.start(plan, on_wait)
+            if on_start:
+                on_start(name)
+            remaining = None if timeout is None else timeout - (self.clock.monotonic() - started)
+            try:
+                state = follower.follow(name, remaining, on_update)
+            except ApiCallError as error:
+                raise DicomBqError(
+                    f"cannot read operation {name} ({error.status} {error.reason}: "
+                    f"{error.message}); it may still be running: resume with "
+                    f"`dicom-bq operations wait {name}`",
+                    exit_code=EXIT_FAILED,
+                ) from None
+            if state.error_code != PERMISSION_DENIED:
+                return state
+            waited = self.clock.monotonic() - started
+            delay = next(delays)
+            if waited + delay > self.permission_window:
+                raise DicomBqError(
+                    explain_permission_denied(
+                        plan, self.agent_email, waited, state.error_message or ""
+                    )
+                    + f" Last operation: {state.name}"
+                    + (f", logs: {state.logs_url}" if state.logs_url else ""),
+                    exit_code=EXIT_FAILED,
+                )
+            if on_wait:
+                on_wait(f"operation {name} failed with PERMISSION_DENIED", delay)
+            self.clock.sleep(delay)
+
+
+def _timestamp(text: str) -> datetime.datetime | None:
+    """An RFC 3339 timestamp as Google writes them (Z, optional fraction), or None."""
+    try:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
