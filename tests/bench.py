@@ -1,4 +1,5 @@
 """Benchmarks, reported not asserted:  python -m tests.bench [startup] [plan] [polling] [verify]
+                                        [filters] [suite]
 
 startup  `dicom-bq --help` against `python -c "import typer"` (median of 15 runs each)
 plan     `dicom-bq plan --stack prod` wall time, and 20 generated stacks planned in one process
@@ -8,6 +9,8 @@ verify   `dicom-bq verify` against the fakes, Orthanc and the storage emulator, 
 filters  `filter validate` on a generated 2-million-line file beside `wc -l` and `grep -cE` of
          the same pattern (mean and worst of 5 runs), `filter build --normalize` on it, and
          validate on a 1 GB file that is one line: seconds, lines/s and peak memory
+suite    the test suite's wall time, as `scripts/test` runs it (one worker per core) and on one
+         worker (-n 0): mean and worst of DICOM_BQ_BENCH_SUITE_RUNS runs (default 3)
 """
 
 from __future__ import annotations
@@ -279,12 +282,32 @@ def filters() -> None:
         )
 
 
+def suite() -> None:
+    runs = int(os.environ.get("DICOM_BQ_BENCH_SUITE_RUNS", "3"))
+    for label, extra in (("one worker per core (-n auto)", []), ("one worker (-n 0)", ["-n", "0"])):
+        timings = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", *extra],
+                check=True,
+                capture_output=True,
+                cwd=ROOT,
+            )
+            timings.append(time.perf_counter() - started)
+        print(
+            f"suite, {label}: mean {statistics.mean(timings):.1f} s, worst {max(timings):.1f} s "
+            f"over {runs} runs ({os.cpu_count()} cores)"
+        )
+
+
 BENCHMARKS = {
     "startup": startup,
     "plan": plan,
     "polling": polling,
     "verify": verify,
     "filters": filters,
+    "suite": suite,
 }
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
+
 from dicom_bq.stack.plan import Plan, record_program
 from tests import deployment_model as model
 from tests.inventory import ROOT
@@ -123,3 +125,44 @@ def test_pulumis_component_analyzer_reads_the_schema() -> None:
         "scope",
         "reason",
     }
+
+
+@pytest.mark.parametrize(
+    ("argument", "feature"),
+    [
+        ("location", {"alert_emails": ["oncall@example.org"]}),
+        ("healthcare_dataset_id", {"alert_emails": ["oncall@example.org"]}),
+        ("location", {"snapshot_schedule": "0 2 * * *"}),
+        ("healthcare_dataset_id", {"snapshot_schedule": "0 2 * * *"}),
+        ("time_zone", {"snapshot_schedule": "0 2 * * *"}),
+    ],
+)
+def test_what_alert_and_snapshot_names_are_made_of_must_be_text(
+    argument: str, feature: dict[str, Any]
+) -> None:
+    """Metric names, filters, the snapshot account and the job's time zone are built from these
+    when the program runs: another resource's Output there would become the text "Calling
+    __str__ on an Output[T]" inside a log filter, so it is refused by name."""
+    import pulumi
+
+    from dicom_bq.errors import DicomBqError
+    from dicom_bq.infra.components.export_path import DicomExportPath, DicomExportPathArgs
+
+    values: dict[str, Any] = {
+        "source_project": "team-project-1",
+        "source_project_number": "111122223333",
+        "location": "us-central1",
+        "healthcare_dataset_id": "imaging",
+        "dicom_store_id": "studies",
+        "bigquery_dataset_id": "dicom",
+        "time_zone": "Europe/Paris",
+        **feature,
+    }
+
+    def program() -> dict[str, Any]:
+        values[argument] = pulumi.Output.from_input(values[argument])
+        DicomExportPath("dicom", DicomExportPathArgs(**values))
+        return {}
+
+    with pytest.raises(DicomBqError, match=f"\\b{argument}\\b.* must be plain text"):
+        record_program("outputs", {}, program)

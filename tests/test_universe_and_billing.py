@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,12 +70,21 @@ class Internet:
 
     hosts: dict[str, str] = field(default_factory=dict)
     seen: list[tuple[str, str]] = field(default_factory=list)  # (method, url as sent)
+    # The thread of each request in `seen`: under pytest-xdist two storage GETs from a thread
+    # another test had left running were once recorded here; a test proving that *it* sent
+    # nothing reads the requests of its own thread.
+    threads: list[int] = field(default_factory=list)
+
+    def sent_by_this_thread(self) -> list[tuple[str, str]]:
+        mine = threading.get_ident()
+        return [sent for sent, t in zip(self.seen, self.threads, strict=True) if t == mine]
 
     def route(self, url: str, method: str) -> str:
         parts = urlsplit(url)
         if parts.hostname in ("127.0.0.1", "localhost"):
             return url
         self.seen.append((method, url))
+        self.threads.append(threading.get_ident())
         base = self.hosts.get(parts.hostname or "")
         if base is None:
             raise ConnectionError(f"the test network has no host {parts.hostname} ({url})")
@@ -301,7 +311,7 @@ def test_credentials_of_another_universe_are_refused_before_any_request(
     use_key(monkeypatch, tmp_path, universe="googleapis.com")
     with pytest.raises(DicomBqError, match=f"universe googleapis.com, not {UNIVERSE}"):
         BigQueryTables(Connection(universe_domain=UNIVERSE), "data-prj")
-    assert internet.seen == []
+    assert internet.sent_by_this_thread() == []
 
 
 def test_an_emulator_wins_over_the_universe_and_needs_no_credentials(
@@ -314,7 +324,7 @@ def test_an_emulator_wins_over_the_universe_and_needs_no_credentials(
         universe_domain=UNIVERSE, environ={"BIGQUERY_EMULATOR_HOST": bigquery.url}
     )
     assert BigQueryTables(connection, "data-prj").row_count(TableUri.parse(f"bq://{TABLE}")) == 1
-    assert internet.seen == []
+    assert internet.sent_by_this_thread() == []
 
 
 def test_a_universe_that_is_not_a_host_name_is_refused() -> None:

@@ -391,7 +391,7 @@ class _Collector:
             exports_readable=exports is not None,
             stream_tables=tables,
             snapshot=(
-                self.snapshot(target.snapshot_table, schedule)
+                self.snapshot(target.snapshot_table, schedule, store)
                 if target.snapshot_table is not None
                 else None
             ),
@@ -450,8 +450,15 @@ class _Collector:
             )
         )
 
-    def snapshot(self, table: TableUri, schedule: CronSchedule | None) -> SnapshotStatus:
+    def snapshot(
+        self, table: TableUri, schedule: CronSchedule | None, store: StoreName
+    ) -> SnapshotStatus:
         status = self.table(table)
+        # The stack names each store's job after the store (components/snapshot.py job_name).
+        job = (
+            f"check the Cloud Scheduler job of store {store.store} (gcloud scheduler jobs list "
+            f"--project {store.project}): its last attempt, then"
+        )
         due = None
         if schedule is not None:
             # The export the scheduler starts takes a while: a fire counts once its grace is over.
@@ -464,7 +471,7 @@ class _Collector:
                         "snapshot-missing",
                         table.uri,
                         f"no snapshot table, though its {judged} fired at {_when(due)}",
-                        "check the Cloud Scheduler job's last attempt and the export's logs",
+                        f"{job} the export's logs",
                     )
                 )
             elif status.last_modified is None or status.last_modified < due:
@@ -474,8 +481,7 @@ class _Collector:
                         table.uri,
                         f"last modified {_when(status.last_modified)}, before its {judged} "
                         f"fired at {_when(due)}",
-                        "check the Cloud Scheduler job's last attempt and the dataset's last "
-                        "exports (above)",
+                        f"{job} the dataset's last exports (above)",
                     )
                 )
         return SnapshotStatus(

@@ -193,16 +193,20 @@ class DicomExportPath(pulumi.ComponentResource):
         schedule = args.get("snapshot_schedule")
         stores = _store_inputs(args, labels)
         # (store ID, store name) of every store the path manages: alerts and snapshots cover each.
+        named_after_ids = alerting or schedule is not None
         store_ids = [
-            self._text(store.store_id, "dicom_store_id", alerting or schedule) for store in stores
+            self._text(store.store_id, "dicom_store_id", named_after_ids) for store in stores
         ]
+        # Metric names and filters are made from these too (components/alerts.py).
+        location_text = self._text(args["location"], "location", named_after_ids)
+        dataset_id_text = self._text(
+            args["healthcare_dataset_id"], "healthcare_dataset_id", named_after_ids
+        )
         snapshot_stores: tuple[tuple[str, pulumi.Input[str]], ...] = ()
         snapshot_account = snapshot_role = ""
         if schedule is not None:
             hc_dataset = naming.healthcare_dataset_name(
-                self._text(source_project, "source_project", True),
-                self._text(args["location"], "location", True),
-                self._text(args["healthcare_dataset_id"], "healthcare_dataset_id", True),
+                self._text(source_project, "source_project", True), location_text, dataset_id_text
             )
             snapshot_account = naming.snapshot_account_id(hc_dataset)
             snapshot_role = naming.snapshot_role_id(hc_dataset)
@@ -346,7 +350,11 @@ class DicomExportPath(pulumi.ComponentResource):
         snapshot_member: pulumi.Input[str] | None = None
         snapshot_zone: str | None = None
         if schedule is not None:
-            snapshot_zone = args.get("snapshot_time_zone") or str(args.get("time_zone", "UTC"))
+            snapshot_zone = self._text(
+                args.get("snapshot_time_zone") or args.get("time_zone", "UTC"),
+                "snapshot_time_zone (or time_zone)",
+                True,
+            )
             tables = naming.snapshot_tables(
                 store_ids, args.get("snapshot_table", naming.DEFAULT_SNAPSHOT_TABLE)
             )
@@ -364,7 +372,7 @@ class DicomExportPath(pulumi.ComponentResource):
                 f"{name}-snapshot",
                 NightlySnapshotArgs(
                     project=source_project,
-                    region=args.get("snapshot_region") or scheduler_region(str(args["location"])),
+                    region=args.get("snapshot_region") or scheduler_region(location_text),
                     schedule=schedule,
                     time_zone=snapshot_zone,
                     targets=[
@@ -398,8 +406,8 @@ class DicomExportPath(pulumi.ComponentResource):
                     stores=[
                         AlertedStore(
                             store_id=store_id,
-                            dataset_id=str(args["healthcare_dataset_id"]),
-                            location=str(args["location"]),
+                            dataset_id=dataset_id_text,
+                            location=location_text,
                             store_name=store_name,
                             streams=bool(store.stream_tables),
                         )
