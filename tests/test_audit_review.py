@@ -512,3 +512,127 @@ def test_review_online_reads_the_iam_api(live: Live) -> None:
     assert grants["roles/bigquery.dataEditor"]["permissions_source"].startswith(
         "snapshot 2026-11-24 (IAM API: 404"
     )
+
+
+def _review_generated(folder: Path, stack: str, *options: str) -> str:
+    from tests.test_cli_plan import write_generated_project
+
+    if not (folder / "Pulumi.yaml").exists():
+        write_generated_project(folder)
+    result = runner.invoke(
+        app, ["review", "--stack", stack, "--project-dir", str(folder), *options]
+    )
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_review_lists_every_identity_with_its_grants(tmp_path: Path) -> None:
+    document = json.loads(_review_generated(tmp_path, "operations", "-f", "json"))
+    identities = {
+        identity["title"].split(" dicom-bq-")[0]: identity for identity in document["identities"]
+    }
+    assert set(identities) == {
+        "Cloud Healthcare service agent",
+        "Service account",
+        "Cloud Scheduler service agent",
+    }
+    # Each grant sits under its member's identity, whole: role, member, scope, why, permissions.
+    assert sorted(
+        (g["member"], g["role"], g["scope"]) for i in identities.values() for g in i["grants"]
+    ) == sorted((g["member"], g["role"], g["scope"]) for g in document["grants"])
+    for identity in identities.values():
+        for grant in identity["grants"]:
+            assert grant["member"] == identity["member"]
+            assert {"role", "scope", "reason", "permissions", "permissions_source"} <= grant.keys()
+    snapshot = identities["Service account"]
+    assert snapshot["member"].startswith("serviceAccount:dicom-bq-snapshot-")
+    assert snapshot["origin"].startswith("created by the stack (gcp:serviceaccount/account:Account")
+    assert len(snapshot["grants"]) == 2  # one per store
+    markdown = _review_generated(tmp_path, "operations")
+    header = markdown.split("\n## ", 1)[0]
+    for identity in identities.values():
+        assert f"`{identity['member']}`" in header
+        assert f"## {identity['title']}: `{identity['member']}`" in markdown
+    assert "| identity | role | member | on | why |" in markdown
+
+
+def test_review_reads_the_custom_roles_permissions_from_the_plan(tmp_path: Path) -> None:
+    document = json.loads(_review_generated(tmp_path, "operations", "-f", "json"))
+    custom = [g for g in document["grants"] if "/roles/dicomBqSnapshotExport_" in g["role"]]
+    assert len(custom) == 2
+    for grant in custom:
+        assert grant["permissions"] == ["healthcare.dicomStores.export"]
+        assert grant["permissions_source"] == "the stack's custom role"
+        assert grant["role_title"] == "dicom-bq nightly snapshot: DICOM export only"
+    markdown = _review_generated(tmp_path, "operations")
+    assert "- Permissions (1, from the stack's custom role):" in markdown
+    assert "not in the snapshot" not in markdown.split("## Service account", 1)[1].split("\n## ")[0]
+
+
+def test_review_lists_the_dicom_stores_one_a_line(tmp_path: Path) -> None:
+    markdown = _review_generated(tmp_path, "three-stores")
+    section = markdown.split("## DICOM stores\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    store = "`projects/dicom-src-test/locations/us-central1/datasets/imaging/dicomStores/{}`"
+    assert section == [
+        f"- {store.format('archive')}: labels `env=test`; no notification; no streams",
+        f"- {store.format('clinical')}: labels `env=test`; no notification; streams to "
+        "`bq://dicom-src-test.dicom_metadata.clinical_stream`, "
+        "`bq://dicom-src-test.dicom_metadata.clinical_research`",
+        f"- {store.format('research')}: labels `env=test, team=research`; notifies "
+        "`projects/dicom-src-test/topics/research-instances` (bulk imports too); no streams",
+    ]
+
+
+def test_review_lists_the_alert_policies_and_what_they_watch(tmp_path: Path) -> None:
+    document = json.loads(_review_generated(tmp_path, "operations", "-f", "json"))
+    policies = {p["display_name"]: p for p in document["alert_policies"]}
+    plan = plan_example("operations")
+    assert set(policies) == set(plan.outputs["alertPolicies"])
+    metric_filters = {
+        r.inputs["name"]: r.inputs["filter"]
+        for r in plan.custom_resources()
+        if r.type == "gcp:logging/metric:Metric"
+    }
+    for policy in policies.values():
+        assert policy["severity"] == "ERROR"
+        assert policy["notifies"] == [
+            "email oncall@example.org (created by the stack)",
+            "projects/dicom-src-test/notificationChannels/4242",
+        ]
+        for watch in policy["watches"]:
+            # The condition names its log metric; the review shows the logs that metric counts.
+            assert watch["log_filter"] == metric_filters[watch["log_metric"]]
+    clinical = policies["dicom-bq: export errors on DICOM store clinical"]["watches"][0]
+    assert 'resource.labels.dicom_store_id="clinical"' in clinical["log_filter"]
+    markdown = _review_generated(tmp_path, "operations")
+    section = markdown.split("## Alert policies\n\n", 1)[1].split("\n\n", 1)[0]
+    assert len(section.splitlines()) == 2 + len(policies)
+    assert "log entries matching `resource.type=" in section
+
+
+def test_review_lists_the_scheduler_jobs(tmp_path: Path) -> None:
+    document = json.loads(_review_generated(tmp_path, "operations", "-f", "json"))
+    store = "projects/dicom-src-test/locations/us-central1/datasets/imaging/dicomStores/{}"
+    jobs = {job["target_store"]: job for job in document["scheduler_jobs"]}
+    assert set(jobs) == {store.format("clinical"), store.format("archive")}
+    for store_id in ("clinical", "archive"):
+        job = jobs[store.format(store_id)]
+        assert (job["schedule"], job["time_zone"], job["retry_count"]) == (
+            "0 2 * * *",
+            "Europe/Paris",
+            0,
+        )
+        # The table comes from the request body the job sends, as Cloud Scheduler will send it.
+        assert job["table"] == f"bq://dicom-src-test.dicom_metadata.dicom_snapshot_{store_id}"
+        assert job["write_disposition"] == "WRITE_TRUNCATE"
+        assert job["runs_as"].startswith("dicom-bq-snapshot-")
+    markdown = _review_generated(tmp_path, "operations")
+    rows = markdown.split("## Scheduler jobs\n\n", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
+    assert len(rows) == 2
+    assert all("| `0 2 * * *` | Europe/Paris |" in row and "| 0 |" in row for row in rows)
+
+
+def test_review_of_a_stack_without_operations_says_none(tmp_path: Path) -> None:
+    markdown = _review_generated(tmp_path, "three-stores")
+    assert "## Alert policies\n\nNone." in markdown
+    assert "## Scheduler jobs\n\nNone." in markdown

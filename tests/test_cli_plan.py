@@ -138,3 +138,107 @@ def test_a_value_breaks_only_after_a_separator() -> None:
         "      cryptoKeys/bq",
     ]
     assert wrap_value("x" * 12, width=10, first="k: ", rest="  ") == ["k: xxxxxxx", "  xxxxx"]
+
+
+def write_generated_project(folder: Path) -> Path:
+    """A project folder with the generated stacks of tests/stacks.py INVENTORIED as stack files
+    (namespaced dicom-bq: keys), so the CLI plans them as users' stacks."""
+    import yaml
+
+    from tests.stacks import INVENTORIED
+
+    (folder / "Pulumi.yaml").write_text((ROOT / "Pulumi.yaml").read_text("utf-8"), "utf-8")
+    for stack, settings in INVENTORIED.items():
+        config = {f"dicom-bq:{key}": value for key, value in settings().items()}
+        (folder / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump({"config": config}), "utf-8")
+    return folder
+
+
+def _generated_plan(folder: Path, stack: str, *options: str) -> str:
+    result = runner.invoke(app, ["plan", "--stack", stack, "--project-dir", str(folder), *options])
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_the_plan_shows_the_key_inputs_of_operations_resources(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    text = _generated_plan(write_generated_project(tmp_path), "operations")
+    assert max(len(line) for line in text.splitlines()) <= 80
+    # A resource's block: its name, then its fields. An alert policy and its log metric share
+    # a name, so a block is found by name and type.
+    blocks = {
+        (block.split("\n", 1)[0], block.split("\n")[1].removeprefix("  type: ")): block
+        for block in text.split("\n\n")
+        if block.count("\n") > 1
+    }
+    job = blocks["dicom-bq-snapshot-job-clinical", "gcp:cloudscheduler/job:Job"].splitlines()
+    for line in (
+        "  schedule: 0 2 * * *",
+        "  timeZone: Europe/Paris",
+        "  calls: POST https://healthcare.googleapis.com/v1/projects/dicom-src-test/",
+        "      locations/us-central1/datasets/imaging/dicomStores/clinical:export",
+        "  oauthScope: https://www.googleapis.com/auth/cloud-platform",
+        "  retryCount: 0",
+    ):
+        assert line in job
+    role = blocks["dicom-bq-snapshot-role", "gcp:projects/iAMCustomRole:IAMCustomRole"]
+    assert "  permissions: healthcare.dicomStores.export" in role.splitlines()
+    account = blocks["dicom-bq-snapshot-account", "gcp:serviceaccount/account:Account"]
+    assert "  accountId: dicom-bq-snapshot-" in account
+    channel = blocks[
+        "dicom-bq-alerts-email-0", "gcp:monitoring/notificationChannel:NotificationChannel"
+    ]
+    assert "  email: oncall@example.org" in channel.splitlines()
+    policy = blocks[
+        "dicom-bq-alerts-export_errors-clinical", "gcp:monitoring/alertPolicy:AlertPolicy"
+    ]
+    assert "  displayName: dicom-bq: export errors on DICOM store clinical" in policy.splitlines()
+    metric = blocks["dicom-bq-alerts-export_errors-clinical", "gcp:logging/metric:Metric"]
+    assert "  name: dicom_bq/export_errors/us-central1/imaging/clinical" in metric.splitlines()
+    assert '  filter: resource.type="healthcare_dicom_store" AND' in metric.splitlines()
+
+
+def test_the_plan_shows_bulk_import_notifications_and_store_labels(tmp_path: Path) -> None:
+    text = _generated_plan(write_generated_project(tmp_path), "three-stores")
+    research = next(b for b in text.split("\n\n") if b.startswith("dicom-bq-dicom-store-research"))
+    assert "  labels: env=test, team=research" in research.splitlines()
+    assert "  notify: projects/dicom-src-test/topics/research-instances" in research.splitlines()
+    assert "  sendForBulkImport: true" in research.splitlines()
+
+
+def test_markdown_key_inputs_keep_spaces_and_asterisks_as_code(tmp_path: Path) -> None:
+    text = _generated_plan(write_generated_project(tmp_path), "operations", "-f", "markdown")
+    job_row = next(line for line in text.splitlines() if "`dicom-bq-snapshot-job-archive`" in line)
+    assert "schedule: `0 2 * * *`<br>timeZone: `Europe/Paris`" in job_row
+    assert "retryCount: `0`" in job_row
+
+
+def test_planning_the_same_stack_twice_gives_identical_json(tmp_path: Path) -> None:
+    # Pulumi's SDK registers resources from a thread pool as their inputs resolve
+    # (pulumi/runtime/resource.py, register_resource): arrival order differs run to run.
+    folder = write_generated_project(tmp_path)
+    first = _generated_plan(folder, "operations", "-f", "json")
+    for _ in range(3):
+        assert _generated_plan(folder, "operations", "-f", "json") == first
+
+
+def test_the_plan_lists_dependencies_first_then_by_type_and_name(tmp_path: Path) -> None:
+    document = json.loads(
+        _generated_plan(write_generated_project(tmp_path), "operations", "-f", "json")
+    )
+    resources = document["resources"]
+    # depends_on and parent are names, and an alert policy shares its log metric's name: a name
+    # stands for its first resource, the one every resource of that name may depend on.
+    position: dict[str, int] = {}
+    depth: dict[str, int] = {}
+    keys = []
+    for index, r in enumerate(resources):
+        before = [*r["depends_on"], *([r["parent"]] if r["parent"] else [])]
+        assert all(name in position for name in before), r["name"]
+        own_depth = 1 + max((depth[name] for name in before), default=-1)
+        position.setdefault(r["name"], index)
+        depth.setdefault(r["name"], own_depth)
+        keys.append((own_depth, r["type"], r["name"]))
+    assert keys == sorted(keys)

@@ -83,23 +83,62 @@ def _flow_functions(tree: ast.AST) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("path", _modules(CLI), ids=lambda p: p.name)
-def test_each_cli_function_calls_at_most_one_flow(path: Path) -> None:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    flows = _flow_functions(tree)
-    crowded = {}
-    for function in ast.walk(tree):
-        if not isinstance(function, ast.FunctionDef):
-            continue
-        calls = [
+# Flow functions that only turn a report into text: printing is not orchestrating.
+RENDERERS = frozenset({"report_lines"})
+
+
+def _flow_calls(tree: ast.AST, flows: set[str]) -> dict[str, list[str]]:
+    """Each function's flow calls, counting those of the module's own helpers it calls (a
+    command reading its input through a helper that calls a flow orchestrates all the same)."""
+    functions = {f.name: f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)}
+
+    def called(function: ast.FunctionDef) -> list[str]:
+        return [
             node.func.id
             for node in ast.walk(function)
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-            if node.func.id in flows
         ]
-        if len(calls) > FLOW_CALLS_PER_FUNCTION:
-            crowded[function.name] = calls
+
+    def reached(name: str, seen: frozenset[str]) -> list[str]:
+        found = []
+        for callee in called(functions[name]):
+            if callee in flows and callee not in RENDERERS:
+                found.append(callee)
+            elif callee in functions and callee not in seen:
+                found += reached(callee, seen | {callee})
+        return found
+
+    return {name: reached(name, frozenset({name})) for name in functions}
+
+
+@pytest.mark.parametrize("path", _modules(CLI), ids=lambda p: p.name)
+def test_each_cli_function_calls_at_most_one_flow(path: Path) -> None:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    crowded = {
+        name: calls
+        for name, calls in _flow_calls(tree, _flow_functions(tree)).items()
+        if len(calls) > FLOW_CALLS_PER_FUNCTION
+    }
     assert crowded == {}, f"{path.name}: each command calls one flow; these orchestrate: {crowded}"
+
+
+def test_a_command_calling_a_second_flow_through_a_helper_is_caught() -> None:
+    """The check itself: the shape `status` had, a helper reading the outputs through one flow
+    and the command calling another."""
+    source = """
+from dicom_bq.flows.targets import stack_outputs_document
+from dicom_bq.flows.status import check_status, report_lines
+
+def _outputs(stack):
+    return stack_outputs_document(stack=stack, outputs=None, project_dir=None)
+
+def status(stack):
+    report = check_status(outputs=_outputs(stack))
+    print(report_lines(report))
+"""
+    tree = ast.parse(source)
+    calls = _flow_calls(tree, _flow_functions(tree))
+    assert calls["status"] == ["check_status", "stack_outputs_document"]
 
 
 def _called_flows() -> list[tuple[str, str]]:
@@ -123,3 +162,59 @@ def test_flows_the_cli_calls_take_keyword_only_arguments(flow: tuple[str, str]) 
     parameters = inspect.signature(function).parameters.values()
     positional = [p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD]
     assert len(positional) <= 1, f"{flow[0]}.{flow[1]} takes {positional} by position"
+
+
+def _run_guarded(error: BaseException) -> None:
+    from dicom_bq.cli.common import guarded
+
+    @guarded
+    def command() -> None:
+        raise error
+
+    command()
+
+
+def test_a_bug_inside_dicom_bq_shows_as_a_bug() -> None:
+    """Not "Google refused": an exception of dicom_bq's own that no flow turned into a
+    DicomBqError (here the filter builder's) is a defect, shown with its traceback."""
+    from dicom_bq.filters.filter_files import BuildError
+
+    with pytest.raises(BuildError):
+        _run_guarded(BuildError("CSV line 3: bad"))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param("googleapiclient", id="googleapiclient-HttpError"),
+        pytest.param("api_core", id="google.api_core-GoogleAPIError"),
+        pytest.param("requests", id="requests-ConnectionError"),
+        pytest.param("dicom_bq", id="dicom_bq.clients-ApiCallError"),
+    ],
+)
+def test_a_google_refusal_is_a_message_and_exit_1(
+    error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import typer
+
+    if error == "googleapiclient":
+        import httplib2
+        from googleapiclient.errors import HttpError
+
+        raised: BaseException = HttpError(httplib2.Response({"status": "403"}), b"denied")
+    elif error == "api_core":
+        from google.api_core.exceptions import Forbidden
+
+        raised = Forbidden("denied")
+    elif error == "requests":
+        import requests
+
+        raised = requests.exceptions.ConnectionError("reset")
+    else:
+        from dicom_bq.clients.discovery import ApiCallError
+
+        raised = ApiCallError(403, "PERMISSION_DENIED", "denied")
+    with pytest.raises(typer.Exit) as exit_:
+        _run_guarded(raised)
+    assert exit_.value.exit_code == 1
+    assert "Google refused or could not be reached" in capsys.readouterr().err

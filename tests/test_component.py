@@ -166,3 +166,80 @@ def test_what_alert_and_snapshot_names_are_made_of_must_be_text(
 
     with pytest.raises(DicomBqError, match=f"\\b{argument}\\b.* must be plain text"):
         record_program("outputs", {}, program)
+
+
+KEY = "projects/kms-proj/locations/us-central1/keyRings/r/cryptoKeys/k"
+ENCRYPTER = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+
+
+def cmek_path(**extra: Any) -> dict[str, Any]:
+    return {
+        "source_project": "team-project-1",
+        "source_project_number": "111122223333",
+        "location": "us-central1",
+        "healthcare_dataset_id": "imaging",
+        "dicom_store_id": "studies",
+        "bigquery_dataset_id": "dicom",
+        "bigquery_kms_key": KEY,
+        **extra,
+    }
+
+
+def path_plan(stack: str, values: dict[str, Any], **known: Any) -> Plan:
+    from dicom_bq.infra.components.export_path import DicomExportPath, DicomExportPathArgs
+
+    def program() -> dict[str, Any]:
+        path = DicomExportPath("dicom", DicomExportPathArgs(**values))
+        return {"grants": path.grants}
+
+    return record_program(stack, {}, program, **known)
+
+
+def test_a_bigquery_key_without_the_dataset_it_keys_is_refused() -> None:
+    """The key is the default of the dataset the component creates, and its grant to BigQuery's
+    encryption account is made with that dataset: on a dataset made elsewhere the `grants`
+    output would list a grant never made."""
+    from dicom_bq.errors import DicomBqError
+
+    with pytest.raises(DicomBqError) as raised:
+        path_plan("key-no-dataset", cmek_path(create_bigquery_dataset=False))
+    assert raised.value.message.startswith(
+        "bigquery_kms_key sets the default key of the dataset this component creates; with "
+        "create_bigquery_dataset=False set the key on your dataset"
+    )
+
+
+def test_the_grants_output_lists_exactly_the_grants_made() -> None:
+    plan = path_plan("cmek", cmek_path(), known_numbers={"team-project-1": "111122223333"})
+    made = sorted(
+        (r.inputs["role"], r.inputs["member"])
+        for r in plan.custom_resources()
+        if r.type.lower().endswith("iammember")
+    )
+    listed = sorted((g["role"], g["member"]) for g in plan.outputs["grants"])
+    assert listed == made
+    assert (
+        ENCRYPTER,
+        "serviceAccount:bq-111122223333@bigquery-encryption.iam.gserviceaccount.com",
+    ) in made
+
+
+def test_bigquerys_encryption_account_is_unknown_offline_outside_googleapis() -> None:
+    """No public source gives the account's address outside googleapis.com (infra/naming.py):
+    the offline plan shows it as unknown until the deploy's getServiceAccount lookup."""
+    from dicom_bq.stack.plan import UNKNOWN_UNTIL_CREATED, plan_settings
+    from tests.conftest import base_settings
+
+    plan = plan_settings(
+        "sovereign-cmek",
+        base_settings(universeDomain="s3nsapis.fr", bigqueryKmsKey=KEY),
+    )
+    (grant,) = [g for g in plan.grants if g["role"] == ENCRYPTER]
+    assert grant["member"] == UNKNOWN_UNTIL_CREATED
+    (member,) = [
+        r
+        for r in plan.custom_resources()
+        if r.type == "gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember"
+    ]
+    assert member.inputs["member"] == UNKNOWN_UNTIL_CREATED
+    assert not [g for g in plan.grants if "bigquery-encryption" in g["member"]]

@@ -336,6 +336,18 @@ BAD_STORES: list[tuple[str, dict[str, Any], str]] = [
         "dicom-bq:streamTables is a setting of each store",
     ),
     ("unknown store field", listed({"id": "a", "topic": "x"}), "dicomStores[0].topic is not a"),
+    (
+        "ids sharing the snapshot's names",
+        listed({"id": "site.a"}, {"id": "b"}, {"id": "site_a"}, snapshotSchedule="0 2 * * *"),
+        "dicom-bq:dicomStores[2].id 'site_a' and dicomStores[0].id 'site.a' would share the "
+        "snapshot table dicom_snapshot_site_a and the job name dicom-bq-snapshot-",
+    ),
+    (
+        "ids sharing a snapshot table but for case",
+        listed({"id": "Site"}, {"id": "site"}, snapshotSchedule="0 2 * * *"),
+        "dicom-bq:dicomStores[1].id 'site' and dicomStores[0].id 'Site' would share the "
+        "snapshot table dicom_snapshot_site: one store's nightly export",
+    ),
     ("not json", {**listed(), "dicomStores": "[{"}, "dicom-bq:dicomStores: '[{' is not a list"),
 ]
 
@@ -455,3 +467,53 @@ def test_the_component_takes_exactly_one_form(stores: dict[str, Any]) -> None:
     )
     with pytest.raises(DicomBqError, match="not both and not neither"):
         record_program("forms", {}, lambda: DicomExportPath("dicom", args) and {})
+
+
+SNAPSHOT_JOB = "gcp:cloudscheduler/job:Job"
+
+
+def test_ids_differing_only_where_names_replace_characters_are_fine_without_a_snapshot() -> None:
+    settings = parse_settings(listed({"id": "site.a"}, {"id": "site_a"}), "dev")
+    assert [store.store_id for store in settings.stores] == ["site.a", "site_a"]
+
+
+def test_every_name_made_from_a_store_id_is_the_stores_own() -> None:
+    """Snapshot tables, job names, metric names: one per store, whatever its ID holds."""
+    ids = ["site.a", "site-a", "Site_b", "c"]
+    plan = plan_of(
+        "derived-names",
+        listed(
+            *({"id": store_id} for store_id in ids),
+            snapshotSchedule="0 2 * * *",
+            alertEmails=["oncall@example.org"],
+        ),
+    )
+    tables = [entry["snapshotTable"] for entry in plan.outputs[OutputNames.STORES]]
+    jobs = [r.inputs["name"] for r in plan.custom_resources() if r.type == SNAPSHOT_JOB]
+    metrics = [
+        r.inputs["name"] for r in plan.custom_resources() if r.type == "gcp:logging/metric:Metric"
+    ]
+    assert len({table.casefold() for table in tables}) == len(ids)
+    assert len(set(jobs)) == len(ids)
+    assert len(set(metrics)) == len(metrics) >= len(ids)
+
+
+def test_the_component_refuses_ids_that_would_share_the_snapshots_names() -> None:
+    """The component is used without the settings (infra/examples/consumer): it checks too."""
+    from dicom_bq.infra.components.export_path import DicomExportPath, DicomExportPathArgs
+
+    args = DicomExportPathArgs(
+        source_project="team-project-1",
+        source_project_number="111122223333",
+        location="us-central1",
+        healthcare_dataset_id="imaging",
+        bigquery_dataset_id="dicom",
+        dicom_stores=[{"store_id": "site.a"}, {"store_id": "site_a"}],
+        snapshot_schedule="0 2 * * *",
+    )
+    with pytest.raises(DicomBqError) as raised:
+        record_program("shared", {}, lambda: DicomExportPath("dicom", args) and {})
+    assert (
+        "dicom_stores[1] store_id 'site_a' and dicom_stores[0] store_id 'site.a' would share the "
+        "snapshot table dicom_snapshot_site_a and the job name dicom-bq-snapshot-"
+    ) in raised.value.message

@@ -134,7 +134,24 @@ CONFLICTS = [
     (
         "full-name-and-dataset",
         ["export", "--store", STORE, "--dataset", "imaging", "--table", TABLE],
-        "drop --dataset",
+        "--store takes the full name projects/",
+    ),
+    (
+        # An ID under --store: the positional is where gcloud's ID goes.
+        "store-option-id-and-parent-flags",
+        ["export", "--store", "s", *GCLOUD_STORE[1:], *PROJECT, "--table", TABLE],
+        "--store takes the full name projects/P/locations/L/datasets/D/dicomStores/ID; with "
+        "--dataset, --location and --project give the ID as the positional DICOM_STORE argument",
+    ),
+    (
+        "bad-positional-full-name",
+        ["export", "projects/p/locations/l/datasets/d/dicomStores/bad store", "--bq-table", TABLE],
+        "DICOM_STORE 'projects/p/locations/l/datasets/d/dicomStores/bad store' is not valid",
+    ),
+    (
+        "billing-project-and-project-differ",
+        ["filter", "build", "--billing-project", "proj-a", "--project", "proj-b", "--query", "x"],
+        "--billing-project 'proj-a' and --project 'proj-b' name the same setting",
     ),
     (
         "positional-full-name-and-project",
@@ -247,3 +264,20 @@ def test_conflicting_spellings_are_refused_before_any_request(
     assert result.stderr.startswith("Error: ")
     assert fragment in result.stderr
     _no_request(cloud)
+
+
+def test_a_bad_positional_store_is_not_called_store_option(cloud: Cloud) -> None:
+    result = runner.invoke(
+        app, ["export", "projects/p/locations/l/datasets/d/dicomStores/bad store", "--table", TABLE]
+    )
+    assert result.exit_code == 2
+    assert "--store" not in result.stderr
+    _no_request(cloud)
+
+
+def test_billing_project_and_its_alias_agree_when_equal() -> None:
+    from dicom_bq.spellings import billing_project
+
+    assert billing_project(billing_project="p", project="p") == "p"
+    assert billing_project(billing_project=None, project="p") == "p"
+    assert billing_project(billing_project="p", project=None) == "p"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dicom_bq.infra import naming
+from dicom_bq.infra.scopes import SCOPE_KINDS, project_scope
 from dicom_bq.stack.plan import Plan, plan_settings
 from tests.conftest import base_settings, cached_plan
 
@@ -47,10 +47,10 @@ def test_agent_is_the_source_projects_agent(stack: str, number: str) -> None:
 def test_prod_grants_land_in_the_destination_project() -> None:
     plan = cached_plan("prod")
     scopes = {g["role"]: g["scope"] for g in plan.grants}
-    assert scopes["roles/bigquery.dataEditor"] == naming.bigquery_dataset_scope(
-        "imaging-analytics-prod", "dicom_metadata"
+    assert scopes["roles/bigquery.dataEditor"] == SCOPE_KINDS["bigquery_dataset"].uri(
+        project="imaging-analytics-prod", resource="dicom_metadata"
     )
-    assert scopes["roles/bigquery.jobUser"] == naming.project_scope("imaging-analytics-prod")
+    assert scopes["roles/bigquery.jobUser"] == project_scope("imaging-analytics-prod")
     (job_user,) = [r for r in grant_resources(plan) if r.inputs["role"] == "roles/bigquery.jobUser"]
     assert job_user.inputs["project"] == "imaging-analytics-prod"
 
@@ -150,7 +150,7 @@ def test_apis_are_never_disabled_on_destroy(example_plan: Plan) -> None:
 def test_project_scope_for_data_editor_when_asked() -> None:
     plan = plan_settings("scope", base_settings(dataEditorScope="project"))
     (editor,) = [g for g in plan.grants if g["role"] == "roles/bigquery.dataEditor"]
-    assert editor["scope"] == naming.project_scope("dicom-src-test")
+    assert editor["scope"] == project_scope("dicom-src-test")
 
 
 def test_unknown_project_number_is_resolved_at_deploy_time() -> None:

@@ -91,8 +91,47 @@ def test_job_runs_once_as_the_snapshot_account_with_an_oauth_token(plan: Plan) -
         assert job.inputs["schedule"] == "0 2 * * *"
         assert job.inputs["timeZone"] == "Europe/Paris"  # the stack's timeZone by default
         assert job.inputs["region"] == "us-central1"
-        # The account holds export on the store before the job can fire.
+        # The account holds export on the store before the job can fire, and Cloud Scheduler's
+        # agent may mint its token, the grant given time to propagate.
         assert any(d.startswith("dicom-bq-snapshot-snapshot-export-") for d in job.depends_on)
+        assert "dicom-bq-snapshot-agent-scheduler-token-creator" in job.depends_on
+        assert "dicom-bq-snapshot-agent-iam-propagation" in job.depends_on
+
+
+SCHEDULER_AGENT = (
+    "serviceAccount:service-111122223333@gcp-sa-cloudscheduler.iam.gserviceaccount.com"
+)
+
+
+def test_scheduler_agent_exists_and_may_mint_the_snapshot_accounts_token_only(
+    plan: Plan,
+) -> None:
+    """https://cloud.google.com/scheduler/docs/http-target-auth: the agent generates the job's
+    token for the account; projects that enabled the API before 2019-03-19 lack the automatic
+    grant, so the stack makes the agent exist and grants it Token Creator on that account."""
+    identities = {r.inputs["service"]: r for r in of_type(plan, "serviceIdentity:ServiceIdentity")}
+    scheduler = identities["cloudscheduler.googleapis.com"]
+    assert scheduler.inputs["project"] == "dicom-src-test"
+    assert "dicom-bq-apis-cloudscheduler" in scheduler.depends_on
+    account = of_type(plan, "serviceaccount/account:Account")[0]
+    email = f"{account.inputs['accountId']}@dicom-src-test.iam.gserviceaccount.com"
+    (grant,) = of_type(plan, "serviceaccount/iAMMember:IAMMember")
+    assert grant.inputs == {
+        "serviceAccountId": f"projects/dicom-src-test/serviceAccounts/{email}",
+        "role": "roles/iam.serviceAccountTokenCreator",
+        "member": SCHEDULER_AGENT,
+    }
+    assert {scheduler.name, account.name} <= set(grant.depends_on)
+    (wait,) = [
+        r
+        for r in of_type(plan, "sleep:Sleep")
+        if r.name == "dicom-bq-snapshot-agent-iam-propagation"
+    ]
+    assert wait.depends_on == [grant.name]
+    # Nothing else in the stack is granted to the agent.
+    assert [
+        r.name for r in plan.custom_resources() if r.inputs.get("member") == SCHEDULER_AGENT
+    ] == [grant.name]
 
 
 def test_scheduler_host_follows_the_universe_domain() -> None:
@@ -137,6 +176,15 @@ def test_snapshot_grants_are_in_the_one_grants_list_with_their_reason(plan: Plan
         f"//healthcare.googleapis.com/{DATASET}/dicomStores/{store}" for store in STORES
     )
     assert all("dicomStores.export" in g["reason"] for g in snapshot)
+    # Cloud Scheduler's agent: Token Creator on the snapshot account, with its reason.
+    (scheduler,) = [g for g in plan.grants if g["member"] == SCHEDULER_AGENT]
+    email = snapshot[0]["member"].removeprefix("serviceAccount:")
+    assert scheduler["role"] == "roles/iam.serviceAccountTokenCreator"
+    assert scheduler["scope"] == (
+        f"//iam.googleapis.com/projects/dicom-src-test/serviceAccounts/{email}"
+    )
+    assert "http-target-auth" in scheduler["reason"]
+    assert "roles/cloudscheduler.serviceAgent" in scheduler["reason"]
     # The agent's BigQuery grants are unchanged: the export writes as the agent.
     agent = {g["role"] for g in plan.grants if "gcp-sa-healthcare" in g["member"]}
     assert agent == {"roles/bigquery.dataEditor", "roles/bigquery.jobUser"}
@@ -194,13 +242,16 @@ def test_each_store_has_an_export_error_alert_and_streaming_ones_a_stream_alert(
     plan: Plan,
 ) -> None:
     metrics = {r.inputs["name"]: r for r in of_type(plan, "logging/metric:Metric")}
-    assert sorted(metrics) == [
+    assert sorted(m for m in metrics if "snapshot_job" not in m) == [
         "dicom_bq/export_errors/us-central1/imaging/archive",
         "dicom_bq/export_errors/us-central1/imaging/clinical",
         "dicom_bq/stream_errors/us-central1/imaging/clinical",
     ]
     export = metrics["dicom_bq/export_errors/us-central1/imaging/archive"].inputs["filter"]
     assert 'resource.type="healthcare_dicom_store"' in export
+    # Two stacks whose datasets share an ID in different locations do not count each other's.
+    assert 'resource.labels.location="us-central1"' in export
+    assert 'resource.labels.dataset_id="imaging"' in export
     assert 'resource.labels.dicom_store_id="archive"' in export
     assert f'jsonPayload.@type="{alerts.EXPORT_ENTRY}"' in export
     assert "logName" not in export  # the log IDs are not documented
@@ -220,13 +271,63 @@ def test_alert_policies_wait_for_their_metrics_and_notify_every_channel(plan: Pl
         (condition,) = policy.inputs["conditions"]
         threshold = condition["conditionThreshold"]
         assert threshold["filter"].startswith('metric.type="logging.googleapis.com/user/dicom_bq/')
-        assert 'resource.type="healthcare_dicom_store"' in threshold["filter"]
+        resource = (
+            "cloud_scheduler_job"
+            if "snapshot_job" in threshold["filter"]
+            else "healthcare_dicom_store"
+        )
+        assert f'resource.type="{resource}"' in threshold["filter"]
         channels = policy.inputs["notificationChannels"]
         assert "projects/dicom-src-test/notificationChannels/4242" in channels
         assert len(channels) == 2  # the email channel's name comes from Google at creation
     (email,) = of_type(plan, "notificationChannel:NotificationChannel")
     assert email.inputs["type"] == "email"
     assert email.inputs["labels"] == {"email_address": "oncall@example.org"}
+
+
+def test_a_failed_snapshot_job_attempt_raises_its_own_alert(plan: Plan) -> None:
+    """A refused request (403, 429, 5xx) starts no export, so no export error is logged: each
+    job's failed attempts (Cloud Scheduler's AttemptFinished entries at ERROR) are counted."""
+    jobs = {j.inputs["name"]: j for j in of_type(plan, "cloudscheduler/job:Job")}
+    metrics = {
+        r.inputs["name"]: r
+        for r in of_type(plan, "logging/metric:Metric")
+        if "snapshot_job" in r.inputs["name"]
+    }
+    assert sorted(metrics) == [
+        f"dicom_bq/snapshot_job_failures/us-central1/imaging/{store}" for store in sorted(STORES)
+    ]
+    for store in STORES:
+        (job_id,) = [name for name in jobs if name.endswith(f"-{store}")]
+        log_filter = metrics[f"dicom_bq/snapshot_job_failures/us-central1/imaging/{store}"].inputs[
+            "filter"
+        ]
+        assert log_filter == (
+            'resource.type="cloud_scheduler_job" '
+            f'AND resource.labels.location="{jobs[job_id].inputs["region"]}" '
+            f'AND resource.labels.job_id="{job_id}" '
+            'AND jsonPayload.@type="type.googleapis.com/google.cloud.scheduler.logging.'
+            'AttemptFinished" AND severity>=ERROR'
+        )
+    policies = [
+        p
+        for p in of_type(plan, "alertPolicy:AlertPolicy")
+        if "snapshot_job" in p.inputs["conditions"][0]["conditionThreshold"]["filter"]
+    ]
+    assert len(policies) == len(STORES)
+    assert all(
+        "projects/dicom-src-test/notificationChannels/4242" in p.inputs["notificationChannels"]
+        for p in policies
+    )
+
+
+def test_no_job_failure_alert_without_a_schedule_nor_without_alerts() -> None:
+    alerts_only = plan_settings("alerts-only", base_settings(alertEmails=["a@example.org"]))
+    assert not any(
+        "snapshot_job" in m.inputs["name"] for m in of_type(alerts_only, "logging/metric:Metric")
+    )
+    schedule_only = plan_settings("schedule-only", base_settings(snapshotSchedule="0 2 * * *"))
+    assert of_type(schedule_only, "logging/metric:Metric") == []
 
 
 def test_metric_names_fall_back_to_a_hash_where_ids_do_not_fit() -> None:

@@ -22,10 +22,16 @@ spec = json.loads(sys.stdin.read())
 def resource(r):
     opts = PolicyResourceOptions(r.get("protect", False), [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
     return PolicyResource(r["type"], r["props"], "urn:pulumi:s::p::" + r["type"] + "::" + r["name"], r["name"], opts, None, None, [], {})
-args = StackValidationArgs([resource(r) for r in spec["resources"]], spec["config"])
+resources = [resource(r) for r in spec["resources"]]
+# A config file as `pulumi up --policy-pack-config` takes it is keyed by policy name; the engine
+# hands each policy its own entry (https://www.pulumi.com/docs/iac/using-pulumi/crossguard/
+# configuration/). Without one, every policy gets spec["config"].
+per_policy = spec.get("pack_config")
 report = {}
 for policy in policies():
     found = []
+    config = per_policy.get(policy.name, {}) if per_policy is not None else spec["config"]
+    args = StackValidationArgs(resources, config)
     policy.validate(args, lambda message, urn=None: found.append(message))
     report[policy.name] = {"level": policy.enforcement_level.value, "violations": found}
 print(json.dumps(report))
@@ -33,14 +39,19 @@ print(json.dumps(report))
 
 
 def run_pack(
-    resources: list[dict[str, Any]], config: dict[str, Any] | None = None
+    resources: list[dict[str, Any]],
+    config: dict[str, Any] | None = None,
+    *,
+    pack_config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     if not POLICY_PYTHON.exists():
         pytest.fail("the policy environment is missing: run scripts/bootstrap.sh")
     answer = subprocess.run(
         [str(POLICY_PYTHON), "-c", DRIVER],
         cwd=ROOT / "policy",
-        input=json.dumps({"resources": resources, "config": config or {}}),
+        input=json.dumps(
+            {"resources": resources, "config": config or {}, "pack_config": pack_config}
+        ),
         capture_output=True,
         text=True,
         check=True,
@@ -136,3 +147,61 @@ def test_pack_holds_the_snapshot_account_to_its_role_and_stores() -> None:
     assert report["dbq015-snapshot-account-store-scope"]["violations"][0].startswith(
         "snapshot-editor: "
     )
+
+
+def test_the_config_up_writes_makes_the_pack_enforce_protection() -> None:
+    from dicom_bq.flows.up import own_pack_config
+    from tests.conftest import cached_plan
+
+    config = own_pack_config(cached_plan("prod"))
+    resources = plan_resources("prod")
+    assert {
+        name: r["violations"]
+        for name, r in run_pack(resources, pack_config=config).items()
+        if r["violations"]
+    } == {}
+    unprotected = [{**r, "protect": False} for r in resources]
+    report = run_pack(unprotected, pack_config=config)
+    found = report["dbq008-phi-protected"]["violations"]
+    assert report["dbq008-phi-protected"]["level"] == "mandatory"
+    assert any("holds PHI in a protected stack but is not protected" in v for v in found)
+    # What `up` ran before it passed a config: the same resources went through.
+    assert run_pack(unprotected)["dbq008-phi-protected"]["violations"] == []
+
+
+def test_the_pack_reads_grants_as_the_grants_output_lists_them() -> None:
+    """[{role, member, scope, reason}] as OutputNames.GRANTS: a grant without its member is not
+    taken for the agent's (the pack once assumed it was)."""
+    from tests.conftest import cached_plan
+
+    grants = [{k: v for k, v in g.items() if k != "member"} for g in cached_plan("dev").grants]
+    with pytest.raises(subprocess.CalledProcessError) as failure:
+        run_pack(plan_resources("dev"), {"expectedGrants": grants})
+    assert "is not a list of grants (role, member, scope)" in failure.value.stderr
+
+
+def test_pack_holds_the_scheduler_agent_to_token_creator_on_the_snapshot_account() -> None:
+    from tests.conftest import cached_plan
+
+    plan = cached_plan("operations")
+    resources = plan_resources("operations")
+    agent = next(g["member"] for g in plan.grants if "@gcp-sa-cloudscheduler." in g["member"])
+    widened = [
+        *resources,
+        {
+            "type": "gcp:projects/iAMMember:IAMMember",
+            "name": "scheduler-everywhere",
+            "props": {
+                "project": "dicom-src-test",
+                "role": "roles/iam.serviceAccountTokenCreator",
+                "member": agent,
+            },
+        },
+    ]
+    report = run_pack(widened, {"expectedGrants": plan.grants})
+    for policy in (
+        "dbq016-scheduler-agent-token-creator-only",
+        "dbq017-snapshot-account-not-impersonated",
+    ):
+        assert report[policy]["level"] == "mandatory"
+        assert report[policy]["violations"][0].startswith("scheduler-everywhere: ")

@@ -14,6 +14,7 @@ from dicom_bq.infra.policy_rules import (
     Resource,
     canonical_member,
     evaluate,
+    scope_of,
 )
 from dicom_bq.infra.settings import parse_settings, settings_from_config
 from dicom_bq.security.checks import check_plan, has_mandatory, plan_resources
@@ -82,6 +83,25 @@ SNAPSHOT_GRANT = member(
     SNAPSHOT_ROLE,
     SNAPSHOT_MEMBER,
     dicomStoreId="p-src/eu/imaging/studies",
+)
+SCHEDULER_AGENT = (
+    "serviceAccount:service-111122223333@gcp-sa-cloudscheduler.iam.gserviceaccount.com"
+)
+SNAPSHOT_ACCOUNT_ID = (
+    "projects/p-src/serviceAccounts/dicom-bq-snapshot-0123abcd@p-src.iam.gserviceaccount.com"
+)
+SNAPSHOT_ACCOUNT_RESOURCE = Resource(
+    "gcp:serviceaccount/account:Account",
+    "snapshot-account",
+    {"project": "p-src", "accountId": "dicom-bq-snapshot-0123abcd"},
+)
+# What grants.py gives Cloud Scheduler's agent: Token Creator on the snapshot account alone.
+SCHEDULER_GRANT = member(
+    "gcp:serviceaccount/iAMMember:IAMMember",
+    "scheduler-token",
+    "roles/iam.serviceAccountTokenCreator",
+    SCHEDULER_AGENT,
+    serviceAccountId=SNAPSHOT_ACCOUNT_ID,
 )
 
 # rule id -> (context, passing resources, failing resources, the failing resource's name)
@@ -242,6 +262,37 @@ CASES: dict[str, tuple[PolicyContext, list[Resource], list[Resource], str]] = {
             )
         ],
         "snapshot-project",
+    ),
+    # Cloud Scheduler's agent: Token Creator on the snapshot account, nothing else, nowhere else.
+    "DBQ016": (
+        SOURCE,
+        [SNAPSHOT_ACCOUNT_RESOURCE, SCHEDULER_GRANT],
+        [
+            member(
+                "gcp:projects/iAMMember:IAMMember",
+                "scheduler-project",
+                "roles/cloudscheduler.serviceAgent",
+                SCHEDULER_AGENT,
+                project="p-src",
+            )
+        ],
+        "scheduler-project",
+    ),
+    # Nobody else may act as the snapshot account through the stack.
+    "DBQ017": (
+        PolicyContext(),
+        [SNAPSHOT_ACCOUNT_RESOURCE, SCHEDULER_GRANT, GOOD_JOBS],
+        [
+            SNAPSHOT_ACCOUNT_RESOURCE,
+            member(
+                "gcp:serviceaccount/iAMMember:IAMMember",
+                "user-act-as",
+                "roles/iam.serviceAccountUser",
+                "user:dev@example.com",
+                serviceAccountId=SNAPSHOT_ACCOUNT_ID,
+            ),
+        ],
+        "user-act-as",
     ),
 }
 
@@ -755,6 +806,115 @@ BYPASSES: dict[str, tuple[str, PolicyContext, list[Resource], str]] = {
     ),
 }
 
+BYPASSES.update(
+    {
+        # DBQ014: a role of the same name in another project is not the stack's
+        "snapshot-role-of-another-project": (
+            "DBQ014",
+            SOURCE,
+            [
+                member(
+                    "gcp:healthcare/dicomStoreIamMember:DicomStoreIamMember",
+                    "foreign-role",
+                    "projects/p-attacker/roles/dicomBqSnapshotExport_0123abcd",
+                    SNAPSHOT_MEMBER,
+                    dicomStoreId="p-src/eu/imaging/studies",
+                )
+            ],
+            "foreign-role",
+        ),
+        "snapshot-role-of-another-project-no-config": (
+            "DBQ014",
+            PolicyContext(),
+            [
+                SNAPSHOT_ROLE_RESOURCE,
+                member(
+                    "gcp:healthcare/dicomStoreIamMember:DicomStoreIamMember",
+                    "foreign-role",
+                    "projects/p-attacker/roles/dicomBqSnapshotExport_0123abcd",
+                    SNAPSHOT_MEMBER,
+                    dicomStoreId="p-src/eu/imaging/studies",
+                ),
+            ],
+            "foreign-role",
+        ),
+        # DBQ016: the scheduler agent's Token Creator anywhere but the snapshot account
+        "scheduler-token-creator-on-the-project": (
+            "DBQ016",
+            SOURCE,
+            [
+                member(
+                    "gcp:projects/iAMMember:IAMMember",
+                    "scheduler-everywhere",
+                    "roles/iam.serviceAccountTokenCreator",
+                    SCHEDULER_AGENT.upper().replace("SERVICEACCOUNT:", "serviceAccount:"),
+                    project="p-src",
+                )
+            ],
+            "scheduler-everywhere",
+        ),
+        "scheduler-token-creator-on-another-account": (
+            "DBQ016",
+            SOURCE,
+            [
+                member(
+                    "gcp:serviceaccount/iAMMember:IAMMember",
+                    "scheduler-other",
+                    "roles/iam.serviceAccountTokenCreator",
+                    SCHEDULER_AGENT,
+                    serviceAccountId="projects/p-src/serviceAccounts/deployer@p-src.iam.gserviceaccount.com",
+                )
+            ],
+            "scheduler-other",
+        ),
+        "scheduler-agent-of-another-project": (
+            "DBQ016",
+            SOURCE,
+            [
+                member(
+                    "gcp:serviceaccount/iAMMember:IAMMember",
+                    "foreign-scheduler",
+                    "roles/iam.serviceAccountTokenCreator",
+                    "serviceAccount:service-999988887777@gcp-sa-cloudscheduler.iam.gserviceaccount.com",
+                    serviceAccountId=SNAPSHOT_ACCOUNT_ID,
+                )
+            ],
+            "foreign-scheduler",
+        ),
+        # DBQ017: impersonation reaching the snapshot account
+        "token-creator-on-the-snapshot-project": (
+            "DBQ017",
+            PolicyContext(),
+            [
+                SNAPSHOT_ACCOUNT_RESOURCE,
+                member(
+                    "gcp:projects/iAMMember:IAMMember",
+                    "project-token",
+                    "roles/iam.serviceAccountTokenCreator",
+                    "group:ops@example.com",
+                    project="p-src",
+                ),
+            ],
+            "project-token",
+        ),
+        "scheduler-agent-other-role-on-the-account": (
+            "DBQ017",
+            PolicyContext(),
+            [
+                SNAPSHOT_ACCOUNT_RESOURCE,
+                iam_policy(
+                    "gcp:serviceaccount/iAMPolicy:IAMPolicy",
+                    "account-policy",
+                    "roles/iam.serviceAccountUser",
+                    SCHEDULER_AGENT,
+                    serviceAccountId=SNAPSHOT_ACCOUNT_ID,
+                ),
+            ],
+            "account-policy",
+        ),
+    }
+)
+
 # name -> (rules that must stay silent, context, resources): the legitimate neighbours.
 ALLOWED: dict[str, tuple[tuple[str, ...], PolicyContext, list[Resource]]] = {
     "dataset-access-group-reader": (
@@ -854,6 +1014,27 @@ ALLOWED: dict[str, tuple[tuple[str, ...], PolicyContext, list[Resource]]] = {
         ("DBQ012",),
         PolicyContext(),
         [HEALTHCARE_DATASET, GOOD_JOBS, identity("p-src")],
+    ),
+    # The stack's own grants: the snapshot role of the source project, the scheduler's Token
+    # Creator; impersonation roles in a project without a snapshot account are not DBQ017's.
+    "snapshot-and-scheduler-grants": (
+        ("DBQ004", "DBQ014", "DBQ015", "DBQ016", "DBQ017"),
+        SOURCE,
+        [SNAPSHOT_ROLE_RESOURCE, SNAPSHOT_GRANT, SNAPSHOT_ACCOUNT_RESOURCE, SCHEDULER_GRANT],
+    ),
+    "token-creator-in-another-project": (
+        ("DBQ016", "DBQ017"),
+        PolicyContext(),
+        [
+            SNAPSHOT_ACCOUNT_RESOURCE,
+            member(
+                "gcp:projects/iAMMember:IAMMember",
+                "elsewhere",
+                "roles/iam.serviceAccountTokenCreator",
+                "group:ops@example.com",
+                project="p-other",
+            ),
+        ],
     ),
 }
 
@@ -1110,3 +1291,34 @@ def test_the_pack_closes_the_bypasses_too() -> None:
         assert pack.run_pack(dev, config)["dbq012-agent-identity-exists"]["violations"] == []
         found = pack.run_pack(elsewhere, config)["dbq012-agent-identity-exists"]["violations"]
         assert found, config
+
+
+@pytest.mark.parametrize(
+    ("type_", "props", "scope"),
+    [
+        (
+            "gcp:kms/keyRingIAMMember:KeyRingIAMMember",
+            {"keyRingId": "projects/k/locations/eu/keyRings/r"},
+            "//cloudkms.googleapis.com/projects/k/locations/eu/keyRings/r",
+        ),
+        # pulumi-gcp also takes PROJECT/LOCATION/RING (pulumi_gcp kms/key_ring_iam_member.py).
+        (
+            "gcp:kms/keyRingIAMMember:KeyRingIAMMember",
+            {"keyRingId": "k/eu/r"},
+            "//cloudkms.googleapis.com/projects/k/locations/eu/keyRings/r",
+        ),
+        (
+            "gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember",
+            {"project": "p", "subscription": "s"},
+            "//pubsub.googleapis.com/projects/p/subscriptions/s",
+        ),
+        (
+            "gcp:folder/iAMMember:IAMMember",
+            {"folder": "folders/42"},
+            "//cloudresourcemanager.googleapis.com/folders/42",
+        ),
+    ],
+)
+def test_sub_scopes_are_full_resource_names(type_: str, props: dict[str, Any], scope: str) -> None:
+    """https://cloud.google.com/iam/docs/full-resource-names, hosts from infra/scopes.py."""
+    assert scope_of(member(type_, "m", "roles/viewer", **props)) == scope

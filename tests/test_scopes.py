@@ -26,7 +26,6 @@ from dicom_bq.flows.preflight import (
     needed_permissions,
     permission_test,
 )
-from dicom_bq.infra import naming
 from dicom_bq.infra.components.iam import IAM_MEMBER_CLASSES, render_grant
 from dicom_bq.infra.grants import GrantSpec, Scope
 from dicom_bq.infra.policy_rules import Resource, scope_of
@@ -174,16 +173,6 @@ def test_the_audit_reads_every_kind_asking_for_policy_version_3(
     assert it.kind.live_read.response in BINDINGS_OF_RESPONSE
 
 
-def test_naming_helpers_give_the_described_uris() -> None:
-    assert naming.project_scope("p") == SCOPE_KINDS["project"].uri(project="p", resource="p")
-    assert naming.bigquery_dataset_scope("p", "d") == SCOPE_KINDS["bigquery_dataset"].uri(
-        project="p", resource="d"
-    )
-    assert naming.bucket_scope("b") == SCOPE_KINDS["bucket"].uri(project="p", resource="b")
-    assert naming.topic_scope(sample("topic").parts["name"]) == sample("topic").uri
-    assert naming.crypto_key_scope(sample("crypto_key").parts["name"]) == sample("crypto_key").uri
-
-
 def parsed(uri: str) -> ParsedScope:
     found = parse_scope(uri)
     assert found is not None
@@ -269,7 +258,7 @@ def test_preflight_checks_that_a_scope_the_stack_does_not_create_exists(
     it = sample(kind)
     how = it.kind.preflight.existence
     if how is None:
-        assert kind in {"project", "bigquery_dataset", "dicom_store"}
+        assert kind in {"project", "bigquery_dataset", "dicom_store", "service_account"}
         return
     _, request = existence_read(offline_apis(monkeypatch), it.kind, it.uri)
     path = urllib.parse.unquote(urllib.parse.urlsplit(request.uri).path)

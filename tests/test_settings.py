@@ -90,6 +90,22 @@ BAD_SETTINGS: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("typo in a key", {"sourceProjet": "x"}, "did you mean 'sourceProject'"),
     ("labels not json", {"labels": "{env: dev"}, "dicom-bq:labels"),
+    # A run exports the whole store (a long-running operation): cron.snapshot_schedule_problem.
+    (
+        "snapshot every minute",
+        {"snapshotSchedule": "* * * * *"},
+        "dicom-bq:snapshotSchedule: '* * * * *' fires 1 minute apart",
+    ),
+    (
+        "snapshot twice an hour in its own time zone",
+        {"snapshotSchedule": "15,45 2 * * *", "snapshotTimeZone": "Europe/Paris"},
+        "dicom-bq:snapshotSchedule: '15,45 2 * * *' fires 30 minutes apart",
+    ),
+    (
+        "snapshot on 31 February",
+        {"snapshotSchedule": "0 2 31 2 *"},
+        "dicom-bq:snapshotSchedule: '0 2 31 2 *' does not fire in the year after",
+    ),
 ]
 
 
@@ -212,3 +228,15 @@ def test_a_short_wait_before_google_checked_creations_is_warned() -> None:
     config["dicom-bq:streamTables"] = '["instances"]'
     (warning,) = settings_from_config(config)[1]
     assert "iamPropagationWait is 30s" in warning
+
+
+@pytest.mark.parametrize("schedule", ["0 2 * * *", "0 * * * *", "30 1 * * 1-5"])
+def test_an_hourly_or_rarer_snapshot_schedule_is_accepted(schedule: str) -> None:
+    settings = parse_settings(base_settings(snapshotSchedule=schedule), "dev")
+    assert settings.snapshot_schedule == schedule
+
+
+def test_a_refused_schedule_says_what_to_write() -> None:
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(base_settings(snapshotSchedule="* * * * *"), "dev")
+    assert '"0 2 * * *" for nightly at 02:00' in str(caught.value)

@@ -173,6 +173,11 @@ def test_an_older_failure_followed_by_a_good_export_is_healthy(
     add(cloud, export_operation(900, "2026-11-29T01:00:00Z", error={"code": 13, "message": "x"}))
     result = status(tmp_path, "--json")
     assert result.exit_code == 0, result.output
+    assert findings(result) == []
+    recent = json.loads(result.stdout)["stores"][0]["exports"]["recent"]
+    # The failure is listed, and outweighed by the later good export.
+    assert "failed" in [r["state"] for r in recent]
+    assert recent[0]["state"] == "done"
 
 
 def test_a_stale_snapshot_needs_attention(cloud: Cloud, tmp_path: Path) -> None:
@@ -193,7 +198,9 @@ def test_the_snapshot_export_has_its_grace_to_finish(cloud: Cloud, tmp_path: Pat
     every_minute = {"schedule": "* * * * *", "timeZone": "UTC"}
     # Modified an hour ago: within a 2-hour grace the latest due run is older than that.
     cloud.bigquery.modified_ms[SNAPSHOT] = now_ms() - HOUR_MS
-    assert status(tmp_path, snapshotSchedule=every_minute).exit_code == 0
+    in_grace = status(tmp_path, "--json", snapshotSchedule=every_minute)
+    assert in_grace.exit_code == 0, in_grace.output
+    assert findings(in_grace) == []
     late = status(tmp_path, "--snapshot-grace", "30m", "--json", snapshotSchedule=every_minute)
     assert late.exit_code == 1
     assert [f["kind"] for f in findings(late)] == ["snapshot-stale"]
@@ -235,7 +242,9 @@ def test_a_stream_table_with_more_rows_than_instances_is_healthy(
     # Deletions are not applied to a stream table: more rows than instances is normal.
     healthy_path(cloud)
     cloud.bigquery.tables[STREAM] = [{}] * 5
-    assert status(tmp_path).exit_code == 0
+    result = status(tmp_path, "--json")
+    assert result.exit_code == 0, result.output
+    assert findings(result) == []
 
 
 def test_a_table_you_cannot_read_is_a_finding_not_a_crash(cloud: Cloud, tmp_path: Path) -> None:

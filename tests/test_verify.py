@@ -242,6 +242,11 @@ def test_the_tools_own_table_is_truncated_without_a_question(cloud: Cloud, tmp_p
     cloud.bigquery.tables["dicom-src-test.dicom_metadata.dicom_bq_verification"] = [{"a": 1}]
     result = runner.invoke(app, ["verify", "--outputs", str(outputs_file(tmp_path))])
     assert result.exit_code == 0, result.output
+    (body,) = cloud.healthcare.export_bodies
+    assert body["bigqueryDestination"] == {
+        "tableUri": "bq://dicom-src-test.dicom_metadata.dicom_bq_verification",
+        "writeDisposition": "WRITE_TRUNCATE",
+    }
 
 
 def test_ctrl_c_during_the_export_deletes_the_temporary_store_and_says_how_to_resume(

@@ -1,4 +1,4 @@
-"""The unix-cron schedules Cloud Scheduler accepts, and when one last fired.
+"""The unix-cron schedules Cloud Scheduler accepts, and when one fired last or fires next.
 
 Pure and small on purpose (no croniter in the lock files). The subset is the one Google documents
 in "Cron job format and time zone" (https://cloud.google.com/scheduler/docs/configuring/cron-job-schedules):
@@ -18,6 +18,7 @@ skipped, never invent a later one.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterator
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -86,6 +87,68 @@ class CronSchedule:
                     if fire is not None and fire <= at:
                         return fire.astimezone(datetime.UTC)
         return None
+
+    def fires(
+        self, *, after: datetime.datetime, until: datetime.datetime
+    ) -> Iterator[datetime.datetime]:
+        """Each time the schedule fires after `after` and at or before `until` (both
+        timezone-aware), earliest first, in UTC."""
+        if after.tzinfo is None or until.tzinfo is None:
+            raise ValueError("fires needs timezone-aware times")
+        zone = self.zone
+        times = [(hour, minute) for hour in sorted(self.hours) for minute in sorted(self.minutes)]
+        day = after.astimezone(zone).date()
+        last = until.astimezone(zone).date()
+        while day <= last:
+            if self._day_matches(day):
+                for hour, minute in times:
+                    wall = datetime.datetime(day.year, day.month, day.day, hour, minute)
+                    fire = _existing(wall, zone)
+                    if fire is not None and after < fire <= until:
+                        yield fire.astimezone(datetime.UTC)
+            day += datetime.timedelta(days=1)
+
+    def next_fire(self, after: datetime.datetime) -> datetime.datetime | None:
+        """The first time after `after` (timezone-aware) the schedule fires, in UTC; None when
+        it never fires in the eight years after `after`."""
+        until = after + datetime.timedelta(days=_SEARCH_DAYS)
+        return next(self.fires(after=after, until=until), None)
+
+
+# A snapshot run is a dicomStores.export of the whole store with WRITE_TRUNCATE: a long-running
+# operation, which Google returns "when method calls can take a substantial amount of time"
+# (https://cloud.google.com/healthcare-api/docs/how-tos/dicom-export-bigquery, "Exporting DICOM
+# metadata"; the page gives no duration, which grows with the store). Runs closer than an hour
+# would start an export while the last one still writes the same table.
+SNAPSHOT_MIN_INTERVAL = datetime.timedelta(hours=1)
+# A schedule must fire within this long from now: one that does not never will, or fires on a
+# date that only some years have.
+SNAPSHOT_MAX_WAIT = datetime.timedelta(days=366)
+_NIGHTLY = '"0 2 * * *" for nightly at 02:00'
+
+
+def snapshot_schedule_problem(schedule: CronSchedule, *, now: datetime.datetime) -> str | None:
+    """Why the schedule cannot drive the nightly snapshot, or None: it fires more often than once
+    an hour, or not in the year after `now`."""
+    previous: datetime.datetime | None = None
+    for fire in schedule.fires(after=now, until=now + SNAPSHOT_MAX_WAIT):
+        if previous is not None and fire - previous < SNAPSHOT_MIN_INTERVAL:
+            gap = int((fire - previous).total_seconds() // 60)
+            return (
+                f"{excerpt(schedule.expression)} fires {gap} minute{'s' if gap != 1 else ''} "
+                f"apart ({previous:%Y-%m-%d %H:%M} and {fire:%H:%M} UTC); each run exports the "
+                "whole store (WRITE_TRUNCATE), a long-running operation that can take hours, so "
+                f"runs would overlap: fire at most once an hour, such as {_NIGHTLY}"
+            )
+        previous = fire
+    if previous is None:
+        return (
+            f"{excerpt(schedule.expression)} does not fire in the year after "
+            f"{now:%Y-%m-%d} (a day that never comes, such as 31 February, or not every year, "
+            "such as 29 February?): "
+            f"write a schedule that does, such as {_NIGHTLY}"
+        )
+    return None
 
 
 def _zone(name: str) -> datetime.tzinfo:

@@ -43,11 +43,11 @@ class StoreName:
     store: str
 
     @classmethod
-    def parse(cls, value: str) -> StoreName:
+    def parse(cls, value: str, what: str = "--store") -> StoreName:
         example = "projects/P/locations/L/datasets/D/dicomStores/S"
         match = _STORE.match(value) if value == value.strip() else None
         if not match:
-            raise _fail("--store", value, f"give the full store name, {example}")
+            raise _fail(what, value, f"give the full store name, {example}")
         store = cls(**match.groupdict())
         for problem in (
             identifiers.check_project_id(store.project),
@@ -56,7 +56,7 @@ class StoreName:
             identifiers.check_healthcare_id(store.store),
         ):
             if problem:
-                raise _fail("--store", value, problem)
+                raise _fail(what, value, problem)
         return store
 
     @property

@@ -27,6 +27,7 @@ from dicom_bq.refs import (
 from dicom_bq.texts import excerpt
 
 __all__ = [
+    "billing_project",
     "export_disposition",
     "export_filter",
     "export_store",
@@ -105,14 +106,19 @@ def export_store(
             f"gcloud's DICOM_STORE argument (an ID, with {GCLOUD_PARENT_FLAGS})"
         )
     if store_option is not None:
-        _refuse_parent_flags(what="--store", dataset=dataset, location=location, project=project)
+        if (dataset, location, project) != (None, None, None):
+            raise DicomBqError(
+                "--store takes the full name projects/P/locations/L/datasets/D/dicomStores/ID; "
+                f"with {GCLOUD_PARENT_FLAGS} give the ID as the positional DICOM_STORE argument "
+                "(gcloud's form)"
+            )
         return StoreName.parse(store_option)
     assert store_argument is not None
     if "/" in store_argument:
         _refuse_parent_flags(
             what="DICOM_STORE", dataset=dataset, location=location, project=project
         )
-        return StoreName.parse(store_argument)
+        return StoreName.parse(store_argument, "DICOM_STORE")
     problem = identifiers.check_healthcare_id(store_argument)
     if problem:
         raise DicomBqError(f"DICOM_STORE {excerpt(store_argument)} is not valid: {problem}")
@@ -212,3 +218,14 @@ def operation_name(
             what="the operation", dataset=dataset, location=location, project=project
         )
     return parse_operation_name(operation)
+
+
+def billing_project(*, billing_project: str | None, project: str | None) -> str | None:
+    """`filter build`'s --billing-project, or its gcloud-like alias --project: one project."""
+    if billing_project is not None and project is not None and billing_project != project:
+        raise DicomBqError(
+            f"--billing-project {excerpt(billing_project)} and --project {excerpt(project)} "
+            "name the same setting (the project the BigQuery job runs in and is billed to): "
+            "keep one"
+        )
+    return billing_project if billing_project is not None else project

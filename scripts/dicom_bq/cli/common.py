@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 import sys
@@ -63,8 +64,41 @@ def fail(error: DicomBqError) -> NoReturn:
     raise typer.Exit(error.exit_code)
 
 
+# Exception classes (module.qualname, matched anywhere in the raised type's MRO) that mean Google
+# answered with a refusal or could not be reached: the client libraries' own (googleapiclient
+# HttpError, google.api_core's GoogleAPIError, google.auth's GoogleAuthError, google-resumable-
+# media's InvalidResponse), the transports under them (requests, httplib2, sockets and TLS), and
+# the errors dicom_bq.clients raises from an answer (ApiCallError and the export's two). Matched by
+# name so that a command which never loaded a client library does not import it here.
+_GOOGLE_FAILURES = frozenset(
+    {
+        "googleapiclient.errors.HttpError",
+        "google.api_core.exceptions.GoogleAPIError",
+        "google.auth.exceptions.GoogleAuthError",
+        "google.resumable_media.common.InvalidResponse",
+        "requests.exceptions.RequestException",
+        "httplib2.error.HttpLib2Error",
+        "socket.gaierror",
+        "ssl.SSLError",
+        "builtins.ConnectionError",
+        "builtins.TimeoutError",
+        "dicom_bq.clients.discovery.ApiCallError",
+        "dicom_bq.clients.retry.TransientError",
+        "dicom_bq.clients.healthcare.ExportNotStartedError",
+        "dicom_bq.clients.healthcare.ExportAnswerLostError",
+    }
+)
+
+
+def _is_google_failure(error: BaseException) -> bool:
+    return any(
+        f"{cls.__module__}.{cls.__qualname__}" in _GOOGLE_FAILURES for cls in type(error).__mro__
+    )
+
+
 def _known_failure(error: BaseException) -> DicomBqError | None:
-    """Failures from below the domain modules that a user can act on, as a message."""
+    """Failures from below the domain modules that a user can act on, as a message; anything
+    else (a bug) is left to show as one."""
     from dicom_bq.errors import EXIT_BAD_INPUT, EXIT_FAILED
 
     module = type(error).__module__
@@ -80,16 +114,7 @@ def _known_failure(error: BaseException) -> DicomBqError | None:
         from dicom_bq.clients.endpoints import NO_CREDENTIALS
 
         return DicomBqError(NO_CREDENTIALS, exit_code=EXIT_FAILED)
-    if module.startswith(
-        (
-            "google.auth",
-            "google.api_core",
-            "google.cloud",
-            "google.resumable_media",
-            "googleapiclient",
-            "dicom_bq",
-        )
-    ):
+    if _is_google_failure(error):
         return DicomBqError(f"Google refused or could not be reached: {error}", EXIT_FAILED)
     if isinstance(error, UnicodeError):
         return DicomBqError(
@@ -101,6 +126,13 @@ def _known_failure(error: BaseException) -> DicomBqError | None:
     return None
 
 
+# The Display of the running command: what Ctrl-C left behind is said by `guarded`, the one
+# place that turns KeyboardInterrupt into exit code 130.
+_display: contextvars.ContextVar[Display | None] = contextvars.ContextVar(
+    "dicom_bq_display", default=None
+)
+
+
 def guarded(command: Callable[..., None]) -> Callable[..., None]:
     """The one error boundary of every command: a failure the user can act on becomes a short
     message on stderr and an exit code, never a traceback."""
@@ -109,12 +141,14 @@ def guarded(command: Callable[..., None]) -> Callable[..., None]:
     def run(*args: Any, **kwargs: Any) -> None:
         from dicom_bq.errors import EXIT_INTERRUPTED
 
+        token = _display.set(None)
         try:
             command(*args, **kwargs)
         except DicomBqError as error:
             fail(error)
         except KeyboardInterrupt:
-            typer.echo("Interrupted.", err=True)
+            display = _display.get()
+            typer.echo(display.interrupted() if display else "Interrupted.", err=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except (typer.Exit, typer.Abort):
             raise
@@ -123,6 +157,8 @@ def guarded(command: Callable[..., None]) -> Callable[..., None]:
             if known is None:
                 raise
             fail(known)
+        finally:
+            _display.reset(token)
 
     return run
 
@@ -154,6 +190,12 @@ ImpersonateOption = Annotated[
 UniverseOption = Annotated[
     str | None,
     typer.Option(
+        "--universe-domain", help="API universe of every Google client (default: googleapis.com)."
+    ),
+]
+StackUniverseOption = Annotated[
+    str | None,
+    typer.Option(
         "--universe-domain",
         help="API universe of every Google client (default: the stack's, else googleapis.com).",
     ),
@@ -182,6 +224,25 @@ TimeoutOption = Annotated[
     typer.Option("--timeout", help="Stop waiting after this long: seconds, or 90s, 30m, 2h."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+# The read-only commands' deployment: a stack's outputs, or a saved copy, and one of its stores.
+StackOption = Annotated[
+    str | None, typer.Option("--stack", "-s", help="Read the outputs of this stack.")
+]
+OutputsOption = Annotated[
+    Path | None, typer.Option("--outputs", help="Saved `pulumi stack output --json`.")
+]
+StoreIdOption = Annotated[
+    str | None,
+    typer.Option("--store-id", help="Only this store of the stack (default: every one)."),
+]
+# The operations commands' argument (gcloud healthcare operations describe OPERATION).
+OperationArgument = Annotated[
+    str,
+    typer.Argument(
+        help="projects/P/locations/L/datasets/D/operations/ID, or gcloud's spelling: the ID "
+        "with --dataset, --location and --project."
+    ),
+]
 PermissionWindowOption = Annotated[
     str,
     typer.Option(
@@ -189,18 +250,6 @@ PermissionWindowOption = Annotated[
         help="How long to retry PERMISSION_DENIED while new grants propagate.",
     ),
 ]
-
-
-def _connection(
-    api_endpoint: str | None, impersonate: str | None, universe: str | None = None
-) -> Any:
-    from dicom_bq.clients.endpoints import Connection
-
-    return Connection(
-        universe_domain=universe or "googleapis.com",
-        healthcare_endpoint=api_endpoint,
-        impersonate=impersonate,
-    )
 
 
 def _err_console() -> Any:
@@ -221,22 +270,57 @@ def confirm_truncate(risk: TruncateRisk) -> None:
         raise DicomBqError("not confirmed: nothing was exported")
 
 
+def export_interrupted(operations: list[str]) -> str:
+    """Ctrl-C stops the waiting, never the export: say how to resume."""
+    if operations:
+        return (
+            f"Interrupted: operation {operations[-1]} keeps running. Resume with: "
+            f"dicom-bq operations wait {operations[-1]}"
+        )
+    return "Interrupted before an export operation was known."
+
+
+def verify_interrupted(operations: list[str]) -> str:
+    """Ctrl-C during verify: its cleanup ran (the temporary store is gone), the export runs on."""
+    where = (
+        f"operation {operations[-1]} keeps running; follow it with: dicom-bq operations wait "
+        f"{operations[-1]}"
+        if operations
+        else "no export had started"
+    )
+    return f"Interrupted ({where}); the temporary store was deleted."
+
+
 class Display:
     """What an export or verify run shows on stderr: notices, retries, the operations started,
-    each verify step; at a terminal, a spinner with the operation's counters."""
+    each verify step; at a terminal, a spinner with the operation's counters. Entered, it is
+    what `guarded` asks what Ctrl-C left running (`on_interrupt` of the operations known)."""
 
-    def __init__(self, *, live: bool, activity: str, spinner_from_start: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        live: bool,
+        activity: str,
+        on_interrupt: Callable[[list[str]], str],
+        spinner_from_start: bool = False,
+        operations: list[str] | None = None,
+    ) -> None:
         self.console = _err_console()
         self.live = live and self.console.is_terminal
         self.activity = activity
+        self.on_interrupt = on_interrupt
         self.spinner_from_start = spinner_from_start
-        self.operations: list[str] = []
+        self.operations: list[str] = list(operations or [])
         self._status: Any = None
 
     def __enter__(self) -> Display:
+        _display.set(self)
         if self.spinner_from_start:
             self._spin()
         return self
+
+    def interrupted(self) -> str:
+        return self.on_interrupt(self.operations)
 
     def __exit__(self, *exc: object) -> None:
         if self._status is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
@@ -15,17 +15,19 @@ from dicom_bq.cli.common import (
     ImpersonateOption,
     JsonOption,
     LocationOption,
+    OperationArgument,
     PermissionWindowOption,
     ProjectOption,
+    StackUniverseOption,
     TimeoutOption,
     UniverseOption,
     app,
     confirm_truncate,
+    export_interrupted,
     finish_operation,
     guarded,
     print_json,
 )
-from dicom_bq.errors import EXIT_INTERRUPTED
 
 
 @app.command()
@@ -124,7 +126,7 @@ def export(
     permission_window: PermissionWindowOption = "10m",
     api_endpoint: ApiEndpointOption = None,
     impersonate: ImpersonateOption = None,
-    universe_domain: UniverseOption = None,
+    universe_domain: StackUniverseOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Export the store's DICOM metadata to a BigQuery table and follow the operation."""
@@ -159,50 +161,38 @@ def export(
         no_wait=no_wait, run_async=run_async, timeout_given=timeout is not None
     )
     seconds = refs.parse_timeout(timeout) if timeout is not None else None
-    display = Display(live=not as_json and seconds != 0, activity=f"exporting to {plan.table.uri}")
-    try:
-        with display:
-            result = run_export(
-                plan=plan,
-                access=GoogleAccess(
-                    api_endpoint=api_endpoint,
-                    impersonate=impersonate,
-                    universe_domain=universe_domain,
-                ),
-                api_version=api_version,
-                stack=stack,
-                local_filter=LocalFilter(path=filter_file, bucket=filter_bucket)
-                if filter_file is not None
-                else None,
-                agent_email=agent_email,
-                permission_window=refs.parse_timeout(permission_window, "--permission-window"),
-                wait=wait,
-                timeout=seconds,
-                truncate_confirmed=yes,
-                confirm_truncate=confirm_truncate,
-                observer=display,
-            )
-    except KeyboardInterrupt:
-        _interrupted(display.operations)
+    display = Display(
+        live=not as_json and seconds != 0,
+        activity=f"exporting to {plan.table.uri}",
+        on_interrupt=export_interrupted,
+    )
+    with display:
+        result = run_export(
+            plan=plan,
+            access=GoogleAccess(
+                api_endpoint=api_endpoint,
+                impersonate=impersonate,
+                universe_domain=universe_domain,
+            ),
+            api_version=api_version,
+            stack=stack,
+            local_filter=LocalFilter(path=filter_file, bucket=filter_bucket)
+            if filter_file is not None
+            else None,
+            agent_email=agent_email,
+            permission_window=refs.parse_timeout(permission_window, "--permission-window"),
+            wait=wait,
+            timeout=seconds,
+            truncate_confirmed=yes,
+            confirm_truncate=confirm_truncate,
+            observer=display,
+        )
     if result.state is not None:
         finish_operation(result.state, as_json)
     if as_json:
         print_json({"operation": result.operation, "done": False})
     else:
         typer.echo(result.operation)
-
-
-def _interrupted(operations: list[str]) -> NoReturn:
-    """Ctrl-C stops the waiting, never the export: say how to resume."""
-    if operations:
-        typer.echo(
-            f"Interrupted: operation {operations[-1]} keeps running. Resume with: "
-            f"dicom-bq operations wait {operations[-1]}",
-            err=True,
-        )
-    else:
-        typer.echo("Interrupted before an export operation was known.", err=True)
-    raise typer.Exit(EXIT_INTERRUPTED)
 
 
 operations_app = typer.Typer(
@@ -214,13 +204,7 @@ app.add_typer(operations_app, name="operations")
 @operations_app.command("describe")
 @guarded
 def operations_describe(
-    name: Annotated[
-        str,
-        typer.Argument(
-            help="projects/P/locations/L/datasets/D/operations/ID, or gcloud's spelling: the ID "
-            "with --dataset, --location and --project."
-        ),
-    ],
+    name: OperationArgument,
     dataset: DatasetOption = None,
     location: LocationOption = None,
     project: ProjectOption = None,
@@ -248,13 +232,7 @@ def operations_describe(
 @operations_app.command("wait")
 @guarded
 def operations_wait(
-    name: Annotated[
-        str,
-        typer.Argument(
-            help="projects/P/locations/L/datasets/D/operations/ID, or gcloud's spelling: the ID "
-            "with --dataset, --location and --project."
-        ),
-    ],
+    name: OperationArgument,
     dataset: DatasetOption = None,
     location: LocationOption = None,
     project: ProjectOption = None,
@@ -303,26 +281,20 @@ def _show_operation(
     display = Display(
         live=not as_json and timeout != 0,
         activity=f"waiting for {name}",
+        on_interrupt=export_interrupted,
         spinner_from_start=True,
+        operations=[name],
     )
-    try:
-        with display:
-            state = follow_operation(
-                name=name,
-                access=GoogleAccess(
-                    api_endpoint=api_endpoint,
-                    impersonate=impersonate,
-                    universe_domain=universe_domain,
-                ),
-                api_version=api_version,
-                timeout=timeout,
-                on_update=display.progress,
-            )
-    except KeyboardInterrupt:
-        typer.echo(
-            f"Interrupted: operation {name} keeps running. Resume with: "
-            f"dicom-bq operations wait {name}",
-            err=True,
+    with display:
+        state = follow_operation(
+            name=name,
+            access=GoogleAccess(
+                api_endpoint=api_endpoint,
+                impersonate=impersonate,
+                universe_domain=universe_domain,
+            ),
+            api_version=api_version,
+            timeout=timeout,
+            on_update=display.progress,
         )
-        raise typer.Exit(EXIT_INTERRUPTED) from None
     finish_operation(state, as_json)

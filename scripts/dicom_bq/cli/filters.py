@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,6 +18,10 @@ from dicom_bq.cli.common import (
     print_filter_report,
     print_json,
 )
+from dicom_bq.errors import EXIT_BAD_INPUT
+
+if TYPE_CHECKING:
+    from dicom_bq.flows.access import GoogleAccess
 
 filter_app = typer.Typer(
     help="Export filter files: validate, build, upload.",
@@ -42,7 +46,7 @@ def filter_validate(
     report = filter_report(path=path, strict=strict)
     print_filter_report(report, as_json)
     if not report.ok:
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_BAD_INPUT)
 
 
 @filter_app.command("build")
@@ -63,14 +67,9 @@ def filter_build(
     where: Annotated[
         str | None, typer.Option("--where", help="With --table: an SQL condition.")
     ] = None,
+    billing_project: BillingProjectOption = None,
     project: Annotated[
-        str | None,
-        typer.Option(
-            "--billing-project",
-            "--project",
-            help="Project the --query/--table job runs in and is billed to (default: your "
-            "credentials' project, else the table's).",
-        ),
+        str | None, typer.Option("--project", help="Another spelling of --billing-project.")
     ] = None,
     normalize: Annotated[
         bool, typer.Option("--normalize", help="Drop duplicates and lines a broader line covers.")
@@ -86,6 +85,7 @@ def filter_build(
     universe_domain: UniverseOption = None,
 ) -> None:
     """Build a filter file from UIDs (CSV, BigQuery, or paths on stdin)."""
+    from dicom_bq import spellings
     from dicom_bq.flows.access import GoogleAccess
     from dicom_bq.flows.filters import BuildSources, build_filter
 
@@ -103,7 +103,11 @@ def filter_build(
         replace=force,
         stdout=sys.stdout.buffer,
         access=GoogleAccess(
-            impersonate=impersonate, universe_domain=universe_domain, billing_project=project
+            impersonate=impersonate,
+            universe_domain=universe_domain,
+            billing_project=spellings.billing_project(
+                billing_project=billing_project, project=project
+            ),
         ),
     )
     typer.echo(
@@ -141,6 +145,19 @@ query_app = typer.Typer(
 )
 app.add_typer(query_app, name="query")
 TableOption = Annotated[str, typer.Option("--table", help="The exported table, bq://P.D.T.")]
+RowsJsonOption = Annotated[
+    bool, typer.Option("--json", help="Print the rows on stdout as a JSON list of objects.")
+]
+
+
+def _query_access(
+    impersonate: str | None, universe_domain: str | None, billing_project: str | None
+) -> GoogleAccess:
+    from dicom_bq.flows.access import GoogleAccess
+
+    return GoogleAccess(
+        impersonate=impersonate, universe_domain=universe_domain, billing_project=billing_project
+    )
 
 
 def _print_rows(rows: list[dict[str, str | None]], as_json: bool) -> None:
@@ -166,15 +183,12 @@ def query_dicomweb_paths(
     billing_project: BillingProjectOption = None,
     impersonate: ImpersonateOption = None,
     universe_domain: UniverseOption = None,
-    as_json: JsonOption = False,
+    as_json: RowsJsonOption = False,
 ) -> None:
     """The DICOMweb paths of one patient's instances."""
-    from dicom_bq.flows.access import GoogleAccess
     from dicom_bq.flows.filters import dicomweb_paths_rows
 
-    access = GoogleAccess(
-        impersonate=impersonate, universe_domain=universe_domain, billing_project=billing_project
-    )
+    access = _query_access(impersonate, universe_domain, billing_project)
     rows = dicomweb_paths_rows(table=table, patient_id=patient_id, access=access)
     _print_rows(rows, as_json)
 
@@ -187,15 +201,12 @@ def query_latest_studies(
     billing_project: BillingProjectOption = None,
     impersonate: ImpersonateOption = None,
     universe_domain: UniverseOption = None,
-    as_json: JsonOption = False,
+    as_json: RowsJsonOption = False,
 ) -> None:
     """The latest studies with their patient and instance count, for a reading worklist."""
-    from dicom_bq.flows.access import GoogleAccess
     from dicom_bq.flows.filters import latest_studies_rows
 
-    access = GoogleAccess(
-        impersonate=impersonate, universe_domain=universe_domain, billing_project=billing_project
-    )
+    access = _query_access(impersonate, universe_domain, billing_project)
     _print_rows(latest_studies_rows(table=table, limit=limit, access=access), as_json)
 
 
@@ -206,13 +217,10 @@ def query_dropped_tags(
     billing_project: BillingProjectOption = None,
     impersonate: ImpersonateOption = None,
     universe_domain: UniverseOption = None,
-    as_json: JsonOption = False,
+    as_json: RowsJsonOption = False,
 ) -> None:
     """The tags the export could not hold (DroppedTags), with how many instances had each."""
-    from dicom_bq.flows.access import GoogleAccess
     from dicom_bq.flows.filters import dropped_tags_rows
 
-    access = GoogleAccess(
-        impersonate=impersonate, universe_domain=universe_domain, billing_project=billing_project
-    )
+    access = _query_access(impersonate, universe_domain, billing_project)
     _print_rows(dropped_tags_rows(table=table, access=access), as_json)

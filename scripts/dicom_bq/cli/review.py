@@ -12,11 +12,12 @@ from dicom_bq.cli.common import (
     ImpersonateOption,
     JsonOption,
     ProjectDirOption,
-    UniverseOption,
+    StackUniverseOption,
     app,
     guarded,
     print_json,
 )
+from dicom_bq.errors import EXIT_FAILED
 
 if TYPE_CHECKING:
     from dicom_bq.flows.review import CheckedPlan, PreflightReport
@@ -51,7 +52,7 @@ def plan(
     checked = plan_stack_offline(stack=stack, project_dir=project_dir, check=check)
     _print_plan(checked, output_format)
     if checked.mandatory_failed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 def _print_plan(checked: CheckedPlan, output_format: PlanFormat) -> None:
@@ -124,7 +125,7 @@ def review(
     else:
         typer.echo(result.text, nl=False)
     if not result.passed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command()
@@ -138,7 +139,7 @@ def audit(
         Path | None, typer.Option("--outputs", help="Expected grants from saved stack outputs.")
     ] = None,
     impersonate: ImpersonateOption = None,
-    universe_domain: UniverseOption = None,
+    universe_domain: StackUniverseOption = None,
     project_dir: ProjectDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -178,7 +179,7 @@ def preflight(
     )
     _print_preflight(report, as_json)
     if not report.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 def _print_preflight(report: PreflightReport, as_json: bool) -> None:

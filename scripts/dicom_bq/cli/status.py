@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -11,7 +10,10 @@ from dicom_bq.cli.common import (
     ApiEndpointOption,
     ImpersonateOption,
     JsonOption,
+    OutputsOption,
     ProjectDirOption,
+    StackOption,
+    StoreIdOption,
     app,
     guarded,
     print_json,
@@ -19,12 +21,6 @@ from dicom_bq.cli.common import (
 
 if TYPE_CHECKING:
     from dicom_bq.flows.status import StatusReport
-
-
-def _outputs(stack: str | None, outputs: Path | None, project_dir: Path | None) -> dict[str, Any]:
-    from dicom_bq.flows.targets import stack_outputs_document
-
-    return stack_outputs_document(stack=stack, outputs=outputs, project_dir=project_dir)
 
 
 def _print_status(report: StatusReport, as_json: bool) -> None:
@@ -39,16 +35,9 @@ def _print_status(report: StatusReport, as_json: bool) -> None:
 @app.command()
 @guarded
 def status(
-    stack: Annotated[
-        str | None, typer.Option("--stack", "-s", help="Read the outputs of this stack.")
-    ] = None,
-    outputs: Annotated[
-        Path | None, typer.Option("--outputs", help="Saved `pulumi stack output --json`.")
-    ] = None,
-    store_id: Annotated[
-        str | None,
-        typer.Option("--store-id", help="Only this store of the stack (default: all of them)."),
-    ] = None,
+    stack: StackOption = None,
+    outputs: OutputsOption = None,
+    store_id: StoreIdOption = None,
     snapshot_grace: Annotated[
         str,
         typer.Option(
@@ -72,7 +61,9 @@ def status(
 
     grace = parse_timeout(snapshot_grace, "--snapshot-grace")
     report = check_status(
-        outputs=_outputs(stack, outputs, project_dir),
+        stack=stack,
+        outputs=outputs,
+        project_dir=project_dir,
         store_id=store_id,
         access=GoogleAccess(api_endpoint=api_endpoint, impersonate=impersonate),
         snapshot_grace=grace,

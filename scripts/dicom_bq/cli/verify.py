@@ -13,33 +13,30 @@ from dicom_bq.cli.common import (
     Display,
     ImpersonateOption,
     JsonOption,
+    OutputsOption,
     PermissionWindowOption,
     ProjectDirOption,
+    StackOption,
+    StoreIdOption,
     TimeoutOption,
     app,
     confirm_truncate,
     guarded,
     print_json,
+    verify_interrupted,
 )
-from dicom_bq.errors import EXIT_INTERRUPTED
 
 if TYPE_CHECKING:
     from dicom_bq.flows.verify import VerifyReport
 
 
 def _verify_display(as_json: bool) -> Display:
-    return Display(live=not as_json, activity="verifying", spinner_from_start=True)
-
-
-def _interrupted(operations: list[str]) -> NoReturn:
-    where = (
-        f"operation {operations[-1]} keeps running; follow it with: dicom-bq operations wait "
-        f"{operations[-1]}"
-        if operations
-        else "no export had started"
+    return Display(
+        live=not as_json,
+        activity="verifying",
+        on_interrupt=verify_interrupted,
+        spinner_from_start=True,
     )
-    typer.echo(f"Interrupted ({where}); the temporary store was deleted.", err=True)
-    raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def _print_report(report: VerifyReport, as_json: bool) -> NoReturn:
@@ -53,19 +50,12 @@ def _print_report(report: VerifyReport, as_json: bool) -> NoReturn:
 @app.command()
 @guarded
 def verify(
-    stack: Annotated[
-        str | None, typer.Option("--stack", "-s", help="Read the outputs of this stack.")
-    ] = None,
-    outputs: Annotated[
-        Path | None, typer.Option("--outputs", help="Saved `pulumi stack output --json`.")
-    ] = None,
+    stack: StackOption = None,
+    outputs: OutputsOption = None,
     store: Annotated[
         str | None, typer.Option("--store", help="Or name the store directly.")
     ] = None,
-    store_id: Annotated[
-        str | None,
-        typer.Option("--store-id", help="Check this store of the stack only (default: every one)."),
-    ] = None,
+    store_id: StoreIdOption = None,
     table: Annotated[
         str | None, typer.Option("--table", help="Verification table (default: the stack's).")
     ] = None,
@@ -120,26 +110,23 @@ def verify(
     )
     window = parse_timeout(permission_window, "--permission-window")
     display = _verify_display(as_json)
-    try:
-        with display:
-            report = verify_path(
-                stack=stack,
-                outputs=outputs,
-                store=store,
-                store_id=store_id,
-                table=table,
-                filter_bucket=filter_bucket,
-                project_dir=project_dir,
-                options=options,
-                access=GoogleAccess(api_endpoint=api_endpoint, impersonate=impersonate),
-                api_version=api_version,
-                permission_window=window,
-                truncate_confirmed=yes,
-                confirm_truncate=confirm_truncate,
-                observer=display,
-            )
-    except KeyboardInterrupt:
-        _interrupted(display.operations)
+    with display:
+        report = verify_path(
+            stack=stack,
+            outputs=outputs,
+            store=store,
+            store_id=store_id,
+            table=table,
+            filter_bucket=filter_bucket,
+            project_dir=project_dir,
+            options=options,
+            access=GoogleAccess(api_endpoint=api_endpoint, impersonate=impersonate),
+            api_version=api_version,
+            permission_window=window,
+            truncate_confirmed=yes,
+            confirm_truncate=confirm_truncate,
+            observer=display,
+        )
     _print_report(report, as_json)
 
 
@@ -204,20 +191,17 @@ def up(
         message=message,
     )
     display = _verify_display(as_json)
-    try:
-        with display:
-            report = deploy_and_verify(
-                stack=stack,
-                project_dir=project_dir,
-                preflight=not skip_preflight,
-                flags=flags,
-                options=options,
-                permission_window=window,
-                pulumi_output_to_stderr=as_json,
-                access=GoogleAccess(impersonate=impersonate),
-                confirm_truncate=confirm_truncate,
-                observer=display,
-            )
-    except KeyboardInterrupt:
-        _interrupted(display.operations)
+    with display:
+        report = deploy_and_verify(
+            stack=stack,
+            project_dir=project_dir,
+            preflight=not skip_preflight,
+            flags=flags,
+            options=options,
+            permission_window=window,
+            pulumi_output_to_stderr=as_json,
+            access=GoogleAccess(impersonate=impersonate),
+            confirm_truncate=confirm_truncate,
+            observer=display,
+        )
     _print_report(report, as_json)

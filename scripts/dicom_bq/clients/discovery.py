@@ -116,6 +116,7 @@ DISCOVERY_APIS = {
     "pubsub": ("v1", ""),
     "cloudkms": ("v1", ""),
     "healthcare": ("v1", ""),
+    "iam": ("v1", ""),
 }
 
 

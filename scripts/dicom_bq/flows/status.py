@@ -12,6 +12,7 @@ import datetime
 import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 from dicom_bq.clients.bigquery import TableInfo
@@ -527,16 +528,21 @@ class _TablesByProject:
 
 def check_status(
     *,
-    outputs: Mapping[str, Any],
+    stack: str | None,
+    outputs: Path | None,
+    project_dir: Path | None,
     store_id: str | None,
     access: GoogleAccess,
     snapshot_grace: float,
     now: datetime.datetime,
 ) -> StatusReport:
-    """`dicom-bq status` on a stack's outputs: check them (bad input sends nothing), then read."""
+    """`dicom-bq status` on a stack's outputs (through the Pulumi CLI) or a saved copy: check
+    them (bad input sends nothing), then read."""
     from dicom_bq.clients.healthcare import HealthcareApi
+    from dicom_bq.flows.targets import stack_outputs_document
 
-    target = status_target(outputs, store_id)
+    document = stack_outputs_document(stack=stack, outputs=outputs, project_dir=project_dir)
+    target = status_target(document, store_id)
     connection = access.connection(default_universe=target.universe_domain)
     return collect_status(
         target=target,

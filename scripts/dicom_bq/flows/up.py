@@ -3,13 +3,19 @@ outputs."""
 
 from __future__ import annotations
 
+import json
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dicom_bq.errors import EXIT_FAILED, DicomBqError
 from dicom_bq.flows.access import GoogleAccess
 from dicom_bq.flows.export import ConfirmTruncate
 from dicom_bq.flows.verify import VerifyObserver, VerifyOptions, VerifyReport, verify_each
+
+if TYPE_CHECKING:
+    from dicom_bq.stack.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -70,22 +76,27 @@ def deploy_and_verify(
             )
     if flags.no_policy_pack and flags.policy_packs:
         raise DicomBqError("--no-policy-pack and --policy-pack contradict each other")
-    packs = [] if flags.no_policy_pack else flags.policy_packs or [folder / "policy"]
-    up_options = stack_outputs.UpOptions(
-        yes=flags.yes,
-        policy_packs=[str(pack) for pack in packs],
-        refresh=flags.refresh,
-        diff=flags.diff,
-        targets=list(flags.targets),
-        message=flags.message,
-    )
-    code = stack_outputs.pulumi_up(
-        stack,
-        folder,
-        up_options,
-        output_to_stderr=pulumi_output_to_stderr,
-        impersonate=access.impersonate,
-    )
+    own_pack = folder / "policy"
+    packs = [] if flags.no_policy_pack else flags.policy_packs or [own_pack]
+    with tempfile.TemporaryDirectory(prefix="dicom-bq-policy-") as scratch:
+        up_options = stack_outputs.UpOptions(
+            yes=flags.yes,
+            policy_packs=[str(pack) for pack in packs],
+            policy_pack_configs=_policy_pack_configs(
+                packs=packs, own_pack=own_pack, plan=plan, folder=Path(scratch)
+            ),
+            refresh=flags.refresh,
+            diff=flags.diff,
+            targets=list(flags.targets),
+            message=flags.message,
+        )
+        code = stack_outputs.pulumi_up(
+            stack,
+            folder,
+            up_options,
+            output_to_stderr=pulumi_output_to_stderr,
+            impersonate=access.impersonate,
+        )
     if code != 0:
         raise DicomBqError(
             f"`pulumi up` failed with exit code {code}: nothing was verified",
@@ -104,3 +115,44 @@ def deploy_and_verify(
         confirm_truncate=confirm_truncate,
         observer=observer,
     )
+
+
+def own_pack_config(plan: Plan) -> dict[str, dict[str, object]]:
+    """The project's pack's config for this stack: what `plan --check` and `review` hold the
+    plan to, so that `pulumi up` enforces the same (protection, CMEK, locations, grants)."""
+    from dicom_bq.infra.policy_config import pack_config
+    from dicom_bq.stack.plan import UNRESOLVED_NUMBER
+
+    settings = plan.settings
+    assert settings is not None, "plan_stack records the settings it planned"
+    number = plan.project_numbers.get(settings.source_project)
+    known = number is not None and number != UNRESOLVED_NUMBER.format(
+        project=settings.source_project
+    )
+    return pack_config(
+        protected=settings.protected,
+        allowed_bigquery_locations=settings.allowed_bigquery_locations,
+        require_cmek=settings.require_cmek,
+        source_project=settings.source_project,
+        source_project_number=number if known else None,
+        # The plan names the agent service-NUMBER@...: with the number unknown offline, its
+        # grants would match no agent the deployment creates, so the pack uses its role
+        # allow-list instead.
+        grants=plan.grants if known else None,
+    )
+
+
+def _policy_pack_configs(
+    *, packs: list[Path], own_pack: Path, plan: Plan, folder: Path
+) -> list[str]:
+    """A config file per pack when the project's pack is among them (its config comes from the
+    plan; another pack gets {}, its own defaults); none otherwise."""
+    if own_pack.resolve() not in {pack.resolve() for pack in packs}:
+        return []
+    files = []
+    for index, pack in enumerate(packs):
+        document = own_pack_config(plan) if pack.resolve() == own_pack.resolve() else {}
+        path = folder / f"policy-pack-{index}.json"
+        path.write_text(json.dumps(document, indent=2), encoding="utf-8")
+        files.append(str(path))
+    return files

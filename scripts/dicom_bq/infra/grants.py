@@ -27,8 +27,18 @@ AGENT_ROLES = frozenset(
 # Who a grant is for: the Cloud Healthcare service agent, or BigQuery's encryption account (which
 # must use the BigQuery dataset's CMEK key when the export and the streams create tables).
 # The nightly snapshot's own service account ("snapshot") calls dicomStores.export and nothing
-# else.
-Principal = Literal["agent", "bigquery_encryption", "snapshot"]
+# else; Cloud Scheduler's service agent ("scheduler") mints that account's token for each run.
+Principal = Literal["agent", "bigquery_encryption", "snapshot", "scheduler"]
+# What the Cloud Scheduler service agent needs to send a job's request with an OAuth token of
+# the job's account: to "generate header tokens on behalf of your client service account"
+# (https://cloud.google.com/scheduler/docs/http-target-auth). Token Creator holds
+# iam.serviceAccounts.getAccessToken (https://cloud.google.com/iam/docs/service-account-permissions),
+# and granted on the snapshot account it reaches that account alone. Not the project-level
+# roles/cloudscheduler.serviceAgent, Google's automatic grant when the API is enabled: on the
+# project it reaches every service account there (and more than tokens). Projects that enabled
+# Cloud Scheduler before 2019-03-19, or removed that grant, lack it (same page); this one makes
+# the job work either way, and adds to the automatic grant where it exists.
+SCHEDULER_ROLE = "roles/iam.serviceAccountTokenCreator"
 # The snapshot account's custom role. dicomStores.export is what the Cloud Scheduler job calls;
 # it is checked on the store (https://cloud.google.com/healthcare-api/docs/access-control, "DICOM
 # store roles"). Not healthcare.operations.get: the job starts the export and never polls it, and
@@ -113,6 +123,8 @@ class GrantRequest:
     snapshot_stores: tuple[tuple[str, pulumi.Input[str]], ...] = ()
     # projects/P/roles/ID of the snapshot's custom role (known before the role exists).
     snapshot_role: str | None = None
+    # The snapshot account's email: Cloud Scheduler's agent may mint its tokens; None: no grant.
+    snapshot_account: pulumi.Input[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -218,10 +230,27 @@ def grant_specs(request: GrantRequest) -> list[GrantSpec]:
 
 
 def snapshot_grant_specs(request: GrantRequest) -> list[GrantSpec]:
-    """The snapshot account's one role on each store it exports, and nowhere else."""
+    """The snapshot account's one role on each store it exports, and nowhere else; and Cloud
+    Scheduler's service agent's Token Creator on that account alone."""
     if not request.snapshot_stores or request.snapshot_role is None:
         return []
-    return [
+    scheduler = (
+        [
+            GrantSpec(
+                "scheduler-token-creator",
+                SCHEDULER_ROLE,
+                Scope("service_account", request.source_project, request.snapshot_account),
+                "Cloud Scheduler's service agent mints the snapshot account's OAuth token for "
+                "each nightly request (https://cloud.google.com/scheduler/docs/http-target-auth); "
+                "granted on that account alone, not roles/cloudscheduler.serviceAgent on the "
+                "project, which projects that enabled the API before 2019-03-19 lack.",
+                principal="scheduler",
+            )
+        ]
+        if request.snapshot_account is not None
+        else []
+    )
+    stores = [
         GrantSpec(
             f"snapshot-export-{store_id}",
             request.snapshot_role,
@@ -233,3 +262,4 @@ def snapshot_grant_specs(request: GrantRequest) -> list[GrantSpec]:
         )
         for store_id, store in request.snapshot_stores
     ]
+    return stores + scheduler

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 DEFAULT_UNIVERSE = "googleapis.com"
 VERIFICATION_TABLE = "dicom_bq_verification"
 
@@ -39,8 +43,20 @@ def agent_member(
     return "serviceAccount:" + agent_email(source_project_number, universe_domain, agent_iam_domain)
 
 
-def bigquery_encryption_member(bigquery_project_number: str) -> str:
-    """BigQuery's encryption account, which must be able to use a dataset's default CMEK key."""
+def bigquery_encryption_member(
+    bigquery_project_number: str, universe_domain: str = DEFAULT_UNIVERSE
+) -> str | None:
+    """BigQuery's encryption account, which must be able to use a dataset's default CMEK key;
+    None where its address is not known offline.
+
+    bq-NUMBER@bigquery-encryption.iam.gserviceaccount.com is the form Google documents for
+    googleapis.com (https://cloud.google.com/bigquery/docs/customer-managed-encryption, "Grant
+    encryption and decryption permission"); no public source gives it for another universe, and
+    the deployed grant takes the address from projects.getServiceAccount anyway
+    (components/export_path.py), so elsewhere it is left to that lookup.
+    """
+    if universe_domain != DEFAULT_UNIVERSE:
+        return None
     return (
         f"serviceAccount:bq-{bigquery_project_number}@bigquery-encryption.iam.gserviceaccount.com"
     )
@@ -68,26 +84,6 @@ def table_uri(project: str, dataset_id: str, table_id: str) -> str:
 
 def verification_table_uri(project: str, dataset_id: str) -> str:
     return table_uri(project, dataset_id, VERIFICATION_TABLE)
-
-
-def project_scope(project: str) -> str:
-    return f"//cloudresourcemanager.googleapis.com/projects/{project}"
-
-
-def bigquery_dataset_scope(project: str, dataset_id: str) -> str:
-    return f"//bigquery.googleapis.com/projects/{project}/datasets/{dataset_id}"
-
-
-def bucket_scope(bucket: str) -> str:
-    return f"//storage.googleapis.com/projects/_/buckets/{bucket}"
-
-
-def topic_scope(topic: str) -> str:
-    return f"//pubsub.googleapis.com/{topic}"
-
-
-def crypto_key_scope(key: str) -> str:
-    return f"//cloudkms.googleapis.com/{key}"
 
 
 # The nightly snapshot's own service account and custom role. Both live in the source project and
@@ -135,10 +131,55 @@ def healthcare_export_url(store_name: str, universe_domain: str = DEFAULT_UNIVER
     return f"{healthcare_base_url(universe_domain)}/{store_name}:export"
 
 
+def _store_part(store_id: str) -> str:
+    """A store ID inside a job name: Cloud Scheduler job IDs take letters, digits, '-' and '_'
+    (cloudscheduler v1 discovery, Job.name); '.', valid in a store ID, becomes '_'."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", store_id)
+
+
 def snapshot_tables(store_ids: list[str], table: str) -> dict[str, str]:
     """Store ID -> its snapshot table. One store: `table`; several: `table_STORE` each, since
     every store's nightly WRITE_TRUNCATE would otherwise replace the others' rows ('.', valid in
-    a store ID, is not in a table name: it becomes '_')."""
+    a store ID, is not in a table name: it becomes '_'). Two IDs that differ only there would get
+    one table: shared_snapshot_names finds them."""
     if len(store_ids) == 1:
         return {store_ids[0]: table}
     return {store: f"{table}_{store.replace('.', '_')}" for store in store_ids}
+
+
+def snapshot_job_name(account_id: str, store_id: str) -> str:
+    """The store's Cloud Scheduler job: the snapshot account's ID, then the store's."""
+    return f"{account_id}-{_store_part(store_id)}"
+
+
+@dataclass(frozen=True)
+class SharedNames:
+    """Two stores (indexes in the list) that would get the same snapshot table or job."""
+
+    first: int
+    second: int
+    # What they would share, as a person reads it: "the snapshot table T", "the job name J".
+    shared: tuple[str, ...]
+
+
+def shared_snapshot_names(
+    store_ids: Sequence[str], *, table: str, account_id: str
+) -> list[SharedNames]:
+    """Pairs of stores whose snapshot table or Cloud Scheduler job would be one: one store's
+    nightly WRITE_TRUNCATE would replace the other's snapshot, or the second job's creation
+    fails with 409. Tables are compared case-insensitively: a dataset may be created
+    case-insensitive (isCaseInsensitive, https://cloud.google.com/bigquery/docs/reference/rest/
+    v2/datasets), and the component may be given one it does not create."""
+    tables = snapshot_tables(list(store_ids), table) if len(set(store_ids)) > 1 else {}
+    found = []
+    for second, later in enumerate(store_ids):
+        for first, earlier in enumerate(store_ids[:second]):
+            shared = []
+            if earlier != later and tables[earlier].casefold() == tables[later].casefold():
+                shared.append(f"the snapshot table {tables[later]}")
+            if snapshot_job_name(account_id, earlier) == snapshot_job_name(account_id, later):
+                shared.append(f"the job name {snapshot_job_name(account_id, later)}")
+            if shared:
+                found.append(SharedNames(first, second, tuple(shared)))
+                break
+    return found

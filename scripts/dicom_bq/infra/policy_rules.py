@@ -37,6 +37,12 @@ SNAPSHOT_ACCOUNT = re.compile(
 SNAPSHOT_ROLE = re.compile(
     rf"^projects/[^/]+/roles/{re.escape(naming.SNAPSHOT_ROLE_PREFIX)}_[0-9a-f]{{8}}$"
 )
+# Cloud Scheduler's service agent (https://cloud.google.com/scheduler/docs/http-target-auth),
+# which mints the snapshot account's token: Token Creator on that account is all it is granted.
+SCHEDULER_AGENT = re.compile(
+    r"^serviceAccount:service-([0-9A-Za-z_]+)@gcp-sa-cloudscheduler\.[a-z0-9.-]+$"
+)
+SCHEDULER_AGENT_ROLE = "roles/iam.serviceAccountTokenCreator"
 CUSTOM_ROLE = "gcp:projects/iAMCustomRole:IAMCustomRole"
 BASIC_ROLES = frozenset({"roles/owner", "roles/editor", "roles/viewer"})
 # BigQuery's dataset OWNER, the dataset-level basic role ("Basic roles for datasets",
@@ -83,8 +89,8 @@ OBJECT_ACL_ENTRIES = frozenset(
 AUTHORITATIVE_ACLS = BUCKET_ACL_LISTS | OBJECT_ACL_LISTS
 # Scopes above a project: a grant there reaches every project, dataset and bucket beneath.
 ABOVE_PROJECT = (
-    "//cloudresourcemanager.googleapis.com/organizations/",
-    "//cloudresourcemanager.googleapis.com/folders/",
+    f"//{SCOPE_KINDS['project'].host}/organizations/",
+    f"//{SCOPE_KINDS['project'].host}/folders/",
 )
 
 
@@ -208,6 +214,17 @@ def is_snapshot_account(member: str) -> bool:
     return SNAPSHOT_ACCOUNT.match(canonical_member(member)) is not None
 
 
+def is_scheduler_agent(member: str) -> bool:
+    """Whether the member is a Cloud Scheduler service agent (any project's), in any spelling."""
+    return SCHEDULER_AGENT.match(canonical_member(member)) is not None
+
+
+def is_snapshot_account_scope(scope: str) -> bool:
+    """Whether the scope is a dicom-bq nightly snapshot account (a service account scope)."""
+    parsed = SCOPE_KINDS["service_account"].parse(scope)
+    return parsed is not None and is_snapshot_account(f"serviceAccount:{parsed['account']}")
+
+
 def is_agent(member: str) -> bool:
     """Whether the member is a Cloud Healthcare service agent (any project's), in any spelling."""
     return AGENT.match(canonical_member(member)) is not None
@@ -262,10 +279,10 @@ def scope_of(resource: Resource) -> str:
     t = resource.type
     if t.startswith("gcp:organizations/"):
         org = _text(p, "orgId").removeprefix("organizations/")
-        return f"//cloudresourcemanager.googleapis.com/organizations/{org}"
+        return f"//{SCOPE_KINDS['project'].host}/organizations/{org}"
     if t.startswith("gcp:folder/"):
         folder = _text(p, "folder").removeprefix("folders/")
-        return f"//cloudresourcemanager.googleapis.com/folders/{folder}"
+        return f"//{SCOPE_KINDS['project'].host}/folders/{folder}"
     if t.startswith("gcp:bigquery/iam"):  # IamMember/IamBinding/IamPolicy: a table
         dataset = SCOPE_KINDS["bigquery_dataset"].uri_from_inputs(p)
         return f"{dataset}/tables/{_text(p, 'tableId').rsplit('/', 1)[-1]}"
@@ -278,13 +295,24 @@ def scope_of(resource: Resource) -> str:
         sub = _text(p, "subscription")
         if not sub.startswith("projects/"):
             sub = f"projects/{_text(p, 'project')}/subscriptions/{sub}"
-        return f"//pubsub.googleapis.com/{sub}"
+        return f"//{SCOPE_KINDS['topic'].host}/{sub}"
     if t.startswith("gcp:kms/keyRing"):
-        return f"//cloudkms.googleapis.com/{_text(p, 'keyRingId')}"
+        return _key_ring_uri(_text(p, "keyRingId"))
     for kind in SCOPE_KINDS.values():
         if t.startswith(kind.pulumi_inputs.type_prefix):
             return kind.uri_from_inputs(p)
     return f"//{_type_name(t)}/{resource.name}"
+
+
+def _key_ring_uri(ring: str) -> str:
+    """A key ring's full name: the crypto_key kind's, less its key. pulumi-gcp takes the ring as
+    PROJECT/LOCATION/RING too (pulumi_gcp kms/key_ring_iam_member.py, key_ring_id)."""
+    key = SCOPE_KINDS["crypto_key"]
+    template = key.name_template.rsplit("/cryptoKeys/", 1)[0]
+    parts = ring.split("/")
+    if not ring.startswith("projects/") and len(parts) == 3:
+        ring = template.format(project=parts[0], location=parts[1], ring=parts[2])
+    return f"//{key.host}/{ring}"
 
 
 def _policy_bindings(props: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -663,6 +691,18 @@ def _snapshot_export_only(
     listed = (
         {g.role for g in context.snapshot_grants} if context.snapshot_grants is not None else None
     )
+    # The role is the source project's: another project's role of the same name is not the one
+    # this stack creates and checks. The source project as the context names it, else as the
+    # stack's own snapshot role says.
+    projects = (
+        {context.source_project}
+        if context.source_project is not None
+        else {
+            _text(r.props, "project")
+            for r in _of_type(resources, CUSTOM_ROLE)
+            if _text(r.props, "roleId").startswith(naming.SNAPSHOT_ROLE_PREFIX)
+        }
+    )
     for b in bindings(resources):
         if not is_snapshot_account(b.member):
             continue
@@ -671,6 +711,12 @@ def _snapshot_export_only(
                 b.resource,
                 f"gives the snapshot account {b.role}; it may hold only its export-only custom "
                 "role",
+            )
+        elif b.role.split("/")[1] not in projects:
+            yield (
+                b.resource,
+                f"gives the snapshot account {b.role}, a role of another project than the "
+                f"source project ({', '.join(sorted(projects)) or 'unknown'})",
             )
 
 
@@ -693,6 +739,65 @@ def _snapshot_store_scope(
                 b.resource,
                 f"grants {b.role} to the snapshot account on {b.scope}; the grants list names "
                 f"{', '.join(sorted(listed)) or 'no store'}",
+            )
+
+
+def _scheduler_agent_token_only(
+    resources: list[Resource], context: PolicyContext
+) -> Iterator[tuple[str, str]]:
+    for b in bindings(resources):
+        found = SCHEDULER_AGENT.match(b.member)
+        if found is None:
+            continue
+        if b.role != SCHEDULER_AGENT_ROLE:
+            yield (
+                b.resource,
+                f"gives Cloud Scheduler's service agent {b.role}; it may hold only {SCHEDULER_AGENT_ROLE}",
+            )
+        elif not is_snapshot_account_scope(b.scope):
+            yield (
+                b.resource,
+                f"grants {b.role} to Cloud Scheduler's service agent on {b.scope}, which is not "
+                "the nightly snapshot's service account",
+            )
+        elif context.source_project_number is not None and (
+            found.group(1) != context.source_project_number
+        ):
+            yield (
+                b.resource,
+                f"lets another project's Cloud Scheduler agent ({b.member}) mint the snapshot "
+                "account's tokens",
+            )
+
+
+def _snapshot_account_not_impersonated(
+    resources: list[Resource], context: PolicyContext
+) -> Iterator[tuple[str, str]]:
+    # Impersonation roles on a project reach every service account in it, the snapshot's too.
+    snapshot_projects = {
+        _text(r.props, "project")
+        for r in _of_type(resources, "gcp:serviceaccount/account:Account")
+        if _text(r.props, "accountId").startswith(naming.SNAPSHOT_ACCOUNT_PREFIX)
+    }
+    project_kind = SCOPE_KINDS["project"]
+    for b in bindings(resources):
+        if is_snapshot_account_scope(b.scope):
+            if not (is_scheduler_agent(b.member) and b.role == SCHEDULER_AGENT_ROLE):
+                yield (
+                    b.resource,
+                    f"gives {b.member} {b.role} on the snapshot account; only Cloud Scheduler's "
+                    f"service agent may, and only {SCHEDULER_AGENT_ROLE}",
+                )
+            continue
+        on_project = project_kind.parse(b.scope)
+        reaches = b.scope.startswith(ABOVE_PROJECT) or (
+            on_project is not None and on_project["project"] in snapshot_projects
+        )
+        if snapshot_projects and reaches and b.role in IMPERSONATION_ROLES:
+            yield (
+                b.resource,
+                f"gives {b.member} {b.role} on {b.scope}, which reaches the snapshot account: "
+                "it could act as it",
             )
 
 
@@ -831,6 +936,24 @@ RULES: tuple[Rule, ...] = (
         "Grant the snapshot role with DicomStoreIamMember on each store the snapshot exports.",
         _snapshot_store_scope,
         "none; nearest Trivy google-iam-no-project-level-service-account-impersonation (project-level grants)",
+    ),
+    Rule(
+        "DBQ016",
+        "scheduler-agent-token-creator-only",
+        "Cloud Scheduler's service agent holds only roles/iam.serviceAccountTokenCreator, only on the nightly snapshot's service account, and only the source project's agent.",
+        "mandatory",
+        "Grant the agent Token Creator with serviceaccount.IAMMember on the snapshot account alone, as the grants list does; never a project-level role.",
+        _scheduler_agent_token_only,
+        "Checkov CKV_GCP_41 (Token Creator at project level); policy-library gcp_iam_allowed_bindings",
+    ),
+    Rule(
+        "DBQ017",
+        "snapshot-account-not-impersonated",
+        "Nobody but Cloud Scheduler's service agent is granted on the snapshot account, and no impersonation role (serviceAccountUser, TokenCreator, ...) is granted where it reaches that account (its project or above).",
+        "mandatory",
+        "Remove the grant: only the nightly job acts as the snapshot account, through Cloud Scheduler's agent.",
+        _snapshot_account_not_impersonated,
+        "Checkov CKV_GCP_41 and CKV_GCP_49 (Service Account User / Token Creator); Trivy google-iam-no-project-level-service-account-impersonation",
     ),
 )
 

@@ -13,7 +13,7 @@ from dicom_bq.infra.components.export_path import (
     DicomStoreArgs,
 )
 from dicom_bq.infra.settings import SettingsError, StackSettings, StoreSpec, settings_from_config
-from dicom_bq.stack.contract import OutputNames
+from dicom_bq.stack.contract import OutputNames, StoreOutputs
 
 
 def engine_config() -> dict[str, Any]:
@@ -106,13 +106,16 @@ def store_entries(stores: list[Any], snapshot_tables: list[str]) -> list[dict[st
     from _store_inputs in order, and `snapshot_tables` follows store_ids, made from the same list
     (components/export_path.py); without a schedule there are no tables at all.
     """
-    entries: list[dict[str, object]] = [
-        {"id": s["store_id"], "name": s["name"], "dicomwebUrl": s["dicomweb_url"]} for s in stores
+    tables: list[str | None] = list(snapshot_tables) if snapshot_tables else [None] * len(stores)
+    return [
+        StoreOutputs(
+            store_id=store["store_id"],
+            name=store["name"],
+            dicomweb_url=store["dicomweb_url"],
+            snapshot_table=table,
+        ).as_entry()
+        for store, table in zip(stores, tables, strict=True)
     ]
-    if snapshot_tables:
-        for entry, table in zip(entries, snapshot_tables, strict=True):
-            entry["snapshotTable"] = table
-    return entries
 
 
 def stack_exports(path: DicomExportPath) -> dict[str, pulumi.Output[object]]:

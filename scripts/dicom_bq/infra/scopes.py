@@ -26,7 +26,13 @@ from typing import Any, Literal
 from dicom_bq.errors import DicomBqError
 
 ScopeKindName = Literal[
-    "project", "bigquery_dataset", "bucket", "topic", "crypto_key", "dicom_store"
+    "project",
+    "bigquery_dataset",
+    "bucket",
+    "topic",
+    "crypto_key",
+    "dicom_store",
+    "service_account",
 ]
 # What a Pulumi member argument takes: the grant scope's `project` or `resource` as given (an
 # Output keeps its dependencies), or the scope in the kind's `provider_id` form.
@@ -572,6 +578,62 @@ SCOPE_KINDS: dict[ScopeKindName, ScopeKind] = {
                 # The store may not exist before the first up (the stack creates its stores),
                 # and a test on a missing store answers 404; a role granting these is usually
                 # held on the project, where the test answers either way.
+                tested_on="project",
+            ),
+        ),
+        ScopeKind(
+            name="service_account",
+            title="service account",
+            host="iam.googleapis.com",
+            # https://cloud.google.com/iam/docs/full-resource-names: a service account is
+            # //iam.googleapis.com/projects/P/serviceAccounts/EMAIL.
+            name_template="projects/{project}/serviceAccounts/{account}",
+            resource_part="account",
+            consequence="Cloud Scheduler cannot mint the account's token: the nightly snapshot "
+            "job's request fails and no export starts",
+            # service_account_id: "The fully-qualified name of the service account"
+            # (pulumi_gcp serviceaccount/iam_member.py), projects/P/serviceAccounts/EMAIL.
+            provider_id="projects/{project}/serviceAccounts/{account}",
+            pulumi_member=PulumiMember(
+                "gcp:serviceaccount/iAMMember:IAMMember",
+                (("service_account_id", "provider_id"),),
+            ),
+            # IAMMember, IAMBinding, IAMPolicy; not Account or Key, which grant nothing.
+            pulumi_inputs=PulumiInputs("gcp:serviceaccount/iAM", None, "serviceAccountId"),
+            # https://cloud.google.com/sdk/gcloud/reference/iam/service-accounts/get-iam-policy
+            # https://cloud.google.com/sdk/gcloud/reference/iam/service-accounts/add-iam-policy-binding
+            # https://cloud.google.com/sdk/gcloud/reference/iam/service-accounts/remove-iam-policy-binding
+            commands=Commands(
+                show="gcloud iam service-accounts get-iam-policy {account} --project={project} "
+                "--format=json",
+                binding="gcloud iam service-accounts {verb}-iam-policy-binding {account} "
+                "--project={project} {member_role}",
+            ),
+            # iam v1 discovery document, projects.serviceAccounts.getIamPolicy: POST
+            # v1/{+resource}:getIamPolicy, query parameter options.requestedPolicyVersion.
+            live_read=LiveRead(
+                api="iam",
+                method="projects.serviceAccounts.getIamPolicy",
+                arguments=(("resource", "{name}"),),
+                version_parameter="options_requestedPolicyVersion",
+                version_in="query",
+                response="iam_policy",
+            ),
+            preflight=Preflight(
+                grant_permissions=_policy_permissions("iam.serviceAccounts"),
+                admin_role="roles/iam.serviceAccountAdmin",
+                subject="{name}",
+                # iam v1 discovery document, projects.serviceAccounts.testIamPermissions: POST
+                # v1/{+resource}:testIamPermissions, body TestIamPermissionsRequest.
+                test=TestPermissions(
+                    api="iam",
+                    method="projects.serviceAccounts.testIamPermissions",
+                    arguments=(("resource", "{name}"),),
+                    permissions_in="body",
+                ),
+                # The stack creates the only account it grants on (the snapshot's), so it does
+                # not exist before the first up and a test on it answers 404; the project's
+                # test answers either way (roles/iam.serviceAccountAdmin is usually held there).
                 tested_on="project",
             ),
         ),

@@ -6,6 +6,7 @@ Both go through `parse_settings`, so a bad value gets the same message wherever 
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import json
 import re
@@ -26,6 +27,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from dicom_bq import cron
 from dicom_bq.infra import identifiers, naming
 from dicom_bq.texts import EXCERPT, excerpt, printable
 
@@ -515,7 +517,28 @@ class StackSettings(BaseModel):
                     f"{len(merged)}; Google allows at most {MAX_LABELS} per store: remove "
                     f"{len(merged) - MAX_LABELS}"
                 )
-        return problems
+        return problems + self._shared_name_problems()
+
+    def _shared_name_problems(self) -> list[str]:
+        """Listed stores whose snapshot table or job would be one (names made from the store ID).
+        Only with a schedule: without one, no name is made from a store ID but the store's own."""
+        if self.dicom_stores is None or self.snapshot_schedule is None:
+            return []
+        ids = [entry.id for entry in self.dicom_stores]
+        account = naming.snapshot_account_id(
+            naming.healthcare_dataset_name(
+                self.source_project, self.location, self.healthcare_dataset_id
+            )
+        )
+        table = self.snapshot_table or naming.DEFAULT_SNAPSHOT_TABLE
+        return [
+            f"{CONFIG_NAMESPACE}:dicomStores[{pair.second}].id '{ids[pair.second]}' and "
+            f"dicomStores[{pair.first}].id '{ids[pair.first]}' would share "
+            f"{' and '.join(pair.shared)}: one store's nightly export would replace the other's "
+            "snapshot; rename one"
+            for pair in naming.shared_snapshot_names(ids, table=table, account_id=account)
+            if ids[pair.first] != ids[pair.second]  # refused above as a repeated ID
+        ]
 
     def _snapshot_problems(self) -> list[tuple[str, str]]:
         problems = []
@@ -529,6 +552,15 @@ class StackSettings(BaseModel):
                     problems.append(
                         (key, "is set but snapshotSchedule is not: set the schedule, or remove it")
                     )
+        else:
+            schedule = cron.parse_schedule(
+                self.snapshot_schedule, self.snapshot_time_zone or self.time_zone
+            )
+            problem = cron.snapshot_schedule_problem(
+                schedule, now=datetime.datetime.now(datetime.UTC)
+            )
+            if problem:
+                problems.append(("snapshotSchedule", problem))
         for table in self.snapshot_tables.values():
             if table in self.all_stream_tables:
                 problems.append(

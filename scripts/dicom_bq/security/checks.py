@@ -4,15 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dicom_bq.infra.policy_rules import (
-    ExpectedGrant,
-    Finding,
-    PolicyContext,
-    Resource,
-    evaluate,
-    is_agent,
-    is_snapshot_account,
-)
+from dicom_bq.infra.policy_config import agent_grants, snapshot_grants
+from dicom_bq.infra.policy_rules import Finding, PolicyContext, Resource, evaluate
 from dicom_bq.infra.settings import StackSettings
 from dicom_bq.stack.plan import Plan
 
@@ -24,9 +17,7 @@ def plan_resources(plan: Plan) -> list[Resource]:
 def plan_context(settings: StackSettings, grants: list[dict[str, Any]]) -> PolicyContext:
     return PolicyContext(
         protected=settings.protected,
-        expected_grants=frozenset(
-            ExpectedGrant(g["role"], g["scope"]) for g in grants if is_agent(g["member"])
-        ),
+        expected_grants=agent_grants(grants),
         allowed_bigquery_locations=(
             frozenset(settings.allowed_bigquery_locations)
             if settings.allowed_bigquery_locations is not None
@@ -36,9 +27,7 @@ def plan_context(settings: StackSettings, grants: list[dict[str, Any]]) -> Polic
         # The agent is the source project's (service-NUMBER@...): DBQ012 ties its identity there.
         source_project=settings.source_project,
         source_project_number=settings.source_project_number,
-        snapshot_grants=frozenset(
-            ExpectedGrant(g["role"], g["scope"]) for g in grants if is_snapshot_account(g["member"])
-        ),
+        snapshot_grants=snapshot_grants(grants),
     )
 
 

@@ -17,7 +17,38 @@ class RolePermissions:
     role: str
     title: str
     permissions: tuple[str, ...]
-    source: str  # "IAM API" or "snapshot YYYY-MM-DD"
+    source: str  # "IAM API", "snapshot YYYY-MM-DD" or CUSTOM_ROLE_SOURCE
+
+
+# Where a role the stack itself defines gets its permissions: the plan, which is what `pulumi up`
+# will create. Neither the snapshot (predefined roles only) nor the IAM API (the role may not
+# exist yet, or may differ from what the stack will set) can say.
+CUSTOM_ROLE_SOURCE = "the stack's custom role"
+
+# pulumi-gcp's custom role resources and the IAM name of the role each defines
+# (https://cloud.google.com/iam/docs/reference/rest/v1/projects.roles, organizations.roles: name).
+_CUSTOM_ROLE_NAMES = {
+    "gcp:projects/iAMCustomRole:IAMCustomRole": ("projects/{project}/roles/{roleId}", "project"),
+    "gcp:organizations/iAMCustomRole:IAMCustomRole": (
+        "organizations/{orgId}/roles/{roleId}",
+        "orgId",
+    ),
+}
+
+
+def custom_role(resource_type: str, inputs: dict[str, Any]) -> RolePermissions | None:
+    """The role a custom role resource defines, with the permissions it sets; None for any
+    other resource, or one whose name cannot be told from its inputs."""
+    spelling = _CUSTOM_ROLE_NAMES.get(resource_type)
+    if spelling is None or not inputs.get("roleId") or not inputs.get(spelling[1]):
+        return None
+    name = spelling[0].format(**{key: inputs.get(key) for key in ("project", "orgId", "roleId")})
+    return RolePermissions(
+        name,
+        str(inputs.get("title") or ""),
+        tuple(sorted(str(p) for p in inputs.get("permissions") or [])),
+        CUSTOM_ROLE_SOURCE,
+    )
 
 
 @cache

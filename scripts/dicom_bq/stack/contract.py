@@ -20,9 +20,9 @@ DEFAULT_UNIVERSE = "googleapis.com"
 class OutputNames:
     STORE = "dicomStoreName"
     DICOMWEB = "dicomwebUrl"
-    # Every store, [{id, name, dicomwebUrl, snapshotTable}], in the stack's order (snapshotTable,
-    # its own snapshot's bq://P.D.T, only with a snapshot schedule); STORE and DICOMWEB stay the
-    # first one's for what read them before stacks had several.
+    # Every store, [StoreOutputs.as_entry()], in the stack's order (snapshotTable, its own
+    # snapshot's bq://P.D.T, only with a snapshot schedule); STORE and DICOMWEB stay the first
+    # one's for what read them before stacks had several.
     STORES = "dicomStores"
     AGENT = "agentEmail"
     SOURCE_PROJECT = "sourceProject"
@@ -40,7 +40,13 @@ class OutputNames:
     SNAPSHOT_SCHEDULE = "snapshotSchedule"
 
 
-ALL_OUTPUTS = tuple(value for key, value in vars(OutputNames).items() if not key.startswith("_"))
+class StoreEntryKeys:
+    """One dicomStores entry's keys: written by StoreOutputs.as_entry, read by _parse_stores."""
+
+    ID = "id"
+    NAME = "name"
+    DICOMWEB = "dicomwebUrl"
+    SNAPSHOT_TABLE = "snapshotTable"
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,18 @@ class StoreOutputs:
     name: str  # projects/P/locations/L/datasets/D/dicomStores/S
     dicomweb_url: str | None = None
     snapshot_table: str | None = None  # bq://P.D.T of its nightly snapshot, with a schedule
+
+    def as_entry(self) -> dict[str, object]:
+        """The store's dicomStores entry, as the program exports it; without a snapshot table
+        the key is left out (a stack without a schedule never had one)."""
+        entry: dict[str, object] = {
+            StoreEntryKeys.ID: self.store_id,
+            StoreEntryKeys.NAME: self.name,
+            StoreEntryKeys.DICOMWEB: self.dicomweb_url,
+        }
+        if self.snapshot_table is not None:
+            entry[StoreEntryKeys.SNAPSHOT_TABLE] = self.snapshot_table
+        return entry
 
 
 def _unlisted(what: str) -> DicomBqError:
@@ -72,27 +90,28 @@ def _parse_stores(
         )
     if not isinstance(listed, list) or not all(
         isinstance(entry, dict)
-        and isinstance(entry.get("id"), str)
-        and isinstance(entry.get("name"), str)
+        and isinstance(entry.get(StoreEntryKeys.ID), str)
+        and isinstance(entry.get(StoreEntryKeys.NAME), str)
         for entry in listed
     ):
-        raise _unlisted("is not a list of stores (id, name)")
+        raise _unlisted(f"is not a list of stores ({StoreEntryKeys.ID}, {StoreEntryKeys.NAME})")
     stores = []
     for index, entry in enumerate(listed):
-        if "snapshotTable" not in entry:
+        table = entry.get(StoreEntryKeys.SNAPSHOT_TABLE)
+        if StoreEntryKeys.SNAPSHOT_TABLE not in entry:
             snapshot = first_snapshot if index == 0 else None
-        elif entry["snapshotTable"] is None or isinstance(entry["snapshotTable"], str):
-            snapshot = entry["snapshotTable"] or None
+        elif table is None or isinstance(table, str):
+            snapshot = table or None
         else:
             raise _unlisted(
-                f"gives store {entry['id']!r} a snapshotTable that is "
-                f"{type(entry['snapshotTable']).__name__}, not text"
+                f"gives store {entry[StoreEntryKeys.ID]!r} a {StoreEntryKeys.SNAPSHOT_TABLE} "
+                f"that is {type(table).__name__}, not text"
             )
-        url = entry.get("dicomwebUrl")
+        url = entry.get(StoreEntryKeys.DICOMWEB)
         stores.append(
             StoreOutputs(
-                store_id=entry["id"],
-                name=entry["name"],
+                store_id=entry[StoreEntryKeys.ID],
+                name=entry[StoreEntryKeys.NAME],
                 dicomweb_url=url if isinstance(url, str) else None,
                 snapshot_table=snapshot,
             )

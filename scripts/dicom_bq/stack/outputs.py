@@ -106,6 +106,9 @@ class UpOptions:
 
     yes: bool = False
     policy_packs: list[str] = field(default_factory=list)
+    # One JSON file per policy pack, in the same order, or none at all: `pulumi up` refuses any
+    # other count (pulumi/pulumi pkg/cmd/pulumi, validatePolicyPackConfig).
+    policy_pack_configs: list[str] = field(default_factory=list)
     refresh: bool = False
     diff: bool = False
     targets: list[str] = field(default_factory=list)
@@ -115,6 +118,8 @@ class UpOptions:
         flags = ["--yes"] if self.yes else []
         for pack in self.policy_packs:
             flags += ["--policy-pack", pack]
+        for config in self.policy_pack_configs:
+            flags += ["--policy-pack-config", config]
         flags += ["--refresh"] if self.refresh else []
         flags += ["--diff"] if self.diff else []
         for urn in self.targets:

@@ -123,8 +123,13 @@ GET_BIGQUERY_ACCOUNT = "gcp:bigquery/getDefaultServiceAccount:getDefaultServiceA
 
 
 class _RecordingMocks(pulumi.runtime.Mocks):
-    def __init__(self, known_numbers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        known_numbers: dict[str, str] | None = None,
+        universe_domain: str = naming.DEFAULT_UNIVERSE,
+    ) -> None:
         self.known_numbers = dict(known_numbers or {})
+        self.universe_domain = universe_domain
         self.unresolved_projects: list[str] = []
         self.invokes: list[PlannedInvoke] = []
 
@@ -161,7 +166,11 @@ class _RecordingMocks(pulumi.runtime.Mocks):
             # BigQuery's projects.getServiceAccount answers bq-NUMBER@bigquery-encryption...
             # (https://cloud.google.com/bigquery/docs/reference/rest/v2/projects/getServiceAccount)
             project = str(call_args.get("project"))
-            member = naming.bigquery_encryption_member(self.number(project))
+            # Outside googleapis.com the address has no documented form: shown as unknown, as
+            # `pulumi preview` shows what is known only once deployed (naming.py says why).
+            member = UNKNOWN_UNTIL_CREATED
+            if self.universe_domain == naming.DEFAULT_UNIVERSE:
+                member = naming.bigquery_encryption_member(self.number(project)) or member
             email = member.removeprefix("serviceAccount:")
             return {"email": email, "member": member, "project": project, "id": email}
         raise DicomBqError(f"the offline plan cannot answer the data source {token}")
@@ -241,6 +250,7 @@ def plan_stack(config: StackConfig) -> Plan:
         config.values,
         lambda: define_stack(load_settings()),
         known_numbers=known_project_numbers(settings),
+        universe_domain=settings.universe_domain,
     )
     plan.notes[:0] = [*config.notes, *warnings]
     plan.settings = settings
@@ -254,17 +264,52 @@ def plan_settings(stack: str, raw: dict[str, Any]) -> Plan:
     )
 
 
+_Registration = tuple[str, Any, dict[str, Any]]
+
+
+def _dependencies_first(registrations: list[_Registration]) -> list[_Registration]:
+    """The registrations in a stable topological order: by depth (a resource comes one step
+    after the deepest of its parent and the resources it depends on), ties by type then name
+    (then URN). Two plans of the same settings then read and diff the same, and resources of a
+    kind stand together. The order they arrive in is not stable: the Python SDK registers each
+    resource once its inputs resolve, calling the monitor's RegisterResource from a thread pool
+    (pulumi/runtime/resource.py, register_resource: run_in_executor)."""
+    requests = {urn: request for urn, request, _ in registrations}
+    depths: dict[str, int] = {}
+
+    def depth(urn: str, seen: frozenset[str] = frozenset()) -> int:
+        if urn not in depths:
+            request = requests[urn]
+            # The engine only resolves a dependency or parent already registered, so there is
+            # no cycle; `seen` keeps a malformed one from recursing forever all the same.
+            before = [
+                u
+                for u in [*request.dependencies, request.parent]
+                if u in requests and u not in seen and u != urn
+            ]
+            depths[urn] = 1 + max((depth(u, seen | {urn}) for u in before), default=-1)
+        return depths[urn]
+
+    def position(entry: _Registration) -> tuple[int, str, str, str]:
+        urn, request, _ = entry
+        return (depth(urn), str(request.type), str(request.name), urn)
+
+    return sorted(registrations, key=position)
+
+
 def record_program(
     stack: str,
     config: dict[str, Any],
     program: Callable[[], dict[str, Any]],
     known_numbers: dict[str, str] | None = None,
+    universe_domain: str = naming.DEFAULT_UNIVERSE,
 ) -> Plan:
     """Run `program` (it registers resources, returns its outputs) under the recording mock.
 
     `config` has namespaced keys; values reach the program as the engine passes them (text).
+    `universe_domain` is the program's: the data sources answer as Google does there.
     """
-    mocks = _RecordingMocks(known_numbers)
+    mocks = _RecordingMocks(known_numbers, universe_domain)
     monitor = _RecordingMonitor(mocks)
     set_all_config({key: _config_text(value) for key, value in config.items()}, [])
     # Each plan gets its own root stack: several plans may run in one process.
@@ -279,7 +324,8 @@ def record_program(
         return pulumi.Output.all(**program()).apply(outputs.update)
 
     run()
-    names = {urn: request.name for urn, request, _ in monitor.registrations}
+    registrations = _dependencies_first(monitor.registrations)
+    names = {urn: request.name for urn, request, _ in registrations}
     resources = [
         PlannedResource(
             type=request.type,
@@ -294,7 +340,7 @@ def record_program(
             aliases=sorted(_alias_text(alias) for alias in request.aliases),
             urn=urn,
         )
-        for urn, request, inputs in monitor.registrations
+        for urn, request, inputs in registrations
     ]
     notes = [
         f"The number of project {project!r} is looked up at deploy time; set "

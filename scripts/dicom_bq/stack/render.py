@@ -15,9 +15,14 @@ _KEY_INPUTS = (
     "project",
     "service",
     "location",
+    "region",
     "name",
+    "accountId",
+    "roleId",
+    "displayName",
     "datasetId",
     "dataset",
+    "schedule",
     "timeZone",
     "bucket",
     "topic",
@@ -29,14 +34,105 @@ _KEY_INPUTS = (
     "disableOnDestroy",
 )
 
+DICOM_STORE = "gcp:healthcare/dicomStore:DicomStore"
+SCHEDULER_JOB = "gcp:cloudscheduler/job:Job"
+CUSTOM_ROLE = "gcp:projects/iAMCustomRole:IAMCustomRole"
+NOTIFICATION_CHANNEL = "gcp:monitoring/notificationChannel:NotificationChannel"
+LOG_METRIC = "gcp:logging/metric:Metric"
+ALERT_POLICY = "gcp:monitoring/alertPolicy:AlertPolicy"
+
+
+def input_text(value: Any) -> str:
+    """An input as people write it: numbers arrive as floats (the engine's wire form is a
+    protobuf Struct, whose only number is a double), so 0.0 retries read 0."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list):
+        return ", ".join(input_text(item) for item in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{key}={input_text(item)}" for key, item in sorted(value.items()))
+    return str(value)
+
+
+def _dicom_store_pairs(inputs: dict[str, Any]) -> list[tuple[str, str]]:
+    pairs = [("labels", input_text(inputs["labels"]))] if inputs.get("labels") else []
+    for stream in inputs.get("streamConfigs") or []:
+        pairs.append(("stream", stream["bigqueryDestination"]["tableUri"]))
+    notification = inputs.get("notificationConfig") or {}
+    if notification:
+        pairs.append(("notify", notification["pubsubTopic"]))
+        # Healthcare v1 NotificationConfig.sendForBulkImport: bulk imports notify too.
+        if "sendForBulkImport" in notification:
+            pairs.append(("sendForBulkImport", input_text(notification["sendForBulkImport"])))
+    return pairs
+
+
+def _scheduler_job_pairs(inputs: dict[str, Any]) -> list[tuple[str, str]]:
+    # Cloud Scheduler v1 Job: httpTarget.uri, httpTarget.oauthToken.scope,
+    # retryConfig.retryCount (https://cloud.google.com/scheduler/docs/reference/rest/v1/projects.locations.jobs).
+    target = inputs.get("httpTarget") or {}
+    pairs = []
+    if target.get("uri"):
+        pairs.append(("calls", f"{target.get('httpMethod', 'POST')} {target['uri']}"))
+    token = target.get("oauthToken") or {}
+    if token.get("serviceAccountEmail"):
+        pairs.append(("as", token["serviceAccountEmail"]))
+    if token.get("scope"):
+        pairs.append(("oauthScope", token["scope"]))
+    retry = inputs.get("retryConfig") or {}
+    if "retryCount" in retry:
+        pairs.append(("retryCount", input_text(retry["retryCount"])))
+    return pairs
+
+
+def _custom_role_pairs(inputs: dict[str, Any]) -> list[tuple[str, str]]:
+    return [("permissions", input_text(inputs.get("permissions") or []) or "(none)")]
+
+
+def _notification_channel_pairs(inputs: dict[str, Any]) -> list[tuple[str, str]]:
+    # An email channel's address is its email_address label (Cloud Monitoring v3
+    # NotificationChannel.labels; https://cloud.google.com/monitoring/support/notification-options).
+    labels = inputs.get("labels") or {}
+    pairs = [("channel", str(inputs["type"]))] if inputs.get("type") else []
+    if labels.get("email_address"):
+        pairs.append(("email", str(labels["email_address"])))
+    return pairs
+
+
+def _log_metric_pairs(inputs: dict[str, Any]) -> list[tuple[str, str]]:
+    return [("filter", str(inputs["filter"]))] if inputs.get("filter") else []
+
+
+def _alert_policy_pairs(inputs: dict[str, Any]) -> list[tuple[str, str]]:
+    pairs = [
+        ("watches", str(condition["conditionThreshold"]["filter"]))
+        for condition in inputs.get("conditions") or []
+        if (condition.get("conditionThreshold") or {}).get("filter")
+    ]
+    channels = inputs.get("notificationChannels") or []
+    if channels:
+        pairs.append(("notifies", input_text(channels)))
+    return pairs
+
+
+_TYPE_PAIRS = {
+    DICOM_STORE: _dicom_store_pairs,
+    SCHEDULER_JOB: _scheduler_job_pairs,
+    CUSTOM_ROLE: _custom_role_pairs,
+    NOTIFICATION_CHANNEL: _notification_channel_pairs,
+    LOG_METRIC: _log_metric_pairs,
+    ALERT_POLICY: _alert_policy_pairs,
+}
+
 
 def key_input_pairs(resource: PlannedResource) -> list[tuple[str, str]]:
     inputs = resource.inputs
-    pairs = [(key, str(inputs[key])) for key in _KEY_INPUTS if key in inputs]
-    for stream in inputs.get("streamConfigs") or []:
-        pairs.append(("stream", stream["bigqueryDestination"]["tableUri"]))
-    if inputs.get("notificationConfig"):
-        pairs.append(("notify", inputs["notificationConfig"]["pubsubTopic"]))
+    pairs = [(key, input_text(inputs[key])) for key in _KEY_INPUTS if key in inputs]
+    type_pairs = _TYPE_PAIRS.get(resource.type)
+    if type_pairs is not None:
+        pairs += type_pairs(inputs)
     for block in ("encryptionSpec", "defaultEncryptionConfiguration"):
         if inputs.get(block):
             pairs.append(("cmek", inputs[block]["kmsKeyName"]))
@@ -44,7 +140,9 @@ def key_input_pairs(resource: PlannedResource) -> list[tuple[str, str]]:
 
 
 def key_inputs(resource: PlannedResource) -> str:
-    return " ".join(f"{key}={value}" for key, value in key_input_pairs(resource))
+    """The key inputs in one Markdown table cell: values hold spaces (a schedule, a filter) and
+    asterisks (0 2 * * *), so each is code, one a line."""
+    return "<br>".join(f"{key}: `{value}`" for key, value in key_input_pairs(resource))
 
 
 def _flag(value: bool) -> str:

@@ -1,4 +1,5 @@
-"""The Cloud Healthcare service agent: made to exist, granted its roles, given time to propagate."""
+"""A Google service agent (the Cloud Healthcare one; Cloud Scheduler's for the nightly snapshot):
+made to exist, granted its roles, given time to propagate."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ class AgentAccessArgs:
     # Resources a grant's scope must exist before, by scope kind (the BigQuery dataset).
     scope_resources: dict[str, pulumi.Resource] = field(default_factory=dict)
     depends_on: list[pulumi.Resource] = field(default_factory=list)
+    # The API whose service agent this is (projects.ServiceIdentity's `service`).
+    service: str = "healthcare.googleapis.com"
 
 
 class AgentAccess(pulumi.ComponentResource):
@@ -35,12 +38,12 @@ class AgentAccess(pulumi.ComponentResource):
         self, name: str, args: AgentAccessArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("dicom-bq:index:AgentAccess", name, None, opts)
-        # The agent is created lazily by Google on first use; granting roles to an agent that
-        # does not exist yet fails, so force it into existence first.
+        # Service agents are created lazily by Google on first use; granting roles to an agent
+        # that does not exist yet fails, so force it into existence first.
         self.identity = gcp.projects.ServiceIdentity(
             f"{name}-identity",
             project=args.source_project,
-            service="healthcare.googleapis.com",
+            service=args.service,
             opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
         )
         self.members, self.propagated = grants_then_wait(

@@ -1,8 +1,11 @@
-"""Alerts on the Healthcare API's export and streaming errors for the stack's stores.
+"""Alerts on the Healthcare API's export and streaming errors for the stack's stores, and on the
+nightly snapshot jobs' failed attempts.
 
 The API writes these errors to Cloud Logging by itself, always on
 (https://cloud.google.com/healthcare-api/docs/how-tos/logging): a log-based metric counts them
-per store, and an alert policy fires when the count rises above zero.
+per store, and an alert policy fires when the count rises above zero. A snapshot job whose
+request is refused (403, 429, 5xx) starts no export, so no export error is ever logged: Cloud
+Scheduler's own log of the attempt is counted instead.
 """
 
 from __future__ import annotations
@@ -22,12 +25,24 @@ import pulumiverse_time as time
 # Google's logging page shows for ImportDicomLogEntry.
 EXPORT_ENTRY = "type.googleapis.com/google.cloud.healthcare.logging.ExportDicomLogEntry"
 STREAM_ENTRY = "type.googleapis.com/google.cloud.healthcare.logging.DicomStreamLogEntry"
-# Google's logging page says entries carry the store as their monitored resource and can be
-# filtered on resource.type="healthcare_dicom_store". The exact log names (logName) are not
-# documented, so the filters never use them; the label names dataset_id and dicom_store_id are
-# inferred from the documented consent-store entries (labels consent_store_id, dataset_id):
-# check them in Logs Explorer after the first error.
+# Google's logging page says entries carry the store as their monitored resource, can be
+# filtered on resource.type="healthcare_dicom_store", and "by data store type, region and
+# dataset" (https://cloud.google.com/healthcare-api/docs/how-tos/logging, "Filtering logs"). The
+# exact log names (logName) are not documented, so the filters never use them. The label names
+# location, dataset_id and dicom_store_id follow the documented entries of the consent store
+# (healthcare v1 discovery document, consentStores.queryAccessibleData: resource labels
+# consent_store_id, dataset_id, location, project_id); check them in Logs Explorer after the
+# first error. The location keeps apart two stacks whose datasets share an ID in different
+# locations of one project.
 RESOURCE_TYPE = "healthcare_dicom_store"
+# Cloud Scheduler logs each attempt against the job: resource.type "cloud_scheduler_job" with
+# labels project_id, location and job_id, and at its end an entry whose jsonPayload.@type is
+# AttemptFinished, at severity ERROR when the attempt failed (with the target's status), so a
+# refused or timed-out request is counted (https://cloud.google.com/scheduler/docs/view-logs;
+# the same filter in public alerting code, e.g. resource.labels.job_id + this @type +
+# severity>=ERROR on condition_matched_log policies).
+JOB_RESOURCE_TYPE = "cloud_scheduler_job"
+ATTEMPT_FINISHED = "type.googleapis.com/google.cloud.scheduler.logging.AttemptFinished"
 # Creating an alert policy on a log-based metric just created fails with 404 "Cannot find
 # metric(s) ... could take up to 10 minutes" (hashicorp/terraform-provider-google#11102, open);
 # a wait between the two is the known workaround. Should it still be too short, a second
@@ -37,10 +52,11 @@ METRIC_PROPAGATION_SECONDS = 120
 _METRIC_CHARS = re.compile(r"^[A-Za-z0-9_\-.,+!*'()%/]{1,100}$")
 
 
-def error_log_filter(*, dataset_id: str, store_id: str, entry_type: str) -> str:
+def error_log_filter(*, location: str, dataset_id: str, store_id: str, entry_type: str) -> str:
     """The Logging query of one store's error entries of one kind (Logging query language)."""
     return (
         f'resource.type="{RESOURCE_TYPE}" '
+        f'AND resource.labels.location="{location}" '
         f'AND resource.labels.dataset_id="{dataset_id}" '
         f'AND resource.labels.dicom_store_id="{store_id}" '
         f'AND jsonPayload.@type="{entry_type}" '
@@ -57,14 +73,25 @@ def metric_name(*, kind: str, location: str, dataset_id: str, store_id: str) -> 
     return f"dicom_bq/{kind}/{digest}"
 
 
+def failed_attempt_filter(*, region: str, job_id: str) -> str:
+    """The Logging query of one snapshot job's failed attempts."""
+    return (
+        f'resource.type="{JOB_RESOURCE_TYPE}" '
+        f'AND resource.labels.location="{region}" '
+        f'AND resource.labels.job_id="{job_id}" '
+        f'AND jsonPayload.@type="{ATTEMPT_FINISHED}" '
+        "AND severity>=ERROR"
+    )
+
+
 def policy_display_name(title: str, store_id: str) -> str:
     return f"dicom-bq: {title} errors on DICOM store {store_id}"
 
 
-def metric_condition_filter(name: str) -> str:
+def metric_condition_filter(name: str, resource_type: str = RESOURCE_TYPE) -> str:
     """A threshold filter must name the metric type and the resource type (monitoring v3
     discovery, MetricThreshold.filter); a log-based metric's series carry the entry's resource."""
-    return f'metric.type="logging.googleapis.com/user/{name}" AND resource.type="{RESOURCE_TYPE}"'
+    return f'metric.type="logging.googleapis.com/user/{name}" AND resource.type="{resource_type}"'
 
 
 @dataclass(frozen=True)
@@ -77,20 +104,85 @@ class AlertedStore:
 
 
 @dataclass(frozen=True)
+class AlertedJob:
+    """A nightly snapshot job (components/snapshot.py) and the store it exports."""
+
+    store_id: str
+    job_id: str
+    region: str  # the job's Cloud Scheduler location
+
+
+@dataclass(frozen=True)
 class OperationsAlertsArgs:
     project: pulumi.Input[str]
     stores: Sequence[AlertedStore]
     emails: Sequence[str] = ()
     channels: Sequence[str] = ()  # existing projects/P/notificationChannels/ID
+    snapshot_jobs: Sequence[AlertedJob] = ()
     depends_on: list[pulumi.Resource] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class _Watched:
-    kind: str  # "export_errors" or "stream_errors"
-    entry_type: str
-    title: str
-    store: AlertedStore
+    """One log-based metric and the policy on it."""
+
+    key: str  # names the metric's and the policy's resources
+    metric: str  # the metric ID
+    log_filter: str
+    resource_type: str
+    description: str
+    display_name: str
+    condition: str
+    subject: str
+    what: str  # the documentation's first sentence
+
+
+def _store_watch(kind: str, entry_type: str, title: str, store: AlertedStore) -> _Watched:
+    log_filter = error_log_filter(
+        location=store.location,
+        dataset_id=store.dataset_id,
+        store_id=store.store_id,
+        entry_type=entry_type,
+    )
+    return _Watched(
+        key=f"{kind}-{store.store_id}",
+        metric=metric_name(
+            kind=kind,
+            location=store.location,
+            dataset_id=store.dataset_id,
+            store_id=store.store_id,
+        ),
+        log_filter=log_filter,
+        resource_type=RESOURCE_TYPE,
+        description=f"Healthcare API {title} errors logged for the DICOM store "
+        f"{store.store_id} (dicom-bq).",
+        display_name=policy_display_name(title, store.store_id),
+        condition=f"{title} error logged",
+        subject=f"DICOM {title} failed on {store.store_id}",
+        what=f"The Healthcare API logged {title} errors for the DICOM store `{store.store_id}`.",
+    )
+
+
+def _job_watch(job: AlertedJob, location: str, dataset_id: str) -> _Watched:
+    return _Watched(
+        key=f"snapshot_job_failures-{job.store_id}",
+        metric=metric_name(
+            kind="snapshot_job_failures",
+            location=location,
+            dataset_id=dataset_id,
+            store_id=job.store_id,
+        ),
+        log_filter=failed_attempt_filter(region=job.region, job_id=job.job_id),
+        resource_type=JOB_RESOURCE_TYPE,
+        description=f"Failed attempts of the Cloud Scheduler job {job.job_id}, the nightly "
+        f"snapshot of the DICOM store {job.store_id} (dicom-bq).",
+        display_name=f"dicom-bq: nightly snapshot job failed for DICOM store {job.store_id}",
+        condition="snapshot job attempt failed",
+        subject=f"DICOM nightly snapshot not started on {job.store_id}",
+        what=f"The Cloud Scheduler job `{job.job_id}` failed its request, so no snapshot "
+        f"export of `{job.store_id}` started (a 403 is often Cloud Scheduler's service agent "
+        "unable to mint the snapshot account's token).",
+    )
 
 
 class OperationsAlerts(pulumi.ComponentResource):
@@ -115,34 +207,26 @@ class OperationsAlerts(pulumi.ComponentResource):
             )
             for index, email in enumerate(args.emails)
         ]
-        watched = [
-            _Watched("export_errors", EXPORT_ENTRY, "export", store) for store in args.stores
-        ] + [
-            _Watched("stream_errors", STREAM_ENTRY, "BigQuery streaming", store)
-            for store in args.stores
-            if store.streams
-        ]
-        names = [
-            metric_name(
-                kind=w.kind,
-                location=w.store.location,
-                dataset_id=w.store.dataset_id,
-                store_id=w.store.store_id,
-            )
-            for w in watched
-        ]
+        stores = {store.store_id: store for store in args.stores}
+        watched = (
+            [_store_watch("export_errors", EXPORT_ENTRY, "export", store) for store in args.stores]
+            + [
+                _store_watch("stream_errors", STREAM_ENTRY, "BigQuery streaming", store)
+                for store in args.stores
+                if store.streams
+            ]
+            + [
+                _job_watch(job, stores[job.store_id].location, stores[job.store_id].dataset_id)
+                for job in args.snapshot_jobs
+            ]
+        )
         self.metrics = [
             gcp.logging.Metric(
-                f"{name}-{w.kind}-{w.store.store_id}",
+                f"{name}-{w.key}",
                 project=args.project,
-                name=metric,
-                description=f"Healthcare API {w.title} errors logged for the DICOM store "
-                f"{w.store.store_id} (dicom-bq).",
-                filter=error_log_filter(
-                    dataset_id=w.store.dataset_id,
-                    store_id=w.store.store_id,
-                    entry_type=w.entry_type,
-                ),
+                name=w.metric,
+                description=w.description,
+                filter=w.log_filter,
                 # DELTA/INT64/"1": one point per matching entry (logging v2 discovery,
                 # LogMetric.metricDescriptor).
                 metric_descriptor=gcp.logging.MetricMetricDescriptorArgs(
@@ -150,20 +234,17 @@ class OperationsAlerts(pulumi.ComponentResource):
                 ),
                 opts=after_apis,
             )
-            for w, metric in zip(watched, names, strict=True)
+            for w in watched
         ]
         wait = time.Sleep(
             f"{name}-metric-propagation",
             create_duration=f"{METRIC_PROPAGATION_SECONDS}s",
             # A metric added later makes the wait run again before its policy.
-            triggers={metric: "logging.googleapis.com/user/" + metric for metric in names},
+            triggers={w.metric: "logging.googleapis.com/user/" + w.metric for w in watched},
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(self.metrics)),
         )
         notify = [channel.name for channel in self.channels] + list(args.channels)
-        self.policies = [
-            self._policy(name, w, metric, notify, args.project, wait)
-            for w, metric in zip(watched, names, strict=True)
-        ]
+        self.policies = [self._policy(name, w, notify, args.project, wait) for w in watched]
         # Display names: known before Google assigns each policy its projects/P/alertPolicies/ID,
         # so plans and previews show them; `gcloud alpha monitoring policies list
         # --filter='displayName="..."'` finds a policy by it.
@@ -176,25 +257,20 @@ class OperationsAlerts(pulumi.ComponentResource):
         self,
         name: str,
         watched: _Watched,
-        metric: str,
         notify: list[pulumi.Output[str] | str],
         project: pulumi.Input[str],
         wait: time.Sleep,
     ) -> gcp.monitoring.AlertPolicy:
-        store = watched.store
-        logs_query = error_log_filter(
-            dataset_id=store.dataset_id, store_id=store.store_id, entry_type=watched.entry_type
-        )
         return gcp.monitoring.AlertPolicy(
-            f"{name}-{watched.kind}-{store.store_id}",
+            f"{name}-{watched.key}",
             project=project,
-            display_name=policy_display_name(watched.title, store.store_id),
+            display_name=watched.display_name,
             combiner="OR",
             conditions=[
                 gcp.monitoring.AlertPolicyConditionArgs(
-                    display_name=f"{watched.title} error logged",
+                    display_name=watched.condition,
                     condition_threshold=gcp.monitoring.AlertPolicyConditionConditionThresholdArgs(
-                        filter=metric_condition_filter(metric),
+                        filter=metric_condition_filter(watched.metric, watched.resource_type),
                         # Only COMPARISON_GT/LT are supported; duration whole minutes (monitoring
                         # v3 discovery, MetricThreshold.comparison and .duration).
                         comparison="COMPARISON_GT",
@@ -215,10 +291,9 @@ class OperationsAlerts(pulumi.ComponentResource):
             alert_strategy=gcp.monitoring.AlertPolicyAlertStrategyArgs(auto_close="1800s"),
             documentation=gcp.monitoring.AlertPolicyDocumentationArgs(
                 mime_type="text/markdown",
-                subject=f"DICOM {watched.title} failed on {store.store_id}",
+                subject=watched.subject,
                 content=(
-                    f"The Healthcare API logged {watched.title} errors for the DICOM store "
-                    f"`{store.store_id}`. Logs Explorer query:\n\n```\n{logs_query}\n```\n\n"
+                    f"{watched.what} Logs Explorer query:\n\n```\n{watched.log_filter}\n```\n\n"
                     "Then `dicom-bq operations` / `dicom-bq verify` on the stack."
                 ),
             ),

@@ -8,17 +8,24 @@ analyzer reads these annotations at run time
 """
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import datetime
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, NotRequired, TypedDict, cast
 
 import pulumi
 import pulumi_gcp as gcp
 
+from dicom_bq import cron
 from dicom_bq.errors import DicomBqError
 from dicom_bq.infra import naming
 from dicom_bq.infra.components.agent import AgentAccess, AgentAccessArgs
-from dicom_bq.infra.components.alerts import AlertedStore, OperationsAlerts, OperationsAlertsArgs
+from dicom_bq.infra.components.alerts import (
+    AlertedJob,
+    AlertedStore,
+    OperationsAlerts,
+    OperationsAlertsArgs,
+)
 from dicom_bq.infra.components.bigquery import BigQueryDestination, BigQueryDestinationArgs
 from dicom_bq.infra.components.healthcare import DicomStorage, DicomStorageArgs, DicomStoreSpec
 from dicom_bq.infra.components.services import ProjectServices, ProjectServicesArgs
@@ -26,6 +33,7 @@ from dicom_bq.infra.components.snapshot import (
     NightlySnapshot,
     NightlySnapshotArgs,
     SnapshotTarget,
+    scheduler_agent_member,
     scheduler_region,
 )
 from dicom_bq.infra.grants import GrantRequest, TopicGrant, grant_specs
@@ -97,7 +105,8 @@ class DicomExportPathArgs(TypedDict):
     healthcare_kms_key: NotRequired[pulumi.Input[str]]
     """Cloud KMS key of the Healthcare dataset."""
     bigquery_kms_key: NotRequired[pulumi.Input[str]]
-    """Cloud KMS key of the BigQuery dataset's tables."""
+    """Cloud KMS key of the BigQuery dataset's tables: only for the dataset the component
+    creates (not with create_bigquery_dataset=False)."""
     filter_bucket: NotRequired[pulumi.Input[str]]
     """Bucket of export filter files, which the agent may read."""
     data_editor_scope: NotRequired[str]
@@ -117,7 +126,8 @@ class DicomExportPathArgs(TypedDict):
     alert_channels: NotRequired[Sequence[str]]
     """Existing notification channels (projects/P/notificationChannels/ID) alerted too."""
     snapshot_schedule: NotRequired[str]
-    """Unix-cron schedule of a nightly WRITE_TRUNCATE export to the tool's snapshot table."""
+    """Unix-cron schedule of a nightly WRITE_TRUNCATE export to the tool's snapshot table: at
+    most hourly, and firing within a year (such as "0 2 * * *")."""
     snapshot_time_zone: NotRequired[str]
     """Time zone of the schedule (default: time_zone)."""
     snapshot_table: NotRequired[str]
@@ -187,6 +197,18 @@ class DicomExportPath(pulumi.ComponentResource):
             "project" if args.get("data_editor_scope") == "project" else "dataset"
         )
 
+        if args.get("bigquery_kms_key") is not None and not args.get(
+            "create_bigquery_dataset", True
+        ):
+            # The key's grant to BigQuery's encryption account is made with the dataset
+            # (components/bigquery.py); on a dataset made elsewhere it would be listed in
+            # `grants` but never made.
+            raise DicomBqError(
+                "bigquery_kms_key sets the default key of the dataset this component creates; "
+                "with create_bigquery_dataset=False set the key on your dataset (and grant "
+                "BigQuery's encryption account roles/cloudkms.cryptoKeyEncrypterDecrypter on "
+                "it), and leave bigquery_kms_key out"
+            )
         alert_emails = list(args.get("alert_emails", []))
         alert_channels = list(args.get("alert_channels", []))
         alerting = bool(alert_emails or alert_channels)
@@ -204,12 +226,42 @@ class DicomExportPath(pulumi.ComponentResource):
         )
         snapshot_stores: tuple[tuple[str, pulumi.Input[str]], ...] = ()
         snapshot_account = snapshot_role = ""
+        snapshot_email: pulumi.Input[str] | None = None
+        resolve_snapshot_email: Callable[[pulumi.Output[str]], None] | None = None
+        snapshot_jobs: list[AlertedJob] = []
+        snapshot_zone = ""
         if schedule is not None:
+            # Checked before any resource is registered: `pulumi up` creates what was registered
+            # before the program fails.
+            snapshot_zone = self._text(
+                args.get("snapshot_time_zone") or args.get("time_zone", "UTC"),
+                "snapshot_time_zone (or time_zone)",
+                True,
+            )
+            problem = cron.snapshot_schedule_problem(
+                cron.parse_schedule(schedule, snapshot_zone, what="snapshot_schedule"),
+                now=datetime.datetime.now(datetime.UTC),
+            )
+            if problem:
+                raise DicomBqError(f"snapshot_schedule {problem}")
             hc_dataset = naming.healthcare_dataset_name(
                 self._text(source_project, "source_project", True), location_text, dataset_id_text
             )
             snapshot_account = naming.snapshot_account_id(hc_dataset)
             snapshot_role = naming.snapshot_role_id(hc_dataset)
+            # Cloud Scheduler's agent is granted on the account: known offline where the
+            # universe's address form is, elsewhere the account's own email once it exists.
+            if universe == naming.DEFAULT_UNIVERSE:
+                snapshot_email = naming.service_account_email(
+                    snapshot_account, self._text(source_project, "source_project", True)
+                )
+            else:
+                snapshot_email, resolve_snapshot_email = pulumi.deferred_output()
+            _refuse_shared_names(
+                store_ids,
+                table=args.get("snapshot_table", naming.DEFAULT_SNAPSHOT_TABLE),
+                account_id=snapshot_account,
+            )
             snapshot_stores = tuple(
                 (store_id, f"{hc_dataset}/dicomStores/{store_id}") for store_id in store_ids
             )
@@ -245,6 +297,7 @@ class DicomExportPath(pulumi.ComponentResource):
                 healthcare_kms_key=args.get("healthcare_kms_key"),
                 bigquery_kms_key=args.get("bigquery_kms_key"),
                 snapshot_stores=snapshot_stores,
+                snapshot_account=snapshot_email,
                 snapshot_role=(
                     naming.custom_role_name(str(source_project), snapshot_role)
                     if schedule is not None
@@ -258,6 +311,8 @@ class DicomExportPath(pulumi.ComponentResource):
             universe,
             args.get("agent_iam_domain"),
         )
+        # Same project number and agent domain (components/snapshot.py).
+        scheduler_member = agent_member.apply(scheduler_agent_member)
         encryption = [spec for spec in specs if spec.principal == "bigquery_encryption"]
         encryption_member = (
             self._bigquery_encryption_member(bigquery_project, bigquery_api) if encryption else None
@@ -348,13 +403,7 @@ class DicomExportPath(pulumi.ComponentResource):
         dataset_text = args["bigquery_dataset_id"]
         snapshot_uris: list[pulumi.Output[str]] = []
         snapshot_member: pulumi.Input[str] | None = None
-        snapshot_zone: str | None = None
         if schedule is not None:
-            snapshot_zone = self._text(
-                args.get("snapshot_time_zone") or args.get("time_zone", "UTC"),
-                "snapshot_time_zone (or time_zone)",
-                True,
-            )
             tables = naming.snapshot_tables(
                 store_ids, args.get("snapshot_table", naming.DEFAULT_SNAPSHOT_TABLE)
             )
@@ -385,6 +434,9 @@ class DicomExportPath(pulumi.ComponentResource):
                     account_id=snapshot_account,
                     role_id=snapshot_role,
                     member=snapshot_member,
+                    scheduler_grants=[spec for spec in specs if spec.principal == "scheduler"],
+                    scheduler_member=scheduler_member,
+                    propagation_wait_seconds=wait,
                     universe_domain=universe,
                     depends_on=[
                         api
@@ -397,6 +449,12 @@ class DicomExportPath(pulumi.ComponentResource):
             )
             if snapshot_member is None:
                 snapshot_member = snapshot.account.member
+            if resolve_snapshot_email is not None:
+                resolve_snapshot_email(snapshot.account.email)
+            snapshot_jobs = [
+                AlertedJob(store_id=store_id, job_id=job_id, region=snapshot.region)
+                for store_id, job_id in snapshot.job_ids.items()
+            ]
         policy_names: pulumi.Output[list[str]] = pulumi.Output.from_input([])
         if alerting:
             alerts = OperationsAlerts(
@@ -417,6 +475,7 @@ class DicomExportPath(pulumi.ComponentResource):
                     ],
                     emails=alert_emails,
                     channels=alert_channels,
+                    snapshot_jobs=snapshot_jobs,
                     depends_on=[
                         api
                         for service, api in operations_api.items()
@@ -449,12 +508,15 @@ class DicomExportPath(pulumi.ComponentResource):
             lambda uris: [str(u) for u in uris]
         )
         self.snapshot_schedule = pulumi.Output.from_input(schedule)
-        self.snapshot_time_zone = pulumi.Output.from_input(snapshot_zone)
+        self.snapshot_time_zone = pulumi.Output.from_input(
+            snapshot_zone if schedule is not None else None
+        )
         self.alert_policies = policy_names
         members = {
             "agent": agent_member,
             "bigquery_encryption": encryption_member,
             "snapshot": snapshot_member,
+            "scheduler": scheduler_member,
         }
         self.grants = pulumi.Output.all(
             *[spec.for_member(members[spec.principal] or "") for spec in specs]
@@ -582,6 +644,20 @@ def _store_inputs(
             )
         )
     return inputs
+
+
+def _refuse_shared_names(store_ids: list[str], *, table: str, account_id: str) -> None:
+    """Each store's snapshot table and job are named after its ID: two IDs that differ only by
+    what those names replace would share them (naming.shared_snapshot_names)."""
+    shared = naming.shared_snapshot_names(store_ids, table=table, account_id=account_id)
+    if shared:
+        pair = shared[0]
+        raise DicomBqError(
+            f"dicom_stores[{pair.second}] store_id '{store_ids[pair.second]}' and "
+            f"dicom_stores[{pair.first}] store_id '{store_ids[pair.first]}' would share "
+            f"{' and '.join(pair.shared)}: one store's nightly export would replace the other's "
+            "snapshot; rename one"
+        )
 
 
 def _store_outputs(names: list[str], universe: str) -> list[StoreOutput]:

@@ -21,6 +21,7 @@ IAM_MEMBER_CLASSES: dict[ScopeKindName, Callable[..., pulumi.CustomResource]] = 
     "topic": gcp.pubsub.TopicIAMMember,
     "crypto_key": gcp.kms.CryptoKeyIAMMember,
     "dicom_store": gcp.healthcare.DicomStoreIamMember,
+    "service_account": gcp.serviceaccount.IAMMember,
 }
 
 

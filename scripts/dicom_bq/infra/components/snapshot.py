@@ -20,7 +20,9 @@ from typing import Any
 import pulumi
 import pulumi_gcp as gcp
 
+from dicom_bq.errors import DicomBqError
 from dicom_bq.infra import naming
+from dicom_bq.infra.components.agent import AgentAccess, AgentAccessArgs
 from dicom_bq.infra.components.iam import render_grant
 from dicom_bq.infra.grants import SNAPSHOT_PERMISSIONS, GrantSpec
 
@@ -34,6 +36,27 @@ MULTI_REGION_SCHEDULER = {"us": "us-central1", "eu": "europe-west1"}
 # `export` answers with a long-running operation at once (healthcare v1 discovery,
 # dicomStores.export: response Operation), so the attempt only waits for that answer.
 ATTEMPT_DEADLINE = "180s"
+
+
+SCHEDULER_SERVICE = "cloudscheduler.googleapis.com"
+# Google names a project's service agents service-PROJECT_NUMBER@gcp-sa-SERVICE.<agent domain>
+# (https://cloud.google.com/iam/docs/service-agents): Healthcare's gcp-sa-healthcare, Cloud
+# Scheduler's gcp-sa-cloudscheduler (https://cloud.google.com/scheduler/docs/http-target-auth).
+_HEALTHCARE_AGENT = re.compile(r"^serviceAccount:service-([^@]+)@gcp-sa-healthcare\.(.+)$")
+
+
+def scheduler_agent_member(healthcare_agent_member: str) -> str:
+    """Cloud Scheduler's service agent of the project whose Healthcare agent this is: the same
+    project number and agent domain, so plans know it wherever they know the Healthcare one."""
+    found = _HEALTHCARE_AGENT.match(healthcare_agent_member)
+    if found is None:
+        raise DicomBqError(
+            f"{healthcare_agent_member!r} is not a Healthcare service agent "
+            "(serviceAccount:service-NUMBER@gcp-sa-healthcare.DOMAIN): check "
+            "dicom-bq:sourceProjectNumber and dicom-bq:agentIamDomain"
+        )
+    number, domain = found.groups()
+    return f"serviceAccount:service-{number}@gcp-sa-cloudscheduler.{domain}"
 
 
 def scheduler_region(location: str) -> str:
@@ -56,8 +79,8 @@ def encoded_body(table_uri: str) -> str:
 
 
 def job_name(account_id: str, store_id: str) -> str:
-    """Job IDs take letters, digits, '-' and '_' (cloudscheduler v1 discovery, Job.name)."""
-    return f"{account_id}-{re.sub(r'[^A-Za-z0-9_-]', '_', store_id)}"
+    """naming.snapshot_job_name: one derivation, which the settings check for shared names."""
+    return naming.snapshot_job_name(account_id, store_id)
 
 
 @dataclass(frozen=True)
@@ -79,6 +102,10 @@ class NightlySnapshotArgs:
     account_id: str
     role_id: str
     member: pulumi.Input[str] | None  # None: the account's own `member` output
+    # The "scheduler" principal's grants (Token Creator on the account), and its member.
+    scheduler_grants: Sequence[GrantSpec] = ()
+    scheduler_member: pulumi.Input[str] | None = None
+    propagation_wait_seconds: int = 120
     universe_domain: str = naming.DEFAULT_UNIVERSE
     depends_on: list[pulumi.Resource] = field(default_factory=list)
     stores: list[pulumi.Resource] = field(default_factory=list)
@@ -88,7 +115,11 @@ class NightlySnapshot(pulumi.ComponentResource):
     account: gcp.serviceaccount.Account
     role: gcp.projects.IAMCustomRole
     members: list[pulumi.CustomResource]
+    scheduler: AgentAccess | None
     jobs: list[gcp.cloudscheduler.Job]
+    region: str
+    # Store ID -> its job's ID, for the alert on the jobs' failed attempts.
+    job_ids: dict[str, str]
 
     def __init__(
         self, name: str, args: NightlySnapshotArgs, opts: pulumi.ResourceOptions | None = None
@@ -129,21 +160,45 @@ class NightlySnapshot(pulumi.ComponentResource):
             )
             for spec in args.grants
         ]
+        # Cloud Scheduler's agent, made to exist, with Token Creator on this account alone; IAM
+        # takes minutes to propagate, hence its wait before the jobs.
+        self.scheduler = None
+        ready: list[pulumi.Resource] = []
+        if args.scheduler_grants and args.scheduler_member is not None:
+            self.scheduler = AgentAccess(
+                f"{name}-agent",
+                AgentAccessArgs(
+                    source_project=args.project,
+                    member=args.scheduler_member,
+                    grants=args.scheduler_grants,
+                    propagation_wait_seconds=args.propagation_wait_seconds,
+                    scope_resources={"service_account": self.account},
+                    depends_on=args.depends_on,
+                    service=SCHEDULER_SERVICE,
+                ),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            ready = [*self.scheduler.members, self.scheduler.propagated]
         email = pulumi.Output.from_input(member).apply(
             lambda text: str(text).removeprefix("serviceAccount:")
         )
+        self.region = args.region
+        self.job_ids = {
+            target.store_id: job_name(args.account_id, target.store_id) for target in args.targets
+        }
         self.jobs = [
             gcp.cloudscheduler.Job(
                 f"{name}-job-{target.store_id}",
                 project=args.project,
                 region=args.region,
-                name=job_name(args.account_id, target.store_id),
+                name=self.job_ids[target.store_id],
                 description="dicom-bq: nightly WRITE_TRUNCATE export of the DICOM store",
                 schedule=args.schedule,
                 time_zone=args.time_zone,
                 attempt_deadline=ATTEMPT_DEADLINE,
                 # A retried POST starts a second export (the request is not idempotent); a failed
-                # night is reported by the export-error alert, and the next night tries again.
+                # night is reported by the export-error alert (the export failed) or the job's
+                # failed-attempt alert (no export started), and the next night tries again.
                 retry_config=gcp.cloudscheduler.JobRetryConfigArgs(retry_count=0),
                 http_target=gcp.cloudscheduler.JobHttpTargetArgs(
                     uri=pulumi.Output.from_input(target.store_name).apply(
@@ -156,9 +211,10 @@ class NightlySnapshot(pulumi.ComponentResource):
                         service_account_email=email, scope=OAUTH_SCOPE
                     ),
                 ),
-                # The account must hold export on the store before the first night.
+                # The account must hold export on the store, and Cloud Scheduler's agent must be
+                # able to mint its token, before the first night.
                 opts=pulumi.ResourceOptions(
-                    parent=self, depends_on=[*args.depends_on, *self.members]
+                    parent=self, depends_on=[*args.depends_on, *self.members, *ready]
                 ),
             )
             for target in args.targets
