@@ -243,3 +243,20 @@ def test_bigquerys_encryption_account_is_unknown_offline_outside_googleapis() ->
     ]
     assert member.inputs["member"] == UNKNOWN_UNTIL_CREATED
     assert not [g for g in plan.grants if "bigquery-encryption" in g["member"]]
+
+
+def test_a_snapshot_outside_googleapis_keeps_every_grant_in_the_plan() -> None:
+    """The snapshot account's address is Google's to assign outside googleapis.com: the plan
+    shows it unknown, and every other grant of the stack stays listed for the review."""
+    from dicom_bq.stack.plan import UNKNOWN_UNTIL_CREATED, plan_settings
+    from tests.conftest import base_settings
+
+    plan = plan_settings(
+        "sovereign-snapshot",
+        base_settings(universeDomain="s3nsapis.fr", snapshotSchedule="0 2 * * *"),
+    )
+    roles = {g["role"] for g in plan.grants}
+    assert {"roles/bigquery.dataEditor", "roles/bigquery.jobUser"} <= roles
+    snapshot = [g for g in plan.grants if "dicomBqSnapshotExport" in g["role"]]
+    assert snapshot
+    assert {g["member"] for g in snapshot} == {f"serviceAccount:{UNKNOWN_UNTIL_CREATED}"}

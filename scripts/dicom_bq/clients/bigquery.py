@@ -38,48 +38,41 @@ class BigQueryTables:
     def _fail(self, what: str, error: Exception) -> DicomBqError:
         return DicomBqError(f"BigQuery refused to {what}: {error}", exit_code=EXIT_FAILED)
 
+    def _described(self, table: TableUri) -> Any | None:
+        """tables.get, or None when the table does not exist."""
+        from google.api_core import exceptions
+
+        try:
+            return self._client.get_table(table.table_id)
+        except exceptions.NotFound:
+            return None
+        except exceptions.GoogleAPIError as error:
+            raise self._fail(f"describe {table.uri}", error) from None
+
     def row_count(self, table: TableUri) -> int | None:
         """Rows in the table, those still in its streaming buffer included, or None when it
         does not exist. numRows leaves out rows streamed in the last minutes
         (bigquery v2 Table.streamingBuffer.estimatedRows): a stream table can look empty."""
-        from google.api_core import exceptions
-
-        try:
-            found = self._client.get_table(table.table_id)
-        except exceptions.NotFound:
-            return None
-        except exceptions.GoogleAPIError as error:
-            raise self._fail(f"describe {table.uri}", error) from None
-        buffer = found.streaming_buffer
-        buffered = int(buffer.estimated_rows or 0) if buffer is not None else 0
-        return int(found.num_rows or 0) + buffered
+        info = self.table_info(table)
+        return None if info is None else info.committed_rows + info.buffered_rows
 
     def table_fields(self, table: TableUri) -> list[dict[str, Any]]:
         """The table's columns as tables.get gives them (bigquery v2 TableFieldSchema: name,
         type, mode, fields): what tells a nested, flattened or JSON export apart."""
-        from google.api_core import exceptions
-
-        try:
-            found = self._client.get_table(table.table_id)
-        except exceptions.NotFound:
+        found = self._described(table)
+        if found is None:
             raise DicomBqError(
                 f"{table.uri} does not exist: export to it first (`dicom-bq export`), or check "
                 "the project, dataset and table names"
-            ) from None
-        except exceptions.GoogleAPIError as error:
-            raise self._fail(f"describe {table.uri}", error) from None
+            )
         return [dict(field.to_api_repr()) for field in found.schema]
 
     def table_info(self, table: TableUri) -> TableInfo | None:
-        """Rows and last modification of a table, or None when it does not exist."""
-        from google.api_core import exceptions
-
-        try:
-            found = self._client.get_table(table.table_id)
-        except exceptions.NotFound:
+        """Rows (committed, and estimated in the streaming buffer) and last modification of a
+        table, or None when it does not exist."""
+        found = self._described(table)
+        if found is None:
             return None
-        except exceptions.GoogleAPIError as error:
-            raise self._fail(f"describe {table.uri}", error) from None
         buffer = found.streaming_buffer
         return TableInfo(
             committed_rows=int(found.num_rows or 0),
