@@ -17,11 +17,15 @@ from typer.testing import CliRunner
 from dicom_bq.cli import app
 from dicom_bq.clients.endpoints import Connection
 from dicom_bq.clients.retry import RetryPolicy
+from dicom_bq.infra.policy_rules import is_snapshot_account
 from dicom_bq.security.audit import AuditResult, AuditTarget, condition_state, run_audit
+from dicom_bq.stack.plan import Plan, plan_settings
+from tests.conftest import EMULATOR_VARIABLES
 from tests.fakes.bigquery import FakeBigQuery
 from tests.fakes.clock import VirtualClock
 from tests.fakes.iam import FakeIam
 from tests.inventory import ROOT, plan_example
+from tests.stacks import three_store_stack
 
 runner = CliRunner()
 AGENT = "serviceAccount:service-987654321098@gcp-sa-healthcare.iam.gserviceaccount.com"
@@ -99,19 +103,20 @@ def live(monkeypatch: pytest.MonkeyPatch) -> Iterator[Live]:
         {"role": "WRITER", "userByEmail": AGENT.split(":", 1)[1]},
         {"role": "READER", "groupByEmail": "analysts@example.com"},
     ]
-    for variable in (
-        "RESOURCEMANAGER_EMULATOR_HOST",
-        "STORAGE_EMULATOR_HOST",
-        "IAM_EMULATOR_HOST",
-        "PUBSUB_EMULATOR_HOST",
-        "KMS_EMULATOR_HOST",
-    ):
-        monkeypatch.setenv(variable, iam.url)
-    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", bigquery.url)
+    _every_api_at(monkeypatch, iam=iam, bigquery=bigquery)
     yield Live(iam, bigquery)
     iam.stop()
     bigquery.stop()
     assert iam.problems == [], "requests the real APIs would refuse"
+
+
+def _every_api_at(monkeypatch: pytest.MonkeyPatch, *, iam: FakeIam, bigquery: FakeBigQuery) -> None:
+    """Every API the package reaches at a loopback fake, so no scope of any kind (a DICOM store's
+    policy through Healthcare, a service account's through IAM) is read from the real API: a
+    policy the fakes do not hold answers 404 (unread), one they do not serve is a problem."""
+    for variable in EMULATOR_VARIABLES:
+        monkeypatch.setenv(variable, iam.url)
+    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", bigquery.url)
 
 
 def findings(result: Any) -> list[dict[str, str]]:
@@ -636,3 +641,302 @@ def test_review_of_a_stack_without_operations_says_none(tmp_path: Path) -> None:
     markdown = _review_generated(tmp_path, "three-stores")
     assert "## Alert policies\n\nNone." in markdown
     assert "## Scheduler jobs\n\nNone." in markdown
+
+
+# -- Stacks of several DICOM stores, and the nightly snapshot's grants ------------------------
+
+GENERATED = "dicom-src-test"  # tests/conftest.py base_settings: one project for both sides
+GENERATED_AGENT = "serviceAccount:service-111122223333@gcp-sa-healthcare.iam.gserviceaccount.com"
+SCHEDULER_AGENT = (
+    "serviceAccount:service-111122223333@gcp-sa-cloudscheduler.iam.gserviceaccount.com"
+)
+TOKEN_CREATOR = "roles/iam.serviceAccountTokenCreator"
+STORES = f"projects/{GENERATED}/locations/us-central1/datasets/imaging/dicomStores"
+RESEARCH_TOPIC = f"projects/{GENERATED}/topics/research-instances"
+CLINICAL_TOPIC = f"projects/{GENERATED}/topics/clinical-instances"
+GENERATED_SCOPES = (
+    f"//cloudresourcemanager.googleapis.com/projects/{GENERATED}",
+    f"//bigquery.googleapis.com/projects/{GENERATED}/datasets/dicom_metadata",
+)
+
+
+def _two_topic_stack() -> dict[str, Any]:
+    """tests/stacks.py three_store_stack with its streaming store notifying too, on a topic of
+    its own: two stores, two topics, one publisher grant each."""
+    settings = three_store_stack()
+    settings["dicomStores"][0]["notification"] = {"pubsubTopic": CLINICAL_TOPIC}
+    return settings
+
+
+@dataclass
+class Deployed:
+    """A generated stack as `pulumi up` leaves it; the audit reads the plan's grants as its
+    outputs' grants, as `dicom-bq audit --stack` does."""
+
+    plan: Plan
+    iam: FakeIam
+    bigquery: FakeBigQuery
+
+    def result(self) -> AuditResult:
+        target = AuditTarget.from_outputs(self.plan.stack, self.plan.outputs)
+        return run_audit(Connection(), target)
+
+    @property
+    def snapshot_account(self) -> str:
+        (member,) = {g["member"] for g in self.plan.grants if is_snapshot_account(g["member"])}
+        return member
+
+    @property
+    def snapshot_role(self) -> str:
+        (role,) = {g["role"] for g in self.plan.grants if is_snapshot_account(g["member"])}
+        return role
+
+    @property
+    def snapshot_account_name(self) -> str:
+        email = self.snapshot_account.removeprefix("serviceAccount:")
+        return f"projects/{GENERATED}/serviceAccounts/{email}"
+
+
+def _deploy(monkeypatch: pytest.MonkeyPatch, plan: Plan, iam: FakeIam) -> Iterator[Deployed]:
+    iam.projects[GENERATED] = [
+        {"role": "roles/owner", "members": ["user:platform-lead@example.com"]},
+        {"role": "roles/healthcare.serviceAgent", "members": [GENERATED_AGENT]},
+        {"role": "roles/bigquery.jobUser", "members": [GENERATED_AGENT]},
+    ]
+    iam.start()
+    bigquery = FakeBigQuery(datasets={f"{GENERATED}.dicom_metadata"}).start()
+    bigquery.dataset_access[f"{GENERATED}.dicom_metadata"] = [
+        {"role": "OWNER", "specialGroup": "projectOwners"},
+        {"role": "WRITER", "userByEmail": GENERATED_AGENT.split(":", 1)[1]},
+    ]
+    _every_api_at(monkeypatch, iam=iam, bigquery=bigquery)
+    yield Deployed(plan, iam, bigquery)
+    iam.stop()
+    bigquery.stop()
+    assert iam.problems == [], "requests the real APIs would refuse"
+
+
+@pytest.fixture
+def three_stores(monkeypatch: pytest.MonkeyPatch) -> Iterator[Deployed]:
+    iam = FakeIam(
+        topics={
+            RESEARCH_TOPIC: [
+                {"role": "roles/pubsub.publisher", "members": [GENERATED_AGENT]},
+                {"role": "roles/pubsub.subscriber", "members": ["group:research@example.com"]},
+            ]
+        }
+    )
+    yield from _deploy(monkeypatch, plan_example("three-stores"), iam)
+
+
+@pytest.fixture
+def two_topics(monkeypatch: pytest.MonkeyPatch) -> Iterator[Deployed]:
+    iam = FakeIam(
+        topics={
+            topic: [{"role": "roles/pubsub.publisher", "members": [GENERATED_AGENT]}]
+            for topic in (CLINICAL_TOPIC, RESEARCH_TOPIC)
+        }
+    )
+    yield from _deploy(monkeypatch, plan_settings("two-topics", _two_topic_stack()), iam)
+
+
+@pytest.fixture
+def operations(monkeypatch: pytest.MonkeyPatch) -> Iterator[Deployed]:
+    plan = plan_example("operations")
+    deployed = Deployed(plan, FakeIam(), FakeBigQuery())
+    deployed.iam.stores = {
+        f"{STORES}/clinical": [
+            {"role": deployed.snapshot_role, "members": [deployed.snapshot_account]},
+            {"role": "roles/healthcare.dicomViewer", "members": ["group:radiology@example.com"]},
+        ],
+        f"{STORES}/archive": [
+            {"role": deployed.snapshot_role, "members": [deployed.snapshot_account]}
+        ],
+    }
+    deployed.iam.service_accounts = {
+        deployed.snapshot_account_name: [{"role": TOKEN_CREATOR, "members": [SCHEDULER_AGENT]}]
+    }
+    yield from _deploy(monkeypatch, plan, deployed.iam)
+
+
+def test_three_store_stack_audit_reads_its_one_topic_and_is_clean(three_stores: Deployed) -> None:
+    result = three_stores.result()
+    assert result.findings == ()
+    assert result.scopes_read == (*GENERATED_SCOPES, f"//pubsub.googleapis.com/{RESEARCH_TOPIC}")
+    assert result.clean
+
+
+def test_every_stores_topic_grant_is_found(two_topics: Deployed) -> None:
+    result = two_topics.result()
+    assert result.findings == ()
+    assert result.scopes_read == (
+        *GENERATED_SCOPES,
+        f"//pubsub.googleapis.com/{CLINICAL_TOPIC}",
+        f"//pubsub.googleapis.com/{RESEARCH_TOPIC}",
+    )
+    assert result.clean
+
+
+def test_a_missing_publisher_grant_on_one_stores_topic_names_that_topic(
+    two_topics: Deployed,
+) -> None:
+    two_topics.iam.topics[RESEARCH_TOPIC] = []
+    result = two_topics.result()
+    (finding,) = result.findings
+    assert (finding.kind, finding.role, finding.member) == (
+        "missing",
+        "roles/pubsub.publisher",
+        GENERATED_AGENT,
+    )
+    assert finding.scope == f"//pubsub.googleapis.com/{RESEARCH_TOPIC}"
+    assert (
+        f"gcloud pubsub topics add-iam-policy-binding research-instances --project={GENERATED} "
+        f"--member='{GENERATED_AGENT}' --role='roles/pubsub.publisher'" in finding.fix
+    )
+    assert not result.clean
+
+
+def test_operations_stack_audit_reads_each_store_and_the_snapshot_account(
+    operations: Deployed,
+) -> None:
+    result = operations.result()
+    assert result.findings == ()
+    assert result.scopes_read == (
+        *GENERATED_SCOPES,
+        f"//healthcare.googleapis.com/{STORES}/clinical",
+        f"//healthcare.googleapis.com/{STORES}/archive",
+        f"//iam.googleapis.com/{operations.snapshot_account_name}",
+    )
+    assert result.clean
+    asked = {(r.method, r.path): r for r in operations.iam.requests}
+    for store in ("clinical", "archive"):
+        read = asked["GET", f"/v1/{STORES}/{store}:getIamPolicy"]
+        assert read.query["options.requestedPolicyVersion"] == ["3"]
+    # iam v1 projects.serviceAccounts.getIamPolicy is a POST, its version a query parameter.
+    read = asked["POST", f"/v1/{operations.snapshot_account_name}:getIamPolicy"]
+    assert read.query["options.requestedPolicyVersion"] == ["3"]
+
+
+def test_operations_stack_clean_state_is_reported_clean_by_the_cli(
+    operations: Deployed, tmp_path: Path
+) -> None:
+    from tests.test_cli_plan import write_generated_project
+
+    folder = write_generated_project(tmp_path)
+    result = runner.invoke(app, ["audit", "--stack", "operations", "--project-dir", str(folder)])
+    assert result.exit_code == 0, result.output
+    # Five grants: two to the agent, one per store to the snapshot account, one to Scheduler.
+    assert result.stdout.startswith(
+        "clean: the live IAM policies match the 5 grants of operations (read all 5 scopes)"
+    )
+
+
+def test_an_extra_role_for_the_snapshot_account_on_one_store_is_found(
+    operations: Deployed,
+) -> None:
+    operations.iam.stores[f"{STORES}/archive"].append(
+        {"role": "roles/healthcare.dicomEditor", "members": [operations.snapshot_account]}
+    )
+    (finding,) = operations.result().findings
+    assert (finding.kind, finding.role, finding.member) == (
+        "extra",
+        "roles/healthcare.dicomEditor",
+        operations.snapshot_account,
+    )
+    assert finding.scope == f"//healthcare.googleapis.com/{STORES}/archive"
+    assert finding.fix == (
+        "gcloud healthcare dicom-stores remove-iam-policy-binding archive --dataset=imaging "
+        f"--location=us-central1 --project={GENERATED} "
+        f"--member='{operations.snapshot_account}' --role='roles/healthcare.dicomEditor'"
+    )
+
+
+def test_a_missing_store_grant_of_the_snapshot_account_is_found(operations: Deployed) -> None:
+    del operations.iam.stores[f"{STORES}/clinical"][0]
+    (finding,) = operations.result().findings
+    assert (finding.kind, finding.role, finding.member) == (
+        "missing",
+        operations.snapshot_role,
+        operations.snapshot_account,
+    )
+    assert finding.scope == f"//healthcare.googleapis.com/{STORES}/clinical"
+    assert "nightly snapshot export of this store will fail" in finding.message
+    assert (
+        "gcloud healthcare dicom-stores add-iam-policy-binding clinical --dataset=imaging "
+        f"--location=us-central1 --project={GENERATED} "
+        f"--member='{operations.snapshot_account}' --role='{operations.snapshot_role}'"
+        in finding.fix
+    )
+
+
+def test_a_missing_token_creator_grant_of_the_scheduler_agent_is_found(
+    operations: Deployed,
+) -> None:
+    operations.iam.service_accounts[operations.snapshot_account_name] = []
+    (finding,) = operations.result().findings
+    assert (finding.kind, finding.role, finding.member) == (
+        "missing",
+        TOKEN_CREATOR,
+        SCHEDULER_AGENT,
+    )
+    assert finding.scope == f"//iam.googleapis.com/{operations.snapshot_account_name}"
+    assert "Cloud Scheduler cannot mint the account's token" in finding.message
+
+
+def test_an_extra_token_creator_on_the_snapshot_account_is_found(operations: Deployed) -> None:
+    # Whoever holds Token Creator on the snapshot account can act as it, so export any store.
+    operations.iam.service_accounts[operations.snapshot_account_name][0]["members"].append(
+        "user:someone@example.com"
+    )
+    (finding,) = operations.result().findings
+    assert (finding.kind, finding.role, finding.member) == (
+        "extra",
+        TOKEN_CREATOR,
+        "user:someone@example.com",
+    )
+    assert finding.scope == f"//iam.googleapis.com/{operations.snapshot_account_name}"
+    email = operations.snapshot_account.removeprefix("serviceAccount:")
+    assert finding.fix == (
+        f"gcloud iam service-accounts remove-iam-policy-binding {email} --project={GENERATED} "
+        f"--member='user:someone@example.com' --role='{TOKEN_CREATOR}'"
+    )
+
+
+def _deny_store(deployed: Deployed) -> str:
+    deployed.iam.denied.add(f"{STORES}/archive")
+    return f"//healthcare.googleapis.com/{STORES}/archive"
+
+
+def _drop_snapshot_account(deployed: Deployed) -> str:
+    del deployed.iam.service_accounts[deployed.snapshot_account_name]
+    return f"//iam.googleapis.com/{deployed.snapshot_account_name}"
+
+
+@pytest.mark.parametrize(
+    ("break_it", "status", "check"),
+    [
+        (
+            _deny_store,
+            "403 PERMISSION_DENIED",
+            "gcloud healthcare dicom-stores get-iam-policy archive --dataset=imaging "
+            f"--location=us-central1 --project={GENERATED} --format=json",
+        ),
+        (
+            _drop_snapshot_account,
+            "404 NOT_FOUND",
+            "gcloud iam service-accounts get-iam-policy dicom-bq-snapshot-",
+        ),
+    ],
+    ids=["store-403", "service-account-404"],
+)
+def test_an_unreadable_store_or_account_policy_is_unread(
+    operations: Deployed, break_it: Any, status: str, check: str
+) -> None:
+    scope = break_it(operations)
+    result = operations.result()
+    (finding,) = result.findings
+    assert (finding.kind, finding.scope) == ("unread", scope)
+    assert status in finding.message
+    assert finding.fix.startswith(check)
+    assert result.scopes_unread == (scope,)
+    assert not result.clean

@@ -520,6 +520,20 @@ STATUS_CASES = [
         _status_outputs(dicomStores=[{"id": "dicom", "name": STORE, "snapshotTable": "t"}]),
         fragment="snapshotTable of 'dicom' 't' is not valid",
     ),
+    Case(
+        "status-store-job-not-text",
+        STATUS,
+        _status_outputs(dicomStores=[{"id": "dicom", "name": STORE, "snapshotJob": ["j"]}]),
+        fragment="snapshotJob that is list, not text",
+    ),
+    Case(
+        "status-store-job-not-a-job-name",
+        STATUS,
+        _status_outputs(
+            dicomStores=[{"id": "dicom", "name": STORE, "snapshotJob": "projects/p/jobs/j"}]
+        ),
+        fragment="is not a Cloud Scheduler job name",
+    ),
 ]
 
 FILE_CASES = [

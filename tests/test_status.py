@@ -1,9 +1,12 @@
-"""`dicom-bq status` against the loopback fakes (Healthcare, BigQuery) and a real Orthanc."""
+"""`dicom-bq status` against the loopback fakes (Healthcare, BigQuery, Cloud Scheduler) and a
+real Orthanc."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,7 @@ from typer.testing import CliRunner
 from dicom_bq.cli import app
 from tests.conftest import STORE, Cloud
 from tests.fakes.healthcare import FakeOperation, Fault
+from tests.fakes.scheduler import FakeCloudScheduler, job_document
 from tests.test_export_cli import seed
 
 runner = CliRunner()
@@ -22,6 +26,7 @@ SNAPSHOT = "dicom-src-test.dicom_metadata.nightly"
 STREAMING = {"streamConfigs": [{"bigqueryDestination": {"tableUri": f"bq://{STREAM}"}}]}
 DAILY = {"schedule": "0 2 * * *", "timeZone": "Europe/Paris"}
 HOUR_MS = 3600 * 1000
+INDENT = " " * 13  # under the value column of a store's lines
 
 
 def outputs_file(tmp_path: Path, **extra: Any) -> Path:
@@ -392,6 +397,213 @@ def sent(cloud: Cloud) -> int:
     return len(cloud.healthcare.requests) + len(cloud.bigquery.requests)
 
 
+JOB = "projects/dicom-src-test/locations/us-central1/jobs/dicom-bq-snapshot-0906db8b-dicom"
+
+
+@pytest.fixture
+def scheduler(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCloudScheduler]:
+    fake = FakeCloudScheduler().start()
+    monkeypatch.setenv("CLOUDSCHEDULER_EMULATOR_HOST", fake.url)
+    try:
+        yield fake
+    finally:
+        fake.stop()
+    assert fake.problems == []
+
+
+def rfc3339(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
+def ago(**delta: float) -> str:
+    return rfc3339(datetime.datetime.now(datetime.UTC) - datetime.timedelta(**delta))
+
+
+def with_job(tmp_path: Path, *args: str, **outputs: Any) -> Any:
+    """status on outputs whose one store names its snapshot job, as the program exports them."""
+    entry = {"id": "dicom", "name": STORE, "snapshotTable": f"bq://{SNAPSHOT}", "snapshotJob": JOB}
+    return status(tmp_path, *args, dicomStores=[entry], **outputs)
+
+
+def scheduled(scheduler: FakeCloudScheduler, **fields: Any) -> None:
+    """The store's job, created a month ago, its last attempt last night unless `fields` say."""
+    job = {"user_update_time": ago(days=30), "last_attempt_time": ago(hours=1), **fields}
+    scheduler.jobs[JOB] = job_document(JOB, schedule_time=ago(hours=-23), **job)
+
+
+def test_a_healthy_job_is_shown_under_its_snapshot(
+    cloud: Cloud, scheduler: FakeCloudScheduler, tmp_path: Path
+) -> None:
+    healthy_path(cloud)
+    scheduled(scheduler)
+    result = with_job(tmp_path)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    start = lines.index(f"{INDENT}job dicom-bq-snapshot-0906db8b-dicom ENABLED, last attempt")
+    assert lines[start + 1].startswith(INDENT)
+    assert " ok, next " in lines[start + 1]
+    fits_80_columns(lines)
+    assert [method for method, _ in scheduler.requests] == [
+        "cloudscheduler.projects.locations.jobs.get"
+    ]
+
+
+def test_json_carries_the_job_under_the_snapshot(
+    cloud: Cloud, scheduler: FakeCloudScheduler, tmp_path: Path
+) -> None:
+    healthy_path(cloud)
+    created = "2026-10-01T08:00:00Z"
+    scheduled(scheduler, user_update_time=created, last_attempt_time="2026-11-30T01:00:00Z")
+    result = with_job(tmp_path, "--json")
+    assert result.exit_code == 0, result.output
+    job = json.loads(result.stdout)["stores"][0]["snapshot"]["job"]
+    assert job == {
+        "name": JOB,
+        "readable": True,
+        "state": "ENABLED",
+        "last_attempt_time": "2026-11-30T01:00:00+00:00",
+        "last_attempt_status": {"code": 0, "message": ""},
+        "schedule_time": job["schedule_time"],
+        "user_update_time": "2026-10-01T08:00:00+00:00",
+    }
+    assert job["schedule_time"] is not None
+
+
+def test_a_paused_job_needs_attention(
+    cloud: Cloud, scheduler: FakeCloudScheduler, tmp_path: Path
+) -> None:
+    healthy_path(cloud)
+    scheduled(scheduler, state="PAUSED")
+    result = with_job(tmp_path, "--json")
+    assert result.exit_code == 1, result.output
+    (finding,) = findings(result)
+    assert (finding["kind"], finding["subject"]) == ("snapshot-job-paused", JOB)
+    assert "is paused" in finding["detail"]
+    assert finding["fix"].endswith(
+        "gcloud scheduler jobs resume dicom-bq-snapshot-0906db8b-dicom --location us-central1 "
+        "--project dicom-src-test"
+    )
+
+
+def test_a_last_attempt_refused_with_403_needs_attention(
+    cloud: Cloud, scheduler: FakeCloudScheduler, tmp_path: Path
+) -> None:
+    # Job.status is "the response from the target for the last attempted execution", a
+    # google.rpc.Status (cloudscheduler v1 discovery); a 403 is PERMISSION_DENIED (code.proto's
+    # HTTP mapping). The message's wording is Healthcare's, an example only.
+    healthy_path(cloud)
+    denied = "Permission 'healthcare.dicomStores.export' denied on resource " + "x" * 300
+    scheduled(scheduler, status={"code": 7, "message": denied})
+    result = with_job(tmp_path, "--json")
+    assert result.exit_code == 1, result.output
+    (finding,) = findings(result)
+    assert (finding["kind"], finding["subject"]) == ("snapshot-job-failed", JOB)
+    assert (
+        "failed: 7 PERMISSION_DENIED: \"Permission 'healthcare.dicomStores.export'"
+        in (finding["detail"])
+    )
+    assert f"... ({len(denied)} characters)" in finding["detail"]  # an excerpt, not all of it
+    assert "`pulumi up` restores the snapshot account's grant" in finding["fix"]
+    job = json.loads(result.stdout)["stores"][0]["snapshot"]["job"]
+    assert job["last_attempt_status"] == {"code": 7, "message": denied}
+
+
+def test_a_last_attempt_that_failed_otherwise_waits_for_the_next_fire(
+    cloud: Cloud, scheduler: FakeCloudScheduler, tmp_path: Path
+) -> None:
+    healthy_path(cloud)
+    scheduled(scheduler, status={"code": 14, "message": "Service Unavailable"})
+    result = with_job(tmp_path)
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.stdout.split())
+    assert "snapshot-job-failed" in text
+    assert "failed: 14 UNAVAILABLE: 'Service Unavailable'; no export started" in text
+    assert "fix: the next scheduled fire tries again" in text
+    fits_80_columns(result.stdout.splitlines())
+
+
+def test_a_job_created_after_the_last_fire_has_no_missed_run(
+    cloud: Cloud, scheduler: FakeCloudScheduler, tmp_path: Path
+) -> None:
+    # Deploy day: `pulumi up` after the schedule's last fire; the job has not run yet.
+    healthy_path(cloud)
+    del cloud.bigquery.tables[SNAPSHOT]
+    scheduler.jobs[JOB] = job_document(JOB, user_update_time=ago(minutes=1))
+    result = with_job(tmp_path, "--json")
+    assert result.exit_code == 0, result.output
+    assert findings(result) == []
+    snapshot = json.loads(result.stdout)["stores"][0]["snapshot"]
+    assert snapshot["last_due"] is None
+    assert snapshot["job"]["last_attempt_time"] is None
+    text = with_job(tmp_path)
+    assert "no attempt yet" in text.stdout
+    assert "last due never yet" in " ".join(text.stdout.split())
+    # The same job created days ago did miss its run.
+    scheduler.jobs[JOB] = job_document(JOB, user_update_time=ago(days=3))
+    missed = with_job(tmp_path, "--json")
+    assert [f["kind"] for f in findings(missed)] == ["snapshot-missing"]
+
+
+@pytest.mark.parametrize(("denied", "said"), [(True, "403 PERMISSION_DENIED"), (False, "404")])
+def test_a_job_you_cannot_read_is_a_finding(
+    cloud: Cloud, scheduler: FakeCloudScheduler, tmp_path: Path, denied: bool, said: str
+) -> None:
+    healthy_path(cloud)
+    if denied:
+        scheduled(scheduler)
+        scheduler.denied.add(JOB)
+    result = with_job(tmp_path, "--json")
+    assert result.exit_code == 1, result.output
+    (finding,) = findings(result)
+    assert (finding["kind"], finding["subject"]) == ("unreadable", JOB)
+    assert said in finding["detail"]
+    assert "cloudscheduler.jobs.get on it (roles/cloudscheduler.viewer)" in finding["fix"]
+    job = json.loads(result.stdout)["stores"][0]["snapshot"]["job"]
+    assert (job["readable"], job["state"], job["last_attempt_status"]) == (False, None, None)
+    text = with_job(tmp_path)
+    assert f"{INDENT}job dicom-bq-snapshot-0906db8b-dicom unreadable (see findings)" in (
+        text.stdout.splitlines()
+    )
+
+
+def test_an_unreadable_job_leaves_the_snapshot_judged_by_its_schedule(
+    cloud: Cloud, scheduler: FakeCloudScheduler, tmp_path: Path
+) -> None:
+    healthy_path(cloud)
+    cloud.bigquery.modified_ms[SNAPSHOT] = now_ms() - 3 * 24 * HOUR_MS
+    result = with_job(tmp_path, "--json")
+    assert [f["kind"] for f in findings(result)] == ["unreadable", "snapshot-stale"]
+    assert (
+        "gcloud scheduler jobs describe dicom-bq-snapshot-0906db8b-dicom"
+        in (findings(result)[1]["fix"])
+    )
+
+
+def test_the_program_names_each_stores_own_job_and_status_reads_it() -> None:
+    """The dicomStores entries' snapshotJob, written by the program from the component's jobs,
+    is each store's job (in the stores' order), in the form jobs.get takes."""
+    from dicom_bq.flows.status import status_target
+    from tests.inventory import plan_example
+
+    plan = plan_example("operations")
+    jobs = {
+        r.inputs["name"]: r.inputs
+        for r in plan.custom_resources()
+        if r.type == "gcp:cloudscheduler/job:Job"
+    }
+    entries = plan.outputs["dicomStores"]
+    assert len(entries) == len(jobs) == 2
+    for entry in entries:
+        project, region, job = entry["snapshotJob"].split("/")[1::2]
+        assert job.endswith(f"-{entry['id']}")
+        assert (jobs[job]["project"], jobs[job]["region"]) == (project, region)
+        assert f"/dicomStores/{entry['id']}" in jobs[job]["httpTarget"]["uri"]
+    target = status_target(plan.outputs)
+    assert [store.snapshot_job.name for store in target.stores if store.snapshot_job] == [
+        entry["snapshotJob"] for entry in entries
+    ]
+
+
 @pytest.mark.parametrize(
     ("outputs", "said"),
     [
@@ -416,15 +628,33 @@ def sent(cloud: Cloud) -> int:
             {"dicomStores": [{**TWO_STORES[0], "snapshotTable": None}], "snapshotTable": None},
             "snapshotSchedule has no snapshotTable",
         ),
+        (
+            {"dicomStores": [{**TWO_STORES[0], "snapshotJob": 5}]},
+            "dicomStores gives store 'dicom' a snapshotJob that is int, not text",
+        ),
+        (
+            {"dicomStores": [{**TWO_STORES[0], "snapshotJob": "dicom-bq-snapshot-dicom"}]},
+            "the stack output dicomStores snapshotJob of 'dicom' 'dicom-bq-snapshot-dicom' is "
+            "not a Cloud Scheduler job name",
+        ),
+        (
+            {"dicomStores": [{**TWO_STORES[0], "snapshotJob": JOB + "?alt=media"}]},
+            "is not a Cloud Scheduler job name",
+        ),
     ],
 )
 def test_bad_outputs_exit_2_before_any_request(
-    cloud: Cloud, tmp_path: Path, outputs: dict[str, Any], said: str
+    cloud: Cloud,
+    scheduler: FakeCloudScheduler,
+    tmp_path: Path,
+    outputs: dict[str, Any],
+    said: str,
 ) -> None:
     result = status(tmp_path, **outputs)
     assert result.exit_code == 2, result.output
     assert said in result.stderr
     assert sent(cloud) == 0
+    assert scheduler.requests == []
 
 
 @pytest.mark.parametrize(

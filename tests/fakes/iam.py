@@ -1,6 +1,6 @@
 """Loopback IAM surfaces for the audit and the review: the policies of projects (Resource
-Manager), buckets (Cloud Storage), topics (Pub/Sub) and crypto keys (Cloud KMS), and IAM's
-predefined roles. Policies are plain data tests edit, conditions included.
+Manager), buckets (Cloud Storage), topics (Pub/Sub), crypto keys (Cloud KMS), DICOM stores
+(Cloud Healthcare) and service accounts (IAM), and IAM's predefined roles. Policies are plain data tests edit, conditions included.
 
 Requests are routed by Google's discovery documents (HTTP verb and path template of each method
 served) and their shape checked as the real API would: query parameters the method declares,
@@ -30,6 +30,9 @@ SERVED = [
     ("pubsub", "v1", "pubsub.projects.topics.getIamPolicy"),
     ("cloudkms", "v1", "cloudkms.projects.locations.keyRings.cryptoKeys.getIamPolicy"),
     ("iam", "v1", "iam.roles.get"),
+    ("healthcare", "v1", "healthcare.projects.locations.datasets.dicomStores.getIamPolicy"),
+    # POST with no request body: the version is a query parameter (iam v1 discovery document).
+    ("iam", "v1", "iam.projects.serviceAccounts.getIamPolicy"),
 ]
 # Where each getIamPolicy method takes the requested policy version.
 VERSION_PARAMETER = {
@@ -38,6 +41,10 @@ VERSION_PARAMETER = {
     "cloudkms.projects.locations.keyRings.cryptoKeys.getIamPolicy": (
         "options.requestedPolicyVersion"
     ),
+    "healthcare.projects.locations.datasets.dicomStores.getIamPolicy": (
+        "options.requestedPolicyVersion"
+    ),
+    "iam.projects.serviceAccounts.getIamPolicy": "options.requestedPolicyVersion",
 }
 
 
@@ -120,6 +127,9 @@ class FakeIam(LoopbackFake):
     buckets: dict[str, Bindings] = field(default_factory=dict)  # bucket name -> bindings
     topics: dict[str, Bindings] = field(default_factory=dict)  # projects/P/topics/T -> bindings
     keys: dict[str, Bindings] = field(default_factory=dict)  # full crypto key name -> bindings
+    stores: dict[str, Bindings] = field(default_factory=dict)  # full DICOM store name -> bindings
+    # projects/P/serviceAccounts/EMAIL -> bindings
+    service_accounts: dict[str, Bindings] = field(default_factory=dict)
     roles: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Resource names ("projects/P", "buckets/B", a topic or key name) whose policy the caller
     # may not read (403), or whose request drops the connection (a network fault).
@@ -165,6 +175,14 @@ class FakeIam(LoopbackFake):
             name = key = "projects/{}/topics/{}".format(*params)
             table = self.topics
             absent = Response.error(404, "NOT_FOUND", "Resource not found (resource=topic).")
+        elif method.id == "healthcare.projects.locations.datasets.dicomStores.getIamPolicy":
+            name = key = "projects/{}/locations/{}/datasets/{}/dicomStores/{}".format(*params)
+            table = self.stores
+            absent = Response.error(404, "NOT_FOUND", f"DICOM store {name} not found")
+        elif method.id == "iam.projects.serviceAccounts.getIamPolicy":
+            name = key = "projects/{}/serviceAccounts/{}".format(*params)
+            table = self.service_accounts
+            absent = Response.error(404, "NOT_FOUND", f"Unknown service account {params[1]}")
         else:
             name = key = "projects/{}/locations/{}/keyRings/{}/cryptoKeys/{}".format(*params)
             table = self.keys

@@ -117,6 +117,8 @@ DISCOVERY_APIS = {
     "cloudkms": ("v1", ""),
     "healthcare": ("v1", ""),
     "iam": ("v1", ""),
+    # rootUrl https://cloudscheduler.googleapis.com/, servicePath "" (cloudscheduler v1 document)
+    "cloudscheduler": ("v1", ""),
 }
 
 

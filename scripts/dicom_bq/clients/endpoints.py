@@ -1,10 +1,10 @@
 """Where each Google API is reached, and with which credentials.
 
 Production and local runs share this code: an emulator variable (HEALTHCARE_EMULATOR_HOST,
-BIGQUERY_EMULATOR_HOST, STORAGE_EMULATOR_HOST, and IAM_EMULATOR_HOST,
-RESOURCEMANAGER_EMULATOR_HOST for the audit, as a URL such as http://127.0.0.1:8123) only
-changes the endpoint and switches to anonymous credentials, as Google's own clients do for
-STORAGE_EMULATOR_HOST; it wins over the universe domain.
+BIGQUERY_EMULATOR_HOST, STORAGE_EMULATOR_HOST, IAM_EMULATOR_HOST and
+RESOURCEMANAGER_EMULATOR_HOST for the audit, CLOUDSCHEDULER_EMULATOR_HOST for status, as a URL
+such as http://127.0.0.1:8123) only changes the endpoint and switches to anonymous credentials,
+as Google's own clients do for STORAGE_EMULATOR_HOST; it wins over the universe domain.
 
 Every client names the universe through its library's own option (google-api-python-client
 and google-cloud-* `client_options.universe_domain`), so each library derives its host and checks
@@ -149,6 +149,7 @@ class Connection:
         "healthcare": "HEALTHCARE_EMULATOR_HOST",
         "bigquery": "BIGQUERY_EMULATOR_HOST",
         "iam": "IAM_EMULATOR_HOST",
+        "cloudscheduler": "CLOUDSCHEDULER_EMULATOR_HOST",
     }
 
     def discovery_endpoint(self, api: str, service_path: str) -> Endpoint:

@@ -2,13 +2,15 @@
 
 Per DICOM store of the stack: its instance count (getDICOMStoreMetrics), the last exports of its
 Healthcare dataset (operations.list), each stream table's rows and last change (tables.get), and
-its own nightly snapshot table when the stack has a schedule. What disagrees becomes a finding; a
-part that cannot be read (403, 404, retries exhausted) is a finding too, never a crash.
+its own nightly snapshot table when the stack has a schedule, with the Cloud Scheduler job that
+writes it (jobs.get) when the outputs name one. What disagrees becomes a finding; a part that
+cannot be read (403, 404, retries exhausted) is a finding too, never a crash.
 """
 
 from __future__ import annotations
 
 import datetime
+import re
 import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,13 +18,14 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 from dicom_bq.clients.bigquery import TableInfo
-from dicom_bq.clients.discovery import ApiCallError
+from dicom_bq.clients.discovery import ApiCallError, DiscoveryClients
 from dicom_bq.cron import CronSchedule, parse_schedule
 from dicom_bq.errors import EXIT_FAILED, EXIT_OK, DicomBqError
 from dicom_bq.flows.access import GoogleAccess
 from dicom_bq.flows.verify import stream_tables
 from dicom_bq.refs import StoreName, TableUri
-from dicom_bq.stack.contract import OutputNames, StackOutputs
+from dicom_bq.stack.contract import OutputNames, StackOutputs, StoreEntryKeys
+from dicom_bq.texts import excerpt
 
 # OperationMetadata.apiMethodName of dicomStores.export, "google.cloud.healthcare.v1.dicom.
 # DicomService.ExportDicomData" (the export flow matches the same suffix).
@@ -42,8 +45,63 @@ Kind = Literal[
     "stream-behind",
     "snapshot-missing",
     "snapshot-stale",
+    "snapshot-job-paused",
+    "snapshot-job-failed",
 ]
 T = TypeVar("T")
+
+# Job.name (cloudscheduler v1 discovery document): projects/PROJECT_ID/locations/LOCATION_ID/
+# jobs/JOB_ID, PROJECT_ID of letters, digits, "-", ":" or "."; JOB_ID of letters, digits, "-"
+# or "_", at most 500. The location is not described further: a region ID's lower case,
+# digits and "-" (https://cloud.google.com/scheduler/docs/locations).
+JOB_NAME = re.compile(
+    r"^projects/(?P<project>[A-Za-z0-9\-:.]+)/locations/(?P<location>[a-z0-9\-]+)"
+    r"/jobs/(?P<job>[A-Za-z0-9_\-]{1,500})$"
+)
+# What reading a job needs: jobs.get asks cloudscheduler.jobs.get, which roles/cloudscheduler.
+# viewer holds (https://docs.cloud.google.com/iam/docs/roles-permissions/cloudscheduler).
+JOB_READ_FIX = "cloudscheduler.jobs.get on it (roles/cloudscheduler.viewer)"
+# Job.state (cloudscheduler v1 discovery document, Job.state.enumDescriptions): only ENABLED
+# runs; what each other state means, and what gets the job running again.
+JOB_STATES = {
+    "PAUSED": (
+        "is paused: it does not run",
+        "resume it (jobs.resume reenables a PAUSED job): gcloud scheduler jobs resume {job} "
+        "--location {location} --project {project}",
+    ),
+    "DISABLED": (
+        "was disabled by Cloud Scheduler after an error: it does not run",
+        'read why in its logs (Logs Explorer: resource.type="cloud_scheduler_job" '
+        'resource.labels.job_id="{job}"); a user cannot resume a DISABLED job (jobs.resume '
+        "takes PAUSED ones only)",
+    ),
+    "UPDATE_FAILED": (
+        "is left UPDATE_FAILED by a failed update",
+        "run `pulumi up` on the stack again: retrying UpdateJob until it succeeds recovers it",
+    ),
+}
+# google.rpc.Code, the `code` of Job.status (a google.rpc.Status): the names of
+# https://github.com/googleapis/googleapis/blob/master/google/rpc/code.proto.
+RPC_CODES = {
+    1: "CANCELLED",
+    2: "UNKNOWN",
+    3: "INVALID_ARGUMENT",
+    4: "DEADLINE_EXCEEDED",
+    5: "NOT_FOUND",
+    6: "ALREADY_EXISTS",
+    7: "PERMISSION_DENIED",
+    8: "RESOURCE_EXHAUSTED",
+    9: "FAILED_PRECONDITION",
+    10: "ABORTED",
+    11: "OUT_OF_RANGE",
+    12: "UNIMPLEMENTED",
+    13: "INTERNAL",
+    14: "UNAVAILABLE",
+    15: "DATA_LOSS",
+    16: "UNAUTHENTICATED",
+}
+# code.proto maps HTTP 401 to UNAUTHENTICATED and 403 to PERMISSION_DENIED: a refused request.
+REFUSED_CODES = frozenset({7, 16})
 
 
 class StoreReader(Protocol):
@@ -58,12 +116,40 @@ class TableReader(Protocol):
     def table_info(self, table: TableUri) -> TableInfo | None: ...
 
 
+class JobReader(Protocol):
+    def get_job(self, name: str) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class JobName:
+    project: str
+    location: str
+    job: str
+
+    @property
+    def name(self) -> str:
+        return f"projects/{self.project}/locations/{self.location}/jobs/{self.job}"
+
+    @classmethod
+    def parse(cls, text: str, *, flag: str) -> JobName:
+        found = JOB_NAME.match(text)
+        if found is None:
+            raise DicomBqError(
+                f"{flag} {excerpt(text)} is not a Cloud Scheduler job name "
+                "(projects/PROJECT/locations/REGION/jobs/JOB): are these the outputs of a "
+                "dicom-bq stack?"
+            )
+        return cls(found["project"], found["location"], found["job"])
+
+
 @dataclass(frozen=True)
 class StoreTarget:
     name: StoreName
     # None when the stack has no snapshot, or when its outputs predate each store having its own
     # (then only the first store's is known).
     snapshot_table: TableUri | None = None
+    # None when the outputs predate the entries naming their snapshot's job.
+    snapshot_job: JobName | None = None
 
 
 @dataclass(frozen=True)
@@ -152,11 +238,69 @@ class TableStatus:
 
 
 @dataclass(frozen=True)
+class JobStatus:
+    """The snapshot's Cloud Scheduler job, from its Job (cloudscheduler v1 discovery document):
+    every field is output only; the times are google-datetime (RFC 3339)."""
+
+    name: str
+    readable: bool
+    state: str | None = None
+    # `status`, "the response from the target for the last attempted execution": a
+    # google.rpc.Status, whose code 0 (OK) proto3 JSON leaves out, as it may the whole object.
+    last_code: int = 0
+    last_message: str = ""
+    last_attempt: datetime.datetime | None = None  # lastAttemptTime: "the last job attempt started"
+    next_run: datetime.datetime | None = None  # scheduleTime: "the next time the job is scheduled"
+    # userUpdateTime, described as "the creation time of the job"; by its name also moved by a
+    # user's update (a `pulumi up` that changes it): either way, no fire before it is the job's.
+    user_updated: datetime.datetime | None = None
+
+    @classmethod
+    def from_api(cls, name: str, job: Mapping[str, Any]) -> JobStatus:
+        status = job.get("status") or {}
+        return cls(
+            name=name,
+            readable=True,
+            state=str(job.get("state") or "STATE_UNSPECIFIED"),
+            last_code=int(status.get("code") or 0),
+            last_message=str(status.get("message") or ""),
+            last_attempt=_rfc3339(job.get("lastAttemptTime")),
+            next_run=_rfc3339(job.get("scheduleTime")),
+            user_updated=_rfc3339(job.get("userUpdateTime")),
+        )
+
+    @property
+    def last_failed(self) -> bool:
+        return self.last_code != 0
+
+    @property
+    def last_error(self) -> str:
+        code = RPC_CODES.get(self.last_code)
+        named = f"{self.last_code} {code}" if code else f"code {self.last_code}"
+        return f"{named}: {excerpt(self.last_message)}"
+
+    def as_dict(self) -> dict[str, Any]:
+        known = self.readable
+        return {
+            "name": self.name,
+            "readable": self.readable,
+            "state": self.state,
+            "last_attempt_time": _iso(self.last_attempt),
+            "last_attempt_status": (
+                {"code": self.last_code, "message": self.last_message} if known else None
+            ),
+            "schedule_time": _iso(self.next_run),
+            "user_update_time": _iso(self.user_updated),
+        }
+
+
+@dataclass(frozen=True)
 class SnapshotStatus:
     table: TableStatus
     schedule: str | None
     time_zone: str | None
     last_due: datetime.datetime | None
+    job: JobStatus | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -164,6 +308,7 @@ class SnapshotStatus:
             "schedule": self.schedule,
             "time_zone": self.time_zone,
             "last_due": _iso(self.last_due),
+            "job": self.job.as_dict() if self.job else None,
         }
 
 
@@ -254,13 +399,19 @@ def status_target(outputs: Mapping[str, Any], store_id: str | None = None) -> St
             raise DicomBqError(
                 f"the stack output {listed} {error.message.removeprefix('--store ')}"
             ) from None
-        table = None
+        table = job = None
         if store.snapshot_table:
             table = TableUri.parse(
                 store.snapshot_table,
                 flag=f"the stack output {OutputNames.STORES} snapshotTable of {store.store_id!r}",
             )
-        stores.append(StoreTarget(name, table))
+        if store.snapshot_job:
+            job = JobName.parse(
+                store.snapshot_job,
+                flag=f"the stack output {OutputNames.STORES} {StoreEntryKeys.SNAPSHOT_JOB} of "
+                f"{store.store_id!r}",
+            )
+        stores.append(StoreTarget(name, table, job))
     schedule = None
     if parsed.snapshot_schedule is not None:
         if not any(store.snapshot_table for store in parsed.stores):
@@ -283,6 +434,7 @@ def status_target(outputs: Mapping[str, Any], store_id: str | None = None) -> St
 class _Collector:
     healthcare: StoreReader
     tables: TableReader
+    scheduler: JobReader
     now: datetime.datetime
     snapshot_grace: datetime.timedelta
     findings: list[Finding] = field(default_factory=list)
@@ -392,7 +544,7 @@ class _Collector:
             exports_readable=exports is not None,
             stream_tables=tables,
             snapshot=(
-                self.snapshot(target.snapshot_table, schedule, store)
+                self.snapshot(target.snapshot_table, schedule, store, target.snapshot_job)
                 if target.snapshot_table is not None
                 else None
             ),
@@ -451,19 +603,87 @@ class _Collector:
             )
         )
 
+    def job(self, name: JobName) -> JobStatus:
+        answer, _ = self.read(
+            name.name,
+            "read the snapshot's Cloud Scheduler job (jobs.get)",
+            f"check that {name.name} exists (`pulumi up` creates it); reading it needs "
+            f"{JOB_READ_FIX}",
+            lambda: self.scheduler.get_job(name.name),
+        )
+        if answer is None:
+            return JobStatus(name.name, readable=False)
+        job = JobStatus.from_api(name.name, answer)
+        if job.state != "ENABLED":
+            said, fix = JOB_STATES.get(
+                job.state or "",
+                (f"is {job.state}, not ENABLED: it may not run", "see it in the console"),
+            )
+            self.findings.append(
+                Finding(
+                    "snapshot-job-paused",
+                    name.name,
+                    f"the snapshot job {said}",
+                    fix.format(job=name.job, location=name.location, project=name.project),
+                )
+            )
+        if job.last_failed:
+            logs = (
+                f'its log: Logs Explorer resource.type="cloud_scheduler_job" '
+                f'resource.labels.job_id="{name.job}"'
+            )
+            # The job's request never reached a started export: the account lost its export
+            # grant, or Cloud Scheduler's agent its Token Creator on the account (components/
+            # snapshot.py); retry_count is 0, so the next fire is the next attempt.
+            fix = (
+                "`pulumi up` restores the snapshot account's grant on the store and Cloud "
+                f"Scheduler's Token Creator on the account; {logs}"
+                if job.last_code in REFUSED_CODES
+                else f"the next scheduled fire tries again; {logs}"
+            )
+            self.findings.append(
+                Finding(
+                    "snapshot-job-failed",
+                    name.name,
+                    f"the snapshot job's last attempt, at {_when(job.last_attempt)}, failed: "
+                    f"{job.last_error}; no export started",
+                    fix,
+                )
+            )
+        return job
+
     def snapshot(
-        self, table: TableUri, schedule: CronSchedule | None, store: StoreName
+        self,
+        table: TableUri,
+        schedule: CronSchedule | None,
+        store: StoreName,
+        job_name: JobName | None,
     ) -> SnapshotStatus:
         status = self.table(table)
-        # The stack names each store's job after the store (components/snapshot.py job_name).
-        job = (
-            f"check the Cloud Scheduler job of store {store.store} (gcloud scheduler jobs list "
-            f"--project {store.project}): its last attempt, then"
-        )
+        job_status = self.job(job_name) if job_name is not None else None
+        if job_name is not None:
+            job = (
+                f"check the Cloud Scheduler job (gcloud scheduler jobs describe {job_name.job} "
+                f"--location {job_name.location} --project {job_name.project}): its last "
+                "attempt, then"
+            )
+        else:
+            # The stack names each store's job after the store (components/snapshot.py job_name).
+            job = (
+                f"check the Cloud Scheduler job of store {store.store} (gcloud scheduler jobs "
+                f"list --project {store.project}): its last attempt, then"
+            )
         due = None
         if schedule is not None:
             # The export the scheduler starts takes a while: a fire counts once its grace is over.
             due = schedule.previous_fire(self.now - self.snapshot_grace)
+        created = job_status.user_updated if job_status is not None else None
+        if due is not None and created is not None and due < created:
+            # The schedule fired before the job existed (deploy day: `pulumi up` after last
+            # night's 02:00), or before a user last updated it: that fire was never the job's,
+            # so there is no missed run to judge yet. An unreadable job leaves this unknown,
+            # and the fire is judged as before.
+            due = None
         judged = f'schedule "{schedule.expression}" ({schedule.time_zone})' if schedule else ""
         if due is not None and status.readable:
             if not status.exists:
@@ -490,6 +710,7 @@ class _Collector:
             schedule=schedule.expression if schedule else None,
             time_zone=schedule.time_zone if schedule else None,
             last_due=due,
+            job=job_status,
         )
 
 
@@ -498,11 +719,12 @@ def collect_status(
     target: StatusTarget,
     healthcare: StoreReader,
     tables: TableReader,
+    scheduler: JobReader,
     now: datetime.datetime,
     snapshot_grace: datetime.timedelta,
 ) -> StatusReport:
     """Read every part of the target, then list what disagrees; only reads."""
-    collector = _Collector(healthcare, tables, now, snapshot_grace)
+    collector = _Collector(healthcare, tables, scheduler, now, snapshot_grace)
     report = StatusReport(checked_at=now)
     report.stores = [collector.store(store, target.snapshot_schedule) for store in target.stores]
     report.snapshot_schedule = target.snapshot_schedule
@@ -524,6 +746,18 @@ class _TablesByProject:
             self.clients[table.project] = BigQueryTables(self.connection, table.project)
         info: TableInfo | None = self.clients[table.project].table_info(table)
         return info
+
+
+class _SchedulerJobs:
+    """Cloud Scheduler's jobs.get (cloudscheduler v1: GET v1/{+name}, answers a Job)."""
+
+    def __init__(self, clients: DiscoveryClients) -> None:
+        self.clients = clients
+
+    def get_job(self, name: str) -> dict[str, Any]:
+        api = self.clients.api("cloudscheduler")
+        job: dict[str, Any] = api.call(api.service.projects().locations().jobs().get(name=name))
+        return job
 
 
 def check_status(
@@ -548,6 +782,7 @@ def check_status(
         target=target,
         healthcare=HealthcareApi(connection, "v1"),
         tables=_TablesByProject(connection),
+        scheduler=_SchedulerJobs(DiscoveryClients(connection)),
         now=now,
         snapshot_grace=datetime.timedelta(seconds=snapshot_grace),
     )
@@ -603,7 +838,23 @@ def _snapshot_lines(snapshot: SnapshotStatus | None, schedule: CronSchedule | No
             f"{_when(snapshot.last_due) if snapshot.last_due else 'never yet'}",
             INDENT,
         )
+    if snapshot.job is not None:
+        lines += _wrap(_job_line(snapshot.job), INDENT)
     return lines
+
+
+def _job_line(job: JobStatus) -> str:
+    # The job's ID only: its full name is in the finding or --json, and would not fit.
+    name = f"job {job.name.rsplit('/', 1)[-1]}"
+    if not job.readable:
+        return f"{name} unreadable (see findings)"
+    if job.last_attempt is None:
+        last = "no attempt yet"
+    else:
+        result = f"failed ({job.last_error})" if job.last_failed else "ok"
+        last = f"last attempt {_when(job.last_attempt)} {result}"
+    following = f", next {_when(job.next_run)}" if job.next_run else ""
+    return f"{name} {job.state}, {last}{following}"
 
 
 def report_lines(report: StatusReport) -> list[str]:

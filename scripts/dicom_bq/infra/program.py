@@ -99,22 +99,29 @@ def listed_store_args(store: StoreSpec) -> DicomStoreArgs:
     return args
 
 
-def store_entries(stores: list[Any], snapshot_tables: list[str]) -> list[dict[str, object]]:
-    """The dicomStores output: each store, with its snapshot table when there is a schedule.
+def store_entries(
+    stores: list[Any], snapshot_tables: list[str], snapshot_jobs: list[str]
+) -> list[dict[str, object]]:
+    """The dicomStores output: each store, with its snapshot table and job when there is a
+    schedule.
 
-    DicomExportPath lists both in its stores' order: `stores` follows storage.store_names, made
-    from _store_inputs in order, and `snapshot_tables` follows store_ids, made from the same list
-    (components/export_path.py); without a schedule there are no tables at all.
+    DicomExportPath lists all three in its stores' order: `stores` follows storage.store_names,
+    made from _store_inputs in order, `snapshot_tables` follows store_ids, made from the same
+    list, and `snapshot_jobs` follows the NightlySnapshot's jobs, made from targets zipped on
+    those tables (components/export_path.py, components/snapshot.py); without a schedule there
+    are no tables or jobs at all.
     """
     tables: list[str | None] = list(snapshot_tables) if snapshot_tables else [None] * len(stores)
+    jobs: list[str | None] = list(snapshot_jobs) if snapshot_jobs else [None] * len(stores)
     return [
         StoreOutputs(
             store_id=store["store_id"],
             name=store["name"],
             dicomweb_url=store["dicomweb_url"],
             snapshot_table=table,
+            snapshot_job=job,
         ).as_entry()
-        for store, table in zip(stores, tables, strict=True)
+        for store, table, job in zip(stores, tables, jobs, strict=True)
     ]
 
 
@@ -123,9 +130,9 @@ def stack_exports(path: DicomExportPath) -> dict[str, pulumi.Output[object]]:
     return {
         OutputNames.STORE: path.store_name,
         OutputNames.DICOMWEB: path.dicomweb_url,
-        OutputNames.STORES: pulumi.Output.all(path.stores, path.snapshot_tables).apply(
-            lambda values: store_entries(values[0], values[1])
-        ),
+        OutputNames.STORES: pulumi.Output.all(
+            path.stores, path.snapshot_tables, path.snapshot_jobs
+        ).apply(lambda values: store_entries(values[0], values[1], values[2])),
         OutputNames.AGENT: path.agent_email,
         OutputNames.SOURCE_PROJECT: path.source_project,
         OutputNames.BIGQUERY_PROJECT: path.bigquery_project,

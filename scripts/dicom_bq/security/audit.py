@@ -1,7 +1,8 @@
 """`dicom-bq audit`: the live IAM policies compared with the stack's grants list.
 
 The audit says what it read. Every scope a grant names, of any kind infra/scopes.py describes
-(project, BigQuery dataset, bucket, Pub/Sub topic, Cloud KMS key, DICOM store), is read, and a
+(project, BigQuery dataset, bucket, Pub/Sub topic, Cloud KMS key, DICOM store, service
+account), is read, and a
 scope it could not read is a finding of its own.
 "Clean" therefore means every grant was checked against a policy that was actually read, not
 "nothing was wrong in the part we looked at".
@@ -19,7 +20,13 @@ from dicom_bq.clients.discovery import ApiCallError, DiscoveryClients, GoogleApi
 from dicom_bq.clients.endpoints import Connection
 from dicom_bq.clients.retry import RetryPolicy
 from dicom_bq.errors import DicomBqError
-from dicom_bq.infra.policy_rules import AGENT, BASIC_ROLES, PUBLIC_MEMBERS, is_snapshot_account
+from dicom_bq.infra.policy_rules import (
+    AGENT,
+    BASIC_ROLES,
+    PUBLIC_MEMBERS,
+    is_snapshot_account,
+    is_snapshot_account_scope,
+)
 from dicom_bq.infra.scopes import LiveResponse, ParsedScope, parse_scope, project_scope, scope_uri
 from dicom_bq.stack.contract import OutputNames, StackOutputs
 
@@ -395,26 +402,47 @@ def compare(
             )
     expected = {(g.role, g.scope) for g in target.grants if g.member == target.agent_member}
     expected.add((SERVICE_AGENT_ROLE, project_scope(target.source_project)))
-    # The nightly snapshot's account holds only what the grants list gives it, like the agent.
-    snapshot = {(g.member, g.role, g.scope) for g in target.grants if is_snapshot_account(g.member)}
+    granted = {(g.member, g.role, g.scope) for g in target.grants}
     for policy in read.values():
         for binding in policy.bindings:
             findings += _binding_findings(target, policy.scope, binding, expected, now)
-            if is_snapshot_account(binding.member) and (
-                (binding.member, binding.role, policy.scope) not in snapshot
-            ):
-                findings.append(
-                    AuditFinding(
-                        "extra",
-                        policy.scope,
-                        binding.role,
-                        binding.member,
-                        f"the snapshot account {binding.member} holds {binding.role} on "
-                        f"{policy.scope}, which the grants list does not give it",
-                        _iam_command(policy.scope, "remove", binding.member, binding.role),
-                    )
-                )
+            findings += _snapshot_findings(target, policy.scope, binding, granted)
     return findings
+
+
+def _snapshot_findings(
+    target: AuditTarget, scope: str, binding: Binding, granted: set[tuple[str, str, str]]
+) -> Iterable[AuditFinding]:
+    """The nightly snapshot's account holds only what the grants list gives it, like the agent;
+    and on that account, which the stack creates, nobody holds anything the grants list does not
+    give: whoever holds a role there (Token Creator, Service Account User) can act as it and
+    export any store it reaches (policy rule DBQ017, snapshot-account-not-impersonated)."""
+    role, member = binding.role, binding.member
+    if (member, role, scope) in granted:
+        return
+    remove = _iam_command(scope, "remove", member, role)
+    if is_snapshot_account(member):
+        yield AuditFinding(
+            "extra",
+            scope,
+            role,
+            member,
+            f"the snapshot account {member} holds {role} on {scope}, which the grants list "
+            "does not give it",
+            remove,
+        )
+    elif is_snapshot_account_scope(scope) and member != target.agent_member:
+        # The agent's extra binding is reported by _binding_findings already.
+        yield AuditFinding(
+            "extra",
+            scope,
+            role,
+            member,
+            f"{member} holds {role} on the snapshot account {scope}, which the grants list "
+            "does not give: it may act as that account, which only Cloud Scheduler's agent "
+            "should",
+            remove,
+        )
 
 
 def _binding_findings(

@@ -21,8 +21,9 @@ class OutputNames:
     STORE = "dicomStoreName"
     DICOMWEB = "dicomwebUrl"
     # Every store, [StoreOutputs.as_entry()], in the stack's order (snapshotTable, its own
-    # snapshot's bq://P.D.T, only with a snapshot schedule); STORE and DICOMWEB stay the first
-    # one's for what read them before stacks had several.
+    # snapshot's bq://P.D.T, and snapshotJob, the Cloud Scheduler job that writes it, only with a
+    # snapshot schedule); STORE and DICOMWEB stay the first one's for what read them before
+    # stacks had several.
     STORES = "dicomStores"
     AGENT = "agentEmail"
     SOURCE_PROJECT = "sourceProject"
@@ -47,6 +48,7 @@ class StoreEntryKeys:
     NAME = "name"
     DICOMWEB = "dicomwebUrl"
     SNAPSHOT_TABLE = "snapshotTable"
+    SNAPSHOT_JOB = "snapshotJob"
 
 
 @dataclass(frozen=True)
@@ -57,10 +59,12 @@ class StoreOutputs:
     name: str  # projects/P/locations/L/datasets/D/dicomStores/S
     dicomweb_url: str | None = None
     snapshot_table: str | None = None  # bq://P.D.T of its nightly snapshot, with a schedule
+    # projects/P/locations/R/jobs/ID, the Cloud Scheduler job of that snapshot
+    snapshot_job: str | None = None
 
     def as_entry(self) -> dict[str, object]:
-        """The store's dicomStores entry, as the program exports it; without a snapshot table
-        the key is left out (a stack without a schedule never had one)."""
+        """The store's dicomStores entry, as the program exports it; without a snapshot the
+        keys are left out (a stack without a schedule never had one)."""
         entry: dict[str, object] = {
             StoreEntryKeys.ID: self.store_id,
             StoreEntryKeys.NAME: self.name,
@@ -68,6 +72,8 @@ class StoreOutputs:
         }
         if self.snapshot_table is not None:
             entry[StoreEntryKeys.SNAPSHOT_TABLE] = self.snapshot_table
+        if self.snapshot_job is not None:
+            entry[StoreEntryKeys.SNAPSHOT_JOB] = self.snapshot_job
         return entry
 
 
@@ -80,8 +86,9 @@ def _unlisted(what: str) -> DicomBqError:
 def _parse_stores(
     document: Mapping[str, Any], first: str | None, first_snapshot: str | None
 ) -> list[StoreOutputs]:
-    """The stores, each with its snapshot table; a stack deployed before each store had its own
-    exported only the first store's, as snapshotTable (the others' are not known)."""
+    """The stores, each with its snapshot table and job; a stack deployed before each store had
+    its own table exported only the first store's, as snapshotTable (the others' are not known),
+    and one deployed before the entries named their job names none."""
     listed = document.get(OutputNames.STORES)
     if listed is None:
         # Deployed before stacks had several stores: the one store is dicomStoreName.
@@ -107,6 +114,12 @@ def _parse_stores(
                 f"gives store {entry[StoreEntryKeys.ID]!r} a {StoreEntryKeys.SNAPSHOT_TABLE} "
                 f"that is {type(table).__name__}, not text"
             )
+        job = entry.get(StoreEntryKeys.SNAPSHOT_JOB)
+        if job is not None and not isinstance(job, str):
+            raise _unlisted(
+                f"gives store {entry[StoreEntryKeys.ID]!r} a {StoreEntryKeys.SNAPSHOT_JOB} "
+                f"that is {type(job).__name__}, not text"
+            )
         url = entry.get(StoreEntryKeys.DICOMWEB)
         stores.append(
             StoreOutputs(
@@ -114,6 +127,7 @@ def _parse_stores(
                 name=entry[StoreEntryKeys.NAME],
                 dicomweb_url=url if isinstance(url, str) else None,
                 snapshot_table=snapshot,
+                snapshot_job=job or None,
             )
         )
     return stores

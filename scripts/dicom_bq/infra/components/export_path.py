@@ -170,6 +170,9 @@ class DicomExportPath(pulumi.ComponentResource):
     """Every grant the path makes (role, member, scope, reason)."""
     snapshot_tables: pulumi.Output[list[str]]
     """bq://P.D.T of each store's nightly snapshot; empty without a schedule."""
+    snapshot_jobs: pulumi.Output[list[str]]
+    """projects/P/locations/R/jobs/ID of each store's snapshot job, in the stores' order; empty
+    without a schedule."""
     snapshot_schedule: pulumi.Output[str | None]
     """Unix-cron of the snapshot job; None without one."""
     snapshot_time_zone: pulumi.Output[str | None]
@@ -402,6 +405,7 @@ class DicomExportPath(pulumi.ComponentResource):
 
         dataset_text = args["bigquery_dataset_id"]
         snapshot_uris: list[pulumi.Output[str]] = []
+        snapshot_job_names: list[pulumi.Output[str]] = []
         snapshot_member: pulumi.Input[str] | None = None
         if schedule is not None:
             tables = naming.snapshot_tables(
@@ -451,6 +455,15 @@ class DicomExportPath(pulumi.ComponentResource):
                 snapshot_member = snapshot.account.member
             if resolve_snapshot_email is not None:
                 resolve_snapshot_email(snapshot.account.email)
+            # The job's resource name, the form its ID takes in the provider
+            # (pulumi_gcp/cloudscheduler/job.py, import: projects/{{project}}/locations/
+            # {{region}}/jobs/{{name}}) and jobs.get's `name` (cloudscheduler v1 discovery).
+            snapshot_job_names = [
+                pulumi.Output.concat(
+                    "projects/", job.project, "/locations/", job.region, "/jobs/", job.name
+                )
+                for job in snapshot.jobs
+            ]
             snapshot_jobs = [
                 AlertedJob(store_id=store_id, job_id=job_id, region=snapshot.region)
                 for store_id, job_id in snapshot.job_ids.items()
@@ -507,6 +520,9 @@ class DicomExportPath(pulumi.ComponentResource):
         self.snapshot_tables = pulumi.Output.all(*snapshot_uris).apply(
             lambda uris: [str(u) for u in uris]
         )
+        self.snapshot_jobs = pulumi.Output.all(*snapshot_job_names).apply(
+            lambda names: [str(n) for n in names]
+        )
         self.snapshot_schedule = pulumi.Output.from_input(schedule)
         self.snapshot_time_zone = pulumi.Output.from_input(
             snapshot_zone if schedule is not None else None
@@ -535,6 +551,7 @@ class DicomExportPath(pulumi.ComponentResource):
                 "universe_domain": self.universe_domain,
                 "grants": self.grants,
                 "snapshot_tables": self.snapshot_tables,
+                "snapshot_jobs": self.snapshot_jobs,
                 "snapshot_schedule": self.snapshot_schedule,
                 "snapshot_time_zone": self.snapshot_time_zone,
                 "alert_policies": self.alert_policies,
