@@ -1176,9 +1176,13 @@ def test_plan_check_cli_exit_codes(tmp_path: Any) -> None:
 
 
 def test_readme_maps_every_rule() -> None:
+    from dicom_bq.infra.policy_config import policy_name
+
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for rule in RULES:
-        assert f"| {rule.id} | {rule.description} | {rule.enforcement} | {rule.nearest} |" in readme
+        # The CrossGuard policy's name is what a --policy-pack-config file is keyed by.
+        row = f"| {rule.id} | `{policy_name(rule)}` | {rule.description} | {rule.enforcement} |"
+        assert f"{row} {rule.nearest} |" in readme
 
 
 def test_bypasses_written_with_the_real_provider_fail_the_check() -> None:
