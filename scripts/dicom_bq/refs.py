@@ -173,6 +173,11 @@ def parse_timeout(value: str, flag: str = "--timeout") -> float:
     return seconds
 
 
+def parse_optional_timeout(value: str | None) -> float | None:
+    """--timeout when given (parse_timeout), else None: no limit."""
+    return parse_timeout(value) if value is not None else None
+
+
 def parse_write_disposition(value: str) -> WriteDisposition:
     """WRITE_EMPTY or gcloud's write-empty spelling."""
     normalized = value.upper().replace("-", "_")

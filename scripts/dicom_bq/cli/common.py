@@ -252,16 +252,6 @@ PermissionWindowOption = Annotated[
 ]
 
 
-def _err_console() -> Any:
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
-def _say_wait(why: str, delay: float) -> None:
-    typer.echo(f"{why}; retrying in {delay:.0f}s" if delay else why, err=True)
-
-
 def confirm_truncate(risk: TruncateRisk) -> None:
     """The question the flow asks before erasing rows: at a terminal only, or refused."""
     if not sys.stdin.isatty():
@@ -305,7 +295,9 @@ class Display:
         spinner_from_start: bool = False,
         operations: list[str] | None = None,
     ) -> None:
-        self.console = _err_console()
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
         self.live = live and self.console.is_terminal
         self.activity = activity
         self.on_interrupt = on_interrupt
@@ -336,7 +328,7 @@ class Display:
         typer.echo(message, err=True)
 
     def waiting(self, why: str, delay: float) -> None:
-        _say_wait(why, delay)
+        typer.echo(f"{why}; retrying in {delay:.0f}s" if delay else why, err=True)
 
     def started(self, operation: str) -> None:
         self.operations.append(operation)

@@ -160,9 +160,9 @@ def export(
     wait = spellings.export_waits(
         no_wait=no_wait, run_async=run_async, timeout_given=timeout is not None
     )
-    seconds = refs.parse_timeout(timeout) if timeout is not None else None
+    seconds = refs.parse_optional_timeout(timeout)
     display = Display(
-        live=not as_json and seconds != 0,
+        live=not as_json,
         activity=f"exporting to {plan.table.uri}",
         on_interrupt=export_interrupted,
     )
@@ -244,14 +244,14 @@ def operations_wait(
     as_json: JsonOption = False,
 ) -> None:
     """Wait for an operation to finish, then summarize it."""
-    from dicom_bq.refs import parse_timeout
+    from dicom_bq.refs import parse_optional_timeout
 
     _show_operation(
         name=name,
         dataset=dataset,
         location=location,
         project=project,
-        timeout=parse_timeout(timeout) if timeout is not None else None,
+        timeout=parse_optional_timeout(timeout),
         api_version=api_version,
         api_endpoint=api_endpoint,
         impersonate=impersonate,

@@ -99,14 +99,14 @@ def verify(
     Healthcare dataset, export it to the tool's own table, find its row, delete the store."""
     from dicom_bq.flows.access import GoogleAccess
     from dicom_bq.flows.verify import VerifyOptions, verify_path
-    from dicom_bq.refs import parse_timeout
+    from dicom_bq.refs import parse_optional_timeout, parse_timeout
 
     options = VerifyOptions(
         seed=not no_seed,
         in_place=in_place,
         accept_stream_rows=accept_stream_rows,
         keep=keep,
-        timeout=parse_timeout(timeout) if timeout is not None else None,
+        timeout=parse_optional_timeout(timeout),
     )
     window = parse_timeout(permission_window, "--permission-window")
     display = _verify_display(as_json)
@@ -175,11 +175,9 @@ def up(
     from dicom_bq.flows.access import GoogleAccess
     from dicom_bq.flows.up import PulumiUpFlags, deploy_and_verify
     from dicom_bq.flows.verify import VerifyOptions
-    from dicom_bq.refs import parse_timeout
+    from dicom_bq.refs import parse_optional_timeout, parse_timeout
 
-    options = VerifyOptions(
-        seed=not no_seed, timeout=parse_timeout(timeout) if timeout is not None else None
-    )
+    options = VerifyOptions(seed=not no_seed, timeout=parse_optional_timeout(timeout))
     window = parse_timeout(permission_window, "--permission-window")
     flags = PulumiUpFlags(
         yes=yes,

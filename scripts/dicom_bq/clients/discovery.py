@@ -79,6 +79,15 @@ class GoogleApi:
         except (TimeoutError, OSError, httplib2.HttpLib2Error) as error:
             raise TransientError(f"{type(error).__name__} talking to {request.uri}") from None
 
+    def request(self, method: str, arguments: dict[str, Any]) -> Any:
+        """The request for `method` named as the discovery document nests it
+        ("projects.locations.datasets.dicomStores.getIamPolicy"), not yet sent."""
+        *collections, name = method.split(".")
+        resource = self.service
+        for collection in collections:
+            resource = getattr(resource, collection)()
+        return getattr(resource, name)(**arguments)
+
     def call(self, request: Any) -> Any:
         try:
             return self.retry.run(lambda: self._once(request))

@@ -162,14 +162,6 @@ class Connection:
             return Endpoint(emulator.url + service_path, emulated=True, overridden=True)
         return self._universe(api, service_path)
 
-    def iam(self) -> Endpoint:
-        return self._emulator("IAM_EMULATOR_HOST") or self._universe("iam")
-
-    def resource_manager(self) -> Endpoint:
-        return self._emulator("RESOURCEMANAGER_EMULATOR_HOST") or self._universe(
-            "cloudresourcemanager"
-        )
-
     def bigquery(self) -> Endpoint:
         return self._emulator("BIGQUERY_EMULATOR_HOST") or self._universe("bigquery")
 

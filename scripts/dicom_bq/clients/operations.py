@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -10,6 +11,43 @@ from dicom_bq.clients.retry import POLL_BACKOFF, Backoff, Clock, SystemClock
 from dicom_bq.errors import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT
 
 PERMISSION_DENIED = 7  # google.rpc.Code
+# OperationMetadata.apiMethodName of dicomStores.export ends with this ("google.cloud.healthcare.
+# v1.dicom.DicomService.ExportDicomData").
+EXPORT_METHOD = "DicomService.ExportDicomData"
+# Google keeps an operation about 30 days after it ends
+# (https://cloud.google.com/healthcare-api/docs/how-tos/long-running-operations): 20 pages of 100
+# is more than a dataset's exports in that time.
+LISTING_PAGES = 20
+
+
+class OperationLister(Protocol):
+    def list_operations(self, dataset: str, page_token: str | None = None) -> dict[str, Any]: ...
+
+
+def export_operations(lister: OperationLister, dataset: str) -> list[dict[str, Any]]:
+    """The export operations operations.list gives for the dataset, page after page."""
+    found: list[dict[str, Any]] = []
+    token: str | None = None
+    for _ in range(LISTING_PAGES):
+        page = lister.list_operations(dataset, token)
+        for operation in page.get("operations") or []:
+            method = str((operation.get("metadata") or {}).get("apiMethodName") or "")
+            if method.endswith(EXPORT_METHOD):
+                found.append(operation)
+        token = page.get("nextPageToken")
+        if not token:
+            break
+    return found
+
+
+def rfc3339(text: object) -> datetime.datetime | None:
+    """A timestamp as Google writes them (RFC 3339: Z, optional fraction), or None."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 class OperationSource(Protocol):

@@ -61,15 +61,17 @@ ConfirmTruncate = Callable[[TruncateRisk], None]
 
 
 def check_truncate(
-    *, connection: Connection, table: TableUri, confirmed: bool, confirm: ConfirmTruncate
+    *,
+    count_rows: Callable[[TableUri], int | None],
+    table: TableUri,
+    confirmed: bool,
+    confirm: ConfirmTruncate,
 ) -> None:
-    """A table with rows (counting the streaming buffer) is truncated only once confirmed: by
-    --yes (then not even counted), or by `confirm`."""
+    """A table with rows (counting the streaming buffer: BigQueryTables.row_count) is truncated
+    only once confirmed: by --yes (then not even counted), or by `confirm`."""
     if confirmed:
         return
-    from dicom_bq.clients.bigquery import BigQueryTables
-
-    rows = BigQueryTables(connection, table.project).row_count(table)
+    rows = count_rows(table)
     if rows:
         confirm(TruncateRisk(table=table, rows=rows))
 
@@ -166,8 +168,10 @@ def run_export(
         bucket = filter_bucket(bucket=local_filter.bucket, settings=settings, observer=observer)
         validated_filter(path=local_filter.path, strict=False)
     if plan.truncates:
+        from dicom_bq.clients.bigquery import BigQueryTables
+
         check_truncate(
-            connection=connection,
+            count_rows=lambda table: BigQueryTables(connection, table.project).row_count(table),
             table=plan.table,
             confirmed=truncate_confirmed,
             confirm=confirm_truncate,

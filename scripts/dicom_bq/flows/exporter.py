@@ -17,13 +17,18 @@ from dicom_bq.clients.healthcare import (
     HealthcareApi,
     check_export_body,
 )
-from dicom_bq.clients.operations import PERMISSION_DENIED, Follower, OperationState
+from dicom_bq.clients.operations import (
+    PERMISSION_DENIED,
+    Follower,
+    OperationState,
+    export_operations,
+    rfc3339,
+)
 from dicom_bq.clients.retry import FAULT_BACKOFF, PERMISSION_BACKOFF, Backoff, Clock, SystemClock
 from dicom_bq.errors import EXIT_FAILED, DicomBqError
 from dicom_bq.refs import GcsUri, StoreName, TableUri, WriteDisposition
 
 DEFAULT_PERMISSION_WINDOW = 600.0
-EXPORT_METHOD = "DicomService.ExportDicomData"  # OperationMetadata.apiMethodName's last part
 # Google's clock and ours may disagree a little; an export created this long before we sent the
 # request is still taken for ours (the list is re-read, never guessed from).
 CLOCK_SKEW = datetime.timedelta(seconds=30)
@@ -245,23 +250,12 @@ class Exporter:
         )
 
     def _recent_exports(self, dataset: str, since: datetime.datetime) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
-        token: str | None = None
-        for _ in range(20):  # at most 2,000 operations: exports are rare per dataset
-            page = self.api.list_operations(dataset, token)
-            for operation in page.get("operations") or []:
-                metadata = operation.get("metadata") or {}
-                created = _timestamp(str(metadata.get("createTime") or ""))
-                if (
-                    str(metadata.get("apiMethodName") or "").endswith(EXPORT_METHOD)
-                    and created is not None
-                    and created >= since
-                ):
-                    found.append(operation)
-            token = page.get("nextPageToken")
-            if not token:
-                break
-        return found
+        recent = []
+        for operation in export_operations(self.api, dataset):
+            created = rfc3339((operation.get("metadata") or {}).get("createTime"))
+            if created is not None and created >= since:
+                recent.append(operation)
+        return recent
 
     def run(
         self,
@@ -306,11 +300,3 @@ class Exporter:
             if on_wait:
                 on_wait(f"operation {name} failed with PERMISSION_DENIED", delay)
             self.clock.sleep(delay)
-
-
-def _timestamp(text: str) -> datetime.datetime | None:
-    """An RFC 3339 timestamp as Google writes them (Z, optional fraction), or None."""
-    try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None

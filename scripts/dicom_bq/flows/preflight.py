@@ -197,15 +197,6 @@ def run_preflight(
     return report
 
 
-def _request(api: GoogleApi, method: str, arguments: dict[str, Any]) -> Any:
-    """The discovery client's request for `method` as the discovery document nests it."""
-    *collections, name = method.split(".")
-    resource = api.service
-    for collection in collections:
-        resource = getattr(resource, collection)()
-    return getattr(resource, name)(**arguments)
-
-
 def permission_test(
     apis: DiscoveryClients, scope: str, permissions: list[str]
 ) -> tuple[GoogleApi, Any]:
@@ -215,7 +206,7 @@ def permission_test(
     how = parsed.kind.preflight.test
     assert how is not None, f"preflight has no permission test for a {parsed.kind.title}"
     api = apis.api(how.api)
-    return api, _request(api, how.method, how.request_arguments(parsed.parts, permissions))
+    return api, api.request(how.method, how.request_arguments(parsed.parts, permissions))
 
 
 def _test_permissions(
@@ -350,7 +341,7 @@ def existence_read(apis: DiscoveryClients, kind: ScopeKind, scope: str) -> tuple
     how = kind.preflight.existence
     assert how is not None, f"preflight has no existence read for a {kind.title}"
     api = apis.api(how.api)
-    return api, _request(api, how.method, how.request_arguments(_parsed(scope).parts))
+    return api, api.request(how.method, how.request_arguments(_parsed(scope).parts))
 
 
 def _check_exists(

@@ -40,7 +40,9 @@ class CheckedPlan:
 
     @property
     def mandatory_failed(self) -> bool:
-        return any(f.enforcement == "mandatory" for f in self.findings)
+        from dicom_bq.security.checks import has_mandatory
+
+        return has_mandatory(self.findings)
 
 
 def plan_stack_offline(*, stack: str, project_dir: Path | None, check: bool) -> CheckedPlan:

@@ -19,6 +19,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from dicom_bq.clients.bigquery import TableInfo
 from dicom_bq.clients.discovery import ApiCallError, DiscoveryClients
+from dicom_bq.clients.operations import export_operations, rfc3339
 from dicom_bq.cron import CronSchedule, parse_schedule
 from dicom_bq.errors import EXIT_FAILED, EXIT_OK, DicomBqError
 from dicom_bq.flows.access import GoogleAccess
@@ -27,14 +28,7 @@ from dicom_bq.refs import StoreName, TableUri
 from dicom_bq.stack.contract import OutputNames, StackOutputs, StoreEntryKeys
 from dicom_bq.texts import excerpt
 
-# OperationMetadata.apiMethodName of dicomStores.export, "google.cloud.healthcare.v1.dicom.
-# DicomService.ExportDicomData" (the export flow matches the same suffix).
-EXPORT_METHOD = "DicomService.ExportDicomData"
 RECENT_EXPORTS = 3
-# Google keeps an operation about 30 days after it ends
-# (https://cloud.google.com/healthcare-api/docs/how-tos/long-running-operations): 20 pages of 100
-# is more than a dataset's exports in that time.
-LISTING_PAGES = 20
 WIDTH = 80
 INDENT = " " * 13  # under the value column of a store's lines
 
@@ -192,8 +186,8 @@ class ExportRun:
             state="failed" if error else ("done" if done else "running"),
             success=int(counter.get("success") or 0),
             failure=int(counter.get("failure") or 0),
-            created=_rfc3339(metadata.get("createTime")),
-            ended=_rfc3339(metadata.get("endTime")),
+            created=rfc3339(metadata.get("createTime")),
+            ended=rfc3339(metadata.get("endTime")),
             logs_url=metadata.get("logsUrl"),
             error=f"{error.get('code', '')} {error.get('message', '')}".strip() if error else None,
         )
@@ -264,9 +258,9 @@ class JobStatus:
             state=str(job.get("state") or "STATE_UNSPECIFIED"),
             last_code=int(status.get("code") or 0),
             last_message=str(status.get("message") or ""),
-            last_attempt=_rfc3339(job.get("lastAttemptTime")),
-            next_run=_rfc3339(job.get("scheduleTime")),
-            user_updated=_rfc3339(job.get("userUpdateTime")),
+            last_attempt=rfc3339(job.get("lastAttemptTime")),
+            next_run=rfc3339(job.get("scheduleTime")),
+            user_updated=rfc3339(job.get("userUpdateTime")),
         )
 
     @property
@@ -363,15 +357,6 @@ class StatusReport:
                 for f in self.findings
             ],
         }
-
-
-def _rfc3339(text: object) -> datetime.datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def _iso(moment: datetime.datetime | None) -> str | None:
@@ -488,17 +473,7 @@ class _Collector:
         return self.exports_by_dataset[dataset]
 
     def _list_exports(self, dataset: str) -> list[ExportRun]:
-        runs: list[ExportRun] = []
-        token: str | None = None
-        for _ in range(LISTING_PAGES):
-            page = self.healthcare.list_operations(dataset, token)
-            for operation in page.get("operations") or []:
-                method = str((operation.get("metadata") or {}).get("apiMethodName") or "")
-                if method.endswith(EXPORT_METHOD):
-                    runs.append(ExportRun.from_api(operation))
-            token = page.get("nextPageToken")
-            if not token:
-                break
+        runs = [ExportRun.from_api(op) for op in export_operations(self.healthcare, dataset)]
         # The listing's order is not documented: newest first by createTime.
         oldest = datetime.datetime.min.replace(tzinfo=datetime.UTC)
         runs.sort(key=lambda run: run.created or oldest, reverse=True)
@@ -668,7 +643,7 @@ class _Collector:
                 "attempt, then"
             )
         else:
-            # The stack names each store's job after the store (components/snapshot.py job_name).
+            # The stack names each store's job after the store (naming.snapshot_job_name).
             job = (
                 f"check the Cloud Scheduler job of store {store.store} (gcloud scheduler jobs "
                 f"list --project {store.project}): its last attempt, then"

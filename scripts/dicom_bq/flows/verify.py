@@ -475,13 +475,9 @@ def verify_targets(
         if problem:
             raise DicomBqError(f"--filter-bucket {filter_bucket!r} is not valid: {problem}")
         return [VerifyTarget(StoreName.parse(store), TableUri.parse(table), filter_bucket)]
-    if outputs is not None:
-        document = stack_outputs.read_outputs_file(outputs)
-    else:
-        from dicom_bq.stack.config import find_project_dir
+    from dicom_bq.flows.targets import stack_outputs_document
 
-        assert stack is not None
-        document = stack_outputs.read_stack_outputs(stack, project_dir or find_project_dir())
+    document = stack_outputs_document(stack=stack, outputs=outputs, project_dir=project_dir)
     return stack_outputs.targets_from_outputs(document, table, store_id)
 
 
@@ -516,9 +512,10 @@ def verify_export_path(
     connection = access.connection(default_universe=target.universe_domain)
     api = healthcare_api(connection=connection, api_version=api_version)
     filters = StorageObjects(connection, target.store.project) if target.filter_bucket else None
+    rows = BigQueryTables(connection, target.table.project)
     verifier = Verifier(
         api=api,
-        rows=BigQueryTables(connection, target.table.project),
+        rows=rows,
         filters=filters,
         exporter=Exporter(api, permission_window=permission_window, agent_email=target.agent_email),
         follower=Follower(api),
@@ -527,7 +524,7 @@ def verify_export_path(
         on_update=observer.progress,
         on_wait=observer.waiting,
         confirm_truncate=lambda table: check_truncate(
-            connection=connection,
+            count_rows=rows.row_count,
             table=table,
             confirmed=truncate_confirmed,
             confirm=confirm_truncate,

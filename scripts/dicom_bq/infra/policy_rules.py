@@ -674,9 +674,12 @@ def _snapshot_export_only(
 ) -> Iterator[tuple[str, str]]:
     from dicom_bq.infra.grants import SNAPSHOT_PERMISSIONS
 
-    for r in _of_type(resources, CUSTOM_ROLE):
-        if not _text(r.props, "roleId").startswith(naming.SNAPSHOT_ROLE_PREFIX):
-            continue
+    snapshot_roles = [
+        r
+        for r in _of_type(resources, CUSTOM_ROLE)
+        if _text(r.props, "roleId").startswith(naming.SNAPSHOT_ROLE_PREFIX)
+    ]
+    for r in snapshot_roles:
         permissions = r.props.get("permissions")
         extra = sorted(
             set(permissions if isinstance(permissions, list) else [str(permissions)])
@@ -697,11 +700,7 @@ def _snapshot_export_only(
     projects = (
         {context.source_project}
         if context.source_project is not None
-        else {
-            _text(r.props, "project")
-            for r in _of_type(resources, CUSTOM_ROLE)
-            if _text(r.props, "roleId").startswith(naming.SNAPSHOT_ROLE_PREFIX)
-        }
+        else {_text(r.props, "project") for r in snapshot_roles}
     )
     for b in bindings(resources):
         if not is_snapshot_account(b.member):

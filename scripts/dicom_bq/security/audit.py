@@ -586,12 +586,9 @@ class PolicyReader:
     def request(self, scope: ParsedScope) -> Any:
         """The discovery client's request for the scope's policy, as its kind describes it."""
         how = scope.kind.live_read
-        api = self.api(how.api)
-        *collections, method = how.method.split(".")
-        resource = api.service
-        for collection in collections:
-            resource = getattr(resource, collection)()
-        return getattr(resource, method)(**how.request_arguments(scope.parts, POLICY_VERSION))
+        return self.api(how.api).request(
+            how.method, how.request_arguments(scope.parts, POLICY_VERSION)
+        )
 
     def _read(self, scope: ParsedScope) -> tuple[Binding, ...]:
         response = self.api(scope.kind.live_read.api).call(self.request(scope))

@@ -16,6 +16,7 @@ from typing import Any
 
 from dicom_bq.infra import naming
 from dicom_bq.infra.policy_rules import RULES, Finding
+from dicom_bq.security.checks import has_mandatory
 from dicom_bq.security.roles import CUSTOM_ROLE_SOURCE, RolePermissions, custom_role
 from dicom_bq.stack.contract import StackOutputs
 from dicom_bq.stack.plan import UNKNOWN_UNTIL_CREATED, Plan, PlannedResource
@@ -26,6 +27,7 @@ from dicom_bq.stack.render import (
     NOTIFICATION_CHANNEL,
     SCHEDULER_JOB,
     findings_markdown,
+    markdown_cell,
 )
 
 SERVICE_ACCOUNT = "gcp:serviceaccount/account:Account"
@@ -121,8 +123,8 @@ def _identities(plan: Plan, grants: list[dict[str, Any]]) -> list[dict[str, Any]
     return list(identities.values())
 
 
-def _dicom_stores(plan: Plan) -> list[dict[str, Any]]:
-    snapshot_tables = {s.name: s.snapshot_table for s in StackOutputs.parse(plan.outputs).stores}
+def _dicom_stores(plan: Plan, outputs: StackOutputs) -> list[dict[str, Any]]:
+    snapshot_tables = {s.name: s.snapshot_table for s in outputs.stores}
     stores = []
     for r in plan.custom_resources():
         if r.type != DICOM_STORE:
@@ -273,24 +275,20 @@ def review_document(
         "bigquery_project": outputs.bigquery_project,
         "identities": _identities(plan, grants),
         "grants": grants,
-        "dicom_stores": _dicom_stores(plan),
+        "dicom_stores": _dicom_stores(plan, outputs),
         "alert_policies": _alert_policies(plan),
         "scheduler_jobs": _scheduler_jobs(plan),
         "policy": {
             "rules": len(RULES),
             "findings": [f.as_dict() for f in findings],
-            "passed": not any(f.enforcement == "mandatory" for f in findings),
+            "passed": not has_mandatory(findings),
         },
         "notes": plan.notes,
     }
 
 
-def _cell(value: Any) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
 def _code(value: Any) -> str:
-    return f"`{_cell(value)}`" if value not in (None, "") else "-"
+    return f"`{markdown_cell(value)}`" if value not in (None, "") else "-"
 
 
 def _store_line(store: dict[str, Any]) -> str:
@@ -367,8 +365,8 @@ def review_markdown(document: dict[str, Any], findings: list[Finding]) -> str:
     titles = {identity["member"]: identity["title"] for identity in identities}
     for g in grants:
         lines.append(
-            f"| {_cell(titles[g['member']])} | `{g['role']}` | `{g['member']}` | `{g['scope']}` "
-            f"| {_cell(g['reason'])} |"
+            f"| {markdown_cell(titles[g['member']])} | `{g['role']}` | `{g['member']}` "
+            f"| `{g['scope']}` | {markdown_cell(g['reason'])} |"
         )
     lines.append("")
     for identity in identities:
@@ -395,7 +393,7 @@ def review_markdown(document: dict[str, Any], findings: list[Finding]) -> str:
         lines += ["| policy | severity | watches | notifies |", "|---|---|---|---|"]
         for policy in document["alert_policies"]:
             watches = "<br>".join(
-                f"{_cell(w['condition'])}: "
+                f"{markdown_cell(w['condition'])}: "
                 + (
                     f"log entries matching {_code(w['log_filter'])}"
                     if w["log_filter"]
@@ -404,8 +402,9 @@ def review_markdown(document: dict[str, Any], findings: list[Finding]) -> str:
                 for w in policy["watches"]
             )
             lines.append(
-                f"| {_cell(policy['display_name'])} | {_cell(policy['severity'] or '-')} | "
-                f"{watches or '-'} | {_cell(', '.join(policy['notifies']) or '-')} |"
+                f"| {markdown_cell(policy['display_name'])} "
+                f"| {markdown_cell(policy['severity'] or '-')} | {watches or '-'} "
+                f"| {markdown_cell(', '.join(policy['notifies']) or '-')} |"
             )
     else:
         lines.append("None.")
@@ -420,7 +419,8 @@ def review_markdown(document: dict[str, Any], findings: list[Finding]) -> str:
                 f" ({job['write_disposition']})" if job["write_disposition"] else ""
             )
             lines.append(
-                f"| {_code(job['name'])} | {_code(job['schedule'])} | {_cell(job['time_zone'])} "
+                f"| {_code(job['name'])} | {_code(job['schedule'])} "
+                f"| {markdown_cell(job['time_zone'])} "
                 f"| {_code(job['target_store'] or job['http'])} | {table} | "
                 f"{job['retry_count']} | {_code(job['runs_as'])} |"
             )

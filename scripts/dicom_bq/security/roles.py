@@ -73,7 +73,7 @@ def from_snapshot(role: str) -> RolePermissions:
 
 class IamRoles(GoogleApi):
     def __init__(self, connection: Connection) -> None:
-        endpoint = connection.iam()
+        endpoint = connection.discovery_endpoint("iam", "")
         super().__init__("iam", "v1", endpoint, connection.credentials(endpoint.emulated))
 
     def get(self, role: str) -> RolePermissions:

@@ -206,7 +206,8 @@ def print_table(plan: Plan, console: Console) -> None:
     console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
-def _cell(value: Any) -> str:
+def markdown_cell(value: Any) -> str:
+    """Text safe in one Markdown table cell: a pipe would end the cell, a newline the row."""
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
@@ -221,8 +222,8 @@ def markdown(plan: Plan) -> str:
     ]
     for r in plan.custom_resources():
         lines.append(
-            f"| `{r.type}` | `{r.name}` | {_cell(key_inputs(r))} | {_flag(r.protect)} | "
-            f"{_cell(', '.join(r.depends_on) or '-')} |"
+            f"| `{r.type}` | `{r.name}` | {markdown_cell(key_inputs(r))} | {_flag(r.protect)} | "
+            f"{markdown_cell(', '.join(r.depends_on) or '-')} |"
         )
     lines += [
         "",
@@ -232,7 +233,9 @@ def markdown(plan: Plan) -> str:
         "|---|---|---|---|",
     ]
     for g in plan.grants:
-        lines.append(f"| `{g['role']}` | `{g['member']}` | `{g['scope']}` | {_cell(g['reason'])} |")
+        lines.append(
+            f"| `{g['role']}` | `{g['member']}` | `{g['scope']}` | {markdown_cell(g['reason'])} |"
+        )
     if plan.notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in plan.notes]
     return "\n".join(lines) + "\n"
@@ -257,7 +260,7 @@ def findings_markdown(findings: list[Finding]) -> str:
     lines += ["| rule | level | resource | finding | fix |", "|---|---|---|---|---|"]
     for f in findings:
         lines.append(
-            f"| {f.rule} | {f.enforcement} | `{f.resource}` | {_cell(f.message)} | "
-            f"{_cell(f.remediation)} |"
+            f"| {f.rule} | {f.enforcement} | `{f.resource}` | {markdown_cell(f.message)} | "
+            f"{markdown_cell(f.remediation)} |"
         )
     return "\n".join(lines) + "\n"

@@ -415,12 +415,10 @@ class DicomExportPath(pulumi.ComponentResource):
                 pulumi.Output.concat("bq://", bigquery_project, ".", dataset_text, ".", table)
                 for table in (tables[store_id] for store_id in store_ids)
             ]
-            # Known offline where the universe's address form is known, so plans, reviews and
-            # policy checks see the member; elsewhere, the account's own output.
-            if universe == naming.DEFAULT_UNIVERSE:
-                snapshot_member = "serviceAccount:" + naming.service_account_email(
-                    snapshot_account, str(source_project)
-                )
+            # Text where the universe's address form is known (snapshot_email above), so plans,
+            # reviews and policy checks see the member; elsewhere, the account's own output.
+            if isinstance(snapshot_email, str):
+                snapshot_member = "serviceAccount:" + snapshot_email
             snapshot = NightlySnapshot(
                 f"{name}-snapshot",
                 NightlySnapshotArgs(

@@ -78,11 +78,6 @@ def encoded_body(table_uri: str) -> str:
     return base64.b64encode(json.dumps(export_request(table_uri)).encode("utf-8")).decode("ascii")
 
 
-def job_name(account_id: str, store_id: str) -> str:
-    """naming.snapshot_job_name: one derivation, which the settings check for shared names."""
-    return naming.snapshot_job_name(account_id, store_id)
-
-
 @dataclass(frozen=True)
 class SnapshotTarget:
     store_id: str
@@ -184,7 +179,8 @@ class NightlySnapshot(pulumi.ComponentResource):
         )
         self.region = args.region
         self.job_ids = {
-            target.store_id: job_name(args.account_id, target.store_id) for target in args.targets
+            target.store_id: naming.snapshot_job_name(args.account_id, target.store_id)
+            for target in args.targets
         }
         self.jobs = [
             gcp.cloudscheduler.Job(
