@@ -491,48 +491,6 @@ def check_verify_options(options: VerifyOptions) -> None:
         raise DicomBqError("--no-seed stores nothing: drop --in-place")
 
 
-def verify_export_path(
-    *,
-    target: VerifyTarget,
-    options: VerifyOptions,
-    access: GoogleAccess,
-    api_version: str,
-    permission_window: float,
-    truncate_confirmed: bool,
-    confirm_truncate: ConfirmTruncate,
-    observer: VerifyObserver,
-) -> VerifyReport:
-    """Seed, export (the export flow `dicom-bq export` runs: Exporter.run), find the row, clean
-    up. The target's universe is the one its Google calls go to."""
-    from dicom_bq.clients.bigquery import BigQueryTables
-    from dicom_bq.clients.storage import StorageObjects
-    from dicom_bq.flows.export import check_truncate
-    from dicom_bq.flows.operations import healthcare_api
-
-    connection = access.connection(default_universe=target.universe_domain)
-    api = healthcare_api(connection=connection, api_version=api_version)
-    filters = StorageObjects(connection, target.store.project) if target.filter_bucket else None
-    rows = BigQueryTables(connection, target.table.project)
-    verifier = Verifier(
-        api=api,
-        rows=rows,
-        filters=filters,
-        exporter=Exporter(api, permission_window=permission_window, agent_email=target.agent_email),
-        follower=Follower(api),
-        on_step=observer.step,
-        on_start=observer.started,
-        on_update=observer.progress,
-        on_wait=observer.waiting,
-        confirm_truncate=lambda table: check_truncate(
-            count_rows=rows.row_count,
-            table=table,
-            confirmed=truncate_confirmed,
-            confirm=confirm_truncate,
-        ),
-    )
-    return verifier.run(target, options)
-
-
 def verify_path(
     *,
     stack: str | None,
@@ -585,20 +543,41 @@ def verify_each(
     confirm_truncate: ConfirmTruncate,
     observer: VerifyObserver,
 ) -> VerifyReport:
-    """The proof for each store in turn (`verify` and `up` alike), as one report."""
-    reports = [
-        verify_export_path(
-            target=target,
-            options=options,
-            access=access,
-            api_version=api_version,
-            permission_window=permission_window,
-            truncate_confirmed=truncate_confirmed,
-            confirm_truncate=confirm_truncate,
-            observer=observer,
+    """The proof for each store in turn (`verify` and `up` alike), as one report: seed, export
+    (the export flow `dicom-bq export` runs: Exporter.run), find the row, clean up. Each
+    target's universe is the one its Google calls go to."""
+    from dicom_bq.clients.bigquery import BigQueryTables
+    from dicom_bq.clients.storage import StorageObjects
+    from dicom_bq.flows.export import check_truncate
+    from dicom_bq.flows.operations import healthcare_api
+
+    def proof(target: VerifyTarget) -> VerifyReport:
+        connection = access.connection(default_universe=target.universe_domain)
+        api = healthcare_api(connection=connection, api_version=api_version)
+        filters = StorageObjects(connection, target.store.project) if target.filter_bucket else None
+        rows = BigQueryTables(connection, target.table.project)
+        verifier = Verifier(
+            api=api,
+            rows=rows,
+            filters=filters,
+            exporter=Exporter(
+                api, permission_window=permission_window, agent_email=target.agent_email
+            ),
+            follower=Follower(api),
+            on_step=observer.step,
+            on_start=observer.started,
+            on_update=observer.progress,
+            on_wait=observer.waiting,
+            confirm_truncate=lambda table: check_truncate(
+                count_rows=rows.row_count,
+                table=table,
+                confirmed=truncate_confirmed,
+                confirm=confirm_truncate,
+            ),
         )
-        for target in targets
-    ]
+        return verifier.run(target, options)
+
+    reports = [proof(target) for target in targets]
     if len(reports) == 1:
         return reports[0]
     return merged_report(targets, reports)
