@@ -1,5 +1,5 @@
 """Benchmarks, reported not asserted:  python -m tests.bench [startup] [plan] [polling] [verify]
-                                        [filters] [suite]
+                                        [filters] [suite] [engine]
 
 startup  `dicom-bq --help` against `python -c "import typer"` (median of 15 runs each)
 plan     `dicom-bq plan --stack prod` wall time, and 20 generated stacks planned in one process
@@ -11,6 +11,8 @@ filters  `filter validate` on a generated 2-million-line file beside `wc -l` and
          validate on a 1 GB file that is one line: seconds, lines/s and peak memory
 suite    the test suite's wall time, as `scripts/test` runs it (one worker per core) and on one
          worker (-n 0): mean and worst of DICOM_BQ_BENCH_SUITE_RUNS runs (default 3)
+engine   the offline `dicom-bq plan` against the real engine's `pulumi preview` of the same
+         stacks (dev, prod; median of 3 each), and the engine tier's wall time (-m engine)
 """
 
 from __future__ import annotations
@@ -301,6 +303,36 @@ def suite() -> None:
         )
 
 
+def engine() -> None:
+    from tests.engine.harness import Workspace
+
+    with tempfile.TemporaryDirectory() as folder:
+        for stack in ("dev", "prod"):
+            workspace = Workspace.create(Path(folder) / stack)
+            workspace.copy_stack(stack)
+            workspace.init(stack)
+            timings = []
+            for _ in range(3):
+                started = time.perf_counter()
+                workspace.pulumi("preview", stack=stack)
+                timings.append(time.perf_counter() - started)
+            offline = _median_seconds(
+                [str(VENV_BIN / "dicom-bq"), "plan", "--stack", stack, "-f", "json"], 3
+            )
+            print(
+                f"{stack}: dicom-bq plan {offline:5.2f} s, pulumi preview "
+                f"{statistics.median(timings):5.2f} s (median of 3)"
+            )
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-m", "engine"],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
+    print(f"engine tier (-m engine, -n auto): {time.perf_counter() - started:.1f} s")
+
+
 BENCHMARKS = {
     "startup": startup,
     "plan": plan,
@@ -308,6 +340,7 @@ BENCHMARKS = {
     "verify": verify,
     "filters": filters,
     "suite": suite,
+    "engine": engine,
 }
 
 if __name__ == "__main__":

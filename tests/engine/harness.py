@@ -116,21 +116,52 @@ class Workspace:
         return parsed
 
 
+# What the engine shows for a value not known until the provider creates something
+# (pulumi sdk/go/common/resource/plugin: UnknownStringValue).
+ENGINE_UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+
+
 @dataclass(frozen=True)
 class EngineResource:
-    """A resource as the engine's preview registers it, in the offline plan's terms."""
+    """A resource as the engine registers it, in the offline plan's terms.
+
+    Delete-before-replace is not here: the engine keeps it out of the state and the preview
+    (pulumi sdk/go/common/apitype ResourceV3 has no such field); the deploy test sees it in the
+    order of a replacement's steps instead.
+    """
 
     type: str
     name: str
     parent: str | None
     protect: bool
     retain_on_delete: bool
-    delete_before_replace: bool
-    depends_on: tuple[str, ...]
+    depends_on: tuple[str, ...] = ()
+    inputs: Any = None
+
+    def registration(self) -> tuple[str, str, str | None, bool, bool]:
+        return (self.type, self.name, self.parent, self.protect, self.retain_on_delete)
 
 
 def _name_of(urn: str) -> str:
     return urn.rsplit("::", 1)[-1]
+
+
+def _resource(state: Mapping[str, Any]) -> EngineResource | None:
+    kind = str(state.get("type", ""))
+    if kind == "pulumi:pulumi:Stack" or kind.startswith("pulumi:providers:"):
+        return None
+    parent = str(state.get("parent") or "")
+    # urn:pulumi:STACK::PROJECT::[PARENT_TYPE$]TYPE::NAME; the root stack is no parent to the plan.
+    top_level = not parent or parent.split("::")[2].split("$")[-1] == "pulumi:pulumi:Stack"
+    return EngineResource(
+        type=kind,
+        name=_name_of(state["urn"]),
+        parent=None if top_level else _name_of(parent),
+        protect=bool(state.get("protect")),
+        retain_on_delete=bool(state.get("retainOnDelete")),
+        depends_on=tuple(sorted(_name_of(u) for u in state.get("dependencies") or [])),
+        inputs=state.get("inputs") or {},
+    )
 
 
 def preview_resources(preview: Mapping[str, Any]) -> dict[str, EngineResource]:
@@ -138,19 +169,57 @@ def preview_resources(preview: Mapping[str, Any]) -> dict[str, EngineResource]:
     the provider resources are the engine's own)."""
     found = {}
     for step in preview.get("steps", []):
-        state = step.get("newState") or {}
-        kind = state.get("type", "")
-        if kind == "pulumi:pulumi:Stack" or kind.startswith("pulumi:providers:"):
-            continue
-        parent = state.get("parent") or ""
-        parent_type = parent.split("::")[-2] if parent.count("::") >= 3 else ""
-        found[_name_of(state["urn"])] = EngineResource(
-            type=kind,
-            name=_name_of(state["urn"]),
-            parent=None if parent_type.endswith("pulumi:pulumi:Stack") else _name_of(parent),
-            protect=bool(state.get("protect")),
-            retain_on_delete=bool(state.get("retainOnDelete")),
-            delete_before_replace=bool(state.get("deleteBeforeReplace")),
-            depends_on=tuple(sorted(_name_of(u) for u in state.get("dependencies") or [])),
-        )
+        resource = _resource(step.get("newState") or {})
+        if resource is not None:
+            found[resource.name] = resource
     return found
+
+
+def state_resources(export: Mapping[str, Any]) -> dict[str, EngineResource]:
+    """The resources of a `pulumi stack export`, by name."""
+    found = {}
+    for state in export.get("deployment", {}).get("resources") or []:
+        resource = _resource(state)
+        if resource is not None:
+            found[resource.name] = resource
+    return found
+
+
+def _number(value: Any) -> Any:
+    return (
+        float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+    )
+
+
+def value_mismatches(planned: Any, deployed: Any, where: str = "") -> list[str]:
+    """Where the plan's value is not the deployed one. The plan's placeholders for what only the
+    deployment knows (a project number it was not given, an ID Google assigns) match any text."""
+    if isinstance(planned, dict) and isinstance(deployed, dict):
+        planned = {k: v for k, v in planned.items() if not k.startswith("__")}
+        deployed = {k: v for k, v in deployed.items() if not k.startswith("__")}
+        if sorted(planned) != sorted(deployed):
+            return [f"{where}: keys {sorted(planned)} != {sorted(deployed)}"]
+        return [
+            m for k in planned for m in value_mismatches(planned[k], deployed[k], f"{where}.{k}")
+        ]
+    if isinstance(planned, list) and isinstance(deployed, list):
+        if len(planned) != len(deployed):
+            return [f"{where}: {len(planned)} items != {len(deployed)}"]
+        return [
+            m
+            for i, (p, d) in enumerate(zip(planned, deployed, strict=True))
+            for m in value_mismatches(p, d, f"{where}[{i}]")
+        ]
+    if isinstance(planned, str) and isinstance(deployed, str) and PLACEHOLDER.search(planned):
+        pattern = "".join(
+            ".+" if PLACEHOLDER.fullmatch(part) else re.escape(part)
+            for part in PLACEHOLDER.split(planned)
+        )
+        return [] if re.fullmatch(pattern, deployed) else [f"{where}: {planned!r} != {deployed!r}"]
+    if _number(planned) != _number(deployed):
+        return [f"{where}: {planned!r} != {deployed!r}"]
+    return []
+
+
+# The offline plan's placeholders (dicom_bq.stack.plan: UNRESOLVED_NUMBER, UNKNOWN_UNTIL_CREATED).
+PLACEHOLDER = re.compile(r"(PROJECT_NUMBER_OF_[a-z0-9-]+|\(known after creation\))")
