@@ -21,13 +21,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -55,12 +55,21 @@ type host struct {
 }
 
 func main() {
-	showVersion := flag.Bool("version", false, "print the version and exit")
-	flag.String("tracing", "", "ignored: no tracing here")
-	flag.Parse()
-	if *showVersion {
-		fmt.Println(version.Version)
-		return
+	// Engines before v3.250 also pass `-root=DIR` and each runtime option as `-NAME=VALUE`
+	// (sdk/go/common/resource/plugin buildArgsForNewPlugin): Pulumi YAML's host, built against an
+	// older pkg/v3, starts this one that way. Only -version counts; the last plain argument is the
+	// engine's address.
+	var positional []string
+	for _, arg := range os.Args[1:] {
+		switch {
+		case arg == "-version" || arg == "--version":
+			fmt.Println(version.Version)
+			return
+		case strings.HasPrefix(arg, "-"):
+			continue
+		default:
+			positional = append(positional, arg)
+		}
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -73,8 +82,8 @@ func main() {
 	h := &host{exec: execPath}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer cancel()
-	if args := flag.Args(); len(args) > 0 {
-		h.engineAddress = args[0]
+	if len(positional) > 0 {
+		h.engineAddress = positional[len(positional)-1]
 		if err := rpcutil.Healthcheck(ctx, h.engineAddress, 5*time.Minute, cancel); err != nil {
 			cmdutil.Exit(fmt.Errorf("could not start the health check: %w", err))
 		}
@@ -156,9 +165,12 @@ for dist in m.distributions():
     for f in dist.files or []:
         if f.name == "pulumi-plugin.json":
             try:
-                found.append(json.loads(f.read_text()))
+                plugin = json.loads(f.read_text())
             except Exception:
-                pass
+                continue
+            # Without a version in the file, the package's own version names the plugin's.
+            plugin.setdefault("version", dist.version)
+            found.append(plugin)
 json.dump(found, sys.stdout)
 `
 
