@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -94,6 +95,65 @@ def test_verify_without_seed_compares_counts(cloud: Cloud, tmp_path: Path) -> No
     assert cloud.healthcare.export_bodies[-1].get("filterConfig") is None
 
 
+def _counts_disagree(cloud: Cloud, monkeypatch: pytest.MonkeyPatch, which: str) -> None:
+    """Make one of the three counts --no-seed compares differ from the other two."""
+    from tests.fakes.http import Response
+
+    fake = cloud.healthcare
+    if which == "instances":  # getDICOMStoreMetrics counts one instance more than was exported
+        metrics = fake._metrics
+
+        def more(store: str) -> Response:
+            document = json.loads(metrics(store).body)
+            document["instanceCount"] = str(int(document["instanceCount"]) + 1)
+            return Response.json(document)
+
+        monkeypatch.setattr(fake, "_metrics", more)
+    elif which == "success":  # the operation's counter.success says one more than it wrote
+        operation_json = fake._operation_json
+
+        def inflated(operation: Any, done: bool) -> dict[str, Any]:
+            document = operation_json(operation, done)
+            counter = document["metadata"]["counter"]
+            if "success" in counter:
+                counter["success"] = str(int(counter["success"]) + 1)
+            return document
+
+        monkeypatch.setattr(fake, "_operation_json", inflated)
+    else:  # the table holds one row fewer than the export and the store count
+        write = cloud.bigquery.write
+
+        def short(table_id: str, *, rows: list[dict[str, Any]], **kwargs: Any) -> None:
+            write(table_id, rows=rows[:-1], **kwargs)
+
+        monkeypatch.setattr(cloud.bigquery, "write", short)
+
+
+@pytest.mark.parametrize(
+    ("which", "counts"),
+    [
+        ("instances", "has 3 rows, the export reported 3 successes, the store held 4 instances"),
+        ("success", "has 3 rows, the export reported 4 successes, the store held 3 instances"),
+        ("rows", "has 2 rows, the export reported 3 successes, the store held 3 instances"),
+    ],
+)
+def test_verify_without_seed_fails_when_any_count_disagrees(
+    cloud: Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, which: str, counts: str
+) -> None:
+    """table rows = counter.success = the store's instance count: each one differing fails."""
+    from tests.test_export_cli import seed
+
+    seed(cloud, 3)
+    _counts_disagree(cloud, monkeypatch, which)
+    result = runner.invoke(
+        app, ["verify", "--outputs", str(outputs_file(tmp_path)), "--no-seed", "--json"]
+    )
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["steps"][-1] == {**report["steps"][-1], "step": "count", "ok": False}
+    assert counts in report["steps"][-1]["detail"]
+
+
 def test_verify_with_explicit_store_and_no_filter_bucket(cloud: Cloud) -> None:
     result = runner.invoke(app, ["verify", "--store", STORE, "--table", TABLE])
     assert result.exit_code == 0, result.output
@@ -116,8 +176,14 @@ def test_verify_export_error_still_cleans_up(cloud: Cloud, tmp_path: Path) -> No
     steps = {s["step"]: s for s in report["steps"]}
     assert not steps["export"]["ok"]
     assert "no_such_dataset not found" in steps["export"]["detail"]
-    assert steps["cleanup"]["ok"]
     assert "query" not in steps
+    # The fake, not the step's flag: the temporary store was made, then deleted by a DELETE.
+    (temporary,) = cloud.healthcare.deleted_stores
+    assert "/dicomStores/dicom-bq-verify-" in temporary
+    assert cloud.healthcare.stores == {STORE}
+    assert cloud.healthcare.created_stores == set()
+    assert steps["cleanup"] == {**steps["cleanup"], "ok": True}
+    assert f"deleted temporary store {temporary}" in steps["cleanup"]["detail"]
 
 
 def test_verify_keep_leaves_the_temporary_store(cloud: Cloud, tmp_path: Path) -> None:
@@ -264,8 +330,12 @@ def test_ctrl_c_during_the_export_deletes_the_temporary_store_and_says_how_to_re
     assert result.exit_code == 130
     (operation,) = cloud.healthcare.operations
     assert f"dicom-bq operations wait {operation}" in result.stderr
-    assert len(cloud.healthcare.deleted_stores) == 1
+    (deleted,) = cloud.healthcare.deleted_stores
+    assert cloud.healthcare.stores == {STORE}
     assert cloud.healthcare.created_stores == set()
+    # The last words say what the cleanup saw, naming the store the fake deleted.
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"; cleanup: deleted temporary store {deleted};" in last
 
 
 def test_verify_detects_a_mismatched_row(
@@ -284,3 +354,40 @@ def test_verify_detects_a_mismatched_row(
     assert result.exit_code == 1
     steps = {s["step"]: s for s in json.loads(result.stdout)["steps"]}
     assert "PatientID='SOMEONE-ELSE'" in steps["query"]["detail"]
+
+
+def test_a_store_streaming_into_the_verification_table_is_refused(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    """verify would replace its streamed rows (WRITE_TRUNCATE, and no question for its own
+    table): refused before anything is created or exported."""
+    table_id = TABLE.removeprefix("bq://")
+    cloud.healthcare.store_configs[STORE] = {
+        "streamConfigs": [{"bigqueryDestination": {"tableUri": TABLE}}]
+    }
+    _agent_may_write(cloud)
+    cloud.bigquery.tables[table_id] = [{"SOPInstanceUID": str(i)} for i in range(5)]
+    result = runner.invoke(app, ["verify", "--outputs", str(outputs_file(tmp_path))])
+    assert result.exit_code == 2, result.output
+    assert f"streams into {TABLE}, the table verify exports into" in result.stderr
+    assert len(cloud.bigquery.tables[table_id]) == 5
+    assert cloud.healthcare.export_bodies == []
+    assert [r for r in cloud.healthcare.requests if r.method != "GET"] == []
+
+
+def test_a_store_streaming_into_another_table_named_like_verifications_is_refused(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    other = "bq://dicom-src-test.streams.dicom_bq_verification"
+    cloud.bigquery.datasets.add("dicom-src-test.streams")
+    cloud.bigquery.dataset_access["dicom-src-test.streams"] = [
+        {"role": "WRITER", "userByEmail": AGENT}
+    ]
+    cloud.healthcare.store_configs[STORE] = {
+        "streamConfigs": [{"bigqueryDestination": {"tableUri": other}}]
+    }
+    result = runner.invoke(app, ["verify", "--outputs", str(outputs_file(tmp_path))])
+    assert result.exit_code == 2, result.output
+    assert f"streams into {other}, named dicom_bq_verification" in result.stderr
+    assert cloud.healthcare.export_bodies == []
+    assert [r for r in cloud.healthcare.requests if r.method != "GET"] == []

@@ -23,20 +23,70 @@ from dicom_bq.cli.common import (
     confirm_truncate,
     guarded,
     print_json,
-    verify_interrupted,
 )
 
 if TYPE_CHECKING:
-    from dicom_bq.flows.verify import VerifyReport
+    from collections.abc import Callable
+
+    from dicom_bq.flows.verify import StepResult, VerifyReport
+
+
+class VerifyDisplay(Display):
+    """The Display of verify and up. After Ctrl-C it says what the cleanup saw: each step is
+    remembered, so the last words repeat the cleanup's own (what was deleted, what was found
+    gone, the commands for what may remain), never a deletion that was not seen."""
+
+    def __init__(
+        self,
+        *,
+        live: bool,
+        spinner_from_start: bool = True,
+        before_verify: Callable[[list[str]], str] | None = None,
+    ) -> None:
+        super().__init__(
+            live=live,
+            activity="verifying",
+            on_interrupt=self._interrupted,
+            spinner_from_start=spinner_from_start,
+        )
+        # What Ctrl-C before verify's first step left (up: while pulumi ran).
+        self.before_verify = before_verify
+        self.verifying = False  # a verify step was seen
+        self.cleanup: StepResult | None = None  # the current store's cleanup or keep step
+
+    def step(self, result: StepResult) -> None:
+        if result.name == "store":  # each store's proof starts with it
+            self.verifying = True
+            self.cleanup = None
+        elif result.name in ("cleanup", "keep"):
+            self.cleanup = result
+        super().step(result)
+
+    def _interrupted(self, operations: list[str]) -> str:
+        where = (
+            f"operation {operations[-1]} keeps running; follow it with: dicom-bq operations wait "
+            f"{operations[-1]}"
+            if operations
+            else "no export had started"
+        )
+        if not self.verifying:
+            return (
+                self.before_verify(operations) if self.before_verify else f"Interrupted ({where})."
+            )
+        if self.cleanup is None:
+            return (
+                f"Interrupted ({where}); nothing had been made yet: no temporary store, "
+                "synthetic instance or filter file."
+            )
+        if self.cleanup.name == "keep":
+            return f"Interrupted ({where}); --keep: {self.cleanup.detail}."
+        if self.cleanup.ok:
+            return f"Interrupted ({where}); cleanup: {self.cleanup.detail}."
+        return f"Interrupted ({where}); cleanup NOT finished: {self.cleanup.detail}."
 
 
 def _verify_display(as_json: bool) -> Display:
-    return Display(
-        live=not as_json,
-        activity="verifying",
-        on_interrupt=verify_interrupted,
-        spinner_from_start=True,
-    )
+    return VerifyDisplay(live=not as_json)
 
 
 def _print_report(report: VerifyReport, as_json: bool) -> NoReturn:
@@ -170,7 +220,8 @@ def up(
     project_dir: ProjectDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """`dicom-bq preflight`, `pulumi up` on the stack (with the project's policy pack), then
+    """`dicom-bq preflight`, `pulumi up` on the stack (with the project's policy pack; run
+    again while what it failed on is IAM or metric propagation, within Google's windows), then
     `verify` on its fresh outputs."""
     from dicom_bq.flows.access import GoogleAccess
     from dicom_bq.flows.up import PulumiUpFlags, deploy_and_verify
@@ -188,7 +239,11 @@ def up(
         targets=list(targets or []),
         message=message,
     )
-    display = _verify_display(as_json)
+    # No spinner until verify's export starts: pulumi's own display (and its confirmation
+    # prompt) shares the terminal while it runs.
+    display = VerifyDisplay(
+        live=not as_json, spinner_from_start=False, before_verify=_interrupted_deploying
+    )
     with display:
         report = deploy_and_verify(
             stack=stack,
@@ -202,4 +257,17 @@ def up(
             confirm_truncate=confirm_truncate,
             observer=display,
         )
-    _print_report(report, as_json)
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        typer.echo("verification passed" if report.ok else "verification FAILED")
+    raise typer.Exit(report.exit_code)
+
+
+def _interrupted_deploying(operations: list[str]) -> str:
+    """Ctrl-C before verify began: during preflight, `pulumi up` (which was let finish its own
+    cancellation) or a wait between two of its runs."""
+    return (
+        "Interrupted before verify began: what `pulumi up` created stays; run `dicom-bq up` "
+        "again to finish."
+    )

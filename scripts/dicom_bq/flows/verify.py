@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,7 +13,13 @@ from typing import Any, Protocol
 from dicom_bq.clients.healthcare import ApiCallError, HealthcareApi
 from dicom_bq.clients.operations import Follower, OperationState
 from dicom_bq.clients.retry import Clock, SystemClock
-from dicom_bq.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, DicomBqError
+from dicom_bq.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    DicomBqError,
+)
 from dicom_bq.flows.access import GoogleAccess
 from dicom_bq.flows.export import ConfirmTruncate, ExportObserver
 from dicom_bq.flows.exporter import Exporter, ExportPlan
@@ -120,6 +127,55 @@ class StepFailedError(Exception):
         self.exit_code = exit_code
 
 
+class CreateOutcome(enum.Enum):
+    """What the temporary store's create is known to have done."""
+
+    SENT = "sent"  # asked, and no answer came that says what Google did: the store may exist
+    CREATED = "created"
+    REFUSED = "refused"  # a 4xx answer: Google made nothing
+
+
+@dataclass
+class Made:
+    """What one run made, or may have made. Each thing is recorded before the request that makes
+    it, so the cleanup knows of it whatever becomes of the answer (an error, a 500, Ctrl-C)."""
+
+    temporary: StoreName | None = None
+    create: CreateOutcome = CreateOutcome.SENT
+    create_problem: str = "no answer arrived"
+    instance: SyntheticInstance | None = None
+    instance_store: StoreName | None = None  # where its STOW-RS went
+    instance_refused: bool = False
+    filter_uri: GcsUri | None = None
+    filter_written: bool = False
+
+    @property
+    def anything(self) -> bool:
+        return any(x is not None for x in (self.temporary, self.instance, self.filter_uri))
+
+
+class LeftBehindError(Exception):
+    """A cleanup task that may have left its thing behind: `detail` says what and how to delete
+    it."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class CleanupTask:
+    what: str
+    run: Callable[[], str]  # deletes, and says what it saw; LeftBehindError if it may remain
+    by_hand: str  # the command that finishes it, when the cleanup cannot
+
+
+CLEANUP_INTERRUPTED = (
+    "Ctrl-C during the cleanup: finishing it first (Ctrl-C again stops it and prints the "
+    "commands that finish it)"
+)
+
+
 @dataclass
 class Verifier:
     api: HealthcareApi
@@ -132,6 +188,7 @@ class Verifier:
     on_update: Callable[[OperationState, float], None] | None = None
     on_start: Callable[[str], None] | None = None
     on_wait: Callable[[str, float], None] | None = None
+    on_notice: Callable[[str], None] | None = None
     # Asked before WRITE_TRUNCATE into a table that is not the tool's own; raises to refuse.
     confirm_truncate: Callable[[TableUri], None] | None = None
 
@@ -140,7 +197,8 @@ class Verifier:
 
     @contextmanager
     def step(self, name: str) -> Iterator[list[str]]:
-        """Times one step; the body appends its detail; StepFailed or DicomBqError fail it."""
+        """Times one step; the body appends its detail; StepFailed or DicomBqError fail it, and
+        Ctrl-C is recorded as the step's end before it goes on up."""
         started = self.clock.monotonic()
         detail: list[str] = []
         try:
@@ -150,6 +208,11 @@ class Verifier:
             self._record(StepResult(name, False, self.clock.monotonic() - started, message))
             self.report.exit_code = error.exit_code
             raise
+        except KeyboardInterrupt:
+            seconds = self.clock.monotonic() - started
+            self._record(StepResult(name, False, seconds, "interrupted (Ctrl-C)"))
+            self.report.exit_code = EXIT_INTERRUPTED
+            raise
         self._record(StepResult(name, True, self.clock.monotonic() - started, " ".join(detail)))
 
     def _record(self, result: StepResult) -> None:
@@ -157,44 +220,54 @@ class Verifier:
         if self.on_step:
             self.on_step(result)
 
+    def _notice(self, message: str) -> None:
+        if self.on_notice:
+            self.on_notice(message)
+
     def run(self, target: VerifyTarget, options: VerifyOptions | None = None) -> VerifyReport:
+        """The proof, then the cleanup of whatever it made, also after a failure, an unexpected
+        error or Ctrl-C (which goes on up once the cleanup is done)."""
         options = options or VerifyOptions()
-        instance: SyntheticInstance | None = None
-        filter_uri: GcsUri | None = None
-        temporary: StoreName | None = None
-        seeded = target.store
+        made = Made()
+        interrupted = False
         try:
-            store, metrics = self._check_store(target)
-            if target.table.table != naming.VERIFICATION_TABLE and self.confirm_truncate:
-                # Only the tool's own table is truncated without a question; asked before
-                # anything is created.
-                with self.step("table") as detail:
-                    self.confirm_truncate(target.table)
-                    detail.append(f"{target.table.uri} may be truncated")
-            if options.seed:
-                if options.in_place:
-                    self._refuse_lasting_copies(target, store, options)
-                else:
-                    temporary = self._create_temporary_store(target)
-                    seeded = temporary
-                instance = self._seed(seeded)
-                filter_uri = self._write_filter(target, instance)
-            state = self._export(seeded, target, filter_uri, options.timeout)
-            if instance:
-                self._find_row(target, instance)
-            else:
-                self._compare_counts(target, state, metrics)
+            self._prove(target, options, made)
         except (StepFailedError, DicomBqError):
             pass
+        except KeyboardInterrupt:
+            interrupted = True
         finally:
-            # Also on Ctrl-C: the temporary store and the filter file never outlive the run.
-            if not options.keep and (instance or filter_uri or temporary):
-                self._clean_up(seeded, instance, filter_uri, temporary)
-            elif temporary is not None:
-                self._record(
-                    StepResult("keep", True, 0.0, f"kept temporary store {temporary.name}")
-                )
+            if made.anything and options.keep:
+                self._keep(made)
+            elif made.anything:
+                interrupted = self._clean_up(made) or interrupted
+        if interrupted:
+            raise KeyboardInterrupt
         return self.report
+
+    def _prove(self, target: VerifyTarget, options: VerifyOptions, made: Made) -> None:
+        store, metrics = self._check_store(target)
+        if target.table.table != naming.VERIFICATION_TABLE and self.confirm_truncate:
+            # Only the tool's own table is truncated without a question; asked before anything
+            # is created.
+            with self.step("table") as detail:
+                self.confirm_truncate(target.table)
+                detail.append(f"{target.table.uri} may be truncated")
+        seeded = target.store
+        instance: SyntheticInstance | None = None
+        filter_uri: GcsUri | None = None
+        if options.seed:
+            if options.in_place:
+                self._refuse_lasting_copies(target, store, options)
+            else:
+                seeded = self._create_temporary_store(target, made)
+            instance = self._seed(seeded, made)
+            filter_uri = self._write_filter(target, instance, made)
+        state = self._export(seeded, target, filter_uri, options.timeout)
+        if instance:
+            self._find_row(target, instance)
+        else:
+            self._compare_counts(target, state, metrics)
 
     def _check_store(self, target: VerifyTarget) -> tuple[dict[str, Any], dict[str, Any]]:
         """The real store, read only: its counts, and each stream table's dataset and grant."""
@@ -207,6 +280,7 @@ class Verifier:
                     f"cannot read DICOM store {target.store.name}: {error.status} {error.reason} "
                     f"{error.message}"
                 ) from None
+            self._refuse_stream_into_verification(target, stream_tables(store))
             detail.append(
                 f"{target.store.name}: {int(metrics.get('instanceCount') or 0)} instances, "
                 f"{int(metrics.get('seriesCount') or 0)} series, "
@@ -217,6 +291,29 @@ class Verifier:
             for topic in notification_topics(store):
                 detail.append(f"; notifies {topic}")
             return store, metrics
+
+    def _refuse_stream_into_verification(self, target: VerifyTarget, streams: list[str]) -> None:
+        """verify replaces its table's rows (WRITE_TRUNCATE), and treats any table named
+        dicom_bq_verification as its own (no question asked): a store streaming into such a
+        table would lose its streamed rows to each verify. Refused before anything is made."""
+        aimed = target.table.table_id.casefold()
+        for uri in streams:
+            table = TableUri.parse(uri, flag="streamConfigs.tableUri")
+            if table.table_id.casefold() == aimed:
+                why = "the table verify exports into (WRITE_TRUNCATE) and so would empty"
+            elif table.table.casefold() == naming.VERIFICATION_TABLE:
+                why = (
+                    f"named {naming.VERIFICATION_TABLE}, the name of verify's own table, which "
+                    "verify truncates without asking"
+                )
+            else:
+                continue
+            raise StepFailedError(
+                f"{target.store.name} streams into {table.uri}, {why}: its streamed rows would "
+                "be replaced by verify's. Stream into another table (the stack settings' stream "
+                f"table), or give verify another --table; nothing was created or exported",
+                exit_code=EXIT_BAD_INPUT,
+            )
 
     def _check_stream(self, uri: str, agent_email: str | None) -> str:
         table = TableUri.parse(uri, flag="streamConfigs.tableUri")
@@ -267,33 +364,59 @@ class Verifier:
                 exit_code=EXIT_BAD_INPUT,
             )
 
-    def _create_temporary_store(self, target: VerifyTarget) -> StoreName:
+    def _create_temporary_store(self, target: VerifyTarget, made: Made) -> StoreName:
+        store_id = f"{TEMPORARY_STORE_PREFIX}{uuid.uuid4().hex[:12]}"
+        temporary = StoreName(
+            target.store.project, target.store.location, target.store.dataset, store_id
+        )
+        # Recorded before the request: whatever becomes of the answer, the cleanup looks for it.
+        made.temporary = temporary
         with self.step("temp-store") as detail:
-            store_id = f"{TEMPORARY_STORE_PREFIX}{uuid.uuid4().hex[:12]}"
-            temporary = StoreName(
-                target.store.project, target.store.location, target.store.dataset, store_id
-            )
             try:
                 self.api.create_store(
                     target.store.dataset_name, store_id, {"dicom-bq": "verification"}
                 )
             except ApiCallError as error:
-                # A retried create whose first answer was lost finds its own store: the ID is new.
-                if error.status != 409:
+                answer = f"{error.status} {error.reason} {error.message}".strip()
+                if error.status == 409:
+                    # A retried create whose first answer was lost finds its own store: the ID
+                    # is new.
+                    pass
+                elif 400 <= error.status < 500:
+                    made.create = CreateOutcome.REFUSED
                     raise StepFailedError(
-                        f"cannot create temporary store {temporary.name}: {error.status} "
-                        f"{error.reason} {error.message} (it needs healthcare.dicomStores.create; "
-                        "or verify the real store with --in-place)"
+                        f"cannot create temporary store {temporary.name}: {answer} (it needs "
+                        "healthcare.dicomStores.create; or verify the real store with "
+                        "--in-place)"
                     ) from None
+                else:
+                    # Short for the cleanup's words: the step itself says it all.
+                    made.create_problem = (
+                        f"{error.status} {error.reason}: {error.message.split(' from ', 1)[0]}"
+                    )
+                    raise StepFailedError(
+                        f"the create of temporary store {temporary.name} got no answer that says "
+                        f"what Google did ({answer}): it may exist; the cleanup looks for it"
+                    ) from None
+            except KeyboardInterrupt:
+                made.create_problem = "Ctrl-C came before its answer"
+                raise
+            except Exception as error:
+                made.create_problem = f"{type(error).__name__}: {error}"
+                raise
+            made.create = CreateOutcome.CREATED
             detail.append(f"created {temporary.name} (same dataset, agent, location and CMEK)")
             return temporary
 
-    def _seed(self, store: StoreName) -> SyntheticInstance:
+    def _seed(self, store: StoreName, made: Made) -> SyntheticInstance:
+        instance = synthetic_instance()
         with self.step("seed") as detail:
-            instance = synthetic_instance()
+            # Recorded before the STOW-RS, for the cleanup of an --in-place run.
+            made.instance, made.instance_store = instance, store
             try:
                 self.api.store_instance(store.name, instance.data)
             except ApiCallError as error:
+                made.instance_refused = 400 <= error.status < 500 and error.status != 409
                 raise StepFailedError(
                     f"STOW-RS of the synthetic instance was refused: {error.status} "
                     f"{error.reason} {error.message}"
@@ -304,12 +427,16 @@ class Verifier:
             )
             return instance
 
-    def _write_filter(self, target: VerifyTarget, instance: SyntheticInstance) -> GcsUri | None:
+    def _write_filter(
+        self, target: VerifyTarget, instance: SyntheticInstance, made: Made
+    ) -> GcsUri | None:
         if not target.filter_bucket or self.filters is None:
             return None
         with self.step("filter") as detail:
             uri = GcsUri(target.filter_bucket, f"{FILTER_PREFIX}/{instance.sop_uid}.txt")
+            made.filter_uri = uri
             self.filters.upload_text(uri, instance.filter_line + "\n")
+            made.filter_written = True
             detail.append(f"wrote {uri.uri}")
             return uri
 
@@ -392,45 +519,199 @@ class Verifier:
                 )
             detail.append(f"{rows} rows = {state.success} exported = {instances} instances")
 
-    def _clean_up(
-        self,
-        store: StoreName,
-        instance: SyntheticInstance | None,
-        filter_uri: GcsUri | None,
-        temporary: StoreName | None,
-    ) -> None:
+    def _clean_up(self, made: Made) -> bool:
+        """Deletes what `made` holds and says only what it saw happen. Returns whether Ctrl-C
+        came during it: the first Ctrl-C finishes the cleanup (the interrupted request is sent
+        again, on a new connection: each of these deletes may be repeated), a second stops it and
+        names the commands that finish it."""
+        tasks = self._cleanup_tasks(made)
+        unfinished = list(tasks)  # what is not known to be gone
+        presses = 0
         try:
             with self.step("cleanup") as detail:
-                problems = []
-                if temporary is not None:
-                    try:
-                        self.api.delete_store(temporary.name)
-                        detail.append(f"deleted temporary store {temporary.name}")
-                    except ApiCallError as error:
-                        problems.append(
-                            f"could not delete temporary store {temporary.name} ({error.status} "
-                            f"{error.message}): delete it with `gcloud healthcare dicom-stores "
-                            f"delete {temporary.store} --dataset={temporary.dataset} "
-                            f"--location={temporary.location} --project={temporary.project}`"
-                        )
-                elif instance:
-                    try:
-                        self.api.delete_instance(
-                            store.name, instance.study_uid, instance.series_uid, instance.sop_uid
-                        )
-                        detail.append(f"deleted synthetic instance {instance.sop_uid}")
-                    except ApiCallError as error:
-                        problems.append(
-                            f"could not delete synthetic instance {instance.sop_uid}: "
-                            f"{error.status} {error.message}; delete it by hand"
-                        )
-                if filter_uri and self.filters is not None:
-                    self.filters.delete(filter_uri)
-                    detail.append(f"deleted {filter_uri.uri}")
+                seen: list[str] = []
+                problems: list[str] = []
+                failed: list[CleanupTask] = []  # each named in `problems` with its command
+                for task in tasks:
+                    while presses < 2:
+                        try:
+                            seen.append(task.run())
+                            unfinished.remove(task)
+                        except LeftBehindError as error:
+                            problems.append(error.detail)
+                            failed.append(task)
+                        except KeyboardInterrupt:
+                            presses += 1
+                            if presses == 1:
+                                self._notice(CLEANUP_INTERRUPTED)
+                                continue
+                            rest = [t for t in unfinished if t not in failed]
+                            problems.append(_stopped("a second Ctrl-C", rest))
+                        except Exception as error:  # whatever it was, the rest is still cleaned up
+                            problems.append(
+                                f"could not delete {task.what} ({type(error).__name__}: {error}): "
+                                f"{task.by_hand}"
+                            )
+                            failed.append(task)
+                        break
+                detail.append("; ".join(seen))
                 if problems:
-                    raise StepFailedError("; ".join([*detail, *problems]))
+                    raise StepFailedError("; ".join([*seen, *problems]))
         except (StepFailedError, DicomBqError):
             pass
+        except KeyboardInterrupt:
+            # Ctrl-C between two requests (while a line was printed): the step ended as
+            # "interrupted"; this says what is left.
+            self._record(StepResult("cleanup", False, 0.0, _stopped("Ctrl-C", unfinished)))
+            return True
+        return presses > 0
+
+    def _cleanup_tasks(self, made: Made) -> list[CleanupTask]:
+        tasks: list[CleanupTask] = []
+        if made.temporary is not None:
+            temporary = made.temporary
+            tasks.append(
+                CleanupTask(
+                    f"temporary store {temporary.name}",
+                    lambda: self._delete_temporary(temporary, made),
+                    f"temporary store {temporary.name} may remain: delete it with "
+                    f"`{delete_store_command(temporary)}`",
+                )
+            )
+        elif made.instance is not None and made.instance_store is not None:
+            instance, store = made.instance, made.instance_store
+            tasks.append(
+                CleanupTask(
+                    f"synthetic instance {instance.sop_uid}",
+                    lambda: self._delete_instance(store, instance, made),
+                    f"synthetic instance {instance.sop_uid} may remain in {store.name}: delete "
+                    f"it with `{self._delete_instance_command(store, instance)}`",
+                )
+            )
+        if made.filter_uri is not None and self.filters is not None:
+            uri, filters = made.filter_uri, self.filters
+            tasks.append(
+                CleanupTask(
+                    uri.uri,
+                    lambda: _delete_filter(filters, uri, made.filter_written),
+                    f"{uri.uri} may remain: delete it with `gcloud storage rm {uri.uri}`",
+                )
+            )
+        return tasks
+
+    def _store_exists(self, store: StoreName) -> bool | None:
+        """dicomStores.get: True, False on 404, None when it cannot tell."""
+        try:
+            self.api.get_store(store.name)
+        except ApiCallError as error:
+            return False if error.status == 404 else None
+        return True
+
+    def _delete_temporary(self, store: StoreName, made: Made) -> str:
+        name = store.name
+        if made.create is CreateOutcome.REFUSED:
+            return f"no temporary store to delete: Google refused to create {name}"
+        found = ""
+        if made.create is CreateOutcome.SENT:
+            unknown = (
+                f"the outcome of creating temporary store {name} was unknown "
+                f"({made.create_problem})"
+            )
+            exists = self._store_exists(store)
+            if exists is False:
+                return (
+                    f"{unknown}; dicomStores.get answered 404: it does not exist, nothing to delete"
+                )
+            found = f"{unknown}; " + (
+                "dicomStores.get found it; " if exists else "dicomStores.get could not tell; "
+            )
+        try:
+            self.api.delete_store(name)
+        except ApiCallError as error:
+            if error.status == 404:
+                return f"{found}temporary store {name} no longer exists (its DELETE answered 404)"
+            exists = self._store_exists(store)
+            if exists is False:
+                return (
+                    f"{found}temporary store {name} no longer exists (its DELETE answered "
+                    f"{error.status}, then dicomStores.get 404)"
+                )
+            seen = "dicomStores.get still finds it" if exists else "dicomStores.get cannot tell"
+            raise LeftBehindError(
+                f"{found}could not delete temporary store {name} ({error.status} "
+                f"{error.message}; {seen}): delete it with `{delete_store_command(store)}`"
+            ) from None
+        return f"{found}deleted temporary store {name}"
+
+    def _delete_instance(self, store: StoreName, instance: SyntheticInstance, made: Made) -> str:
+        if made.instance_refused:
+            return f"no synthetic instance to delete: {store.store} refused its STOW-RS"
+        try:
+            self.api.delete_instance(
+                store.name, instance.study_uid, instance.series_uid, instance.sop_uid
+            )
+        except ApiCallError as error:
+            if error.status == 404:
+                return (
+                    f"synthetic instance {instance.sop_uid} is not in {store.store} (its DELETE "
+                    "answered 404)"
+                )
+            raise LeftBehindError(
+                f"could not delete synthetic instance {instance.sop_uid} from {store.name} "
+                f"({error.status} {error.message}): delete it with "
+                f"`{self._delete_instance_command(store, instance)}`"
+            ) from None
+        return f"deleted synthetic instance {instance.sop_uid}"
+
+    def _delete_instance_command(self, store: StoreName, instance: SyntheticInstance) -> str:
+        # DICOMweb DeleteInstance; gcloud has no command for one instance.
+        return (
+            'curl -X DELETE -H "Authorization: Bearer $(gcloud auth print-access-token)" '
+            f"{self.api.dicomweb_url(store.name)}/studies/{instance.study_uid}/series/"
+            f"{instance.series_uid}/instances/{instance.sop_uid}"
+        )
+
+    def _keep(self, made: Made) -> None:
+        """--keep: what is kept, as far as it is known to exist."""
+        kept = []
+        if made.temporary is not None:
+            if made.create is CreateOutcome.CREATED:
+                kept.append(f"kept temporary store {made.temporary.name}")
+            elif made.create is CreateOutcome.SENT:
+                kept.append(
+                    f"kept temporary store {made.temporary.name} if it exists (the outcome of "
+                    f"its create was unknown: {made.create_problem})"
+                )
+        elif made.instance is not None and made.instance_store and not made.instance_refused:
+            kept.append(
+                f"kept synthetic instance {made.instance.sop_uid} in {made.instance_store.name}"
+            )
+        if made.filter_uri is not None and made.filter_written:
+            kept.append(f"kept {made.filter_uri.uri}")
+        if kept:
+            self._record(StepResult("keep", True, 0.0, "; ".join(kept)))
+
+
+def _stopped(by: str, unfinished: list[CleanupTask]) -> str:
+    return f"stopped by {by}; finish by hand: " + "; ".join(task.by_hand for task in unfinished)
+
+
+def delete_store_command(store: StoreName) -> str:
+    return (
+        f"gcloud healthcare dicom-stores delete {store.store} --dataset={store.dataset} "
+        f"--location={store.location} --project={store.project}"
+    )
+
+
+def _delete_filter(filters: FilterStore, uri: GcsUri, written: bool) -> str:
+    try:
+        filters.delete(uri)  # a missing object is no error (clients/storage.py)
+    except DicomBqError as error:
+        raise LeftBehindError(
+            f"could not delete {uri.uri} ({error.message}): delete it with "
+            f"`gcloud storage rm {uri.uri}`"
+        ) from None
+    return f"deleted {uri.uri}" if written else f"deleted {uri.uri}, if its write had got there"
 
 
 class VerifyObserver(ExportObserver, Protocol):
@@ -568,6 +849,7 @@ def verify_each(
             on_start=observer.started,
             on_update=observer.progress,
             on_wait=observer.waiting,
+            on_notice=observer.notice,
             confirm_truncate=lambda table: check_truncate(
                 count_rows=rows.row_count,
                 table=table,
