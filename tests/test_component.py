@@ -57,7 +57,12 @@ def test_a_consumer_passes_its_own_outputs_and_dependencies_follow() -> None:
 
 
 def test_the_consumer_deploys_under_googles_rules() -> None:
-    assert model.check(consumer_plan()) == []
+    """Ordered as Google needs within its typical 2 minutes. A team's own program runs plain
+    `pulumi up`, which nothing re-runs: past that, the streaming store's create may fail while IAM
+    propagates (up to 7 minutes), the one gap the README tells such teams about."""
+    violations = model.check(consumer_plan())
+    assert [v for v in violations if not v.worst_case_only] == []
+    assert {v.rule for v in violations} <= {"streaming-store"}
 
 
 def test_apis_can_be_left_to_the_consumer() -> None:
@@ -78,7 +83,8 @@ def test_apis_can_be_left_to_the_consumer() -> None:
         )
         return {}
 
-    plan = record_program("no-apis", {}, program)
+    # The configured number is checked against Google's (here the mock's) before any grant.
+    plan = record_program("no-apis", {}, program, known_numbers={"team-project-1": "111122223333"})
     assert not [r for r in plan.custom_resources() if r.type == "gcp:projects/service:Service"]
     assert sorted(
         r.name for r in plan.custom_resources() if r.type.endswith("dataset:Dataset")

@@ -214,7 +214,11 @@ def test_a_plain_store_does_not_wait_for_grants_it_does_not_need() -> None:
 def test_in_a_cmek_dataset_every_store_follows_the_key_grants_wait() -> None:
     key = "projects/kms-proj-0/locations/us-central1/keyRings/ring/cryptoKeys/hc"
     plan = plan_of("three-stores-cmek", three_store_stack(healthcareKmsKey=key))
-    assert model.check(plan) == []
+    # Past Google's typical 2 minutes, only the known gap remains: a CMEK Healthcare dataset has no
+    # documented error `up` could recognise and retry (tests/deployment_model.py, worst_case_only).
+    violations = model.check(plan)
+    assert [v for v in violations if not v.worst_case_only] == []
+    assert {v.rule for v in violations} <= {"cmek-healthcare"}
     deployment = model.Deployment(plan)
     for store in stores(plan).values():
         assert deployment.ordered(store.name, "dicom-bq-agent-healthcare-cmek-encrypter", 120)
@@ -270,8 +274,9 @@ def test_a_stack_file_with_a_list_of_stores_is_read_and_planned(tmp_path: Path) 
         yaml.safe_dump({"config": config}), encoding="utf-8"
     )
     stack = read_stack_config(tmp_path, "multi", use_cli=False)
-    # Undeclared, the list passes the merge as written (scalars as text, as the engine reads).
-    assert stack.values["dicom-bq:dicomStores"][1]["notification"]["sendForBulkImport"] == "true"
+    # Undeclared, the list passes the merge as the engine hands an object to the program: JSON,
+    # so a YAML boolean stays a boolean (tests/engine/test_config_engine.py asks the engine).
+    assert stack.values["dicom-bq:dicomStores"][1]["notification"]["sendForBulkImport"] is True
     assert stack.values["dicom-bq:dicomStoreId"] == ""  # Pulumi.yaml's default: not set
     plan = plan_stack(stack)
     assert sorted(stores(plan)) == ["archive", "clinical", "research"]
