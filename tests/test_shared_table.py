@@ -52,6 +52,8 @@ def test_three_stores_share_one_table_with_a_source_column_and_the_queries_run(
     instances = {name: _store_with_one_instance(cloud, name) for name in stores}
     for index, store in enumerate(stores):
         # The first export creates the table; the next ones add to it, as a shared table needs.
+        # Each follows an export of the same dataset minutes earlier, which WRITE_APPEND takes
+        # for a re-run of itself unless told otherwise (tests/test_transport_faults.py).
         disposition = "WRITE_EMPTY" if index == 0 else "WRITE_APPEND"
         result = runner.invoke(
             app,
@@ -62,6 +64,7 @@ def test_three_stores_share_one_table_with_a_source_column_and_the_queries_run(
                 "--schema", schema,
                 "--include-source-store",
                 "--write-disposition", disposition,
+                "--allow-concurrent",
                 "--json",
             ],
         )  # fmt: skip

@@ -10,9 +10,12 @@
   the columns and types Google documents: see tests/fakes/export_shapes.py for the sources.
 - DICOMweb goes to a real Orthanc: STOW-RS is forwarded, instance DELETE is translated to Orthanc's
   REST API (Orthanc's plugin has no DICOMweb delete), and the export reads instances by QIDO-RS.
-- Faults: queued HTTP statuses, dropped connections and slow answers; PERMISSION_DENIED on the
-  request or in the operation, as while IAM propagates. A fault with `after=True` lets the request
-  through first and then loses the answer: the export started, the caller never heard of it.
+- Faults: queued HTTP statuses, slow answers, and socket-level ends of the exchange (a FIN without
+  a status line, a TCP reset, a status line cut short, no answer at all: tests/fakes/http.py,
+  SocketFault); PERMISSION_DENIED on the request or in the operation, as while IAM propagates. A
+  fault with `after=True` lets the request through first and then loses the answer: the export
+  started, the caller never heard of it. `export_posts` counts the export requests that reached
+  the fake, `operations` the exports they started.
 - dicomStores.create/delete and datasets.operations.list (pageSize/pageToken), so a temporary
   store and a lost export answer can be followed. Instances stored through a store created here
   belong to it alone; Orthanc's other instances belong to the stores the test declared.
@@ -35,7 +38,7 @@ from tests.fakes import export_shapes
 from tests.fakes.bigquery import FakeBigQuery
 from tests.fakes.discovery import schema_problems
 from tests.fakes.export_shapes import uid
-from tests.fakes.http import LoopbackFake, Request, Reset, Response
+from tests.fakes.http import LoopbackFake, Request, Response, SocketFault
 
 _PREFIX = re.compile(r"^/(v1|v1beta1)/")
 _STORE = r"projects/[^/]+/locations/[^/]+/datasets/[^/]+/dicomStores/[^/:]+"
@@ -58,7 +61,10 @@ class RealClock:
 class Fault:
     method: str
     path_contains: str
-    kind: int | str  # an HTTP status, "reset", or "slow"
+    # An HTTP status, "slow" (answer after `seconds`), or a socket fault: "close" (FIN without a
+    # status line), "reset" (TCP RST), "partial" (status line cut short), "hang" (no answer for
+    # `seconds`, then FIN).
+    kind: int | str
     times: int = 1
     seconds: float = 0.0
     after: bool = False  # process the request, then lose the answer
@@ -113,8 +119,8 @@ class FakeHealthcare(LoopbackFake):
             self.requests.append(request)
             fault = self._take_fault(request)
         if fault is not None and not fault.after:
-            if fault.kind == "reset":
-                raise Reset()
+            if fault.kind in SocketFault.KINDS:
+                raise SocketFault(str(fault.kind), fault.seconds)
             if fault.kind == "slow":
                 time.sleep(fault.seconds)
             elif isinstance(fault.kind, int):
@@ -127,13 +133,21 @@ class FakeHealthcare(LoopbackFake):
             response = self._route(version, rest, request)
         if fault is not None and fault.after:
             # Google did the work; the answer never reaches the caller.
-            if fault.kind == "reset":
-                raise Reset()
+            if fault.kind in SocketFault.KINDS:
+                raise SocketFault(str(fault.kind), fault.seconds)
             if fault.kind == "slow":
                 time.sleep(fault.seconds)
             elif isinstance(fault.kind, int):
                 return Response.error(fault.kind, "INTERNAL", "injected fault after processing")
         return response
+
+    @property
+    def export_posts(self) -> int:
+        """Export requests that reached the fake (read whole), whatever answer they got."""
+        with self.lock:
+            return sum(
+                1 for r in self.requests if r.method == "POST" and r.path.endswith(":export")
+            )
 
     def _take_fault(self, request: Request) -> Fault | None:
         for fault in self.faults:
@@ -433,6 +447,19 @@ class FakeHealthcare(LoopbackFake):
         operation = self.operations.get(name)
         if operation is None:
             return Response.error(404, "NOT_FOUND", f"operation {name} not found")
+        done = self._write_if_done(operation)
+        return Response.json(self._operation_json(operation, done))
+
+    def settle(self) -> None:
+        """Every export whose time has come writes its table, whether or not anyone polled it:
+        Google runs an operation whose start answer was lost all the same. A test calls it before
+        counting rows (a poll writes only the polled operation's; operations a test builds
+        itself are written here too unless marked `written`)."""
+        with self.lock:
+            for operation in list(self.operations.values()):
+                self._write_if_done(operation)
+
+    def _write_if_done(self, operation: FakeOperation) -> bool:
         done = self.clock.monotonic() >= operation.done_at
         if done and not operation.written and operation.error is None:
             operation.written = True
@@ -443,7 +470,7 @@ class FakeHealthcare(LoopbackFake):
                 append=operation.disposition == "WRITE_APPEND",
             )
             self.bigquery.modified_ms[operation.table] = int(time.time() * 1000)
-        return Response.json(self._operation_json(operation, done))
+        return done
 
     def _operation_json(self, operation: FakeOperation, done: bool) -> dict[str, Any]:
         total = len(operation.rows)

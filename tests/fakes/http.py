@@ -1,11 +1,18 @@
-"""A small loopback HTTP server for fakes: one handler function, a thread, a URL."""
+"""A small loopback HTTP server for fakes: one handler function, a thread, a URL.
+
+A handler may also end the exchange at the socket level, after it read (and processed) the
+request, by raising a SocketFault: what a client library sees then is what it would see from a
+real server or middlebox, so its own reaction (a hidden resend, a reused connection) is tested.
+"""
 
 from __future__ import annotations
 
 import json
 import socket
+import struct
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +27,8 @@ class Request:
     query: dict[str, list[str]]
     headers: dict[str, str]  # names in lower case
     body: bytes
+    target: str = ""  # the request target as sent: path and query
+    port: int = 0  # the client's TCP port: one per connection
 
     def json(self) -> Any:
         return json.loads(self.body or b"{}")
@@ -40,8 +49,31 @@ class Response:
         return cls.json({"error": {"code": status, "status": reason, "message": message}}, status)
 
 
-class Reset(Exception):
-    """Raised by a handler to drop the connection without an answer."""
+class SocketFault(Exception):
+    """Raised by a handler to end the exchange at the socket level instead of answering.
+
+    - "close": a graceful close (FIN) without a status line; http.client raises
+      RemoteDisconnected, a BadStatusLine, which httplib2 sends again on its own.
+    - "reset": a TCP reset (SO_LINGER 0); http.client raises ConnectionResetError.
+    - "partial": the status line cut short (b"HTTP/1.1 20"), then a FIN: BadStatusLine.
+    - "hang": no answer at all for `seconds` (the client's timeout fires first), then a FIN.
+    """
+
+    KINDS = ("close", "reset", "partial", "hang")
+
+    def __init__(self, kind: str, seconds: float = 0.0) -> None:
+        if kind not in self.KINDS:
+            raise ValueError(f"no socket fault {kind!r}: choose one of {self.KINDS}")
+        super().__init__(kind)
+        self.kind = kind
+        self.seconds = seconds
+
+
+class Reset(SocketFault):
+    """Raised by a handler to drop the connection with a TCP reset, without an answer."""
+
+    def __init__(self) -> None:
+        super().__init__("reset")
 
 
 Handler = Callable[[Request], Response]
@@ -80,15 +112,13 @@ def serve(handler: Handler) -> tuple[_RecordingServer, str]:
                 parse_qs(parts.query),
                 {k.lower(): v for k, v in self.headers.items()},
                 body,
+                self.path,
+                int(self.client_address[1]),
             )
             try:
                 response = handler(request)
-            except Reset:
-                self.connection.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
-                )
-                self.connection.close()
-                self.close_connection = True
+            except SocketFault as fault:
+                self._drop(fault)
                 return
             self.send_response(response.status)
             for key, value in response.headers.items():
@@ -96,6 +126,25 @@ def serve(handler: Handler) -> tuple[_RecordingServer, str]:
             self.send_header("Content-Length", str(len(response.body)))
             self.end_headers()
             self.wfile.write(response.body)
+
+        def _drop(self, fault: SocketFault) -> None:
+            """End the exchange without a complete status line; the request was read whole, so
+            closing sends a FIN (unread bytes in the receive buffer would turn it into a RST)."""
+            self.close_connection = True
+            if fault.kind == "reset":
+                # struct linger {l_onoff=1, l_linger=0}: close() sends RST (socket(7)).
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+                self.connection.close()
+                return
+            if fault.kind == "partial":
+                self.wfile.write(b"HTTP/1.1 20")
+                self.wfile.flush()
+            elif fault.kind == "hang":
+                time.sleep(fault.seconds)
+            # "close", and the end of the others: StreamRequestHandler.finish() flushes, then
+            # socketserver's shutdown_request() does shutdown(SHUT_WR) and close(): a FIN.
 
         do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _handle
 
@@ -143,3 +192,72 @@ class RequestRecorder(LoopbackFake):
     def handle(self, request: Request) -> Response:
         self.requests.append(request)
         return Response.error(500, "INTERNAL", "this test expects no request at all")
+
+
+@dataclass
+class ProxyFault:
+    """A socket fault for the first `times` requests whose method and path match; with `after`,
+    the request reaches the upstream first and only its answer is lost."""
+
+    method: str
+    path_contains: str
+    kind: str  # a SocketFault kind
+    after: bool = True
+    times: int = 1
+    seconds: float = 0.0
+
+
+@dataclass
+class FaultProxy(LoopbackFake):
+    """Forwards every request to a real peer (the storage emulator) and records it; a matching
+    ProxyFault ends the exchange at the socket level instead of answering, before or after the
+    peer acted on the request. What reached the peer is `forwarded`."""
+
+    upstream: str
+    faults: list[ProxyFault] = field(default_factory=list)
+    requests: list[Request] = field(default_factory=list)
+    forwarded: list[Request] = field(default_factory=list)
+    url: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def handle(self, request: Request) -> Response:
+        import http.client
+
+        with self.lock:
+            self.requests.append(request)
+            fault = next(
+                (
+                    f
+                    for f in self.faults
+                    if f.times > 0
+                    and f.method == request.method
+                    and f.path_contains in request.path
+                ),
+                None,
+            )
+            if fault is not None:
+                fault.times -= 1
+        if fault is not None and not fault.after:
+            raise SocketFault(fault.kind, fault.seconds)
+        parts = urlsplit(self.upstream)
+        connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
+        skip = {"host", "content-length", "connection", "transfer-encoding"}
+        headers = {k: v for k, v in request.headers.items() if k not in skip}
+        try:
+            connection.request(request.method, request.target, request.body or None, headers)
+            answer = connection.getresponse()
+            body = answer.read()
+            status = answer.status
+            # A resumable upload's session URI (Location) names the peer: keep it on the proxy.
+            kept = {
+                k: v.replace(self.upstream, self.url) if k.lower() == "location" else v
+                for k, v in answer.getheaders()
+                if k.lower() not in skip
+            }
+        finally:
+            connection.close()
+        with self.lock:
+            self.forwarded.append(request)
+        if fault is not None:
+            raise SocketFault(fault.kind, fault.seconds)
+        return Response(status, body, kept)

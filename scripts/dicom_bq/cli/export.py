@@ -123,6 +123,15 @@ def export(
         str | None,
         typer.Option("--agent-email", help="The store's service agent, for error advice."),
     ] = None,
+    allow_concurrent: Annotated[
+        bool,
+        typer.Option(
+            "--allow-concurrent",
+            help="Start a WRITE_APPEND export even when an export of the same dataset is "
+            "running or started in the last 5 minutes (by default refused: a re-run after a "
+            "crash would add every row twice).",
+        ),
+    ] = False,
     permission_window: PermissionWindowOption = "10m",
     api_endpoint: ApiEndpointOption = None,
     impersonate: ImpersonateOption = None,
@@ -185,6 +194,7 @@ def export(
             timeout=seconds,
             truncate_confirmed=yes,
             confirm_truncate=confirm_truncate,
+            allow_concurrent=allow_concurrent,
             observer=display,
         )
     if result.state is not None:

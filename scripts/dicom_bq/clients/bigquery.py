@@ -1,4 +1,11 @@
-"""BigQuery reads the CLI needs: does a table exist, how many rows, is this instance's row there."""
+"""BigQuery reads the CLI needs: does a table exist, how many rows, is this instance's row there.
+
+Everything here reads: tables.get, datasets.get, and SELECT queries. google-cloud-bigquery
+retries jobs.query (query_and_wait, DEFAULT_RETRY) with one requestId for all its tries
+(google/cloud/bigquery/_job_helpers.py, do_query), which BigQuery uses "to ensure idempotent
+behavior for queries", read-only ones being "nullipotent by definition" (bigquery v2 discovery
+document, QueryRequest.requestId): a resent query changes nothing
+(tests/test_transport_faults.py)."""
 
 from __future__ import annotations
 

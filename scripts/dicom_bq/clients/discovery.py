@@ -16,6 +16,7 @@ from googleapiclient.errors import HttpError
 
 from dicom_bq.clients.endpoints import Connection, Endpoint
 from dicom_bq.clients.retry import RETRYABLE_STATUSES, RetryPolicy, TransientError
+from dicom_bq.clients.transport import SendOnceHttp
 
 REQUEST_TIMEOUT = 60.0
 
@@ -58,8 +59,10 @@ class GoogleApi:
         request_timeout: float = REQUEST_TIMEOUT,
     ) -> None:
         self.retry = retry or RetryPolicy()
+        # SendOnceHttp: no hidden resend of a POST, no connection reused after an exception
+        # (clients/transport.py); `timeout` bounds each connect and each read of the socket.
         self.http = google_auth_httplib2.AuthorizedHttp(
-            credentials, http=httplib2.Http(timeout=request_timeout)
+            credentials, http=SendOnceHttp(timeout=request_timeout)
         )
         self.service = discovery.build_from_document(
             discovery_document(api, version),

@@ -218,7 +218,8 @@ class HealthcareApi(GoogleApi):
         return self.service.projects().locations().datasets().dicomStores()
 
     def export_once(self, request: ExportRequest) -> dict[str, Any]:
-        """One export POST, never retried here: the caller decides, knowing what it risks."""
+        """One export POST, never retried here (nor by the transport: clients/transport.py turns
+        httplib2's own resend into AnswerLostError): the caller decides, knowing what it risks."""
         body = request.body()
         check_export_body(self.api_version, body)
         call = self._stores().export(name=request.store, body=body)
@@ -268,7 +269,10 @@ class HealthcareApi(GoogleApi):
         return f"{self.base_url}{store}/dicomWeb"
 
     def store_instance(self, store: str, instance: bytes) -> dict[str, Any]:
-        """STOW-RS one Part 10 instance as multipart/related, which every DICOMweb server takes."""
+        """STOW-RS one Part 10 instance as multipart/related, which every DICOMweb server takes
+        (PS3.18 10.5). A POST through GoogleApi.raw: the transport sends it once
+        (clients/transport.py); raw's RetryPolicy, not the transport, may send it again after a
+        lost answer or a 5xx, the same instance under the same SOP Instance UID."""
         boundary = f"dicom-bq-{uuid.uuid4().hex}"
         body = (
             f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()

@@ -150,10 +150,14 @@ def run_export(
     timeout: float | None,
     truncate_confirmed: bool,
     confirm_truncate: ConfirmTruncate,
+    allow_concurrent: bool,
     observer: ExportObserver,
 ) -> ExportResult:
     """Start the export at most once and, with `wait`, follow it; an operation refused while
-    IAM propagates is tried again within `permission_window` (Exporter.run)."""
+    IAM propagates is tried again within `permission_window` (Exporter.run). Unless
+    `allow_concurrent`, a WRITE_APPEND export stops, before anything is uploaded or sent, when
+    an export of the same dataset is running or was started in the last minutes
+    (Exporter.check_concurrent)."""
     from dicom_bq.clients.operations import Follower
 
     plan.check(checked_api_version(api_version))
@@ -167,6 +171,14 @@ def run_export(
             raise DicomBqError("give --filter gs://... or --filter-file FILE, not both")
         bucket = filter_bucket(bucket=local_filter.bucket, settings=settings, observer=observer)
         validated_filter(path=local_filter.path, strict=False)
+    if agent_email is None and settings is not None:
+        # The stack names the agent when it knows the source project's number.
+        member = settings.agent_member
+        agent_email = member.removeprefix("serviceAccount:") if member else None
+    api = healthcare_api(connection=connection, api_version=api_version)
+    exporter = Exporter(api, permission_window=permission_window, agent_email=agent_email)
+    if not allow_concurrent:
+        exporter.check_concurrent(plan, on_notice=observer.notice)
     if plan.truncates:
         from dicom_bq.clients.bigquery import BigQueryTables
 
@@ -181,12 +193,6 @@ def run_export(
             path=local_filter.path, bucket=bucket, connection=connection, observer=observer
         )
         plan = dataclasses.replace(plan, filter=uploaded)
-    if agent_email is None and settings is not None:
-        # The stack names the agent when it knows the source project's number.
-        member = settings.agent_member
-        agent_email = member.removeprefix("serviceAccount:") if member else None
-    api = healthcare_api(connection=connection, api_version=api_version)
-    exporter = Exporter(api, permission_window=permission_window, agent_email=agent_email)
     if not wait:
         return ExportResult(operation=exporter.start(plan, on_wait=observer.waiting), state=None)
     state = exporter.run(

@@ -34,6 +34,18 @@ DEFAULT_PERMISSION_WINDOW = 600.0
 CLOCK_SKEW = datetime.timedelta(seconds=30)
 LISTING_DELAYS = (2.0, 4.0, 8.0)  # operations.list may lag the operation's creation
 MAX_NOT_STARTED_RETRIES = 5
+# After a lost answer (a 5xx, a connection ended without an answer, a timeout) and no export
+# listed since, a WRITE_TRUNCATE or WRITE_EMPTY export is sent again this many times: a second
+# one rewrites the same rows, or finds the table written and fails (Google's how-to,
+# reference/dicom-export-bigquery.fr.txt: writeDisposition). WRITE_APPEND is never sent again.
+RESENDS_AFTER_LOST_ANSWER = 1
+# An export of the same Healthcare dataset still running, or created this recently, makes a
+# WRITE_APPEND export stop unless --allow-concurrent: a re-run after a crash or a kill would
+# append every row a second time. OperationMetadata names no store or table (healthcare v1
+# discovery document, schemas.OperationMetadata: apiMethodName, createTime, endTime, counter,
+# logsUrl, cancelRequested), so any export of the dataset counts. `export --help` and the README
+# say 5 minutes (tests/test_transport_faults.py pins it).
+RECENT_EXPORT_WINDOW = datetime.timedelta(minutes=5)
 _AGENT = re.compile(r"service-[0-9]+@gcp-sa-healthcare\.[A-Za-z0-9.-]+")
 _CALLER_PERMISSION = re.compile(r"Permission '([a-zA-Z0-9_.]+)' denied")
 
@@ -70,6 +82,12 @@ class ExportPlan:
     @property
     def truncates(self) -> bool:
         return self.force is True or self.write_disposition is WriteDisposition.WRITE_TRUNCATE
+
+    @property
+    def appends(self) -> bool:
+        """WRITE_APPEND: the one disposition for which a second export changes the result (every
+        row twice). force=true/false are WRITE_TRUNCATE/WRITE_EMPTY (ExportRequest.body)."""
+        return self.force is None and self.write_disposition is WriteDisposition.WRITE_APPEND
 
 
 def agent_named_in(message: str) -> str | None:
@@ -152,13 +170,17 @@ class Exporter:
 
         The export POST is not idempotent (WRITE_APPEND twice duplicates every row), so it is
         never resent when its answer may have been lost: the operation it started is looked up
-        with operations.list instead. Only a refusal before Google acted (429, connection
-        refused) or a denial while the agent's grants propagate is sent again.
+        with operations.list instead (the transport never resends it either:
+        clients/transport.py). A refusal before Google acted (429, connection refused) or a
+        denial while the agent's grants propagate is sent again; after a lost answer with no
+        export listed, only a WRITE_TRUNCATE or WRITE_EMPTY export is, once
+        (RESENDS_AFTER_LOST_ANSWER).
         """
         started = self.clock.monotonic()
         delays = self.permission_backoff.delays()
         refusals = FAULT_BACKOFF.delays()
         not_started = 0
+        lost_answers: list[str] = []
         while True:
             sent_at = self.now()
             try:
@@ -177,7 +199,20 @@ class Exporter:
                     on_wait(f"export refused before it started ({refused})", delay)
                 self.clock.sleep(delay)
             except ExportAnswerLostError as lost:
-                return self.find_started(plan, sent_at, lost.description, on_wait)
+                found = self.find_started(plan, sent_at, lost.description, on_wait)
+                if found is not None:
+                    return found
+                lost_answers.append(lost.description)
+                if plan.appends or len(lost_answers) > RESENDS_AFTER_LOST_ANSWER:
+                    raise DicomBqError(
+                        self._nothing_listed(plan, sent_at, lost_answers), exit_code=EXIT_FAILED
+                    ) from None
+                if on_wait:
+                    on_wait(
+                        f"the answer was lost ({lost.description}) and no export started: "
+                        f"sending the {self._disposition(plan)} export again (harmless for it)",
+                        0,
+                    )
             except ApiCallError as error:
                 waited = self.clock.monotonic() - started
                 if error.status == 403 and not is_agent_denial(error):
@@ -200,21 +235,52 @@ class Exporter:
                     on_wait(f"PERMISSION_DENIED for the agent ({error.message})", delay)
                 self.clock.sleep(delay)
 
+    @staticmethod
+    def _disposition(plan: ExportPlan) -> str:
+        if plan.force is not None:
+            return f"force={str(plan.force).lower()}"
+        return (plan.write_disposition or WriteDisposition.WRITE_EMPTY).value
+
+    @staticmethod
+    def _how_to_check(plan: ExportPlan) -> str:
+        return (
+            f"check with `gcloud healthcare operations list --dataset={plan.store.dataset} "
+            f"--location={plan.store.location} --project={plan.store.project}` and "
+            "`dicom-bq operations describe NAME`; export again only if no export started then"
+        )
+
+    def _nothing_listed(
+        self, plan: ExportPlan, sent_at: datetime.datetime, lost_answers: list[str]
+    ) -> str:
+        dataset = plan.store.dataset_name
+        since = f"{sent_at:%Y-%m-%dT%H:%M:%SZ}"
+        if plan.appends:
+            return (
+                f"the answer to the WRITE_APPEND export request was lost ({lost_answers[-1]}) and "
+                f"no export operation that started since {since} is listed in {dataset}: it "
+                "probably did not start, but it is not sent again, since a second WRITE_APPEND "
+                f"export would add every row twice if the first did start; "
+                f"{self._how_to_check(plan)}"
+            )
+        return (
+            f"the {self._disposition(plan)} export request was sent {len(lost_answers)} times "
+            f"and every answer was lost ({'; '.join(lost_answers)}); no export operation that "
+            f"started since {since} is listed in {dataset}, and it is not sent again; "
+            f"{self._how_to_check(plan)}"
+        )
+
     def find_started(
         self,
         plan: ExportPlan,
         sent_at: datetime.datetime,
         why: str,
         on_wait: Callable[[str, float], None] | None = None,
-    ) -> str:
+    ) -> str | None:
         """The operation a request whose answer was lost started, found by operations.list
-        (method ExportDicomData, created since the request was sent); never a second export."""
+        (method ExportDicomData, created since the request was sent), or None when none is
+        listed after LISTING_DELAYS; stops when the listing fails or is ambiguous."""
         dataset = plan.store.dataset_name
-        how_to_check = (
-            f"check with `gcloud healthcare operations list --dataset={plan.store.dataset} "
-            f"--location={plan.store.location} --project={plan.store.project}` and "
-            "`dicom-bq operations describe NAME`; export again only if no export started then"
-        )
+        how_to_check = self._how_to_check(plan)
         for delay in (0.0, *LISTING_DELAYS):
             if delay:
                 if on_wait:
@@ -242,10 +308,63 @@ class Exporter:
                     f"which is this one, so nothing is sent again; {how_to_check}",
                     exit_code=EXIT_FAILED,
                 )
+        return None
+
+    def check_concurrent(
+        self, plan: ExportPlan, on_notice: Callable[[str], None] | None = None
+    ) -> None:
+        """Before a first export: an export of the same Healthcare dataset still running, or
+        created in the last RECENT_EXPORT_WINDOW, stops a WRITE_APPEND export (a re-run after a
+        crash or a kill would add every row a second time); for the other dispositions, a
+        running one is only said. The caller skips this when told exports may overlap
+        (--allow-concurrent)."""
+        dataset = plan.store.dataset_name
+        try:
+            listed = export_operations(self.api, dataset)
+        except ApiCallError as error:
+            problem = (
+                f"cannot check for an export already running in {dataset} (operations.list: "
+                f"{error.status} {error.reason} {error.message}; it needs "
+                "healthcare.operations.list on the dataset)"
+            )
+            if plan.appends:
+                raise DicomBqError(
+                    f"{problem}: a second WRITE_APPEND export would add every row twice, so "
+                    f"none is started; {self._how_to_check(plan)}, or pass --allow-concurrent "
+                    "to export without this check",
+                    exit_code=EXIT_FAILED,
+                ) from None
+            if on_notice:
+                on_notice(f"Warning: {problem}")
+            return
+        now = self.now()
+        states = [OperationState.from_api(operation) for operation in listed]
+        running = [state for state in states if not state.done]
+        recent = [
+            state
+            for state in states
+            if state.done and _age(state.create_time, now) <= RECENT_EXPORT_WINDOW
+        ]
+        if not plan.appends:
+            if running and on_notice:
+                on_notice(
+                    f"Warning: {_described(running[0], now)} in {dataset}; this "
+                    f"{self._disposition(plan)} export runs alongside it"
+                )
+            return
+        others = running + recent
+        if not others:
+            return
+        first = others[0]
+        more = f" (and {len(others) - 1} more)" if len(others) > 1 else ""
+        window = int(RECENT_EXPORT_WINDOW.total_seconds() // 60)
         raise DicomBqError(
-            f"the answer to the export request was lost ({why}) and no export operation that "
-            f"started since {sent_at:%Y-%m-%dT%H:%M:%SZ} is listed in {dataset}: it probably did "
-            f"not start, but it is not sent again blindly; {how_to_check}",
+            f"{_described(first, now)} in {dataset}{more}: a second WRITE_APPEND export now "
+            "would add every row again if it is a run of this same export (one killed or "
+            "interrupted before it printed its result). Nothing was started. Follow it with "
+            f"`dicom-bq operations wait {first.name}`; if it is another export you mean to run "
+            "alongside this one, pass --allow-concurrent (this check looks at the dataset's "
+            f"exports running or started in the last {window} minutes)",
             exit_code=EXIT_FAILED,
         )
 
@@ -300,3 +419,18 @@ class Exporter:
             if on_wait:
                 on_wait(f"operation {name} failed with PERMISSION_DENIED", delay)
             self.clock.sleep(delay)
+
+
+def _age(create_time: str | None, now: datetime.datetime) -> datetime.timedelta:
+    """How long ago an operation was created (OperationMetadata.createTime); an unreadable
+    time counts as recent: the check errs towards asking."""
+    created = rfc3339(create_time)
+    return now - created if created is not None else datetime.timedelta(0)
+
+
+def _described(state: OperationState, now: datetime.datetime) -> str:
+    age = _age(state.create_time, now).total_seconds()
+    when = f"started {max(0, int(age // 60))} min ago" if state.create_time else "start unknown"
+    if not state.done:
+        return f"export {state.name} is still running ({when})"
+    return f"export {state.name} {when} and ended {state.state}"
