@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -194,10 +197,323 @@ def test_a_pulumi_yaml_the_engine_refuses_is_refused(
         read_stack_config(project, "dev", use_cli=False)
 
 
-def test_an_unnamespaced_stack_key_is_refused_like_pulumi(project: Path) -> None:
-    write_stack(project, "flat", {**REQUIRED, "protected": True})
-    with pytest.raises(DicomBqError, match="should be of the form `<namespace>:<name>`"):
-        read_stack_config(project, "flat", use_cli=False)
+# --- the engine's reading of a stack file (tests/engine/test_config_engine.py checks each of these
+# against the real engine on a corpus; these pin them without it) ------------------------------
+
+REQUIRED_YAML = "".join(f"  {key}: {value}\n" for key, value in REQUIRED.items())
+
+
+def write_raw(folder: Path, stack: str, text: str) -> None:
+    """A stack file exactly as written (yaml.safe_dump cannot write a duplicate key)."""
+    (folder / f"Pulumi.{stack}.yaml").write_text(text, encoding="utf-8")
+
+
+def read_raw(folder: Path, stack: str, extra: str) -> Any:
+    write_raw(folder, stack, "config:\n" + REQUIRED_YAML + extra)
+    return read_stack_config(folder, stack, use_cli=False)
+
+
+def test_a_number_in_an_array_of_strings_is_refused_like_the_engine(project: Path) -> None:
+    # validateStackConfigValue decodes an array value as JSON: 2024 is a number, not a string.
+    with pytest.raises(DicomBqError) as error:
+        read_raw(project, "years", "  dicom-bq:streamTables: [2024]\n")
+    assert error.value.message == (
+        "Stack 'years' with configuration key 'streamTables' must be of type 'array<string>'"
+    )
+    quoted = read_raw(project, "quoted", "  dicom-bq:streamTables: ['2024']\n")
+    assert quoted.values["dicom-bq:streamTables"] == ["2024"]
+
+
+@pytest.mark.parametrize(
+    "items", ["[instances, ~]", "[true]", "[[instances]]", "[{table: t}]", "[EU, 1.5]"]
+)
+def test_every_item_of_an_array_must_be_of_its_type(project: Path, items: str) -> None:
+    with pytest.raises(DicomBqError, match="must be of type 'array<string>'"):
+        read_raw(project, "items", f"  dicom-bq:allowedBigqueryLocations: {items}\n")
+
+
+def test_plan_refuses_a_number_in_an_array_cleanly(project: Path) -> None:
+    # A real process: what it prints at exit counts too (an event loop left open printed
+    # "ValueError: Invalid file descriptor: -1" there).
+    write_raw(project, "years", "config:\n" + REQUIRED_YAML + "  dicom-bq:streamTables: [2024]\n")
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "dicom-bq"), "plan", "--stack", "years"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "configuration key 'streamTables' must be of type 'array<string>'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "Invalid file descriptor" not in done.stderr
+    assert "Exception ignored" not in done.stderr
+
+
+def test_an_unnamespaced_stack_key_belongs_to_the_project(project: Path) -> None:
+    # stackConfigNamespacedWithProject: `protected` in a stack file is `dicom-bq:protected`.
+    write_raw(
+        project,
+        "flat",
+        "config:\n"
+        + "".join(f"  {k.split(':')[1]}: {v}\n" for k, v in REQUIRED.items())
+        + "  protected: true\n  gcp:project: p\n",
+    )
+    config = read_stack_config(project, "flat", use_cli=False)
+    assert config.own()["sourceProject"] == "dicom-src-test"
+    assert config.values["dicom-bq:protected"] == "true"
+    assert config.values["gcp:project"] == "p"
+    assert plan_stack(config).settings is not None
+
+
+def test_an_unnamespaced_stack_key_is_type_checked(project: Path) -> None:
+    with pytest.raises(DicomBqError) as error:
+        read_raw(project, "flat", "  protected: maybe\n")
+    assert error.value.message == (
+        "Stack 'flat' with configuration key 'protected' must be of type 'boolean'"
+    )
+
+
+def test_the_old_ns_config_name_spelling_is_the_same_key(project: Path) -> None:
+    config = read_raw(project, "old", "  dicom-bq:config:protected: true\n")
+    assert config.values["dicom-bq:protected"] == "true"
+    assert "dicom-bq:config:protected" not in config.values
+
+
+@pytest.mark.parametrize(("key", "shown"), [("a:b:c", "a:b:c"), ("1", "1")])
+def test_a_key_the_engine_cannot_parse_is_refused_with_its_message(
+    project: Path, key: str, shown: str
+) -> None:
+    with pytest.raises(DicomBqError, match="should be of the form `<namespace>:<name>`") as error:
+        read_raw(project, "keys", f"  {key}: x\n")
+    assert f"could not parse {shown} as a configuration key" in error.value.message
+
+
+@pytest.mark.parametrize("spelling", ["True", "TRUE", "true", '"true"'])
+def test_yaml_v3_booleans_are_accepted(project: Path, spelling: str) -> None:
+    config = read_raw(project, "bools", f"  dicom-bq:protected: {spelling}\n")
+    assert config.values["dicom-bq:protected"] == "true"
+    if spelling == "True":  # the program reads it as the engine hands it over
+        plan = plan_stack(config)
+        assert plan.settings is not None
+        assert plan.settings.protected is True
+
+
+@pytest.mark.parametrize("spelling", ["yes", "on", "Y", "1", '"True"', "[true]"])
+def test_yaml_1_1_booleans_are_text_and_refused(project: Path, spelling: str) -> None:
+    with pytest.raises(DicomBqError, match="'protected' must be of type 'boolean'"):
+        read_raw(project, "bools", f"  dicom-bq:protected: {spelling}\n")
+
+
+def test_yes_and_on_in_a_string_key_stay_as_written(project: Path) -> None:
+    config = read_raw(project, "words", "  dicom-bq:timeZone: yes\n  dicom-bq:snapshotTable: on\n")
+    assert config.values["dicom-bq:timeZone"] == "yes"
+    assert config.values["dicom-bq:snapshotTable"] == "on"
+
+
+@pytest.mark.parametrize("spelling", ["null", "~", "", "Null", "NULL"])
+def test_a_null_value_is_empty_with_the_engines_warning(project: Path, spelling: str) -> None:
+    config = read_raw(project, "nulls", f"  dicom-bq:filterBucket: {spelling}\n")
+    assert config.values["dicom-bq:filterBucket"] == ""
+    assert config.notes == [
+        'No value for configuration key "dicom-bq:filterBucket". This is currently treated as '
+        'an empty string `""`, but will be treated as `null` in a future version of pulumi. '
+        'Set the value to `""` to avoid this warning.'
+    ]
+    if spelling != "null":
+        return
+    plan = plan_stack(config)
+    assert plan.settings is not None
+    assert plan.settings.filter_bucket is None  # no grant on a bucket named "null"
+    assert not [g for g in plan.grants if g["role"] == "roles/storage.objectViewer"]
+    assert any("No value for configuration key" in note for note in plan.notes)
+
+
+def test_several_null_values_share_one_warning(project: Path) -> None:
+    config = read_raw(
+        project, "nulls", "  dicom-bq:filterBucket: ~\n  notificationTopic:\n  gcp:x: null\n"
+    )
+    (note,) = config.notes
+    assert note.startswith(
+        'No value for configuration keys "dicom-bq:filterBucket", "dicom-bq:notificationTopic", '
+        '"gcp:x". '
+    )
+    assert 'Set the values to `""`' in note
+
+
+def test_a_quoted_null_is_text(project: Path) -> None:
+    config = read_raw(project, "text", '  dicom-bq:filterBucket: "null"\n')
+    assert config.values["dicom-bq:filterBucket"] == "null"
+    assert config.notes == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "line", "key", "first"),
+    [
+        ("  dicom-bq:location: europe-west4\n", 7, "dicom-bq:location", 3),
+        ('  "dicom-bq:sourceProject": other\n', 7, "dicom-bq:sourceProject", 2),
+        ("  dicom-bq:labels:\n    env: a\n    env: b\n", 9, "env", 8),
+    ],
+)
+def test_a_duplicate_key_is_refused_with_the_engines_message(
+    project: Path, extra: str, line: int, key: str, first: int
+) -> None:
+    with pytest.raises(DicomBqError) as error:
+        read_raw(project, "twice", extra)
+    assert (
+        f'yaml: unmarshal errors:\n  line {line}: mapping key "{key}" already defined at line '
+        f"{first}"
+    ) in error.value.message
+
+
+def test_yaml_v3_numbers_and_dates_reach_the_program_as_the_engine_writes_them(
+    project: Path,
+) -> None:
+    config = read_raw(
+        project,
+        "spellings",
+        "  dicom-bq:sourceProjectNumber: 0x1F\n"
+        "  dicom-bq:destinationProjectNumber: 017\n"
+        "  dicom-bq:iamPropagationWait: 1e3\n"
+        "  dicom-bq:snapshotRegion: -0.0\n"
+        "  dicom-bq:timeZone: 2024-01-05\n"
+        "  gcp:big: 123456789012345678901\n"
+        "  gcp:small: 1e-7\n"
+        "  gcp:text: !!str 0x1F\n",
+    )
+    assert config.values["dicom-bq:sourceProjectNumber"] == "31"
+    assert config.values["dicom-bq:destinationProjectNumber"] == "15"
+    assert config.values["dicom-bq:iamPropagationWait"] == "1000"
+    assert config.values["dicom-bq:snapshotRegion"] == "0"
+    assert config.values["dicom-bq:timeZone"] == "2024-01-05 00:00:00 +0000 UTC"
+    assert config.values["gcp:big"] == "123456789012345680000"
+    assert config.values["gcp:small"] == "1e-7"
+    assert config.values["gcp:text"] == "0x1F"
+
+
+def test_values_inside_a_map_keep_their_yaml_types(project: Path) -> None:
+    config = read_raw(
+        project,
+        "labels",
+        "  dicom-bq:labels: {env: dev, count: 1, ratio: 1.5, flag: true, none: null, 1: one}\n",
+    )
+    labels = config.values["dicom-bq:labels"]
+    assert labels == {
+        "env": "dev",
+        "count": 1,
+        "ratio": 1.5,
+        "flag": True,
+        "none": None,
+        "1": "one",
+    }
+    assert isinstance(labels["count"], int)
+    assert labels["flag"] is True
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (".inf", "json: unsupported value: +Inf"),
+        (
+            "[.nan]",
+            "json: error calling MarshalJSON for type config.object: json: unsupported value: NaN",
+        ),
+        ("!!int abc", "yaml: cannot decode !!str `abc` as a !!int"),
+    ],
+)
+def test_a_value_the_engine_cannot_read_is_refused(project: Path, value: str, message: str) -> None:
+    with pytest.raises(DicomBqError) as error:
+        read_raw(project, "unreadable", f"  dicom-bq:labels: {value}\n")
+    assert message in error.value.message
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("- config\n", "expected project to be an object, was '[]interface {}'"),
+        ("1: x\nconfig: {}\n", "expected only string keys, got '%!s(int=1)'"),
+        ("config:\n  - a\n", "line 2: cannot unmarshal !!seq into map[string]config.Value"),
+        ("config: hello\n", "line 1: cannot unmarshal !!str `hello` into map[string]config.Value"),
+    ],
+)
+def test_a_file_of_the_wrong_shape_is_refused_with_the_engines_message(
+    project: Path, text: str, message: str
+) -> None:
+    write_raw(project, "shape", text)
+    with pytest.raises(DicomBqError) as error:
+        read_stack_config(project, "shape", use_cli=False)
+    assert message in error.value.message
+
+
+# Made with `pulumi config set --secret` (PULUMI_CONFIG_PASSPHRASE=dicom-bq-config-corpus), as in
+# tests/engine/config_corpus/secrets.yaml.
+SALT = "v1:/XanppKndZs=:v1:y3oMAz2diBKKUYrO:TdktWa0qrZlGg81eqVNhEwEi+c4Prg=="
+FILTERS = "v1:yl+cqDvGPLX+yt3K:i7xjeKJB+6QFV3fPD8eUnTWE45NMcnh7LxIuEAlP"  # corpus-filters
+
+
+def test_a_passphrase_secret_is_decrypted_like_the_engine_does(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "dicom-bq-config-corpus")
+    write_raw(
+        project,
+        "secret",
+        f"encryptionsalt: {SALT}\nconfig:\n{REQUIRED_YAML}"
+        f"  dicom-bq:filterBucket:\n    secure: {FILTERS}\n"
+        f"  dicom-bq:labels:\n    team:\n      secure: {FILTERS}\n",
+    )
+    config = read_stack_config(project, "secret", use_cli=False)
+    assert config.values["dicom-bq:filterBucket"] == "corpus-filters"
+    assert config.values["dicom-bq:labels"] == {"team": "corpus-filters"}
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "not-it")
+    with pytest.raises(DicomBqError, match="incorrect passphrase"):
+        read_stack_config(project, "secret", use_cli=False)
+
+
+def test_a_secret_that_cannot_be_decrypted_offline_is_explained(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PULUMI_CONFIG_PASSPHRASE", raising=False)
+    monkeypatch.delenv("PULUMI_CONFIG_PASSPHRASE_FILE", raising=False)
+    write_raw(
+        project,
+        "secret",
+        f"encryptionsalt: {SALT}\nconfig:\n{REQUIRED_YAML}"
+        f"  dicom-bq:filterBucket:\n    secure: {FILTERS}\n",
+    )
+    with pytest.raises(DicomBqError, match="PULUMI_CONFIG_PASSPHRASE"):
+        read_stack_config(project, "secret", use_cli=False)
+
+
+def test_project_types_follow_the_engine(project: Path) -> None:
+    # Integer: a whole float or integer text passes; object: a map; nested arrays are checked.
+    pulumi_yaml = project / "Pulumi.yaml"
+    document = yaml.safe_load(pulumi_yaml.read_text(encoding="utf-8"))
+    document["config"].update(
+        retries={"type": "integer", "default": 3},
+        options={"type": "object", "default": {}},
+        matrix={"type": "array", "items": {"type": "array", "items": {"type": "integer"}}},
+    )
+    document["config"]["matrix"]["default"] = []
+    pulumi_yaml.write_text(yaml.safe_dump(document), encoding="utf-8")
+    config = read_raw(
+        project,
+        "typed",
+        "  dicom-bq:retries: 1.0\n  dicom-bq:options: {depth: 2}\n"
+        '  dicom-bq:matrix: [[1, 2.0], ["3"]]\n',
+    )
+    assert config.values["dicom-bq:retries"] == "1"
+    assert config.values["dicom-bq:options"] == {"depth": 2}
+    assert config.values["dicom-bq:matrix"] == [[1, 2], ["3"]]
+    for extra, kind in [
+        ("  dicom-bq:retries: 1.5\n", "integer"),
+        ("  dicom-bq:retries: true\n", "integer"),
+        ("  dicom-bq:options: [depth]\n", "object"),
+        ("  dicom-bq:matrix: [[1.5]]\n", "array<array<integer>>"),
+    ]:
+        with pytest.raises(DicomBqError, match=f"must be of type '{re.escape(kind)}'"):
+            read_raw(project, "typed", extra)
 
 
 def test_undeclared_keys_pass_the_engine_but_not_the_program(project: Path) -> None:
