@@ -5,22 +5,46 @@ API writes exported rows and the schema of the layout it was asked for, as the r
 A table a test fills without a schema gets one inferred from its Python values (str STRING, int
 INTEGER, list REPEATED, dict RECORD, datetime.date DATE...). tables.get answers that schema, so
 the CLI can tell the layouts apart. Query bodies are checked against the bigquery v2 discovery
-document. Queries run on SQLite after a small translation (backquoted tables, @parameters, CONCAT,
-UNNEST of a repeated column and `alias.Field` on its records), so GROUP BY, ORDER BY, LIMIT and
-WHERE behave as SQL does. DATE, TIME and TIMESTAMP values are ISO text, which is what BigQuery's
-CONCAT makes of them ("2021-07-11 00:38:22" in Google's how-to); records and arrays JSON text.
+document.
+
+Queries are read as BigQuery reads them, by a maintained GoogleSQL parser: sqlglot's BigQuery
+dialect, errors raised (`check_bigquery_sql`). sqlglot accepts more than BigQuery does, so the
+fake also holds the query to the few BigQuery rules sqlglot lets through, each from Google's
+pages (see `_dialect_problems`): clause order, table paths, LIMIT's form, operators BigQuery
+lacks, functions BigQuery does not know. A query refused there is answered as BigQuery answers
+a bad query: 400, reason invalidQuery, the parser's message. A query that passes is transpiled
+by sqlglot to DuckDB's dialect and run on an in-process DuckDB holding the referenced tables with
+their BigQuery types (STRING VARCHAR, DATE DATE, TIME TIME, TIMESTAMP TIMESTAMPTZ, RECORD STRUCT,
+REPEATED a list, JSON JSON...), so CONCAT of a DATE, UNNEST of a repeated record and
+`alias.Field` on its records, GROUP BY, ORDER BY and LIMIT behave as SQL does. Named query
+parameters (@name) stay parameters down to DuckDB ($name), never text in the SQL. The answer
+has BigQuery's result schema (INTEGER for COUNT, DATE for a DATE column...) and its row encoding
+(tabledata's f/v cells; TIMESTAMP as int64 microseconds when formatOptions.useInt64Timestamp).
+
+What this cannot see: a BigQuery rule neither sqlglot nor `_dialect_problems` knows (sqlglot
+maps some other dialects' function names, LEN for instance, onto BigQuery's own), and BigQuery's
+type checks beyond DuckDB's. A valid query sqlglot cannot transpile to DuckDB fails too, with
+DuckDB's message, which is the safe side for a test.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime
+import decimal
+import itertools
 import json
 import re
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+import duckdb
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ErrorLevel, ParseError, SqlglotError
+from sqlglot.tokens import Token, TokenType
 
 from tests.fakes.discovery import schema_problems
 from tests.fakes.http import LoopbackFake, Request, Response
@@ -28,7 +52,6 @@ from tests.fakes.http import LoopbackFake, Request, Response
 _TABLE = re.compile(r"^/bigquery/v2/projects/([^/]+)/datasets/([^/]+)/tables/([^/]+)$")
 _DATASET = re.compile(r"^/bigquery/v2/projects/([^/]+)/datasets/([^/]+)$")
 _QUERY = re.compile(r"^/bigquery/v2/projects/([^/]+)/queries$")
-_FROM = re.compile(r"FROM `([^`]+)`")
 
 
 @dataclass
@@ -114,33 +137,36 @@ class FakeBigQuery(LoopbackFake):
         if body.get("useLegacySql", True):
             return Response.error(400, "invalid", "fake BigQuery speaks GoogleSQL only")
         sql = body["query"]
-        missing = [t for t in _FROM.findall(sql) if t not in self.tables]
+        try:
+            tree = check_bigquery_sql(sql)
+            default = body.get("defaultDataset") or {}
+            tables = _resolve_tables(
+                tree, default.get("projectId") or project, default.get("datasetId")
+            )
+            parameters = _parameters(tree, body.get("queryParameters", []))
+        except BigQueryInvalid as error:
+            return _invalid_query(str(error))
+        missing = [t for _, t in tables if t not in self.tables]
         if missing:
             return Response.error(404, "notFound", f"Not found: Table {missing[0]}")
-        parameters = {p["name"]: _parameter(p) for p in body.get("queryParameters", [])}
+        with self.lock:
+            loaded = {t: (self.table_schema(t), list(self.tables[t])) for _, t in tables}
         try:
-            columns, rows = _run_sql(self._schemas(), self.tables, sql, parameters)
-        except sqlite3.Error as error:
-            return Response.error(400, "invalidQuery", f"{error} in {sql!r}")
-        types = [
-            "INTEGER" if rows and isinstance(rows[0][i], int) else "STRING"
-            for i in range(len(columns))
-        ]
+            fields, rows = _run(tree, tables, loaded, parameters)
+        except duckdb.Error as error:
+            return _invalid_query(
+                f"{error} (DuckDB, running sqlglot's transpilation of {sql!r}; a valid "
+                "BigQuery query DuckDB cannot run is a gap of the fake)"
+            )
+        micros = bool((body.get("formatOptions") or {}).get("useInt64Timestamp"))
         return Response.json(
             {
                 "kind": "bigquery#queryResponse",
                 "jobComplete": True,
                 "jobReference": {"projectId": project, "jobId": f"fake-{len(self.requests)}"},
                 "totalRows": str(len(rows)),
-                "schema": {
-                    "fields": [
-                        {"name": c, "type": t, "mode": "NULLABLE"}
-                        for c, t in zip(columns, types, strict=True)
-                    ]
-                },
-                "rows": [
-                    {"f": [{"v": None if v is None else str(v)} for v in row]} for row in rows
-                ],
+                "schema": {"fields": fields},
+                "rows": [{"f": _cells(fields, row, micros)} for row in rows],
             }
         )
 
@@ -149,9 +175,6 @@ class FakeBigQuery(LoopbackFake):
 
     def table_schema(self, table_id: str) -> list[dict[str, Any]]:
         return self.schemas.get(table_id) or _schema(self.tables.get(table_id, []))
-
-    def _schemas(self) -> dict[str, list[dict[str, Any]]]:
-        return {name: self.table_schema(name) for name in self.tables}
 
     def write(
         self,
@@ -174,57 +197,456 @@ class FakeBigQuery(LoopbackFake):
             self.tables[table_id] = rows
 
 
-def _parameter(parameter: dict[str, Any]) -> Any:
-    value = parameter["parameterValue"]["value"]
-    return int(value) if parameter["parameterType"]["type"] == "INT64" else value
+class BigQueryInvalid(Exception):
+    """A query BigQuery would refuse (jobs.query answers 400, reason invalidQuery)."""
 
 
-def _concat(*parts: Any) -> str | None:
-    # BigQuery's CONCAT is NULL when any argument is.
-    return None if any(p is None for p in parts) else "".join(str(p) for p in parts)
+def _invalid_query(message: str) -> Response:
+    """BigQuery's answer to a bad query: an ErrorProto list under a google.rpc-style error."""
+    return Response.json(
+        {
+            "error": {
+                "code": 400,
+                "message": message,
+                "errors": [
+                    {
+                        "message": message,
+                        "domain": "global",
+                        "reason": "invalidQuery",
+                        "location": "q",
+                        "locationType": "parameter",
+                    }
+                ],
+                "status": "INVALID_ARGUMENT",
+            }
+        },
+        400,
+    )
 
 
-def _to_sqlite(sql: str) -> str:
-    """GoogleSQL as dicom-bq writes it, in SQLite: tables, parameters, UNNEST of a JSON array
-    and the fields of its records (`tag.TagName`)."""
-    sql = re.sub(r"`([^`]+)`", r'"\1"', sql)
-    sql = re.sub(r"@(\w+)", r":\1", sql)
-    for column, alias in re.findall(r"UNNEST\((\w+)\) AS (\w+)", sql):
-        sql = sql.replace(f"UNNEST({column}) AS {alias}", f"json_each({column}) AS {alias}__each")
-        sql = re.sub(
-            rf"(?<![.\w]){alias}\.(\w+)", rf"json_extract({alias}__each.value, '$.\1')", sql
-        )
-        sql = re.sub(rf"(?<![.\w]){alias}\b(?!__)", f"{alias}__each.value", sql)
-    return sql
+def check_bigquery_sql(sql: str) -> exp.Expression:
+    """The query as BigQuery's dialect reads it, or BigQueryInvalid with the parser's message."""
+    try:
+        statements = [
+            s
+            for s in sqlglot.parse(sql, read="bigquery", error_level=ErrorLevel.RAISE)
+            if s is not None
+        ]
+        tokens = sqlglot.tokenize(sql, read="bigquery")
+    except ParseError as error:
+        first = error.errors[0] if error.errors else {}
+        where = f" at [{first['line']}:{first['col']}]" if "line" in first else ""
+        raise BigQueryInvalid(f"Syntax error: {first.get('description') or error}{where}") from None
+    except SqlglotError as error:
+        raise BigQueryInvalid(f"Syntax error: {error}") from None
+    if len(statements) != 1 or not isinstance(statements[0], exp.Query):
+        # BigQuery runs scripts and DML too; dicom-bq sends single SELECTs, all this fake runs.
+        raise BigQueryInvalid("fake BigQuery runs one query (a SELECT) per job")
+    tree = statements[0]
+    problems = _dialect_problems(sql, tree, tokens)
+    if problems:
+        raise BigQueryInvalid("; ".join(problems))
+    return tree
 
 
-def _cell(value: Any) -> Any:
+# GoogleSQL's query syntax: SELECT ... FROM ... [JOIN ...] WHERE, GROUP BY, HAVING, QUALIFY,
+# WINDOW, ORDER BY, LIMIT count [OFFSET skip], each once and in this order within one SELECT
+# (https://cloud.google.com/bigquery/docs/reference/standard-sql/query-syntax). sqlglot reads
+# them in any order ("LIMIT 1 ORDER BY a" parses).
+_CLAUSE_RANK = {
+    TokenType.SELECT: 0,
+    TokenType.FROM: 1,
+    TokenType.JOIN: 1,
+    TokenType.WHERE: 2,
+    TokenType.GROUP_BY: 3,
+    TokenType.HAVING: 4,
+    TokenType.QUALIFY: 5,
+    TokenType.WINDOW: 6,
+    TokenType.ORDER_BY: 7,
+    TokenType.LIMIT: 8,
+    TokenType.OFFSET: 9,
+}
+_SET_OPERATIONS = {TokenType.UNION, TokenType.INTERSECT, TokenType.EXCEPT}
+_OPENERS = {TokenType.L_PAREN, TokenType.L_BRACKET}
+_CLOSERS = {TokenType.R_PAREN, TokenType.R_BRACKET}
+# Operators of other dialects that sqlglot reads in BigQuery's too; GoogleSQL has `=` and `!=`
+# or `<>`, and casts with CAST(x AS T) (operators page:
+# https://cloud.google.com/bigquery/docs/reference/standard-sql/operators).
+_FOREIGN_OPERATORS = {"==": "use =", "::": "use CAST(expr AS type)"}
+# Lexical structure (https://cloud.google.com/bigquery/docs/reference/standard-sql/lexical):
+# an unquoted identifier begins with a letter or an underscore and goes on with letters,
+# digits and underscores; in a table path only the first part, unquoted, may hold dashes, each
+# followed by a number or an identifier ("my-project.mydataset.mytable" and "mytable-287" are
+# valid, "mydataset.my-table" and "mytable-287a" are not); anything else goes in backticks.
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+_FIRST_PART = re.compile(rf"{_IDENTIFIER}(?:-(?:{_IDENTIFIER}|[0-9]+))*")
+_OTHER_PART = re.compile(_IDENTIFIER)
+_PATH_PART = re.compile(r"`(?:[^`\\]|\\.)*`|[^\s.,;()`]+")
+_PATH_DOT = re.compile(r"\s*\.\s*")
+
+
+def _where(token: Token) -> str:
+    return f"[{token.line}:{max(token.col - len(token.text) + 1, 1)}]"
+
+
+def _dialect_problems(sql: str, tree: exp.Expression, tokens: list[Token]) -> list[str]:
+    """What BigQuery refuses in a query sqlglot's BigQuery dialect parsed."""
+    problems: list[str] = []
+    ranks: list[int] = [-1]  # the last clause seen at each nesting depth
+    previous: Token | None = None
+    for token in tokens:
+        kind = token.token_type
+        if kind in _OPENERS:
+            ranks.append(-1)
+        elif kind in _CLOSERS and len(ranks) > 1:
+            ranks.pop()
+        elif kind in _SET_OPERATIONS:
+            ranks[-1] = -1
+        elif kind == TokenType.COMMA and ranks[-1] == _CLAUSE_RANK[TokenType.LIMIT]:
+            problems.append(
+                f'Syntax error: Expected end of input but got "," at {_where(token)} '
+                "(LIMIT takes one count; skip rows with OFFSET)"
+            )
+        elif kind in _CLAUSE_RANK and not (
+            kind == TokenType.OFFSET
+            and previous is not None
+            and previous.token_type == TokenType.WITH
+        ):
+            rank = _CLAUSE_RANK[kind]
+            if kind != TokenType.SELECT and rank < ranks[-1]:
+                problems.append(
+                    f"Syntax error: Unexpected keyword {token.text.upper()} at {_where(token)} "
+                    "(GoogleSQL's clauses go SELECT, FROM, WHERE, GROUP BY, HAVING, QUALIFY, "
+                    "WINDOW, ORDER BY, LIMIT, OFFSET)"
+                )
+            ranks[-1] = rank
+        if token.text in _FOREIGN_OPERATORS:
+            problems.append(
+                f'Syntax error: Unexpected "{token.text}" at {_where(token)} '
+                f"({_FOREIGN_OPERATORS[token.text]})"
+            )
+        previous = token
+    problems += _table_path_problems(sql, tree)
+    for call in tree.find_all(exp.Anonymous):
+        # A name sqlglot's BigQuery dialect does not know as a function: BigQuery answers
+        # "Function not found" (user-defined functions aside, which this fake has none of).
+        problems.append(f"Function not found: {call.name}")
+    return problems
+
+
+def _table_path_problems(sql: str, tree: exp.Expression) -> list[str]:
+    problems = []
+    for table in tree.find_all(exp.Table):
+        starts = [part.meta.get("start") for part in table.parts]
+        if not starts or None in starts:
+            continue
+        at = min(s for s in starts if s is not None)
+        parts = []
+        while True:
+            match = _PATH_PART.match(sql, at)
+            if match is None:
+                break
+            parts.append(match.group())
+            dot = _PATH_DOT.match(sql, match.end())
+            if dot is None:
+                break
+            at = dot.end()
+        path = ".".join(parts)
+        for index, part in enumerate(parts):
+            if part.startswith("`"):
+                continue
+            rule = _FIRST_PART if index == 0 else _OTHER_PART
+            if not rule.fullmatch(part):
+                problems.append(
+                    f"Syntax error: {part!r} in table path {path} is not a valid unquoted "
+                    "identifier"
+                    + (
+                        " (only the first part of a path may hold dashes)"
+                        if "-" in part and index
+                        else ""
+                    )
+                    + f"; quote it with backticks: `{path.replace('`', '')}`"
+                )
+    return problems
+
+
+def _resolve_tables(
+    tree: exp.Expression, project: str, dataset: str | None
+) -> list[tuple[exp.Table, str]]:
+    """Each table the query reads, as PROJECT.DATASET.TABLE: a path without its project is in
+    the job's project (or defaultDataset's), one without its dataset needs defaultDataset
+    (BigQuery: 'Table "t" must be qualified with a dataset (e.g. dataset.table).')."""
+    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    resolved: list[tuple[exp.Table, str]] = []
+    for table in tree.find_all(exp.Table):
+        names = [part.name for part in table.parts]
+        if not names or (len(names) == 1 and names[0] in ctes):
+            continue
+        # A backquoted path ("`p.d.t`") is one identifier that sqlglot splits at its dots; a
+        # domain-scoped project ("example.com:p") keeps its own dots: the last two are the
+        # dataset and the table.
+        if len(names) > 3:
+            names = [".".join(names[:-2]), *names[-2:]]
+        if len(names) == 1:
+            if dataset is None:
+                raise BigQueryInvalid(
+                    f'Table "{names[0]}" must be qualified with a dataset (e.g. dataset.table).'
+                )
+            names = [project, dataset, names[0]]
+        elif len(names) == 2:
+            names = [project, *names]
+        resolved.append((table, ".".join(names)))
+    return resolved
+
+
+def _parameters(tree: exp.Expression, given: list[dict[str, Any]]) -> dict[str, Any]:
+    """The named parameters the query uses, as Python values for DuckDB's $name."""
+    values = {p["name"].lower(): _parameter_value(p) for p in given if "name" in p}
+    used: dict[str, Any] = {}
+    for node in tree.find_all(exp.Parameter):
+        if isinstance(node.this, exp.Parameter) or isinstance(node.parent, exp.Parameter):
+            raise BigQueryInvalid("fake BigQuery has no system variables (@@name)")
+        name = node.name
+        if name.lower() not in values:
+            raise BigQueryInvalid(f"Query parameter '{name}' not found")
+        used[name] = values[name.lower()]
+    if any(True for _ in tree.find_all(exp.Placeholder)):
+        raise BigQueryInvalid("fake BigQuery takes named parameters (@name) only")
+    return used
+
+
+def _scalar_parameter(kind: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if kind == "INT64":
+        return int(value)
+    if kind in ("FLOAT64", "NUMERIC", "BIGNUMERIC"):
+        return float(value)
+    if kind == "BOOL":
+        return str(value).lower() == "true"
+    return str(value)
+
+
+def _parameter_value(parameter: dict[str, Any]) -> Any:
+    kind = parameter["parameterType"]
+    value = parameter.get("parameterValue") or {}
+    if kind["type"] == "ARRAY":
+        inner = kind["arrayType"]["type"]
+        return [_scalar_parameter(inner, v.get("value")) for v in value.get("arrayValues", [])]
+    return _scalar_parameter(kind["type"], value.get("value"))
+
+
+# The embedded engine: one DuckDB per test process, its tables made for one query and dropped.
+_ENGINE: duckdb.DuckDBPyConnection | None = None
+_ENGINE_LOCK = threading.Lock()
+_QUERY_NUMBERS = itertools.count()
+
+_DUCK_TYPES = {
+    "STRING": "VARCHAR",
+    "INTEGER": "BIGINT",
+    "INT64": "BIGINT",
+    "FLOAT": "DOUBLE",
+    "FLOAT64": "DOUBLE",
+    "BOOLEAN": "BOOLEAN",
+    "BOOL": "BOOLEAN",
+    "DATE": "DATE",
+    "TIME": "TIME",
+    "DATETIME": "TIMESTAMP",
+    "TIMESTAMP": "TIMESTAMPTZ",
+    "JSON": "JSON",
+    "BYTES": "BLOB",
+    "NUMERIC": "DECIMAL(38, 9)",
+    "BIGNUMERIC": "DOUBLE",
+    "GEOGRAPHY": "VARCHAR",
+}
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _duck_type(column: dict[str, Any]) -> str:
+    kind = str(column.get("type", "STRING")).upper()
+    inner = column.get("fields") or []
+    if kind in ("RECORD", "STRUCT") and inner:
+        base = "STRUCT(" + ", ".join(f"{_quote(f['name'])} {_duck_type(f)}" for f in inner) + ")"
+    else:
+        base = _DUCK_TYPES.get(kind, "VARCHAR")
+    return base + ("[]" if str(column.get("mode", "")).upper() == "REPEATED" else "")
+
+
+def _duck_value(column: dict[str, Any], value: Any) -> Any:
+    """A stored cell as DuckDB takes it for the column's type (a REPEATED NULL is [])."""
+    if str(column.get("mode", "")).upper() == "REPEATED":
+        items = value if isinstance(value, list) else [] if value is None else [value]
+        return [_duck_scalar(column, item) for item in items]
+    return _duck_scalar(column, value)
+
+
+def _duck_scalar(column: dict[str, Any], value: Any) -> Any:
+    if value is None:
+        return None
+    kind = str(column.get("type", "STRING")).upper()
+    inner = column.get("fields") or []
+    if kind in ("RECORD", "STRUCT") and inner and isinstance(value, dict):
+        return {f["name"]: _duck_value(f, value.get(f["name"])) for f in inner}
     if isinstance(value, (list, dict)):
         return json.dumps(value, default=str)
-    if isinstance(value, (datetime.date, datetime.time)):
-        return value.isoformat()
+    if kind in ("STRING", "GEOGRAPHY", "RECORD", "STRUCT") and not isinstance(value, str):
+        return (
+            value.isoformat() if isinstance(value, (datetime.date, datetime.time)) else str(value)
+        )
     return value
 
 
-def _run_sql(
-    schemas: dict[str, list[dict[str, Any]]],
-    tables: dict[str, list[dict[str, Any]]],
-    sql: str,
+def _engine() -> duckdb.DuckDBPyConnection:
+    global _ENGINE
+    if _ENGINE is None:
+        _ENGINE = duckdb.connect(":memory:")
+        _ENGINE.execute("SET TimeZone = 'UTC'")
+    return _ENGINE
+
+
+def _run(
+    tree: exp.Expression,
+    tables: list[tuple[exp.Table, str]],
+    loaded: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]],
     parameters: dict[str, Any],
-) -> tuple[list[str], list[tuple[Any, ...]]]:
-    db = sqlite3.connect(":memory:")
-    db.create_function("CONCAT", -1, _concat)
-    for name, rows in tables.items():
-        # The schema's columns, even those no row fills: a column BigQuery has is queryable.
-        columns = [f["name"] for f in schemas[name]] or ["_empty"]
-        db.execute(f'CREATE TABLE "{name}" ({", ".join(f"{c!r}" for c in columns)})')
-        db.executemany(
-            f'INSERT INTO "{name}" VALUES ({", ".join("?" for _ in columns)})',
-            [tuple(_cell(r.get(c)) for c in columns) for r in rows],
+) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]]]:
+    """The query on DuckDB: each table it reads loaded under a name of its own, the query
+    transpiled by sqlglot with those names (BigQuery's implicit alias, the path's last part,
+    kept), its unnamed columns named as BigQuery names them (f0_, f1_...)."""
+    number = next(_QUERY_NUMBERS)
+    names = {table_id: f"bq_{number}_{i}" for i, table_id in enumerate(loaded)}
+    for table, table_id in tables:
+        if not table.alias:
+            table.set("alias", exp.TableAlias(this=exp.to_identifier(table.name, quoted=True)))
+        table.set("catalog", None)
+        table.set("db", None)
+        table.set("this", exp.to_identifier(names[table_id], quoted=True))
+    _name_anonymous_columns(tree)
+    duck_sql = tree.sql(dialect="duckdb")
+    with _ENGINE_LOCK:
+        engine = _engine()
+        try:
+            for table_id, (schema, rows) in loaded.items():
+                _load(engine, names[table_id], schema, rows)
+            cursor = engine.execute(duck_sql, parameters)
+            description = cursor.description or []
+            result = cursor.fetchall()
+        finally:
+            for name in names.values():
+                engine.execute(f"DROP TABLE IF EXISTS {_quote(name)}")
+    fields = [_bigquery_field(d[0], d[1]) for d in description]
+    return fields, result
+
+
+def _name_anonymous_columns(tree: exp.Expression) -> None:
+    if not isinstance(tree, exp.Select):
+        return
+    count = 0
+    for column in list(tree.expressions):
+        if isinstance(column, (exp.Alias, exp.Column, exp.Dot, exp.Star)):
+            continue
+        column.replace(exp.alias_(column.copy(), f"f{count}_"))
+        count += 1
+
+
+def _load(
+    engine: duckdb.DuckDBPyConnection,
+    name: str,
+    schema: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+) -> None:
+    # The schema's columns, even those no row fills: a column BigQuery has is queryable.
+    columns = schema or [{"name": "_empty", "type": "STRING"}]
+    types = [_duck_type(c) for c in columns]
+    engine.execute(
+        f"CREATE TABLE {_quote(name)} ("
+        + ", ".join(f"{_quote(c['name'])} {t}" for c, t in zip(columns, types, strict=True))
+        + ")"
+    )
+    placeholders = "(" + ", ".join(f"CAST(? AS {t})" for t in types) + ")"
+    for start in range(0, len(rows), 500):
+        chunk = rows[start : start + 500]
+        engine.execute(
+            f"INSERT INTO {_quote(name)} VALUES " + ", ".join(placeholders for _ in chunk),
+            [_duck_value(c, row.get(c["name"])) for row in chunk for c in columns],
         )
-    cursor = db.execute(_to_sqlite(sql), parameters)
-    columns = [d[0] for d in cursor.description]
-    return columns, cursor.fetchall()
+
+
+_BIGQUERY_TYPES = {
+    "varchar": "STRING",
+    "uuid": "STRING",
+    "tinyint": "INTEGER",
+    "smallint": "INTEGER",
+    "integer": "INTEGER",
+    "bigint": "INTEGER",
+    "hugeint": "INTEGER",
+    "utinyint": "INTEGER",
+    "usmallint": "INTEGER",
+    "uinteger": "INTEGER",
+    "ubigint": "INTEGER",
+    "null": "INTEGER",  # GoogleSQL's NULL literal is an INT64
+    "float": "FLOAT",
+    "double": "FLOAT",
+    "decimal": "NUMERIC",
+    "boolean": "BOOLEAN",
+    "date": "DATE",
+    "time": "TIME",
+    "timestamp": "DATETIME",
+    "timestamp with time zone": "TIMESTAMP",
+    "blob": "BYTES",
+}
+
+
+def _bigquery_field(name: str, duck: Any, mode: str = "NULLABLE") -> dict[str, Any]:
+    """A result column's TableFieldSchema, from DuckDB's type."""
+    kind = str(duck.id)
+    if kind == "list":
+        return _bigquery_field(name, duck.children[0][1], "REPEATED")
+    if kind == "struct":
+        return {
+            "name": name,
+            "type": "RECORD",
+            "mode": mode,
+            "fields": [_bigquery_field(n, t) for n, t in duck.children],
+        }
+    bigquery = "JSON" if str(duck) == "JSON" else _BIGQUERY_TYPES.get(kind, "STRING")
+    return {"name": name, "type": bigquery, "mode": mode}
+
+
+def _cells(fields: list[dict[str, Any]], row: tuple[Any, ...], micros: bool) -> list[Any]:
+    return [_cell(f, v, micros) for f, v in zip(fields, row, strict=True)]
+
+
+def _cell(column: dict[str, Any], value: Any, micros: bool) -> dict[str, Any]:
+    """One cell as jobs.query sends it: {"v": text}, a list of cells, or a record's "f"."""
+    if value is None:
+        return {"v": [] if column["mode"] == "REPEATED" else None}
+    if column["mode"] == "REPEATED":
+        scalar = {**column, "mode": "NULLABLE"}
+        return {"v": [_cell(scalar, item, micros) for item in value]}
+    return {"v": _text(column, value, micros)}
+
+
+def _text(column: dict[str, Any], value: Any, micros: bool) -> Any:
+    kind = column["type"]
+    if kind == "RECORD":
+        return {"f": [_cell(f, value.get(f["name"]), micros) for f in column["fields"]]}
+    if kind == "BOOLEAN":
+        return "true" if value else "false"
+    if kind == "TIMESTAMP":
+        stamp = value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
+        seconds = stamp.timestamp()
+        return str(round(seconds * 1_000_000)) if micros else repr(seconds)
+    if kind in ("DATE", "TIME", "DATETIME"):
+        return value.isoformat()
+    if kind == "BYTES":
+        return base64.b64encode(value).decode()
+    if kind == "NUMERIC" and isinstance(value, decimal.Decimal):
+        return format(value.normalize(), "f")
+    return str(value)
 
 
 _PYTHON_TYPES: tuple[tuple[type, str], ...] = (
