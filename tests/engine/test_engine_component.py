@@ -10,6 +10,7 @@ v3.274.0 calls), so the test writes the `packages:` entry that step would write.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -22,12 +23,23 @@ pytestmark = pytest.mark.engine
 PROVIDER = ROOT / "scripts" / "dicom_bq" / "provider"
 
 
+def _provider_copy(where: Path) -> Path:
+    """The provider folder where its PulumiPlugin.yaml finds the venv (../../../.venv): the engine
+    writes schema-dicom-bq.json beside a local package's folder, which must not land in the
+    source tree."""
+    copy = where / "scripts" / "dicom_bq" / "provider"
+    shutil.copytree(PROVIDER, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (where / ".venv").symlink_to(ROOT / ".venv")
+    return copy
+
+
 def test_a_yaml_program_previews_the_component(tmp_path: Path) -> None:
+    provider = _provider_copy(tmp_path / "package")
     workspace = Workspace.create(
         tmp_path / "project",
         extra_env={"DICOM_BQ_STANDIN_PROJECTS": json.dumps({"yaml-team": "222233334444"})},
     )
-    schema = json.loads(workspace.pulumi("package", "get-schema", str(PROVIDER)).stdout)
+    schema = json.loads(workspace.pulumi("package", "get-schema", str(provider)).stdout)
     component = schema["resources"]["dicom-bq:index:DicomExportPath"]
     assert component["isComponent"] is True
     assert set(component["requiredInputs"]) == {
@@ -41,7 +53,7 @@ def test_a_yaml_program_previews_the_component(tmp_path: Path) -> None:
             {
                 "name": "dicom-bq-yaml-consumer",
                 "runtime": "yaml",
-                "packages": {"dicom-bq": str(PROVIDER)},
+                "packages": {"dicom-bq": str(provider)},
                 "resources": {
                     "path": {
                         "type": "dicom-bq:index:DicomExportPath",
@@ -59,7 +71,7 @@ def test_a_yaml_program_previews_the_component(tmp_path: Path) -> None:
             }
         )
     )
-    added = workspace.pulumi("package", "add", str(PROVIDER), check=False)
+    added = workspace.pulumi("package", "add", str(provider), check=False)
     assert "Successfully generated an SDK for the dicom-bq package" in added.stdout + added.stderr
 
     workspace.init("dev")
