@@ -6,6 +6,7 @@ request it gets."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,10 +18,18 @@ from typer.testing import CliRunner
 
 from dicom_bq.cli import app
 from tests.fakes.http import RequestRecorder
+from tests.fast_cli import build_once
 from tests.inventory import ROOT
 from tests.test_pulumi_config import REQUIRED
 
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _one_click_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    build_once(monkeypatch)
+
+
 STORE = "projects/dicom-src-test/locations/us-central1/datasets/imaging/dicomStores/dicom"
 TABLE = "bq://dicom-src-test.dicom_metadata.t"
 OPERATION = "projects/dicom-src-test/locations/us-central1/datasets/imaging/operations/12"
@@ -42,6 +51,7 @@ class Case:
     exit_code: int = 2
     fragment: str = ""
     stdin: str | None = None
+    env: dict[str, str] = field(default_factory=dict)  # set for the command, over the recorder's
 
 
 def _stack(config: object, **extra: object) -> bytes:
@@ -55,7 +65,9 @@ ALIAS_BOMB = b'a: &a ["x","x","x","x","x","x","x","x","x"]\n' + b"".join(
     for i in range(12)
 )
 BAD_STACK_FILES: dict[str, tuple[bytes, str]] = {
-    "utf16": ("config:\n  dicom-bq:location: x\n".encode("utf-16"), "not UTF-8"),
+    # UTF-16 with its byte order mark is read, as Pulumi's YAML reader does (yaml.v3): this
+    # one lacks the other required values.
+    "utf16": ("config:\n  dicom-bq:location: x\n".encode("utf-16"), "missing configuration"),
     "latin1": ("config:\n  dicom-bq:location: Zürich\n".encode("latin-1"), "not UTF-8"),
     "binary": (b"\x00\x01\x02\xff\xfe config", "not UTF-8"),
     "alias-bomb": (ALIAS_BOMB, "YAML aliases"),
@@ -64,7 +76,9 @@ BAD_STACK_FILES: dict[str, tuple[bytes, str]] = {
     "invalid-yaml": (b"config:\n  dicom-bq:location: [unclosed\n", "not valid YAML"),
     "tab-indent": (b"config:\n\tdicom-bq:location: x\n", "not valid YAML"),
     "secret": (_stack({**REQUIRED, "dicom-bq:location": {"secure": "AAA"}}), "secret"),
-    "unnamespaced": (_stack({**REQUIRED, "protected": True}), "<namespace>:<name>"),
+    # A key without a namespace is the project's (Pulumi reads `protected` as dicom-bq:protected);
+    # one with two colons is no key at all.
+    "key-two-colons": (_stack({**REQUIRED, "a:b:c": True}), "<namespace>:<name>"),
     "missing-required": (
         _stack({k: v for k, v in REQUIRED.items() if "location" not in k}),
         "missing configuration value 'location'",
@@ -625,6 +639,137 @@ FILE_CASES = [
     Case("filter-build-bad-table", ["filter", "build", "--table", "t"], fragment="--table"),
 ]
 
+# Issue 17: the classes a new user's corpus found. A file's content may be "<fifo>" (a named pipe
+# with no writer: opening it for reading waits forever) or "<dev-zero>" (a link to /dev/zero,
+# which never ends).
+DEEP_OUTPUTS = ('{"dicomStoreName": ' + "[" * 5000 + "1" + "]" * 5000 + "}").encode()
+ISSUE_17_CASES = [
+    *(
+        Case(
+            f"{command}-outputs-{label}",
+            [command, "--outputs", "o.json"],
+            {"o.json": content},
+            fragment=fragment,
+        )
+        for command in ("verify", "status", "audit")
+        for label, content, fragment in (
+            ("deep", DEEP_OUTPUTS, "levels deep"),
+            ("fifo", b"<fifo>", "named pipe"),
+            ("dev-zero", b"<dev-zero>", "character device"),
+        )
+    ),
+    *(
+        Case(f"trailing-newline-{' '.join(args[:2])}-{args[-2]}", args, files, fragment="'\\n'")
+        for args, files in (
+            (["plan", "--stack", "dev", "--project-dir", ".\n"], {}),
+            (["audit", "--outputs", "o.json\n"], {"o.json": GOOD_OUTPUTS}),
+            (["status", "--outputs", "o.json", "--store-id", "dicom\n"], _status_outputs()),
+            (["verify", "--store", STORE, "--table", TABLE, "--filter-bucket", "bucket-x\n"], {}),
+            (
+                [
+                    "query",
+                    "dropped-tags",
+                    "--table",
+                    TABLE,
+                    "--impersonate-service-account",
+                    "sa@dicom-src-test.iam.gserviceaccount.com\n",
+                ],
+                {},
+            ),
+            (
+                [
+                    "query",
+                    "latest-studies",
+                    "--table",
+                    TABLE,
+                    "--universe-domain",
+                    "googleapis.com\n",
+                ],
+                {},
+            ),
+            (["filter", "upload", "f.txt", "gs://bucket-x/f.txt\n"], {"f.txt": b"/studies/1.2\n"}),
+            (
+                ["filter", "build", "--uids-csv", "u.csv", "-o", "f.txt\n"],
+                {"u.csv": b"StudyInstanceUID\n1.2.3\n"},
+            ),
+            (["operations", "wait", OPERATION, "--timeout", "30m\n"], {}),
+            (
+                [
+                    "export",
+                    "--store",
+                    STORE,
+                    "--table",
+                    TABLE,
+                    "--agent-email",
+                    "service-1@gcp-sa-healthcare.iam.gserviceaccount.com\n",
+                ],
+                {},
+            ),
+        )
+    ),
+    Case(
+        "export-location-mars",
+        ["export", "--store", STORE.replace("us-central1", "mars"), "--table", TABLE],
+        fragment="no such location",
+    ),
+    Case(
+        "operations-location-asia",
+        ["operations", "describe", OPERATION.replace("us-central1", "asia")],
+        fragment="no such location",
+    ),
+    Case("export-timeout-huge", [*EXPORT, "--timeout", "999999999h"], fragment="30 days"),
+    Case(
+        "status-grace-huge",
+        [*STATUS, "--snapshot-grace", "99999999h"],
+        _status_outputs(),
+        fragment="30 days",
+    ),
+    *(
+        Case(
+            f"plan-stack-{label}",
+            ["plan", "--stack", "bad"],
+            {"Pulumi.bad.yaml": _stack({**REQUIRED, **config})},
+            fragment=fragment,
+        )
+        for label, config, fragment in (
+            ("location-mars", {"dicom-bq:location": "mars"}, "no such location"),
+            ("bq-location-asia", {"dicom-bq:bigqueryLocation": "asia"}, "BigQuery has no other"),
+            (
+                "scheduler-multi-region",
+                {"dicom-bq:snapshotSchedule": "0 2 * * *", "dicom-bq:snapshotRegion": "us"},
+                "Cloud Scheduler has no multi-region",
+            ),
+            (
+                "stream-verification-table",
+                {"dicom-bq:streamTables": ["dicom_bq_verification"]},
+                "the verification table",
+            ),
+            (
+                "project-newline",
+                {"dicom-bq:sourceProject": "dicom-src-test\n"},
+                "dicom-bq:sourceProject",
+            ),
+        )
+    ),
+    *(
+        Case(
+            f"env-{variable.lower()}-{label}",
+            ["query", "latest-studies", "--table", TABLE],
+            env={variable: value},
+            fragment=fragment,
+        )
+        for variable, label, value, fragment in (
+            ("GOOGLE_CLOUD_PROJECT", "dotdot", "../../../evil", "not a project ID"),
+            ("GOOGLE_CLOUD_PROJECT", "newline", "dicom-bq-dev\n", "not a project ID"),
+            ("GCLOUD_PROJECT", "spaces", "dicom bq", "not a project ID"),
+            ("BIGQUERY_EMULATOR_HOST", "bad-port", "http://127.0.0.1:notaport", "Port"),
+            ("BIGQUERY_EMULATOR_HOST", "ipv6", "http://[::1", "IPv6"),
+            ("STORAGE_EMULATOR_HOST", "port-range", "127.0.0.1:99999", "out of range"),
+            ("GOOGLE_APPLICATION_CREDENTIALS", "dev-zero", "/dev/zero", "character device"),
+        )
+    ),
+]
+
 CASES = [
     *stack_cases(),
     *project_cases(),
@@ -635,6 +780,7 @@ CASES = [
     *AUDIT_CASES,
     *STATUS_CASES,
     *FILE_CASES,
+    *ISSUE_17_CASES,
 ]
 
 
@@ -665,9 +811,17 @@ def test_bad_input_is_refused_without_traceback_or_request(
         target.parent.mkdir(parents=True, exist_ok=True)
         if content == b"<delete>":
             target.unlink()
+        elif content == b"<fifo>":
+            os.mkfifo(target)
+        elif content == b"<dev-zero>":
+            target.symlink_to("/dev/zero")
         else:
             target.write_bytes(content)
     monkeypatch.chdir(project)
+    for variable in ("GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT", "GOOGLE_APPLICATION_CREDENTIALS"):
+        monkeypatch.delenv(variable, raising=False)
+    for variable, value in case.env.items():
+        monkeypatch.setenv(variable, value)
     before = {p: p.read_bytes() for p in project.rglob("*") if p.is_file()}
     result = runner.invoke(app, case.args, input=case.stdin)
     assert result.exception is None or isinstance(result.exception, SystemExit), (

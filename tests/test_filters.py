@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from dicom_bq.cli import app
 from dicom_bq.errors import DicomBqError
-from dicom_bq.files import OutputExistsError
+from dicom_bq.files import DiskFullError, OutputExistsError
 from dicom_bq.filters import filter_files as filters
 from tests.conftest import FILTER_BUCKET, STORE, Cloud
 
@@ -692,8 +692,11 @@ def test_a_failure_while_normalizing_or_writing_leaves_the_target(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(filters, "_normalized_blocks", broken)
-    with pytest.raises(OSError, match="No space left"):
+    # A full disk is said with the file it was writing and where temporary files go.
+    with pytest.raises(DiskFullError, match="no space left") as full:
         filters.build_from_spill(spill, target, True, "stdin", replace=True)
+    assert str(target) in full.value.message
+    assert "TMPDIR" in full.value.message
     assert target.read_text() == "/studies/9\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["target.txt", "work"]
 

@@ -106,6 +106,66 @@ BAD_SETTINGS: list[tuple[str, dict[str, Any], str]] = [
         {"snapshotSchedule": "0 2 31 2 *"},
         "dicom-bq:snapshotSchedule: '0 2 31 2 *' does not fire in the year after",
     ),
+    # Issue 17: a final newline passes a `^...$` pattern (re.match); every rule matches whole.
+    ("project trailing newline", {"sourceProject": "dicom-src-test\n"}, "dicom-bq:sourceProject"),
+    ("location trailing newline", {"location": "us-central1\n"}, "dicom-bq:location"),
+    ("bucket trailing newline", {"filterBucket": "bucket-x\n"}, "dicom-bq:filterBucket"),
+    (
+        "topic trailing newline",
+        {"notificationTopic": "projects/dicom-src-test/topics/t-1\n"},
+        "dicom-bq:notificationTopic",
+    ),
+    (
+        "kms key trailing newline",
+        {
+            "healthcareKmsKey": "projects/kms-project/locations/us-central1/keyRings/r/"
+            "cryptoKeys/k\n"
+        },
+        "dicom-bq:healthcareKmsKey",
+    ),
+    ("email trailing newline", {"alertEmails": ["oncall@example.org\n"]}, "dicom-bq:alertEmails"),
+    ("email with escape", {"alertEmails": ["on\x1bcall@example.org"]}, "dicom-bq:alertEmails"),
+    (
+        "universe trailing newline",
+        {"universeDomain": "googleapis.com\n"},
+        "dicom-bq:universeDomain",
+    ),
+    ("wait trailing newline", {"iamPropagationWait": "120s\n"}, "dicom-bq:iamPropagationWait"),
+    ("wait of 5000 digits", {"iamPropagationWait": "9" * 5000}, "dicom-bq:iamPropagationWait"),
+    ("schedule trailing newline", {"snapshotSchedule": "0 2 * * *\n"}, "dicom-bq:snapshotSchedule"),
+    ("schedule other digits", {"snapshotSchedule": "\u0663 2 * * *"}, "printable ASCII"),
+    # Locations that do not exist: Google's lists, with the nearest one.
+    ("location on mars", {"location": "mars"}, "no such location"),
+    ("location not healthcare", {"location": "us-central2"}, "did you mean 'us-central1'"),
+    ("bq location asia", {"bigqueryLocation": "asia"}, "BigQuery has no other"),
+    ("bq location unknown region", {"bigqueryLocation": "europe-west99"}, "did you mean"),
+    ("bq location trailing newline", {"bigqueryLocation": "US\n"}, "dicom-bq:bigqueryLocation"),
+    ("allowed locations asia", {"allowedBigqueryLocations": ["asia"]}, "BigQuery has no other"),
+    (
+        "snapshot region multi-region",
+        {"snapshotSchedule": "0 2 * * *", "snapshotRegion": "us"},
+        "Cloud Scheduler has no multi-region",
+    ),
+    (
+        "snapshot region unknown",
+        {"snapshotSchedule": "0 2 * * *", "snapshotRegion": "mars-west1"},
+        "dicom-bq:snapshotRegion",
+    ),
+    # `verify` replaces the verification table: a stream there would lose its rows.
+    ("stream is the verification table", {"streamTables": ["dicom_bq_verification"]}, "verify"),
+    (
+        "stream is the verification table in capitals",
+        {"streamTables": ["DICOM_BQ_VERIFICATION"]},
+        "the verification table",
+    ),
+    (
+        "listed store streams to the verification table",
+        {
+            "dicomStoreId": None,
+            "dicomStores": [{"id": "a", "streamTables": ["dicom_bq_verification"]}],
+        },
+        "dicom-bq:dicomStores[0].streamTables",
+    ),
 ]
 
 
@@ -127,6 +187,43 @@ def test_missing_key_message_says_how_to_set_it() -> None:
     with pytest.raises(SettingsError) as caught:
         parse_settings(base_settings(sourceProject=None), "prod")
     assert "pulumi config set dicom-bq:sourceProject VALUE --stack prod" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "attribute", "expected"),
+    [
+        ({"location": "eu"}, "location", "eu"),
+        ({"location": "me-central2"}, "location", "me-central2"),
+        # A sovereign cloud's region, checked by its form only.
+        (
+            {"location": "u-france-east1", "universeDomain": "s3nsapis.fr"},
+            "location",
+            "u-france-east1",
+        ),
+        # BigQuery regions the Healthcare API has not, and its multi-regions in any case.
+        ({"bigqueryLocation": "europe-west1"}, "bigquery_location", "europe-west1"),
+        ({"bigqueryLocation": "eu"}, "bigquery_location", "eu"),
+        ({"bigqueryLocation": "africa-south1"}, "bigquery_location", "africa-south1"),
+        (
+            {"snapshotSchedule": "0 2 * * *", "snapshotRegion": "europe-west1"},
+            "snapshot_region",
+            "europe-west1",
+        ),
+    ],
+)
+def test_real_locations_are_accepted(
+    overrides: dict[str, Any], attribute: str, expected: str
+) -> None:
+    assert getattr(parse_settings(base_settings(**overrides)), attribute) == expected
+
+
+def test_a_refused_value_is_quoted_short_and_escaped() -> None:
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(base_settings(streamTables=["t\x1b]0;title\x07" + "x" * 5000]))
+    message = str(caught.value)
+    assert "\\x1b" in message
+    assert "\x1b" not in message
+    assert len(message) < 600
 
 
 def test_every_problem_is_reported_at_once() -> None:

@@ -18,6 +18,7 @@ skipped, never invent a later one.
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -35,6 +36,8 @@ _FIELDS = (
     ("month", 1, 12, _MONTHS),
     ("day of week", 0, 7, _DAYS),
 )
+# A field's number: ASCII digits, few enough for any field (str.isdigit takes "²" and "٣").
+_NUMBER = re.compile(r"[0-9]{1,4}")
 # Long enough for the rarest schedule that fires at all: 29 February, 8 years apart at most.
 _SEARCH_DAYS = 366 * 8 + 2
 _HELP = (
@@ -177,6 +180,13 @@ def parse_schedule(
             f"{what}: time zone {excerpt(zone_name)} is not in the tz database: use a name such "
             'as "Etc/UTC" or "Europe/Paris"'
         ) from None
+    if not all(" " <= char <= "~" for char in expression) or expression != expression.strip():
+        # str.split() would take a trailing newline or a tab for a separator, and int() reads
+        # other scripts' digits ("٣" is 3): only printable ASCII, spaces between the fields.
+        raise DicomBqError(
+            f"{what} {excerpt(expression)} holds a character other than printable ASCII, or "
+            f"spaces around it: {_HELP}"
+        )
     fields = expression.split()
     if len(fields) != 5:
         raise DicomBqError(f"{what} {excerpt(expression)} has {len(fields)} fields: {_HELP}")
@@ -205,7 +215,7 @@ def parse_schedule(
 def _value(text: str, low: int, high: int, names: tuple[str, ...]) -> int:
     if text.upper() in names:
         return low + names.index(text.upper())
-    if not text.isdigit():
+    if not _NUMBER.fullmatch(text):
         raise ValueError(f"has {excerpt(text)}, not a number" + (" or a name" if names else ""))
     number = int(text)
     if not low <= number <= high:
@@ -219,7 +229,7 @@ def _field(text: str, low: int, high: int, names: tuple[str, ...]) -> frozenset[
         span, slash, step_text = item.partition("/")
         step = 1
         if slash:
-            if not step_text.isdigit() or int(step_text) == 0:
+            if not _NUMBER.fullmatch(step_text) or int(step_text) == 0:
                 raise ValueError(f"has step {excerpt(step_text)}: a step is a whole number > 0")
             step = int(step_text)
         if span == "*":

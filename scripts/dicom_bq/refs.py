@@ -6,6 +6,7 @@ Every parser raises DicomBqError (exit 2) with the fix, before any request is se
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -14,15 +15,22 @@ from dicom_bq.infra import identifiers, naming
 from dicom_bq.texts import excerpt
 
 MAX_TABLE_URI = 2000
+# gs:// + a bucket (222) + / + an object name (1024 bytes).
+MAX_GCS_URI = 5 + 222 + 1 + 1024
+# Matched with re.fullmatch: `$` would also match before a final newline.
 _STORE = re.compile(
-    r"^projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
-    r"/datasets/(?P<dataset>[^/]+)/dicomStores/(?P<store>[^/]+)$"
+    r"projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
+    r"/datasets/(?P<dataset>[^/]+)/dicomStores/(?P<store>[^/]+)"
 )
 _OPERATION = re.compile(
-    r"^projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
-    r"/datasets/(?P<dataset>[^/]+)/operations/(?P<operation>[A-Za-z0-9_-]+)$"
+    r"projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
+    r"/datasets/(?P<dataset>[^/]+)/operations/(?P<operation>[A-Za-z0-9_-]+)"
 )
-_TIMEOUT = re.compile(r"^(?P<amount>[0-9]+(?:\.[0-9]+)?)(?P<unit>s|m|h)?$")
+_TIMEOUT = re.compile(r"(?P<amount>[0-9]{1,9}(?:\.[0-9]{1,9})?)(?P<unit>s|m|h)?")
+# The longest wait any duration option asks for: 30 days. An export of a very large store takes
+# hours, never weeks; a bound keeps every deadline and date computed from it finite (a
+# datetime.timedelta of 10**12 hours is an OverflowError).
+MAX_DURATION_SECONDS = 30 * 24 * 3600
 
 
 class WriteDisposition(StrEnum):
@@ -45,7 +53,7 @@ class StoreName:
     @classmethod
     def parse(cls, value: str, what: str = "--store") -> StoreName:
         example = "projects/P/locations/L/datasets/D/dicomStores/S"
-        match = _STORE.match(value) if value == value.strip() else None
+        match = _STORE.fullmatch(value) if value == value.strip() else None
         if not match:
             raise _fail(what, value, f"give the full store name, {example}")
         store = cls(**match.groupdict())
@@ -116,6 +124,8 @@ class GcsUri:
     @classmethod
     def parse(cls, value: str, flag: str = "--filter") -> GcsUri:
         text = value
+        if len(text) > MAX_GCS_URI:
+            raise _fail(flag, value, f"a gs:// URI is at most {MAX_GCS_URI} characters")
         if not text.startswith("gs://"):
             raise _fail(flag, value, "a Cloud Storage object is written gs://BUCKET/OBJECT")
         bucket, _, name = text[len("gs://") :].partition("/")
@@ -142,7 +152,7 @@ class GcsUri:
 
 
 def parse_operation_name(value: str) -> str:
-    match = _OPERATION.match(value) if value == value.strip() else None
+    match = _OPERATION.fullmatch(value) if value == value.strip() else None
     if not match:
         raise _fail(
             "operation",
@@ -162,7 +172,7 @@ def parse_operation_name(value: str) -> str:
 
 def parse_timeout(value: str, flag: str = "--timeout") -> float:
     """'1800', '90s', '30m' or '2h', as seconds; must be positive."""
-    match = _TIMEOUT.match(value) if value == value.strip() else None
+    match = _TIMEOUT.fullmatch(value) if value == value.strip() else None
     if not match:
         raise _fail(flag, value, "give seconds or a duration such as 90s, 30m or 2h")
     seconds = (
@@ -170,6 +180,8 @@ def parse_timeout(value: str, flag: str = "--timeout") -> float:
     )
     if seconds <= 0:
         raise _fail(flag, value, "the timeout must be more than zero")
+    if seconds > MAX_DURATION_SECONDS:
+        raise _fail(flag, value, f"at most {MAX_DURATION_SECONDS // 3600}h (30 days) is allowed")
     return seconds
 
 
@@ -186,3 +198,34 @@ def parse_write_disposition(value: str) -> WriteDisposition:
     except ValueError:
         choices = ", ".join(d.value for d in WriteDisposition)
         raise _fail("--write-disposition", value, f"choose one of {choices}") from None
+
+
+# A service account key or an authorized-user file is a few KiB of JSON.
+MAX_CREDENTIALS_BYTES = 1024 * 1024
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """The environment values every command may use, checked before it runs (DicomBqError, exit
+    2, naming the variable): each emulator variable the clients read (a URL or HOST:PORT,
+    clients/endpoints.py: a malformed one failed deep in http.client, InvalidURL), and the file
+    GOOGLE_APPLICATION_CREDENTIALS names, a regular file of at most 1 MiB (google.auth reads it
+    whole: /dev/zero never ends, a FIFO waits for a writer)."""
+    import os
+
+    from dicom_bq.clients.endpoints import Connection
+    from dicom_bq.files import regular_file_problem
+
+    for variable in sorted(set(Connection._EMULATOR_VARIABLES.values())):
+        value = environ.get(variable)
+        if not value:
+            continue
+        problem = identifiers.check_emulator_host(value)
+        if problem:
+            raise DicomBqError(f"{variable} {excerpt(value)} is not valid: {problem}")
+    credentials = environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    if credentials and os.path.exists(credentials):  # a missing one: google.auth says so
+        problem = regular_file_problem(credentials, limit=MAX_CREDENTIALS_BYTES)
+        if problem:
+            raise DicomBqError(
+                f"GOOGLE_APPLICATION_CREDENTIALS {excerpt(credentials)} cannot be used: {problem}"
+            )

@@ -60,9 +60,7 @@ def test_up_deploys_with_the_real_engine_then_verifies(
     steps = [s["step"] for s in report["steps"]]
     assert steps[-2:] == ["query", "cleanup"], steps
     # The engine really deployed: the outputs verify read name the stack's store.
-    outputs = json.loads(
-        engine_workspace.pulumi("stack", "output", "--json", stack="fakes").stdout
-    )
+    outputs = json.loads(engine_workspace.pulumi("stack", "output", "--json", stack="fakes").stdout)
     assert outputs["dicomStoreName"] == STORE
     # The policy pack ran inside `pulumi up`, under the engine's analyzer.
     assert "dicom-bq@v" in result.stderr

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextvars
 import functools
 import json
+import os
 import sys
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -60,7 +62,10 @@ def fail(error: DicomBqError) -> NoReturn:
         print_filter_report(error.report, as_json=False)
         raise typer.Exit(error.exit_code)
 
-    typer.echo(f"Error: {without_capabilities(error.message)}", err=True)
+    from dicom_bq.texts import terminal_safe
+
+    # terminal_safe: whatever a message quotes, no escape sequence reaches the terminal.
+    typer.echo(f"Error: {terminal_safe(without_capabilities(error.message))}", err=True)
     raise typer.Exit(error.exit_code)
 
 
@@ -115,15 +120,103 @@ def _known_failure(error: BaseException) -> DicomBqError | None:
 
         return DicomBqError(NO_CREDENTIALS, exit_code=EXIT_FAILED)
     if _is_google_failure(error):
-        return DicomBqError(f"Google refused or could not be reached: {error}", EXIT_FAILED)
+        from dicom_bq.texts import printable
+
+        said = printable(str(error), GOOGLE_SAID)
+        return DicomBqError(f"Google refused or could not be reached: {said}", EXIT_FAILED)
     if isinstance(error, UnicodeError):
         return DicomBqError(
             f"the input is not UTF-8 text ({name}): convert it to UTF-8", EXIT_BAD_INPUT
         )
     if isinstance(error, OSError):
+        from dicom_bq.files import DiskFullError, is_disk_full
+
+        if is_disk_full(error):
+            return DiskFullError(error.filename)
         where = f" {error.filename}" if error.filename else ""
         return DicomBqError(f"cannot use{where}: {error.strerror or error}", EXIT_BAD_INPUT)
     return None
+
+
+# How much of a failure's own words a message quotes.
+GOOGLE_SAID = 1000
+# The longest value any option other than a free-text one takes: a table URI is at most 2000
+# characters, a gs:// URI about 1250, a path 4096 bytes (PATH_MAX) on Linux.
+MAX_OPTION_CHARS = 8192
+# Options whose value is free text, where a line break may be meant: a SQL query, its WHERE
+# clause, the message of an update. Every other value is one identifier, URI, path or word.
+FREE_TEXT_OPTIONS = frozenset({"query", "where", "message"})
+# Characters no value of an option may hold: C0 and C1 controls (a line break, ESC, NUL; Unicode
+# category Cc), and the line and paragraph separators U+2028 and U+2029 (Zl, Zp). A free-text
+# value may hold line breaks and tabs.
+_LINE_CHARACTERS = "\n\r\t"
+
+
+def _forbidden(value: str, free_text: bool) -> tuple[int, str] | None:
+    """The first character `value` may not hold, and its position (1 for the first)."""
+    for position, char in enumerate(value, 1):
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp") and not (
+            free_text and char in _LINE_CHARACTERS
+        ):
+            return position, char
+    return None
+
+
+def _parameter_names() -> dict[str, str]:
+    """Each parameter of the running command, by its Python name, as the user spells it:
+    --store, or the METAVAR of an argument."""
+    try:  # typer 0.29 carries its own click; earlier ones use click itself
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - depends on the typer release
+        from click import get_current_context  # type: ignore[import-not-found,no-redef]
+
+    context = get_current_context(silent=True)
+    if context is None:
+        return {}
+    names = {}
+    for parameter in context.command.params:
+        if parameter.name is None:
+            continue
+        if parameter.param_type_name == "argument":
+            names[parameter.name] = (parameter.metavar or parameter.name.upper()).strip("[]")
+        else:
+            names[parameter.name] = max(parameter.opts, key=len)
+    return names
+
+
+def screen_values(values: dict[str, Any]) -> None:
+    """The front door of every command: no option or argument value holds a control character
+    (a trailing newline, ESC, NUL) or is longer than any value it can take; DicomBqError (exit 2)
+    naming the option and the value, before anything else runs, so before any request.
+
+    `$` in a pattern matches before a final newline, and a path or name with a control character
+    prints as something else than it is: refused here once, for every command, whatever checks
+    come after."""
+    from dicom_bq.texts import excerpt
+
+    spelled = _parameter_names()
+    for name, value in values.items():
+        items = value if isinstance(value, (list, tuple)) else [value]
+        for item in items:
+            if not isinstance(item, (str, Path)):
+                continue
+            text = str(item)
+            flag = spelled.get(name, "--" + name.replace("_", "-"))
+            free = name in FREE_TEXT_OPTIONS
+            found = _forbidden(text, free)
+            if found is not None:
+                position, char = found
+                allowed = "line breaks and tabs are fine" if free else "one line, no tabs"
+                raise DicomBqError(
+                    f"{flag} {excerpt(text)} is not valid: it holds the control character "
+                    f"{char!r} (character {position} of {len(text)}); give printable text "
+                    f"({allowed})"
+                )
+            if not free and len(text) > MAX_OPTION_CHARS:
+                raise DicomBqError(
+                    f"{flag} {excerpt(text)} is not valid: no value of it is more than "
+                    f"{MAX_OPTION_CHARS} characters"
+                )
 
 
 # The Display of the running command: what Ctrl-C left behind is said by `guarded`, the one
@@ -143,6 +236,10 @@ def guarded(command: Callable[..., None]) -> Callable[..., None]:
 
         token = _display.set(None)
         try:
+            from dicom_bq.refs import check_environment
+
+            check_environment(os.environ)
+            screen_values(kwargs)
             command(*args, **kwargs)
         except DicomBqError as error:
             fail(error)
@@ -297,7 +394,11 @@ class Display:
     ) -> None:
         from rich.console import Console
 
+        from dicom_bq.texts import MIN_WIDTH
+
         self.console = Console(stderr=True)
+        # COLUMNS=0 would make rich print nothing at all.
+        self.console.width = max(self.console.width, MIN_WIDTH)
         self.live = live and self.console.is_terminal
         self.activity = activity
         self.on_interrupt = on_interrupt

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TextIO
 
-from dicom_bq.files import atomic_output, check_output
+from dicom_bq.files import atomic_output, check_output, disk_full_names
 from dicom_bq.texts import printable as excerpt
 
 if TYPE_CHECKING:
@@ -582,7 +582,7 @@ def build_file(lines: Iterable[str], path: Path, normalized: bool, *, replace: b
         if normalized:
             folder = stack.enter_context(tempfile.TemporaryDirectory())
             spill = Path(folder) / "lines.txt"
-            with spill.open("wb") as out:
+            with disk_full_names(spill), spill.open("wb") as out:
                 _write(lines, out)
         with atomic_output(path, replace) as out:
             count = _write_normalized(spill, out) if normalized else _write(lines, out)
@@ -659,7 +659,7 @@ def _sorted_records(path: Path, folder: Path) -> Iterator[bytes]:
             if held >= RUN_BYTES:
                 run.sort()
                 runs.append(folder / f"run{len(runs)}")
-                with runs[-1].open("wb") as out:
+                with disk_full_names(runs[-1]), runs[-1].open("wb") as out:
                     out.writelines(run)
                 run, held = [], 0
     run.sort()
@@ -670,7 +670,7 @@ def _sorted_records(path: Path, folder: Path) -> Iterator[bytes]:
     while len(runs) >= MERGE_FILES:  # merge the oldest runs into one until few are left
         group, runs = runs[:MERGE_FILES], runs[MERGE_FILES:]
         merged = folder / f"run{next(names)}"
-        with contextlib.ExitStack() as stack, merged.open("wb") as out:
+        with disk_full_names(merged), contextlib.ExitStack() as stack, merged.open("wb") as out:
             files = [stack.enter_context(r.open("rb", buffering=MERGE_BUFFER)) for r in group]
             out.writelines(heapq.merge(*files))
         for done in group:

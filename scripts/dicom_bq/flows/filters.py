@@ -106,6 +106,31 @@ class BuildResult:
     output: str | None
 
 
+def _billing_project(connection: Connection, *, explicit: str | None, fallback: str) -> str:
+    """Where a BigQuery job runs and is billed (Connection.billing_project), checked as a project
+    ID whatever named it: a GOOGLE_CLOUD_PROJECT of "../../evil" or "dicom-bq-dev\n" would
+    otherwise become part of the request's path (POST /projects/PROJECT/queries)."""
+    import os
+
+    from dicom_bq.clients.endpoints import PROJECT_VARIABLES
+    from dicom_bq.infra import identifiers
+    from dicom_bq.texts import excerpt
+
+    billing = connection.billing_project(explicit=explicit, fallback=fallback)
+    if not billing or billing in (explicit, fallback):
+        # --billing-project is checked by Connection, a table's project by TableUri.
+        return billing
+    named = [variable for variable in PROJECT_VARIABLES if os.environ.get(variable)]
+    source = named[0] if named else "the project of your Google credentials"
+    problem = identifiers.check_project_id(billing)
+    if problem:
+        raise DicomBqError(
+            f"{source} {excerpt(billing)} is not a project ID, and BigQuery jobs would run in "
+            f"it: {problem}; fix it, or pass --billing-project PROJECT_ID"
+        )
+    return billing
+
+
 def _query_lines(
     sources: BuildSources, connection: Connection, billing_project: str | None
 ) -> Iterable[str]:
@@ -115,10 +140,10 @@ def _query_lines(
     if sources.table is not None:
         uri = TableUri.parse(sources.table)
         built = filter_paths(uri, sources.where)
-        billing = connection.billing_project(explicit=billing_project, fallback=uri.project)
+        billing = _billing_project(connection, explicit=billing_project, fallback=uri.project)
     else:
         built = Query(str(sources.query))
-        billing = connection.billing_project(explicit=billing_project, fallback="")
+        billing = _billing_project(connection, explicit=billing_project, fallback="")
         if not billing:
             raise DicomBqError(
                 "--query needs --billing-project PROJECT_ID, the project billed for it "
@@ -222,7 +247,9 @@ def _build(
 
 
 def _copy_stream(stream: BinaryIO, path: Path) -> None:
-    with path.open("wb") as out:
+    from dicom_bq.files import disk_full_names
+
+    with disk_full_names(path), path.open("wb") as out:
         shutil.copyfileobj(stream, out, STREAM_BLOCK)
 
 
@@ -236,7 +263,7 @@ def _query_table(
 
     uri = TableUri.parse(table)
     connection = access.connection()
-    billing = connection.billing_project(explicit=access.billing_project, fallback=uri.project)
+    billing = _billing_project(connection, explicit=access.billing_project, fallback=uri.project)
     tables = BigQueryTables(connection, billing)
     # The table's own schema says how it was exported (nested, flattened, JSON).
     columns = TableColumns.from_schema(uri, tables.table_fields(uri))

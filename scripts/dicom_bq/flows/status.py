@@ -48,9 +48,10 @@ T = TypeVar("T")
 # jobs/JOB_ID, PROJECT_ID of letters, digits, "-", ":" or "."; JOB_ID of letters, digits, "-"
 # or "_", at most 500. The location is not described further: a region ID's lower case,
 # digits and "-" (https://cloud.google.com/scheduler/docs/locations).
+# Matched whole (re.fullmatch): `$` would also match before a final newline.
 JOB_NAME = re.compile(
-    r"^projects/(?P<project>[A-Za-z0-9\-:.]+)/locations/(?P<location>[a-z0-9\-]+)"
-    r"/jobs/(?P<job>[A-Za-z0-9_\-]{1,500})$"
+    r"projects/(?P<project>[A-Za-z0-9\-:.]+)/locations/(?P<location>[a-z0-9\-]+)"
+    r"/jobs/(?P<job>[A-Za-z0-9_\-]{1,500})"
 )
 # What reading a job needs: jobs.get asks cloudscheduler.jobs.get, which roles/cloudscheduler.
 # viewer holds (https://docs.cloud.google.com/iam/docs/roles-permissions/cloudscheduler).
@@ -126,7 +127,7 @@ class JobName:
 
     @classmethod
     def parse(cls, text: str, *, flag: str) -> JobName:
-        found = JOB_NAME.match(text)
+        found = JOB_NAME.fullmatch(text)
         if found is None:
             raise DicomBqError(
                 f"{flag} {excerpt(text)} is not a Cloud Scheduler job name "

@@ -28,6 +28,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from dicom_bq import cron
+from dicom_bq.errors import DicomBqError
+from dicom_bq.files import loads_json
 from dicom_bq.infra import identifiers, naming
 from dicom_bq.texts import EXCERPT, excerpt, printable
 
@@ -39,7 +41,9 @@ MAX_WAIT_SECONDS = 3600
 # Google: IAM changes "typically" propagate within 2 minutes, sometimes 7 or more
 # (https://cloud.google.com/iam/docs/access-change-propagation).
 DEFAULT_WAIT_SECONDS = 120
-_DURATION = re.compile(r"^(?P<amount>[0-9]+)(?P<unit>s|m)?$")
+# Matched whole (re.fullmatch): "120s\n" is not a duration. Five digits are more than the
+# longest wait allowed, and keep int() away from a number thousands of digits long.
+_DURATION = re.compile(r"(?P<amount>[0-9]{1,5})(?P<unit>s|m)?")
 
 
 class SettingsError(ValueError):
@@ -57,7 +61,7 @@ def _each(values: list[str], check: Callable[[str], str | None]) -> list[str]:
             raise ValueError(f"{excerpt(value)}: {problem}")
     duplicates = sorted({value for value in values if values.count(value) > 1})
     if duplicates:
-        raise ValueError(f"{', '.join(map(repr, duplicates))} is listed more than once")
+        raise ValueError(f"{', '.join(map(excerpt, duplicates))} is listed more than once")
     return values
 
 
@@ -80,7 +84,7 @@ def _time_zones() -> frozenset[str]:
 
 def parse_duration(value: str | int) -> int:
     """'90s', '2m' or a bare number of seconds, as seconds."""
-    match = _DURATION.match(str(value).strip())
+    match = _DURATION.fullmatch(str(value))
     if not match:
         raise ValueError("a duration is a number of seconds or minutes, such as '90s' or '2m'")
     seconds = int(match.group("amount")) * (60 if match.group("unit") == "m" else 1)
@@ -99,10 +103,10 @@ def check_labels(value: dict[str, str]) -> dict[str, str]:
     for key, text in value.items():
         problem = identifiers.check_label_key(key) or _label_bytes(key)
         if problem:
-            raise ValueError(f"label key {key!r}: {problem}")
+            raise ValueError(f"label key {excerpt(key)}: {problem}")
         problem = identifiers.check_label_value(text) or _label_bytes(text)
         if problem:
-            raise ValueError(f"label {key!r} value {text!r}: {problem}")
+            raise ValueError(f"label {excerpt(key)} value {excerpt(text)}: {problem}")
     return value
 
 
@@ -114,6 +118,9 @@ def _label_bytes(text: str) -> str | None:
 
 
 def check_stream_tables(value: list[str]) -> list[str]:
+    """Stream tables: at most MAX_STREAMS, each a bare table name of the stack's dataset, none
+    the table `verify` replaces (naming.VERIFICATION_TABLE): its WRITE_TRUNCATE would replace
+    the streamed rows. Compared case-insensitively, as a case-insensitive dataset does."""
     if len(value) > MAX_STREAMS:
         raise ValueError(
             f"a DICOM store streams to at most {MAX_STREAMS} BigQuery tables; "
@@ -122,16 +129,22 @@ def check_stream_tables(value: list[str]) -> list[str]:
     for table in value:
         if table.startswith("bq://") or "." in table:
             raise ValueError(
-                f"{table!r}: give the table name only; streams go to the stack's "
+                f"{excerpt(table)}: give the table name only; streams go to the stack's "
                 "BigQuery dataset (bigqueryDatasetId)"
             )
         problem = identifiers.check_table_id(table)
         if problem:
-            raise ValueError(f"{table!r}: {problem}")
+            raise ValueError(f"{excerpt(table)}: {problem}")
+        if table.casefold() == naming.VERIFICATION_TABLE.casefold():
+            raise ValueError(
+                f"{table!r} is the verification table, which `dicom-bq verify` replaces "
+                "(WRITE_TRUNCATE) on every run: a stream there would lose its rows; name the "
+                "stream table something else"
+            )
     duplicates = sorted({table for table in value if value.count(table) > 1})
     if duplicates:
         raise ValueError(
-            f"each stream needs its own table; {', '.join(map(repr, duplicates))} is listed "
+            f"each stream needs its own table; {', '.join(map(excerpt, duplicates))} is listed "
             "more than once"
         )
     return value
@@ -356,7 +369,7 @@ class StackSettings(BaseModel):
         _rule(identifiers.check_hostname)
     )
     _check_cron = field_validator("snapshot_schedule")(_rule(identifiers.check_cron))
-    _check_region = field_validator("snapshot_region")(_rule(identifiers.check_location))
+    _check_region = field_validator("snapshot_region")(_rule(identifiers.check_scheduler_region))
 
     @field_validator("alert_emails")
     @classmethod
@@ -400,7 +413,7 @@ class StackSettings(BaseModel):
         if value is None:
             return None
         if value not in _time_zones():
-            close = difflib.get_close_matches(value, sorted(_time_zones()), n=1)
+            close = difflib.get_close_matches(value[:EXCERPT], sorted(_time_zones()), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ValueError(f"a time zone is an IANA name such as 'UTC' or 'Europe/Paris'{hint}")
         return value
@@ -419,13 +432,13 @@ class StackSettings(BaseModel):
         for location in value or []:
             problem = identifiers.check_bigquery_location(location)
             if problem:
-                raise ValueError(f"{location!r}: {problem}")
+                raise ValueError(f"{excerpt(location)}: {problem}")
         return value
 
     @field_validator("iam_propagation_wait", mode="before")
     @classmethod
     def _wait_seconds(cls, value: Any) -> int:
-        if isinstance(value, bool):
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
             raise ValueError("a duration is a number of seconds or minutes, such as '90s' or '2m'")
         return parse_duration(value)
 
@@ -758,7 +771,9 @@ def parse_settings(raw: Mapping[str, Any], stack: str = "STACK") -> StackSetting
     for key in _STRUCTURED_KEYS & values.keys():
         if isinstance(values[key], str):
             try:
-                values[key] = json.loads(values[key])
+                values[key] = loads_json(values[key], what=f"{CONFIG_NAMESPACE}:{key}")
+            except DicomBqError as error:
+                raise SettingsError([error.message]) from None
             except json.JSONDecodeError:
                 raise SettingsError(
                     [f"{CONFIG_NAMESPACE}:{key}: {excerpt(values[key])} is not a list or map"]

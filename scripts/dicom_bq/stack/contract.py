@@ -13,8 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dicom_bq.errors import DicomBqError
+from dicom_bq.texts import excerpt
 
 DEFAULT_UNIVERSE = "googleapis.com"
+# The longest text output: a bq:// URI is at most 2000 characters, a store name about 800.
+MAX_OUTPUT_TEXT = 4096
 
 
 class OutputNames:
@@ -77,6 +80,17 @@ class StoreOutputs:
         return entry
 
 
+def _checked_text(name: str, value: str) -> str:
+    """An output's text, refused when it holds a control character or is longer than any name
+    the stack exports: a name ending in a newline would reach a request's URL."""
+    if len(value) > MAX_OUTPUT_TEXT or not value.isprintable():
+        raise DicomBqError(
+            f"the stack output {name} {excerpt(value)} holds a control character or is too "
+            "long: are these the outputs of a dicom-bq stack?"
+        )
+    return value
+
+
 def _unlisted(what: str) -> DicomBqError:
     return DicomBqError(
         f"the stack output {OutputNames.STORES} {what}: are these the outputs of a dicom-bq stack?"
@@ -104,11 +118,17 @@ def _parse_stores(
         raise _unlisted(f"is not a list of stores ({StoreEntryKeys.ID}, {StoreEntryKeys.NAME})")
     stores = []
     for index, entry in enumerate(listed):
+        for key in (StoreEntryKeys.ID, StoreEntryKeys.NAME):
+            _checked_text(f"{OutputNames.STORES}[{index}].{key}", entry[key])
         table = entry.get(StoreEntryKeys.SNAPSHOT_TABLE)
         if StoreEntryKeys.SNAPSHOT_TABLE not in entry:
             snapshot = first_snapshot if index == 0 else None
         elif table is None or isinstance(table, str):
             snapshot = table or None
+            if snapshot is not None:
+                _checked_text(
+                    f"{OutputNames.STORES}[{index}].{StoreEntryKeys.SNAPSHOT_TABLE}", snapshot
+                )
         else:
             raise _unlisted(
                 f"gives store {entry[StoreEntryKeys.ID]!r} a {StoreEntryKeys.SNAPSHOT_TABLE} "
@@ -120,6 +140,8 @@ def _parse_stores(
                 f"gives store {entry[StoreEntryKeys.ID]!r} a {StoreEntryKeys.SNAPSHOT_JOB} "
                 f"that is {type(job).__name__}, not text"
             )
+        if job:
+            _checked_text(f"{OutputNames.STORES}[{index}].{StoreEntryKeys.SNAPSHOT_JOB}", job)
         url = entry.get(StoreEntryKeys.DICOMWEB)
         stores.append(
             StoreOutputs(
@@ -162,7 +184,7 @@ class StackOutputs:
                     f"the stack output {name} is {type(value).__name__}, not text: are these "
                     "the outputs of a dicom-bq stack?"
                 )
-            return value
+            return _checked_text(name, value)
 
         grants = document.get(OutputNames.GRANTS) or []
         if not isinstance(grants, list) or not all(

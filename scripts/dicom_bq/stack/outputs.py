@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dicom_bq.errors import DicomBqError
+from dicom_bq.errors import EXIT_FAILED, EXIT_TIMEOUT, DicomBqError
+from dicom_bq.files import loads_json, read_bounded
 from dicom_bq.infra import identifiers
 from dicom_bq.refs import StoreName, TableUri
 from dicom_bq.stack.contract import OutputNames, StackOutputs
-from dicom_bq.texts import excerpt
+from dicom_bq.texts import excerpt, output_excerpt
 
 
 @dataclass(frozen=True)
@@ -37,23 +38,105 @@ def pulumi_executable() -> str:
     return found
 
 
+# A stack's outputs are a few KiB; `pulumi stack export` (every resource's state) may be a few
+# MiB. Larger answers, and larger --outputs files, are refused rather than read.
+MAX_OUTPUTS_BYTES = 4 * 1024 * 1024
+MAX_EXPORT_BYTES = 64 * 1024 * 1024
+# How long a read-only `pulumi stack ...` may take: it reads the stack's state from its backend
+# (a file, or Pulumi Cloud over the network) and answers; it never deploys anything.
+PULUMI_READ_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class PulumiAnswer:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+    def said(self) -> str:
+        """What the command printed, for a message: the end of its stderr (else stdout), at
+        most 40 lines and 4 KiB, without terminal escape sequences (texts.output_excerpt)."""
+        return output_excerpt(self.stderr.strip() or self.stdout.strip()) or "(no output)"
+
+
+def run_pulumi_read(
+    arguments: list[str],
+    project_dir: Path,
+    *,
+    executable: str,
+    limit: int,
+    timeout: float | None = None,
+) -> PulumiAnswer:
+    """A read-only Pulumi CLI command, with a deadline and bounded output: its stdout and
+    stderr go to temporary files (not memory), of which at most `limit` bytes are read back; a
+    command still running after `timeout` seconds is killed and DicomBqError (exit 3) names it.
+    """
+    import tempfile
+
+    command = [executable, *arguments]
+    shown = " ".join(["pulumi", *arguments])
+    deadline = PULUMI_READ_TIMEOUT if timeout is None else timeout
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            returncode = subprocess.run(
+                command,
+                cwd=project_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                check=False,
+                timeout=deadline,
+            ).returncode
+        except subprocess.TimeoutExpired:
+            raise DicomBqError(
+                f"`{shown}` did not answer in {deadline:g}s and was stopped: check that the "
+                "Pulumi backend is reachable (`pulumi whoami`), then try again",
+                EXIT_TIMEOUT,
+            ) from None
+        streams = []
+        for stream in (out, err):
+            size = stream.seek(0, 2)
+            stream.seek(max(size - limit, 0) if stream is err else 0)
+            data = stream.read(limit + 1)
+            if stream is out and size > limit:
+                raise DicomBqError(
+                    f"`{shown}` answered {size} bytes, more than the {limit} read here: is "
+                    "this the right stack?",
+                    EXIT_FAILED,
+                )
+            streams.append(data)
+    return PulumiAnswer(returncode, streams[0], streams[1])
+
+
+def _checked_stack(stack: str) -> str:
+    problem = identifiers.check_stack_name(stack)
+    if problem:
+        raise DicomBqError(f"stack name {excerpt(stack)} is not valid: {problem}")
+    return stack
+
+
 def read_stack_outputs(stack: str, project_dir: Path) -> dict[str, Any]:
-    command = [pulumi_executable(), "stack", "output", "--json", "--stack", stack]
-    result = subprocess.run(command, cwd=project_dir, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
+    _checked_stack(stack)
+    arguments = ["stack", "output", "--json", "--stack", stack]
+    answer = run_pulumi_read(
+        arguments, project_dir, executable=pulumi_executable(), limit=MAX_OUTPUTS_BYTES
+    )
+    if answer.returncode != 0:
         raise DicomBqError(
-            f"`pulumi stack output --json --stack {stack}` failed ({result.returncode}): "
-            f"{result.stderr.strip() or result.stdout.strip()}; check the stack name with "
-            "`pulumi stack ls`"
+            f"`pulumi {' '.join(arguments)}` failed ({answer.returncode}); check the stack name "
+            f"with `pulumi stack ls`. Pulumi said:\n{answer.said()}"
         )
-    return _parse(result.stdout, f"the outputs of stack {stack}")
+    try:
+        text = answer.stdout.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DicomBqError(f"`pulumi {' '.join(arguments)}` did not answer UTF-8 text") from None
+    return _parse(text, f"the outputs of stack {stack}")
 
 
 def read_outputs_file(path: Path) -> dict[str, Any]:
+    data = read_bounded(path, limit=MAX_OUTPUTS_BYTES, what=f"--outputs {path}")
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise DicomBqError(f"--outputs {path}: cannot read it ({error.strerror})") from None
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise DicomBqError(
             f"--outputs {path} is not UTF-8 text: save it with `pulumi stack output --json > FILE`"
@@ -63,7 +146,7 @@ def read_outputs_file(path: Path) -> dict[str, Any]:
 
 def _parse(text: str, what: str) -> dict[str, Any]:
     try:
-        document = json.loads(text)
+        document = loads_json(text, what=what)
     except json.JSONDecodeError as error:
         raise DicomBqError(
             f"{what} is not JSON ({error.msg} at line {error.lineno}): save it with "
@@ -165,19 +248,29 @@ def read_stack_resource_ids(stack: str, project_dir: Path) -> tuple[set[str] | N
 
     Never raises: preflight works without a CLI, only less sure about what is the stack's own.
     """
+    if identifiers.check_stack_name(stack):
+        return None, f"stack name {excerpt(stack)} is not valid"
     found = shutil.which("pulumi")
     if not found:
         return None, "the Pulumi CLI is not on PATH"
-    command = [found, "stack", "export", "--stack", stack]
-    result = subprocess.run(command, cwd=project_dir, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        said = (result.stderr.strip() or result.stdout.strip()).splitlines()[-1:] or ["failed"]
+    try:
+        answer = run_pulumi_read(
+            ["stack", "export", "--stack", stack],
+            project_dir,
+            executable=found,
+            limit=MAX_EXPORT_BYTES,
+        )
+    except DicomBqError as error:  # too slow, or too large an answer
+        return None, error.message
+    if answer.returncode != 0:
+        said = answer.said().splitlines()[-1:] or ["failed"]
         if "no stack named" in said[0]:
             return set(), f"stack {stack} does not exist yet"
         return None, f"`pulumi stack export` failed: {said[0][:200]}"
     try:
-        deployment = json.loads(result.stdout).get("deployment") or {}
-    except (json.JSONDecodeError, AttributeError):
+        deployment = loads_json(answer.stdout.decode("utf-8"), what="`pulumi stack export`")
+        deployment = deployment.get("deployment") or {}
+    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError, DicomBqError):
         return None, "`pulumi stack export` did not answer JSON"
     resources = deployment.get("resources") or []
     return {str(r.get("id")) for r in resources if isinstance(r, dict) and r.get("id")}, ""

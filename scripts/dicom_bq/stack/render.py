@@ -10,6 +10,7 @@ from rich.table import Table
 
 from dicom_bq.infra.policy_rules import RULES, Finding
 from dicom_bq.stack.plan import Plan, PlannedResource
+from dicom_bq.texts import MIN_WIDTH
 
 _KEY_INPUTS = (
     "project",
@@ -158,13 +159,16 @@ def wrap_value(value: str, *, width: int, first: str, rest: str) -> list[str]:
     """`first` + value on lines of at most `width`, continued after `rest`, broken only after
     a separator (space / : ,), so resource names and roles stay whole. A piece with no
     separator that is longer than a whole line is the one thing folded."""
+    # However narrow the width asked (COLUMNS=0), a line holds its prefix and one character:
+    # every turn of the loop below then takes at least one.
+    width = max(width, len(first) + 1, len(rest) + 1)
     lines: list[str] = []
     line, fresh = first, True
     for piece in (piece for piece in _BREAK_AFTER.split(value) if piece):
         if not fresh and len(line) + len(piece.rstrip()) > width:
             lines.append(line.rstrip())
             line, fresh = rest, True
-        while len(line) + len(piece.rstrip()) > width:
+        while piece.rstrip() and len(line) + len(piece.rstrip()) > width:
             room = max(width - len(line), 1)
             lines.append(line + piece[:room])
             line, piece = rest, piece[room:]
@@ -180,6 +184,7 @@ def _field(key: str, value: str, width: int) -> list[str]:
 def plan_lines(plan: Plan, *, width: int) -> list[str]:
     """The plan as blocks, one per resource and one per grant, each line at most `width`
     (an 80-column terminal included): a table of five columns split names mid-word."""
+    width = max(width, MIN_WIDTH)
     resources = plan.custom_resources()
     lines = [f"Resources of stack {plan.stack}: {len(resources)}"]
     for r in resources:
@@ -200,8 +205,17 @@ def plan_lines(plan: Plan, *, width: int) -> list[str]:
     return lines
 
 
+def readable(console: Console) -> Console:
+    """`console`, at least MIN_WIDTH wide: rich takes COLUMNS as it is, and prints nothing at
+    all at width 0 (COLUMNS=0), and a table a letter a column at 3."""
+    if console.width < MIN_WIDTH:
+        console.width = MIN_WIDTH
+    return console
+
+
 def print_table(plan: Plan, console: Console) -> None:
     # The console's width is the terminal's, or COLUMNS' when piped (rich reads both), or 80.
+    readable(console)
     text = "\n".join(plan_lines(plan, width=console.width))
     console.print(text, markup=False, highlight=False, soft_wrap=True)
 
@@ -242,6 +256,7 @@ def markdown(plan: Plan) -> str:
 
 
 def print_findings(findings: list[Finding], console: Console) -> None:
+    readable(console)
     if not findings:
         console.print(f"[green]policy checks passed[/]: {len(RULES)} rules, no findings")
         return
