@@ -23,6 +23,15 @@ def cached_plan(stack: str) -> Plan:
     return _PLANS[stack]
 
 
+@pytest.fixture(autouse=True)
+def _cli_built_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every CliRunner.invoke of the suite reuses one click command (tests/fast_cli.py says why):
+    typer rebuilds it from the app on each call, a few hundred milliseconds each."""
+    from tests.fast_cli import build_once
+
+    build_once(monkeypatch)
+
+
 @pytest.fixture(params=["dev", "prod"])
 def example_plan(request: pytest.FixtureRequest) -> Plan:
     return cached_plan(request.param)
