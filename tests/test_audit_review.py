@@ -19,11 +19,13 @@ from dicom_bq.clients.endpoints import Connection
 from dicom_bq.clients.retry import RetryPolicy
 from dicom_bq.infra.policy_rules import is_snapshot_account
 from dicom_bq.security.audit import AuditResult, AuditTarget, condition_state, run_audit
+from dicom_bq.security.stacks import read_project_stacks
 from dicom_bq.stack.plan import Plan, plan_settings
 from tests.conftest import EMULATOR_VARIABLES
 from tests.fakes.bigquery import FakeBigQuery
 from tests.fakes.clock import VirtualClock
 from tests.fakes.iam import FakeIam
+from tests.fakes.projects import FakeIamWithProjects
 from tests.inventory import ROOT, plan_example
 from tests.stacks import three_store_stack
 
@@ -46,6 +48,14 @@ PROD_SCOPES = (
     f"//cloudkms.googleapis.com/{HEALTHCARE_KEY}",
     f"//cloudkms.googleapis.com/{BIGQUERY_KEY}",
 )
+# Each project's number as Resource Manager answers it: the stack files' (Pulumi.dev.yaml,
+# Pulumi.prod.yaml) and tests/conftest.py base_settings'.
+NUMBERS = {
+    SOURCE: "987654321098",
+    ANALYTICS: "555566667777",
+    "dicom-bq-dev": "123456789012",
+    "dicom-src-test": "111122223333",
+}
 EXPIRED = {
     "title": "until the migration",
     "expression": 'request.time < timestamp("2020-01-01T00:00:00Z")',
@@ -65,13 +75,14 @@ class Live:
     def result(self, retry: RetryPolicy | None = None) -> AuditResult:
         """The audit's result object, as the CLI gets it, on the same emulator variables."""
         target = AuditTarget.from_outputs("prod", plan_example("prod").outputs)
-        return run_audit(Connection(), target, retry=retry)
+        return run_audit(Connection(), target, retry=retry, stacks=read_project_stacks(ROOT))
 
 
 @pytest.fixture
 def live(monkeypatch: pytest.MonkeyPatch) -> Iterator[Live]:
     """The prod stack as `pulumi up` leaves it, next to other people's grants."""
-    iam = FakeIam(
+    iam = FakeIamWithProjects(
+        numbers=dict(NUMBERS),
         projects={
             SOURCE: [
                 {"role": "roles/owner", "members": ["user:platform-lead@example.com"]},
@@ -152,6 +163,7 @@ def test_clean_result_says_which_scopes_it_read(live: Live) -> None:
         "scopes_read": list(PROD_SCOPES),
         "scopes_unread": [],
         "findings": [],
+        "notes": [],
     }
     text = result.text().splitlines()
     assert text[0] == (
@@ -466,15 +478,39 @@ def test_deleted_principal_and_basic_role_on_the_dataset_are_found(live: Live) -
     ]
 
 
-def test_audit_needs_the_agent_number(tmp_path: Path) -> None:
-    (tmp_path / "Pulumi.yaml").write_text("name: dicom-bq\nruntime: python\n")
-    (tmp_path / "Pulumi.x.yaml").write_text(
-        "config:\n  dicom-bq:sourceProject: src-project\n  dicom-bq:location: us-central1\n"
-        "  dicom-bq:healthcareDatasetId: d\n  dicom-bq:dicomStoreId: s\n  dicom-bq:bigqueryDatasetId: b\n"
+def _prod_without_source_number(tmp_path: Path) -> Path:
+    """The project folder with prod's stack file, sourceProjectNumber left out."""
+    (tmp_path / "Pulumi.yaml").write_text((ROOT / "Pulumi.yaml").read_text(encoding="utf-8"))
+    lines = (ROOT / "Pulumi.prod.yaml").read_text(encoding="utf-8").splitlines(keepends=True)
+    (tmp_path / "Pulumi.prod.yaml").write_text(
+        "".join(line for line in lines if "sourceProjectNumber" not in line)
     )
-    result = runner.invoke(app, ["audit", "--stack", "x", "--project-dir", str(tmp_path)])
+    return tmp_path
+
+
+def test_audit_reads_the_agent_number_it_is_not_given(live: Live, tmp_path: Path) -> None:
+    """The expected agent is the source project's, from its live number (Resource Manager),
+    whether or not the stack names the number."""
+    folder = _prod_without_source_number(tmp_path)
+    result = runner.invoke(
+        app, ["audit", "--stack", "prod", "--project-dir", str(folder), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["findings"] == []
+    assert [r.path for r in live.iam.requests if r.method == "GET"][:1] == [
+        f"/v1/projects/{SOURCE}"
+    ]
+
+
+def test_audit_needs_the_agent_number_when_google_will_not_say_it(
+    live: Live, tmp_path: Path
+) -> None:
+    live.iam.hidden.add(SOURCE)
+    folder = _prod_without_source_number(tmp_path)
+    result = runner.invoke(app, ["audit", "--stack", "prod", "--project-dir", str(folder)])
     assert result.exit_code == 2
     assert "sourceProjectNumber" in result.stderr
+    assert f"project {SOURCE}'s number could not be read (403 PERMISSION_DENIED" in result.stderr
 
 
 def test_review_markdown_has_every_grant_permissions_and_policy(tmp_path: Path) -> None:
@@ -679,7 +715,7 @@ class Deployed:
 
     def result(self) -> AuditResult:
         target = AuditTarget.from_outputs(self.plan.stack, self.plan.outputs)
-        return run_audit(Connection(), target)
+        return run_audit(Connection(), target, stacks=read_project_stacks(ROOT))
 
     @property
     def snapshot_account(self) -> str:
@@ -718,24 +754,26 @@ def _deploy(monkeypatch: pytest.MonkeyPatch, plan: Plan, iam: FakeIam) -> Iterat
 
 @pytest.fixture
 def three_stores(monkeypatch: pytest.MonkeyPatch) -> Iterator[Deployed]:
-    iam = FakeIam(
+    iam = FakeIamWithProjects(
+        numbers=dict(NUMBERS),
         topics={
             RESEARCH_TOPIC: [
                 {"role": "roles/pubsub.publisher", "members": [GENERATED_AGENT]},
                 {"role": "roles/pubsub.subscriber", "members": ["group:research@example.com"]},
             ]
-        }
+        },
     )
     yield from _deploy(monkeypatch, plan_example("three-stores"), iam)
 
 
 @pytest.fixture
 def two_topics(monkeypatch: pytest.MonkeyPatch) -> Iterator[Deployed]:
-    iam = FakeIam(
+    iam = FakeIamWithProjects(
+        numbers=dict(NUMBERS),
         topics={
             topic: [{"role": "roles/pubsub.publisher", "members": [GENERATED_AGENT]}]
             for topic in (CLINICAL_TOPIC, RESEARCH_TOPIC)
-        }
+        },
     )
     yield from _deploy(monkeypatch, plan_settings("two-topics", _two_topic_stack()), iam)
 
@@ -743,7 +781,7 @@ def two_topics(monkeypatch: pytest.MonkeyPatch) -> Iterator[Deployed]:
 @pytest.fixture
 def operations(monkeypatch: pytest.MonkeyPatch) -> Iterator[Deployed]:
     plan = plan_example("operations")
-    deployed = Deployed(plan, FakeIam(), FakeBigQuery())
+    deployed = Deployed(plan, FakeIamWithProjects(numbers=dict(NUMBERS)), FakeBigQuery())
     deployed.iam.stores = {
         f"{STORES}/clinical": [
             {"role": deployed.snapshot_role, "members": [deployed.snapshot_account]},
@@ -940,3 +978,112 @@ def test_an_unreadable_store_or_account_policy_is_unread(
     assert finding.fix.startswith(check)
     assert result.scopes_unread == (scope,)
     assert not result.clean
+
+
+# -- The expected agent is the live project's; other agents on the stack's scopes --------------
+
+DEV_AGENT = "serviceAccount:service-123456789012@gcp-sa-healthcare.iam.gserviceaccount.com"
+GONE_AGENT = "serviceAccount:service-222233334444@gcp-sa-healthcare.iam.gserviceaccount.com"
+WRONG = "111111111111"
+WRONG_AGENT = f"serviceAccount:service-{WRONG}@gcp-sa-healthcare.iam.gserviceaccount.com"
+
+
+def _prod_with_source_number(tmp_path: Path, number: str) -> Path:
+    """The project folder with prod's and dev's stack files, prod's sourceProjectNumber set to
+    `number`."""
+    (tmp_path / "Pulumi.yaml").write_text((ROOT / "Pulumi.yaml").read_text(encoding="utf-8"))
+    (tmp_path / "Pulumi.dev.yaml").write_text((ROOT / "Pulumi.dev.yaml").read_text("utf-8"))
+    text = (ROOT / "Pulumi.prod.yaml").read_text(encoding="utf-8")
+    (tmp_path / "Pulumi.prod.yaml").write_text(text.replace('"987654321098"', f'"{number}"'))
+    return tmp_path
+
+
+def test_a_wrong_source_project_number_is_flagged_and_the_real_agent_audited(
+    live: Live, tmp_path: Path
+) -> None:
+    """A stack file copied with another project's number: the audit derives the agent from the
+    live project, says the configured one is foreign, and reports the grant a deployment of
+    that file gave the foreign agent."""
+    live.iam.projects[ANALYTICS][0]["members"].append(WRONG_AGENT)
+    folder = _prod_with_source_number(tmp_path, WRONG)
+    result = runner.invoke(
+        app, ["audit", "--stack", "prod", "--project-dir", str(folder), "--json"]
+    )
+    assert result.exit_code == 1, result.output
+    found = findings(result)
+    assert [(f["kind"], f["scope"], f["role"], f["member"]) for f in found] == [
+        (
+            "foreign-agent",
+            f"//cloudresourcemanager.googleapis.com/projects/{SOURCE}",
+            "",
+            WRONG_AGENT,
+        ),
+        (
+            "foreign-agent",
+            f"//cloudresourcemanager.googleapis.com/projects/{ANALYTICS}",
+            "roles/bigquery.jobUser",
+            WRONG_AGENT,
+        ),
+    ]
+    assert "987654321098" in found[0]["message"]
+    assert "dicom-bq:sourceProjectNumber to 987654321098" in found[0]["fix"]
+    assert found[1]["fix"] == (
+        f"gcloud projects remove-iam-policy-binding {ANALYTICS} --member='{WRONG_AGENT}' "
+        "--role='roles/bigquery.jobUser'"
+    )
+
+
+def test_a_grant_held_for_an_agent_whose_stack_is_gone_is_reported(live: Live) -> None:
+    """jobUser on the shared BigQuery project is kept when a stack is destroyed: the agent of a
+    stack that no longer exists is reported with the command that removes it; the agent of
+    another stack of the project (dev) is not."""
+    live.iam.projects[ANALYTICS][0]["members"] += [DEV_AGENT, GONE_AGENT]
+    result = live.audit()
+    assert result.exit_code == 1, result.output
+    (orphan,) = findings(result)
+    assert (orphan["kind"], orphan["role"], orphan["member"]) == (
+        "orphaned",
+        "roles/bigquery.jobUser",
+        GONE_AGENT,
+    )
+    assert "no stack of this project deploys that Healthcare agent" in orphan["message"]
+    assert orphan["fix"] == (
+        f"gcloud projects remove-iam-policy-binding {ANALYTICS} --member='{GONE_AGENT}' "
+        "--role='roles/bigquery.jobUser'"
+    )
+
+
+def test_without_the_project_folder_other_agents_are_not_judged(live: Live) -> None:
+    live.iam.projects[ANALYTICS][0]["members"].append(GONE_AGENT)
+    target = AuditTarget.from_outputs("prod", plan_example("prod").outputs)
+    result = run_audit(Connection(), target)
+    assert result.findings == ()
+    assert result.notes == (
+        "the project's other stacks are unknown (no project folder): bindings of other "
+        "Healthcare agents are not judged",
+    )
+
+
+def test_review_lists_the_grants_kept_on_delete_with_their_commands(tmp_path: Path) -> None:
+    out = tmp_path / "review.json"
+    result = runner.invoke(
+        app,
+        ["review", "--stack", "prod", "--project-dir", str(ROOT), "-f", "json", "-o", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    kept = json.loads(out.read_text())["kept_on_delete"]
+    assert {(k["role"], k["scope"]) for k in kept} == {
+        ("roles/bigquery.jobUser", PROD_SCOPES[1]),
+        ("roles/storage.objectViewer", PROD_SCOPES[3]),
+        ("roles/pubsub.publisher", PROD_SCOPES[4]),
+        (ENCRYPTER, PROD_SCOPES[5]),
+        (ENCRYPTER, PROD_SCOPES[6]),
+    }
+    (bucket,) = [k for k in kept if k["role"] == "roles/storage.objectViewer"]
+    assert bucket["remove"] == (
+        f"gcloud storage buckets remove-iam-policy-binding gs://{BUCKET} --member='{AGENT}' "
+        "--role='roles/storage.objectViewer'"
+    )
+    markdown = runner.invoke(app, ["review", "--stack", "prod", "--project-dir", str(ROOT)])
+    assert "## Grants kept when the stack is destroyed" in markdown.stdout
+    assert f"`{bucket['remove']}`" in markdown.stdout

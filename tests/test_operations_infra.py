@@ -127,7 +127,8 @@ def test_scheduler_agent_exists_and_may_mint_the_snapshot_accounts_token_only(
         for r in of_type(plan, "sleep:Sleep")
         if r.name == "dicom-bq-snapshot-agent-iam-propagation"
     ]
-    assert wait.depends_on == [grant.name]
+    # The agent's address is its ServiceIdentity's answer: the wait's triggers carry it.
+    assert wait.depends_on == sorted([grant.name, scheduler.name])
     # Nothing else in the stack is granted to the agent.
     assert [
         r.name for r in plan.custom_resources() if r.inputs.get("member") == SCHEDULER_AGENT

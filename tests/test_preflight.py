@@ -13,8 +13,11 @@ from typer.testing import CliRunner
 
 from dicom_bq.cli import app
 from dicom_bq.flows.preflight import needed_permissions, preflight_plan
+from dicom_bq.infra.scopes import parse_scope
+from dicom_bq.security.stacks import kept_grants
 from tests.conftest import cached_plan
 from tests.fakes.cloud_resources import FakeCloudResources
+from tests.fakes.projects import FakePreflightCloud
 from tests.inventory import ROOT
 
 runner = CliRunner()
@@ -32,10 +35,30 @@ TOPIC = "projects/clinical-imaging-prod/topics/dicom-instances"
 BUCKET = "clinical-imaging-prod-export-filters"
 
 
-def ready_for(stack: str) -> FakeCloudResources:
-    """A cloud where everything the stack's first `pulumi up` needs is in place."""
+# Each project's number as Resource Manager answers it: the stack files' (Pulumi.dev.yaml,
+# Pulumi.prod.yaml).
+NUMBERS = {
+    "dicom-bq-dev": "123456789012",
+    "clinical-imaging-prod": "987654321098",
+    "imaging-analytics-prod": "555566667777",
+}
+
+
+def ready_for(stack: str) -> FakePreflightCloud:
+    """A cloud where everything the stack's first `pulumi up` needs is in place, and nobody
+    holds a role yet on the scopes the stack grants on but does not create."""
     plan = cached_plan(stack)
-    fake = FakeCloudResources()
+    fake = FakePreflightCloud(numbers=dict(NUMBERS))
+    for grant in kept_grants(plan):
+        parsed = parse_scope(grant.scope)
+        assert parsed is not None
+        table = {
+            "project": (fake.iam.projects, parsed.parts.get("project")),
+            "bucket": (fake.iam.buckets, parsed.parts.get("bucket")),
+            "topic": (fake.iam.topics, parsed.parts["name"]),
+            "crypto_key": (fake.iam.keys, parsed.parts["name"]),
+        }[parsed.kind.name]
+        table[0].setdefault(str(table[1]), [])
     for r in plan.custom_resources():
         if r.type == "gcp:projects/service:Service":
             fake.services[f"{r.inputs['project']}/{r.inputs['service']}"] = "ENABLED"
@@ -278,3 +301,171 @@ def test_up_runs_preflight_first_and_stops_before_pulumi(
     assert "nothing was deployed" in result.stderr
     # The stand-in was asked for the stack's state (preflight), never to deploy.
     assert [line.split()[0] for line in log.read_text().splitlines()] == ["stack"]
+
+
+# -- Fixes name roles that together hold what is missing; unknowns in words -------------------
+
+
+def _named_roles(fix: str) -> list[str]:
+    import re
+
+    return re.findall(r"roles/[A-Za-z0-9_.]+", fix.split(" on ", 1)[0])
+
+
+def test_a_fix_for_several_missing_permissions_names_roles_that_together_hold_them(
+    cloud_for: Any,
+) -> None:
+    from itertools import combinations
+
+    from dicom_bq.security.roles import deployer_roles
+
+    fake = ready_for("prod")
+    project = "projects/imaging-analytics-prod"
+    missing = {
+        "resourcemanager.projects.getIamPolicy",
+        "resourcemanager.projects.setIamPolicy",
+        "bigquery.datasets.create",
+        "bigquery.jobs.create",
+    }
+    assert missing == fake.permissions[project]
+    fake.permissions[project] -= missing
+    cloud_for(fake)
+    report = preflight_plan(plan=cached_plan("prod"), project_dir=ROOT, impersonate=None)
+    (failed,) = [c for c in report.checks if c.status == "fail"]
+    assert " or " not in failed.fix
+    roles = _named_roles(failed.fix)
+    assert failed.fix.startswith(f"ask for {', '.join(roles[:-1])} and {roles[-1]} on {project}")
+    known = deployer_roles()
+    assert missing <= set().union(*(known[r] for r in roles))
+    # The smallest such set: no fewer of the known roles hold them all.
+    assert not [
+        names
+        for names in combinations(known, len(roles) - 1)
+        if missing <= set().union(*(known[n] for n in names))
+    ]
+    assert roles == ["roles/bigquery.user", "roles/resourcemanager.projectIamAdmin"]
+
+
+def test_one_role_holding_every_missing_permission_is_named_alone(cloud_for: Any) -> None:
+    fake = ready_for("prod")
+    project = "projects/imaging-analytics-prod"
+    missing = {"bigquery.datasets.create", "bigquery.jobs.create"} & fake.permissions[project]
+    assert missing == {"bigquery.datasets.create", "bigquery.jobs.create"}
+    fake.permissions[project] -= missing
+    cloud_for(fake)
+    report = preflight_plan(plan=cached_plan("prod"), project_dir=ROOT, impersonate=None)
+    (failed,) = [c for c in report.checks if c.status == "fail"]
+    assert failed.fix == (
+        f"ask for roles/bigquery.user on {project} (it holds bigquery.datasets.create, "
+        "bigquery.jobs.create)"
+    )
+
+
+def test_a_permission_no_known_role_holds_is_said_in_words() -> None:
+    from dicom_bq.flows.preflight import _grant_fix
+
+    fix = _grant_fix("projects/p", ["bigquery.jobs.create", "example.things.frobnicate"])
+    assert fix.startswith("ask for roles/bigquery.user on projects/p")
+    assert "no predefined role in dicom-bq's role data of 2026-08-22 holds " in fix
+    assert "example.things.frobnicate: ask for a custom role with it on projects/p" in fix
+
+
+def test_every_role_preflight_names_for_a_permission_holds_it() -> None:
+    from dicom_bq.flows.preflight import ROLE_FOR
+    from dicom_bq.security.roles import deployer_roles
+
+    known = deployer_roles()
+    for permission, role in ROLE_FOR.items():
+        if role == "roles/bigquery.jobUser":  # an agent role: the agent snapshot has it
+            continue
+        assert permission in known[role], (permission, role)
+
+
+def test_a_bucket_whose_location_is_not_in_the_answer_is_said_in_words(cloud_for: Any) -> None:
+    fake = ready_for("prod")
+    fake.buckets[BUCKET] = {}
+    cloud_for(fake)
+    result = runner.invoke(app, ["preflight", "--stack", "prod", "--project-dir", str(ROOT)])
+    assert result.exit_code == 0, result.output
+    assert "?" not in result.stdout
+    assert f"gs://{BUCKET}: exists (its location was not in Google's answer)" in result.stdout
+
+
+# -- The source project's number, and the grants other stacks or people already hold ----------
+
+PROD_AGENT = "serviceAccount:service-987654321098@gcp-sa-healthcare.iam.gserviceaccount.com"
+DEV_AGENT = "serviceAccount:service-123456789012@gcp-sa-healthcare.iam.gserviceaccount.com"
+
+
+def test_a_wrong_source_project_number_fails_with_both_numbers(cloud_for: Any) -> None:
+    """Pulumi.prod.yaml names 987654321098; Google says the project is another number."""
+    fake = ready_for("prod")
+    fake.numbers["clinical-imaging-prod"] = "123123123123"
+    cloud_for(fake)
+    result = preflight("prod")
+    assert result.exit_code == 1, result.output
+    (failed,) = [c for c in json.loads(result.stdout)["checks"] if c["status"] == "fail"]
+    assert (failed["area"], failed["subject"]) == ("identity", "number of clinical-imaging-prod")
+    assert failed["detail"].startswith(
+        "dicom-bq:sourceProjectNumber 987654321098 is not the number of project "
+        "clinical-imaging-prod: Resource Manager says 123123123123"
+    )
+    assert "another project's Cloud Healthcare service agent" in failed["detail"]
+    assert failed["fix"].startswith(
+        "pulumi config set dicom-bq:sourceProjectNumber 123123123123 --stack prod"
+    )
+    assert ("cloudresourcemanager.projects.get", "/v1/projects/clinical-imaging-prod") in {
+        (method, r.path) for method, r in fake.requests
+    }
+    assert fake.problems == []
+
+
+def test_a_number_resource_manager_will_not_give_is_a_warning(cloud_for: Any) -> None:
+    fake = ready_for("prod")
+    fake.hidden.add("clinical-imaging-prod")
+    cloud_for(fake)
+    result = preflight("prod")
+    assert result.exit_code == 0, result.output
+    (warned,) = [c for c in json.loads(result.stdout)["checks"] if c["status"] == "warn"]
+    assert warned["subject"] == "number of clinical-imaging-prod"
+    assert "403 PERMISSION_DENIED" in warned["detail"]
+    assert "dicom-bq:sourceProjectNumber 987654321098 is unverified" in warned["detail"]
+    assert warned["fix"] == (
+        "gcloud projects describe clinical-imaging-prod --format='value(projectNumber)'"
+    )
+
+
+def test_preflight_tells_which_grants_exist_and_who_else_holds_them(cloud_for: Any) -> None:
+    """The BigQuery project already grants jobUser to prod's agent (a person did), to dev's
+    agent (stack dev) and to a group: `pulumi up` adds a member of its own, kept on destroy."""
+    fake = ready_for("prod")
+    fake.iam.projects["imaging-analytics-prod"] = [
+        {
+            "role": "roles/bigquery.jobUser",
+            "members": [PROD_AGENT, DEV_AGENT, "group:analysts@example.com"],
+        }
+    ]
+    cloud_for(fake)
+    result = preflight("prod")
+    assert result.exit_code == 0, result.output
+    shared = {c["subject"]: c for c in json.loads(result.stdout)["checks"] if c["area"] == "shared"}
+    job_user = shared["roles/bigquery.jobUser on projects/imaging-analytics-prod"]
+    assert job_user["status"] == "ok"
+    assert job_user["detail"] == (
+        f"{PROD_AGENT} holds it already (a person or another stack granted it): `pulumi up` "
+        f"adds this stack's own member resource; also held there by {DEV_AGENT} (the agent of "
+        "stack dev), group:analysts@example.com; kept on destroy"
+    )
+    topic = shared[
+        "roles/pubsub.publisher on projects/clinical-imaging-prod/topics/dicom-instances"
+    ]
+    assert (
+        topic["detail"] == f"will be granted to {PROD_AGENT}; nobody else holds it; kept on destroy"
+    )
+    # Every grant on a scope the stack does not create, and only those.
+    assert sorted(shared) == sorted(
+        f"{g.role} on {g.scope.split('/', 3)[3].replace('projects/_/', '')}"
+        for g in kept_grants(cached_plan("prod"))
+    )
+    assert "dicom-bq shared-grants --stack prod" in result.stderr
+    assert fake.problems == []

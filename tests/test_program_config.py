@@ -21,7 +21,12 @@ from tests.conftest import base_settings
 
 class _Mocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        return f"{args.name}-id", dict(args.inputs)
+        outputs = dict(args.inputs)
+        if args.typ == "gcp:projects/serviceIdentity:ServiceIdentity":
+            # The provider's computed address of the agent, which the program grants to.
+            email = f"service-111122223333@gcp-sa-{str(args.inputs['service']).split('.')[0]}.x"
+            outputs.update(email=email, member=f"serviceAccount:{email}")
+        return f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:  # type: ignore[override]
         return {"number": "111122223333", "member": "serviceAccount:bq@x", "email": "bq@x"}

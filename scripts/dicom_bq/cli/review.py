@@ -191,3 +191,23 @@ def _print_preflight(report: PreflightReport, as_json: bool) -> None:
         print_json(report.as_dict())
     else:
         typer.echo("\n".join(report_lines(report)))
+
+
+@app.command("shared-grants")
+@guarded
+def shared_grants(
+    stack: Annotated[
+        str, typer.Option("--stack", "-s", help="Stack name, as in Pulumi.<stack>.yaml.")
+    ],
+    project_dir: ProjectDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The grants the stack keeps when destroyed (on scopes it does not create), the other
+    stacks that make the same ones, and the commands that check and remove each. Offline."""
+    from dicom_bq.flows.review import shared_grants_of_stack
+
+    found = shared_grants_of_stack(stack=stack, project_dir=project_dir)
+    if as_json:
+        print_json(found.as_dict())
+    else:
+        typer.echo(found.text(), nl=False)

@@ -28,6 +28,16 @@ from dicom_bq.infra.scopes import (
     parse_scope,
     project_scope,
 )
+from dicom_bq.security.audit import LivePolicy, PolicyReader, check_command
+from dicom_bq.security.stacks import (
+    AgentOwners,
+    ProjectNumbers,
+    ProjectStacks,
+    describe_command,
+    kept_grants,
+    with_number,
+)
+from dicom_bq.stack.contract import OutputNames
 from dicom_bq.stack.plan import Plan, PlannedResource
 
 Status = Literal["ok", "fail", "warn"]
@@ -67,7 +77,7 @@ CREATE_PERMISSION = {
 
 @dataclass(frozen=True)
 class PreflightCheck:
-    area: Literal["api", "resource", "permission", "existing"]
+    area: Literal["identity", "api", "resource", "permission", "existing", "shared"]
     subject: str
     status: Status
     detail: str
@@ -169,9 +179,31 @@ def _read(call: Callable[[], Any]) -> tuple[Any, ApiCallError | None]:
         return None, error
 
 
+def _together(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
 def _grant_fix(resource: str, permissions: list[str]) -> str:
-    roles = sorted({ROLE_FOR.get(p, "a role with it") for p in permissions})
-    return f"ask for {' or '.join(roles)} on {resource} (it holds {', '.join(permissions)})"
+    """The roles to ask for: the smallest set of Google's predefined roles in the package's role
+    data that together hold every missing permission (security/roles.py, smallest_role_set),
+    named as one request, never as alternatives."""
+    from dicom_bq.security.roles import deployer_roles_date, smallest_role_set
+
+    found = smallest_role_set(permissions)
+    parts = []
+    if found.roles:
+        held = sorted(set(permissions) - set(found.uncovered))
+        holds = "it holds" if len(found.roles) == 1 else "together they hold"
+        parts.append(
+            f"ask for {_together(list(found.roles))} on {resource} ({holds} {', '.join(held)})"
+        )
+    if found.uncovered:
+        parts.append(
+            f"no predefined role in dicom-bq's role data of {deployer_roles_date()} holds "
+            f"{', '.join(found.uncovered)}: ask for a custom role with "
+            f"{'it' if len(found.uncovered) == 1 else 'them'} on {resource}"
+        )
+    return "; ".join(parts)
 
 
 def run_preflight(
@@ -181,6 +213,7 @@ def run_preflight(
     owned_ids: set[str] | None,
     owned_note: str = "",
     retry: RetryPolicy | None = None,
+    stacks: ProjectStacks | None = None,
 ) -> PreflightReport:
     """Check the stack's plan against the live project; never writes anything."""
     apis = DiscoveryClients(connection, retry)
@@ -190,11 +223,172 @@ def run_preflight(
             f"what stack {plan.stack} already manages is unknown ({owned_note}): existing "
             "resources are reported as warnings"
         )
+    numbers = ProjectNumbers(apis)
+    agent = _check_project_numbers(numbers, plan, report)
     held = _check_permissions(apis, plan, report)
     _check_apis(apis, plan, report, held)
     _check_references(apis, plan, report)
     _check_existing(apis, plan, report, owned_ids)
+    _check_shared_grants(PolicyReader(connection, retry), plan, report, agent, stacks, numbers)
     return report
+
+
+# -- The project numbers the stack names, against Resource Manager ----------------------------
+
+
+def _check_project_numbers(
+    numbers: ProjectNumbers, plan: Plan, report: PreflightReport
+) -> tuple[str, str] | None:
+    """Each configured project number against the project's real one (Resource Manager
+    projects.get), and the source project's number even when none is configured: the agent's
+    address is made from it. Returns (the agent's address in the plan, its live address)."""
+    settings = plan.settings
+    assert settings is not None
+    checked = [("sourceProjectNumber", settings.source_project, settings.source_project_number)]
+    if settings.destination_project_number:
+        checked.append(
+            (
+                "destinationProjectNumber",
+                settings.bigquery_project,
+                settings.destination_project_number,
+            )
+        )
+    live_agent: tuple[str, str] | None = None
+    for key, project, configured in checked:
+        found = numbers.of(project)
+        subject = f"number of {project}"
+        if found.number is None:
+            report.checks.append(
+                PreflightCheck(
+                    "identity",
+                    subject,
+                    "warn",
+                    f"could not read it from Resource Manager ({found.error}): "
+                    + (
+                        f"dicom-bq:{key} {configured} is unverified"
+                        if configured
+                        else "the agent's address is known only once `pulumi up` runs"
+                    ),
+                    describe_command(project),
+                )
+            )
+            continue
+        if key == "sourceProjectNumber":
+            planned = _planned_agent(plan)
+            if planned is not None:
+                live_agent = (planned, with_number(planned, found.number))
+        if configured is None:
+            report.checks.append(
+                PreflightCheck(
+                    "identity",
+                    subject,
+                    "ok",
+                    f"{found.number} (Resource Manager); the program reads it too",
+                )
+            )
+        elif configured == found.number:
+            report.checks.append(
+                PreflightCheck(
+                    "identity",
+                    subject,
+                    "ok",
+                    f"dicom-bq:{key} {configured} is the project's number (Resource Manager)",
+                )
+            )
+        else:
+            whose = (
+                f": the stack would grant service-{configured}@gcp-sa-healthcare..., another "
+                "project's Cloud Healthcare service agent, and `pulumi up` refuses it before "
+                "any grant"
+                if key == "sourceProjectNumber"
+                else ": the plan's addresses of BigQuery's encryption account are wrong"
+            )
+            report.checks.append(
+                PreflightCheck(
+                    "identity",
+                    subject,
+                    "fail",
+                    f"dicom-bq:{key} {configured} is not the number of project {project}: "
+                    f"Resource Manager says {found.number}{whose}",
+                    f"pulumi config set dicom-bq:{key} {found.number} --stack {plan.stack} "
+                    "(or remove the key: the program reads the number)",
+                )
+            )
+    return live_agent
+
+
+def _planned_agent(plan: Plan) -> str | None:
+    agent = plan.outputs.get(OutputNames.AGENT)
+    return f"serviceAccount:{agent}" if isinstance(agent, str) and agent else None
+
+
+# -- Grants on shared scopes: who already holds them -----------------------------------------
+
+
+def _check_shared_grants(
+    reader: PolicyReader,
+    plan: Plan,
+    report: PreflightReport,
+    agent: tuple[str, str] | None,
+    stacks: ProjectStacks | None,
+    numbers: ProjectNumbers,
+) -> None:
+    """Each grant the stack keeps on delete (on a scope it does not create): whether the binding
+    exists already, and who else holds the role there, other stacks' agents named. The stack
+    adds its member where it is missing and, destroyed, leaves the binding in place."""
+    owners = stacks.agents(numbers, besides=plan.stack) if stacks is not None else None
+    policies: dict[str, LivePolicy] = {}
+    for grant in kept_grants(plan):
+        member = grant.member
+        if agent is not None and member.lower() == agent[0].lower():
+            member = agent[1]
+        if grant.scope not in policies:
+            policies[grant.scope] = reader.read(grant.scope) or LivePolicy(
+                grant.scope, error="no reader for this kind of scope"
+            )
+        policy = policies[grant.scope]
+        parsed = _parsed(grant.scope)
+        subject = f"{grant.role} on {parsed.kind.preflight.subject.format(**parsed.parts)}"
+        if not policy.read:
+            report.checks.append(
+                PreflightCheck(
+                    "shared",
+                    subject,
+                    "warn",
+                    f"could not read its IAM policy ({policy.error}): whether the binding exists "
+                    "and who else holds the role there is unknown",
+                    check_command(grant.scope),
+                )
+            )
+            continue
+        holders = [
+            b.member for b in policy.bindings if b.role == grant.role and b.condition is None
+        ]
+        held = any(h.lower() == member.lower() for h in holders)
+        others = [_holder(h, owners) for h in holders if h.lower() != member.lower()]
+        state = (
+            f"{member} holds it already (a person or another stack granted it): `pulumi up` "
+            "adds this stack's own member resource"
+            if held
+            else f"will be granted to {member}"
+        )
+        also = f"; also held there by {', '.join(others)}" if others else "; nobody else holds it"
+        report.checks.append(
+            PreflightCheck("shared", subject, "ok", f"{state}{also}; kept on destroy")
+        )
+    if policies:
+        report.notes.append(
+            f"grants on scopes stack {plan.stack} does not create are kept when it is destroyed "
+            "(another stack or a person may hold the same binding): `dicom-bq shared-grants "
+            f"--stack {plan.stack}` lists them with the commands that remove them"
+        )
+
+
+def _holder(member: str, owners: AgentOwners | None) -> str:
+    stacks = owners.stacks_of(member) if owners is not None else []
+    if stacks:
+        return f"{member} (the agent of stack {', '.join(stacks)})"
+    return member
 
 
 def permission_test(
@@ -293,6 +487,19 @@ def _check_apis(
             )
         elif answer.get("state") == "ENABLED":
             report.checks.append(PreflightCheck("api", subject, "ok", "enabled"))
+        elif answer.get("state") != "DISABLED":
+            # serviceusage v1 Service.state: ENABLED, DISABLED or STATE_UNSPECIFIED.
+            said = answer.get("state")
+            report.checks.append(
+                PreflightCheck(
+                    "api",
+                    subject,
+                    "warn",
+                    "Google did not say whether it is enabled"
+                    + (f" (its state is {said})" if said else " (no state in its answer)"),
+                    f"gcloud services list --enabled --project {project}",
+                )
+            )
         elif "serviceusage.services.enable" in held.get(project_scope(project), set()):
             report.checks.append(
                 PreflightCheck("api", subject, "ok", "disabled; `pulumi up` will enable it")
@@ -365,7 +572,9 @@ def _check_exists(
 
 
 def _bucket_found(subject: str, parts: Mapping[str, str], bucket: Any) -> PreflightCheck:
-    return PreflightCheck("resource", subject, "ok", f"exists in {bucket.get('location', '?')}")
+    location = bucket.get("location")
+    where = f"in {location}" if location else "(its location was not in Google's answer)"
+    return PreflightCheck("resource", subject, "ok", f"exists {where}")
 
 
 def _key_found(subject: str, parts: Mapping[str, str], key: Any) -> PreflightCheck:
@@ -373,11 +582,12 @@ def _key_found(subject: str, parts: Mapping[str, str], key: Any) -> PreflightChe
     purpose = key.get("purpose")
     state = (key.get("primary") or {}).get("state")
     if purpose != "ENCRYPT_DECRYPT":
+        said = f"its purpose is {purpose}" if purpose else "Google's answer gives no purpose"
         return PreflightCheck(
             "resource",
             subject,
             "fail",
-            f"its purpose is {purpose}; CMEK needs a symmetric ENCRYPT_DECRYPT key",
+            f"{said}; CMEK needs a symmetric ENCRYPT_DECRYPT key",
             "create a key with --purpose encryption and point the stack at it",
         )
     if state != "ENABLED":
@@ -385,7 +595,8 @@ def _key_found(subject: str, parts: Mapping[str, str], key: Any) -> PreflightChe
             "resource",
             subject,
             "fail",
-            f"its primary version is {state or 'missing'}: the dataset cannot be encrypted",
+            (f"its primary version is {state}" if state else "it has no primary version")
+            + ": the dataset cannot be encrypted",
             "gcloud kms keys versions enable VERSION --key {key} --keyring {ring} "
             "--location {location} --project {project}".format(**parts),
         )
@@ -477,12 +688,19 @@ def preflight_stack(*, stack: str, project_dir: Any, impersonate: str | None) ->
 
 def preflight_plan(*, plan: Plan, project_dir: Any, impersonate: str | None) -> PreflightReport:
     """Check an already planned stack against Google with the caller's identity."""
+    from dicom_bq.security.stacks import read_project_stacks
     from dicom_bq.stack.outputs import read_stack_resource_ids
 
     assert plan.settings is not None
     connection = Connection(universe_domain=plan.settings.universe_domain, impersonate=impersonate)
     owned, why = read_stack_resource_ids(plan.stack, project_dir)
-    report = run_preflight(plan=plan, connection=connection, owned_ids=owned, owned_note=why)
+    report = run_preflight(
+        plan=plan,
+        connection=connection,
+        owned_ids=owned,
+        owned_note=why,
+        stacks=read_project_stacks(project_dir),
+    )
     report.notes[:0] = plan.notes
     return report
 

@@ -12,6 +12,7 @@ from dicom_bq.flows.access import GoogleAccess
 from dicom_bq.flows.preflight import PreflightReport
 from dicom_bq.infra.policy_rules import Finding
 from dicom_bq.security.audit import AuditResult
+from dicom_bq.security.stacks import ProjectStacks, SharedGrants, read_project_stacks, shared_grants
 from dicom_bq.stack.plan import Plan
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "plan_stack_offline",
     "preflight_check",
     "review_stack",
+    "shared_grants_of_stack",
 ]
 
 
@@ -121,7 +123,19 @@ def audit_stack(
         target = AuditTarget.from_outputs(stack, document)
     # The deployment's own universe (its universeDomain output), unless named here.
     connection = access.connection(default_universe=StackOutputs.parse(document).universe_domain)
-    return run_audit(connection, target)
+    return run_audit(connection, target, stacks=_project_stacks(project_dir))
+
+
+def _project_stacks(project_dir: Path | None) -> ProjectStacks | None:
+    """The stacks of the project folder (given, or found from here); None without one."""
+    from dicom_bq.stack.config import find_project_dir
+
+    if project_dir is None:
+        try:
+            project_dir = find_project_dir()
+        except DicomBqError:
+            return None
+    return read_project_stacks(project_dir)
 
 
 def preflight_check(
@@ -135,3 +149,35 @@ def preflight_check(
         project_dir=project_dir or find_project_dir(),
         impersonate=access.impersonate,
     )
+
+
+def shared_grants_of_stack(*, stack: str, project_dir: Path | None) -> SharedGrants:
+    """The grants the stack keeps when destroyed, and which other stacks of the project make
+    the same ones: every stack planned offline."""
+    from dicom_bq.stack.config import available_stacks, find_project_dir
+    from dicom_bq.stack.plan import UNRESOLVED_NUMBER
+
+    folder = project_dir or find_project_dir()
+    plan = _plan(stack, folder)
+    others: list[Plan] = []
+    not_compared: dict[str, str] = {}
+    for other in available_stacks(folder):
+        if other == stack:
+            continue
+        try:
+            other_plan = _plan(other, folder)
+        except DicomBqError as error:
+            not_compared[other] = error.message.splitlines()[0]
+            continue
+        unresolved = [
+            p
+            for p, n in other_plan.project_numbers.items()
+            if n == UNRESOLVED_NUMBER.format(project=p)
+        ]
+        if unresolved:
+            not_compared[other] = (
+                f"the number of {', '.join(unresolved)} is not in its stack file: its agent's "
+                "address is known only once deployed"
+            )
+        others.append(other_plan)
+    return shared_grants(plan, others, not_compared)

@@ -6,6 +6,7 @@ the review and the policy checks compare against it. Nothing here talks to Googl
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -80,6 +81,10 @@ class GrantSpec:
     # Keys this grant had before (its resource was named after them): aliases keep the live
     # IAM member instead of replacing it when a key is renamed.
     former_keys: tuple[str, ...] = ()
+    # Kept in Google Cloud when its resource is deleted or replaced (`pulumi destroy`, a grant
+    # the settings no longer need): the grant is on a scope the stack does not create, where
+    # another stack of this project or a person may hold the same binding (kept_on_delete).
+    kept: bool = False
 
     def for_member(self, member: pulumi.Input[str]) -> pulumi.Output[dict[str, str]]:
         return pulumi.Output.all(member, self.scope.uri).apply(
@@ -87,6 +92,30 @@ class GrantSpec:
                 role=self.role, member=str(values[0]), scope=str(values[1]), reason=self.reason
             ).as_dict()
         )
+
+
+# Scope kinds the stack never creates: a grant there may be a binding someone else also holds.
+# An additive IAM member resource adds its member to the role's binding when created and removes
+# it when deleted, whoever else added the same member (pulumi-gcp's IAM members read, modify and
+# write the scope's policy: https://www.pulumi.com/registry/packages/gcp/api-docs/projects/iammember/,
+# "google_project_iam_member"; DESIGN.md, pulumi-gcp #442 and #2463), so deleting one stack's
+# member would take the binding from every other holder. Those grants are kept on delete
+# (Pulumi's retainOnDelete: the provider's Delete is not called when the resource is deleted or
+# replaced, https://www.pulumi.com/docs/iac/concepts/options/retainondelete/) and listed, with
+# the commands that remove them, by `dicom-bq shared-grants` and `dicom-bq review`.
+SHARED_SCOPE_KINDS: frozenset[ScopeKindName] = frozenset(
+    {"project", "bucket", "topic", "crypto_key"}
+)
+
+
+def kept_on_delete(kind: ScopeKindName, creates_bigquery_dataset: bool) -> bool:
+    """Whether a grant on a scope of this kind is kept when its resource is deleted: on every
+    scope the stack does not create (a BigQuery dataset only when it exists already); never on
+    what the stack creates (its dataset, DICOM stores, snapshot account), whose bindings go with
+    it."""
+    if kind == "bigquery_dataset":
+        return not creates_bigquery_dataset
+    return kind in SHARED_SCOPE_KINDS
 
 
 @dataclass(frozen=True)
@@ -125,6 +154,9 @@ class GrantRequest:
     snapshot_role: str | None = None
     # The snapshot account's email: Cloud Scheduler's agent may mint its tokens; None: no grant.
     snapshot_account: pulumi.Input[str] | None = None
+    # False: the BigQuery dataset exists already (a grant there is on a scope the stack does not
+    # create, so it is kept on delete).
+    creates_bigquery_dataset: bool = True
 
 
 @dataclass(frozen=True)
@@ -226,7 +258,12 @@ def grant_specs(request: GrantRequest) -> list[GrantSpec]:
             )
         )
     specs += snapshot_grant_specs(request)
-    return specs
+    return [
+        dataclasses.replace(
+            spec, kept=kept_on_delete(spec.scope.kind, request.creates_bigquery_dataset)
+        )
+        for spec in specs
+    ]
 
 
 def snapshot_grant_specs(request: GrantRequest) -> list[GrantSpec]:

@@ -10,6 +10,7 @@ scope it could not read is a finding of its own.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -20,6 +21,7 @@ from dicom_bq.clients.discovery import ApiCallError, DiscoveryClients, GoogleApi
 from dicom_bq.clients.endpoints import Connection
 from dicom_bq.clients.retry import RetryPolicy
 from dicom_bq.errors import DicomBqError
+from dicom_bq.infra.grants import AGENT_ROLES
 from dicom_bq.infra.policy_rules import (
     AGENT,
     BASIC_ROLES,
@@ -28,6 +30,15 @@ from dicom_bq.infra.policy_rules import (
     is_snapshot_account_scope,
 )
 from dicom_bq.infra.scopes import LiveResponse, ParsedScope, parse_scope, project_scope, scope_uri
+from dicom_bq.security.stacks import (
+    AgentOwners,
+    ProjectNumber,
+    ProjectNumbers,
+    ProjectStacks,
+    agent_number,
+    describe_command,
+    is_healthcare_agent,
+)
 from dicom_bq.stack.contract import OutputNames, StackOutputs
 
 # Google grants this to the agent on its own project when it creates the agent; removing it
@@ -41,6 +52,11 @@ Kind = Literal[
     "deleted-principal",
     "conditional-grant",
     "unread",
+    # A Healthcare agent that is not the source project's (a wrong sourceProjectNumber names it).
+    "foreign-agent",
+    # A dicom-bq role held by a Healthcare agent no stack of this project deploys: kept when its
+    # stack was destroyed (grants on shared scopes are kept on delete), or made by hand.
+    "orphaned",
 ]
 # BigQuery's legacy dataset roles, as the access list may still spell them.
 LEGACY_DATASET_ROLES = {
@@ -53,6 +69,9 @@ LEGACY_DATASET_ROLES = {
 # (https://cloud.google.com/iam/docs/policies#versions,
 # https://cloud.google.com/iam/docs/troubleshooting-withcond).
 POLICY_VERSION = 3
+# The offline plan's address for an agent whose project number it was not given
+# (stack/plan.py, UNRESOLVED_NUMBER): the audit reads the number from Google.
+UNRESOLVED_AGENT = re.compile(r"^service-PROJECT_NUMBER_OF_[^@]+@gcp-sa-healthcare\.")
 _WITHCOND_ROLE = re.compile(r"^(?P<role>.+?)_(?:withcond|with_conditionalbinding)_[0-9A-Za-z]+$")
 
 
@@ -73,6 +92,11 @@ class AuditTarget:
     bigquery_project: str
     bigquery_dataset: str
     filter_bucket: str | None
+    # Agents the stack's settings or outputs named that are not the source project's (their
+    # number is not its number): any binding they hold on the stack's scopes is foreign.
+    foreign_members: frozenset[str] = frozenset()
+    # The agents of the project's other stacks (None: not known, orphans are not judged).
+    other_agents: AgentOwners | None = None
 
     @classmethod
     def from_outputs(cls, stack: str, outputs: dict[str, Any]) -> AuditTarget:
@@ -88,7 +112,9 @@ class AuditTarget:
         assert parsed.source_project
         assert parsed.bigquery_project
         assert parsed.bigquery_dataset_id
-        if not AGENT.match(f"serviceAccount:{parsed.agent_email}"):
+        if not AGENT.match(f"serviceAccount:{parsed.agent_email}") and not (
+            UNRESOLVED_AGENT.match(parsed.agent_email)
+        ):
             raise DicomBqError(
                 f"the agent's address {parsed.agent_email!r} is not known offline: set "
                 "dicom-bq:sourceProjectNumber, or audit with --outputs from the deployed stack"
@@ -104,6 +130,35 @@ class AuditTarget:
             bigquery_project=parsed.bigquery_project,
             bigquery_dataset=parsed.bigquery_dataset_id,
             filter_bucket=parsed.filter_bucket,
+        )
+
+    @property
+    def agent_resolved(self) -> bool:
+        """False while the agent's address holds the offline plan's placeholder number."""
+        return not UNRESOLVED_AGENT.match(self.agent_member.removeprefix("serviceAccount:"))
+
+    def with_agent_number(self, number: str) -> AuditTarget:
+        """The same target for the source project numbered `number`: the Healthcare agent and
+        every service agent of the project (Cloud Scheduler's) take that number, and the
+        agents named before, when their number differs, are foreign."""
+        old = agent_number(self.agent_member)
+        if old is None or old == number:
+            return self
+        before = f"serviceAccount:service-{old}@gcp-sa-"
+
+        def renumbered(member: str) -> str:
+            if member.startswith(before):
+                return f"serviceAccount:service-{number}@gcp-sa-" + member[len(before) :]
+            return member
+
+        named = {g.member for g in self.grants if g.member.startswith(before)} | {self.agent_member}
+        return dataclasses.replace(
+            self,
+            agent_member=renumbered(self.agent_member),
+            grants=tuple(Grant(g.role, renumbered(g.member), g.scope) for g in self.grants),
+            foreign_members=(
+                self.foreign_members | frozenset(named) if self.agent_resolved else frozenset()
+            ),
         )
 
     def scopes(self) -> list[str]:
@@ -166,6 +221,7 @@ class AuditResult:
     findings: tuple[AuditFinding, ...]
     scopes_read: tuple[str, ...]
     scopes_unread: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = field(default=())
 
     @property
     def clean(self) -> bool:
@@ -183,6 +239,7 @@ class AuditResult:
             "scopes_read": list(self.scopes_read),
             "scopes_unread": list(self.scopes_unread),
             "findings": [f.as_dict() for f in self.findings],
+            "notes": list(self.notes),
         }
 
     def text(self) -> str:
@@ -192,13 +249,19 @@ class AuditResult:
                 f"clean: the live IAM policies match the {self.grants} grants of {self.stack} "
                 f"(read all {total} scopes)"
             )
-            return "\n".join([head, *(f"  read {scope}" for scope in self.scopes_read)])
+            return "\n".join(
+                [
+                    head,
+                    *(f"  read {scope}" for scope in self.scopes_read),
+                    *(f"note: {note}" for note in self.notes),
+                ]
+            )
         lines = [f"{f.kind}: {f.message}\n  fix: {f.fix}" for f in self.findings]
         tail = f"not clean: {len(self.findings)} findings for the {self.grants} grants of "
         tail += f"{self.stack}; read {len(self.scopes_read)} of {total} scopes"
         if self.scopes_unread:
             tail += f", could not read {', '.join(self.scopes_unread)}"
-        return "\n".join([*lines, tail])
+        return "\n".join([*lines, *(f"note: {note}" for note in self.notes), tail])
 
 
 # -- Commands a person runs: to check a scope by hand, to add or remove a binding -------------
@@ -212,12 +275,17 @@ def check_command(scope: str) -> str:
     return parsed.kind.commands.show.format(**parsed.parts)
 
 
-def _iam_command(scope: str, verb: Literal["add", "remove"], member: str, role: str) -> str:
+def iam_command(scope: str, verb: Literal["add", "remove"], member: str, role: str) -> str:
+    """The command that adds or removes one binding by hand."""
     parsed = parse_scope(scope)
     if parsed is None:
         return f"# {verb} {role} for {member} on {scope} by hand"
     member_role = f"--member='{member}' --role='{role}'"
     return parsed.kind.commands.binding.format(verb=verb, member_role=member_role, **parsed.parts)
+
+
+# The name tests/test_scopes.py (and earlier callers) know it by.
+_iam_command = iam_command
 
 
 def _consequence(scope: str) -> str:
@@ -397,7 +465,7 @@ def compare(
                     f"{who} lacks {grant.role} on {grant.scope}: {_consequence(grant.scope)} "
                     "(an authoritative binding or a manual edit may have removed it)",
                     f"{_restore(target.stack)}   # or: "
-                    + _iam_command(grant.scope, "add", grant.member, grant.role),
+                    + iam_command(grant.scope, "add", grant.member, grant.role),
                 )
             )
     expected = {(g.role, g.scope) for g in target.grants if g.member == target.agent_member}
@@ -420,7 +488,7 @@ def _snapshot_findings(
     role, member = binding.role, binding.member
     if (member, role, scope) in granted:
         return
-    remove = _iam_command(scope, "remove", member, role)
+    remove = iam_command(scope, "remove", member, role)
     if is_snapshot_account(member):
         yield AuditFinding(
             "extra",
@@ -453,7 +521,7 @@ def _binding_findings(
     now: datetime,
 ) -> Iterable[AuditFinding]:
     role, member = binding.role, binding.member
-    remove = _iam_command(scope, "remove", member, role)
+    remove = iam_command(scope, "remove", member, role)
     note = ""
     if binding.condition is not None:
         note = f" ({_describe_condition(binding.condition, now)})"
@@ -466,6 +534,8 @@ def _binding_findings(
             f"the agent holds {role} on {scope}{note}, which the grants list does not need",
             remove,
         )
+    if member != target.agent_member and is_healthcare_agent(member):
+        yield from _other_agent_findings(target, scope, binding, remove, note)
     if member in PUBLIC_MEMBERS:
         yield AuditFinding(
             "public",
@@ -496,6 +566,94 @@ def _binding_findings(
             f"{member} holds the basic role {role} on {scope}{note}",
             remove,
         )
+
+
+def _other_agent_findings(
+    target: AuditTarget, scope: str, binding: Binding, remove: str, note: str
+) -> Iterable[AuditFinding]:
+    """Another Healthcare agent on the stack's scopes: the one a wrong project number named
+    (foreign), another stack's (shared: fine), or nobody's that the audit knows (orphaned)."""
+    role, member = binding.role, binding.member
+    if member in target.foreign_members:
+        yield AuditFinding(
+            "foreign-agent",
+            scope,
+            role,
+            member,
+            f"{member} holds {role} on {scope}{note}: it is not the source project "
+            f"{target.source_project}'s Healthcare agent ({target.agent_member}) but another "
+            "project's, named by a wrong sourceProjectNumber; that project's Healthcare API "
+            "may use this access",
+            remove,
+        )
+        return
+    others = target.other_agents
+    if others is None or role not in AGENT_ROLES or others.stacks_of(member):
+        return
+    unsure = (
+        f" (unless it is the agent of stack {', '.join(others.unknown)}, whose project number "
+        "could not be read)"
+        if others.unknown
+        else ""
+    )
+    yield AuditFinding(
+        "orphaned",
+        scope,
+        role,
+        member,
+        f"{member} holds {role} on {scope}{note}, and no stack of this project deploys that "
+        f"Healthcare agent{unsure}: a grant kept when its stack was destroyed (dicom-bq keeps "
+        "grants on scopes a stack does not create) or one made by hand; remove it if nothing "
+        "needs it",
+        remove,
+    )
+
+
+# -- The source project's agent, from Google --------------------------------------------------
+
+
+def resolve_agent(
+    target: AuditTarget, live: ProjectNumber
+) -> tuple[AuditTarget, list[AuditFinding]]:
+    """The target with the agent of the source project's live number, and what the stack's own
+    address said wrong; the stack's address, unverified, when the number cannot be read."""
+    project = target.source_project
+    if live.number is None:
+        if not target.agent_resolved:
+            raise DicomBqError(
+                f"the agent's address is not known: project {project}'s number could not be "
+                f"read ({live.error}); set dicom-bq:sourceProjectNumber, or audit with "
+                "--outputs from the deployed stack"
+            )
+        return target, [
+            AuditFinding(
+                "unread",
+                project_scope(project),
+                "",
+                target.agent_member,
+                f"could not read project {project}'s number from Resource Manager "
+                f"({live.error}): the agent {target.agent_member} is the stack's word, "
+                "unverified, so the stack cannot be called clean",
+                describe_command(project),
+            )
+        ]
+    resolved = target.with_agent_number(live.number)
+    if resolved is target or not target.agent_resolved:
+        return resolved, []
+    return resolved, [
+        AuditFinding(
+            "foreign-agent",
+            project_scope(project),
+            "",
+            target.agent_member,
+            f"the stack's grants name {target.agent_member}, but project {project}'s number is "
+            f"{live.number} (Resource Manager): its Healthcare agent is {resolved.agent_member}, "
+            "and the address the stack names is another project's agent",
+            f"set dicom-bq:sourceProjectNumber to {live.number} in Pulumi.{target.stack}.yaml "
+            f"(or remove it: the program reads the number), then {_restore(target.stack)}; "
+            "remove the foreign agent's bindings this audit lists",
+        )
+    ]
 
 
 # -- Reading the live policies ----------------------------------------------------------------
@@ -614,9 +772,30 @@ def run_audit(
     *,
     now: datetime | None = None,
     retry: RetryPolicy | None = None,
+    stacks: ProjectStacks | None = None,
 ) -> AuditResult:
+    """The live policies against the stack's grants, for the agent of the source project's
+    live number (Resource Manager), not the one the stack's settings or outputs name; with the
+    project's `stacks`, bindings of Healthcare agents no stack deploys are reported too."""
+    numbers = ProjectNumbers(DiscoveryClients(connection, retry))
+    target, findings = resolve_agent(target, numbers.of(target.source_project))
+    notes: list[str] = []
+    if stacks is not None:
+        owners = stacks.agents(numbers, besides=target.stack)
+        target = dataclasses.replace(target, other_agents=owners)
+        if owners.unknown:
+            notes.append(
+                f"the Healthcare agent of stack {', '.join(owners.unknown)} is unknown (no "
+                "number, or its stack file could not be read): a binding of that agent may be "
+                "reported as orphaned"
+            )
+    else:
+        notes.append(
+            "the project's other stacks are unknown (no project folder): bindings of other "
+            "Healthcare agents are not judged"
+        )
     policies = read_live_policies(connection, target, retry)
-    findings = compare(target, policies, now)
+    findings += compare(target, policies, now)
     read = {p.scope for p in policies if p.read}
     scopes = target.scopes()
     return AuditResult(
@@ -625,4 +804,5 @@ def run_audit(
         findings=tuple(findings),
         scopes_read=tuple(s for s in scopes if s in read),
         scopes_unread=tuple(s for s in scopes if s not in read),
+        notes=tuple(notes),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dicom_bq.infra.policy_config import agent_grants, snapshot_grants
+from dicom_bq.infra.policy_config import agent_grants, listed_grants, snapshot_grants
 from dicom_bq.infra.policy_rules import Finding, PolicyContext, Resource, evaluate
 from dicom_bq.infra.settings import StackSettings
 from dicom_bq.stack.plan import Plan
@@ -28,6 +28,7 @@ def plan_context(settings: StackSettings, grants: list[dict[str, Any]]) -> Polic
         source_project=settings.source_project,
         source_project_number=settings.source_project_number,
         snapshot_grants=snapshot_grants(grants),
+        listed_grants=listed_grants(grants),
     )
 
 

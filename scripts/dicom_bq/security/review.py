@@ -16,8 +16,10 @@ from typing import Any
 
 from dicom_bq.infra import naming
 from dicom_bq.infra.policy_rules import RULES, Finding
+from dicom_bq.security.audit import check_command
 from dicom_bq.security.checks import has_mandatory
 from dicom_bq.security.roles import CUSTOM_ROLE_SOURCE, RolePermissions, custom_role
+from dicom_bq.security.stacks import kept_grants, remove_command
 from dicom_bq.stack.contract import StackOutputs
 from dicom_bq.stack.plan import UNKNOWN_UNTIL_CREATED, Plan, PlannedResource
 from dicom_bq.stack.render import (
@@ -278,6 +280,14 @@ def review_document(
         "dicom_stores": _dicom_stores(plan, outputs),
         "alert_policies": _alert_policies(plan),
         "scheduler_jobs": _scheduler_jobs(plan),
+        "kept_on_delete": [
+            {
+                **kept.as_dict(),
+                "check": check_command(kept.scope),
+                "remove": remove_command(kept.scope, kept.member, kept.role),
+            }
+            for kept in kept_grants(plan)
+        ],
         "policy": {
             "rules": len(RULES),
             "findings": [f.as_dict() for f in findings],
@@ -340,6 +350,27 @@ def _identity_line(identity: dict[str, Any]) -> str:
     )
 
 
+def _kept_lines(kept: list[dict[str, Any]], stack: str) -> list[str]:
+    """The grants `pulumi destroy` leaves in place, and how to remove each by hand."""
+    lines = ["## Grants kept when the stack is destroyed", ""]
+    if not kept:
+        return [*lines, "None: every grant is on a scope the stack creates.", ""]
+    lines += [
+        "These grants are on scopes the stack does not create, where another stack of this "
+        "project or a person may hold the same binding: deleting an additive IAM member removes "
+        "the binding for every holder, so the stack keeps them on delete (Pulumi's "
+        f"`retainOnDelete`). Once the stack is gone, `dicom-bq shared-grants --stack {stack}` "
+        "says which other stacks still make each; remove the others by hand:",
+        "",
+        "| role | member | on | remove with |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| `{g['role']}` | `{g['member']}` | `{g['scope']}` | {_code(g['remove'])} |" for g in kept
+    ]
+    return [*lines, ""]
+
+
 def review_markdown(document: dict[str, Any], findings: list[Finding]) -> str:
     grants = document["grants"]
     identities = document["identities"]
@@ -352,6 +383,8 @@ def review_markdown(document: dict[str, Any], findings: list[Finding]) -> str:
         *[f"  {_identity_line(identity)}" for identity in identities],
         f"- Grants: {len(grants)}, all additive (`*IAMMember`); no grant replaces existing "
         "bindings.",
+        f"- Kept when the stack is destroyed: {len(document['kept_on_delete'])} grant(s), on "
+        "scopes the stack does not create (below).",
         f"- DICOM stores: {len(document['dicom_stores'])}; alert policies: "
         f"{len(document['alert_policies'])}; scheduler jobs: {len(document['scheduler_jobs'])}",
         f"- Policy: {document['policy']['rules']} rules, "
@@ -386,6 +419,7 @@ def review_markdown(document: dict[str, Any], findings: list[Finding]) -> str:
                 *_permission_lines(g),
                 "",
             ]
+    lines += _kept_lines(document["kept_on_delete"], document["stack"])
     lines += ["## DICOM stores", ""]
     lines += [_store_line(store) for store in document["dicom_stores"]] or ["None."]
     lines += ["", "## Alert policies", ""]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from itertools import combinations
 from typing import Any
 
 from dicom_bq.clients.discovery import ApiCallError, GoogleApi
@@ -69,6 +71,67 @@ def from_snapshot(role: str) -> RolePermissions:
     return RolePermissions(
         role, entry["title"], tuple(sorted(entry["permissions"])), f"snapshot {snapshot_date()}"
     )
+
+
+def deployer_roles() -> dict[str, frozenset[str]]:
+    """Google's predefined roles a deployer may be asked for, each with its permissions, from
+    the package's role data (its `deployer_roles` section and date)."""
+    roles = _snapshot()["deployer_roles"]["roles"]
+    return {name: frozenset(entry["permissions"]) for name, entry in roles.items()}
+
+
+def deployer_roles_date() -> str:
+    return str(_snapshot()["deployer_roles"]["snapshot_date"])
+
+
+@dataclass(frozen=True)
+class RoleSet:
+    """Roles that together hold some permissions, and those no known role holds."""
+
+    roles: tuple[str, ...]
+    uncovered: tuple[str, ...] = ()
+
+
+# Past this many roles the search stops being exhaustive and adds, greedily, the role holding
+# most of what is still missing (preflight's scopes need at most a handful).
+_EXHAUSTIVE_UP_TO = 5
+
+
+def smallest_role_set(
+    permissions: Iterable[str], roles: Mapping[str, frozenset[str]] | None = None
+) -> RoleSet:
+    """The fewest roles of `roles` (the deployer roles by default) that together hold every
+    permission some role holds; among sets of that size, the one granting the fewest
+    permissions in all (then by name, so the answer is stable). Permissions no role holds
+    are `uncovered`.
+    """
+    known = deployer_roles() if roles is None else dict(roles)
+    wanted = frozenset(permissions)
+    uncovered = tuple(sorted(p for p in wanted if not any(p in held for held in known.values())))
+    needed = wanted - set(uncovered)
+    if not needed:
+        return RoleSet((), uncovered)
+    candidates = sorted(name for name, held in known.items() if held & needed)
+
+    def cost(names: tuple[str, ...]) -> tuple[int, int, tuple[str, ...]]:
+        return len(names), sum(len(known[n]) for n in names), tuple(sorted(names))
+
+    for size in range(1, min(len(candidates), _EXHAUSTIVE_UP_TO) + 1):
+        covering: list[tuple[str, ...]] = [
+            names
+            for names in combinations(candidates, size)
+            if needed <= frozenset().union(*(known[n] for n in names))
+        ]
+        if covering:
+            best = min(covering, key=cost)
+            return RoleSet(tuple(sorted(best)), uncovered)
+    chosen: list[str] = []
+    left = set(needed)
+    while left:
+        pick = max(candidates, key=lambda n: (len(known[n] & left), -len(known[n]), n))
+        chosen.append(pick)
+        left -= known[pick]
+    return RoleSet(tuple(sorted(chosen)), uncovered)
 
 
 class IamRoles(GoogleApi):

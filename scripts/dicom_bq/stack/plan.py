@@ -127,9 +127,11 @@ class _RecordingMocks(pulumi.runtime.Mocks):
         self,
         known_numbers: dict[str, str] | None = None,
         universe_domain: str = naming.DEFAULT_UNIVERSE,
+        agent_iam_domain: str | None = None,
     ) -> None:
         self.known_numbers = dict(known_numbers or {})
         self.universe_domain = universe_domain
+        self.agent_iam_domain = agent_iam_domain
         self.unresolved_projects: list[str] = []
         self.invokes: list[PlannedInvoke] = []
 
@@ -151,6 +153,16 @@ class _RecordingMocks(pulumi.runtime.Mocks):
         if args.typ == "gcp:organizations/project:Project":
             # Google assigns a new project's number; a program may pass it on as an Output.
             outputs["number"] = self.number(str(args.inputs.get("projectId")))
+        if args.typ == "gcp:projects/serviceIdentity:ServiceIdentity":
+            # The agent's address as services.generateServiceIdentity answers it:
+            # service-NUMBER@gcp-sa-SERVICE.<agent domain>
+            # (https://cloud.google.com/iam/docs/service-agents); the provider sets email and
+            # member = "serviceAccount:" + email (pulumi_gcp projects/service_identity.py).
+            email = self.service_agent_email(
+                str(args.inputs.get("service")), self.number(str(args.inputs.get("project")))
+            )
+            outputs.setdefault("email", email)
+            outputs.setdefault("member", f"serviceAccount:{email}")
         if args.typ == "gcp:serviceaccount/account:Account":
             # The provider's computed email and member: ACCOUNT_ID@PROJECT.iam.gserviceaccount.com
             # in googleapis.com (https://cloud.google.com/iam/docs/service-account-overview);
@@ -164,6 +176,14 @@ class _RecordingMocks(pulumi.runtime.Mocks):
             outputs.setdefault("email", email)
             outputs.setdefault("member", f"serviceAccount:{email}")
         return resource_id, outputs
+
+    def service_agent_email(self, service: str, number: str) -> str:
+        try:
+            healthcare = naming.agent_email(number, self.universe_domain, self.agent_iam_domain)
+        except KeyError:  # a universe whose agent domain neither dicom-bq nor the stack names
+            return UNKNOWN_UNTIL_CREATED
+        domain = healthcare.split("@gcp-sa-healthcare.", 1)[1]
+        return f"service-{number}@gcp-sa-{service.split('.', 1)[0]}.{domain}"
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[Any, Any]:  # type: ignore[override]
         result = self._answer(args.token, dict(args.args))
@@ -263,10 +283,32 @@ def plan_stack(config: StackConfig) -> Plan:
         lambda: define_stack(load_settings()),
         known_numbers=known_project_numbers(settings),
         universe_domain=settings.universe_domain,
+        agent_iam_domain=settings.agent_iam_domain,
     )
-    plan.notes[:0] = [*config.notes, *warnings]
+    plan.notes[:0] = [*config.notes, *warnings, *unverified_number_notes(settings)]
     plan.settings = settings
     return plan
+
+
+def unverified_number_notes(settings: StackSettings) -> list[str]:
+    """A configured project number is the stack file's word: the plan shows addresses made from
+    it, and only Google can say it is the project's."""
+    notes = []
+    if settings.source_project_number:
+        notes.append(
+            f"dicom-bq:sourceProjectNumber {settings.source_project_number} is unverified here: "
+            f"the plan's addresses take it as the number of project {settings.source_project}; "
+            "`dicom-bq preflight` and the program check it against Resource Manager, and "
+            "`pulumi up` refuses a mismatch before any grant."
+        )
+    if settings.destination_project_number:
+        notes.append(
+            f"dicom-bq:destinationProjectNumber {settings.destination_project_number} is "
+            f"unverified here: the plan's addresses take it as the number of project "
+            f"{settings.bigquery_project}; `dicom-bq preflight` checks it against "
+            "Resource Manager (the program takes BigQuery's encryption account from Google)."
+        )
+    return notes
 
 
 def plan_settings(stack: str, raw: dict[str, Any]) -> Plan:
@@ -315,13 +357,15 @@ def record_program(
     program: Callable[[], dict[str, Any]],
     known_numbers: dict[str, str] | None = None,
     universe_domain: str = naming.DEFAULT_UNIVERSE,
+    agent_iam_domain: str | None = None,
 ) -> Plan:
     """Run `program` (it registers resources, returns its outputs) under the recording mock.
 
     `config` has namespaced keys; values reach the program as the engine passes them (text).
-    `universe_domain` is the program's: the data sources answer as Google does there.
+    `universe_domain` is the program's: the data sources answer as Google does there, and
+    service agents get addresses in `agent_iam_domain` when the stack names one.
     """
-    mocks = _RecordingMocks(known_numbers, universe_domain)
+    mocks = _RecordingMocks(known_numbers, universe_domain, agent_iam_domain)
     monitor = _RecordingMonitor(mocks)
     set_all_config({key: _config_text(value) for key, value in config.items()}, [])
     # Each plan gets its own root stack: several plans may run in one process.

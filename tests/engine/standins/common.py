@@ -124,6 +124,8 @@ EXAMPLE_PROJECT_NUMBERS = {
     "dicom-bq-dev": "123456789012",
     "clinical-imaging-prod": "987654321098",
     "imaging-analytics-prod": "555566667777",
+    # The fast tier's test project (tests/conftest.py base_settings), used by generated stacks.
+    "dicom-src-test": "111122223333",
 }
 
 

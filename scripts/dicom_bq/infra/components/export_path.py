@@ -19,7 +19,7 @@ import pulumi_gcp as gcp
 from dicom_bq import cron
 from dicom_bq.errors import DicomBqError
 from dicom_bq.infra import naming
-from dicom_bq.infra.components.agent import AgentAccess, AgentAccessArgs
+from dicom_bq.infra.components.agent import AgentAccess, AgentAccessArgs, after, checked_number
 from dicom_bq.infra.components.alerts import (
     AlertedJob,
     AlertedStore,
@@ -33,7 +33,6 @@ from dicom_bq.infra.components.snapshot import (
     NightlySnapshot,
     NightlySnapshotArgs,
     SnapshotTarget,
-    scheduler_agent_member,
     scheduler_region,
 )
 from dicom_bq.infra.grants import GrantRequest, TopicGrant, grant_specs
@@ -120,7 +119,9 @@ class DicomExportPathArgs(TypedDict):
     universe_domain: NotRequired[str]
     """API universe (googleapis.com unless in a sovereign cloud)."""
     agent_iam_domain: NotRequired[str]
-    """Service-agent domain for a universe dicom-bq does not know."""
+    """Service-agent domain for a universe dicom-bq does not know. Unused here: the component
+    takes the agent's address from Google (its ServiceIdentity's answer); dicom-bq's offline plan
+    reads the stack's agentIamDomain setting to show that address."""
     alert_emails: NotRequired[Sequence[str]]
     """Emails alerted on the stores' export and streaming errors."""
     alert_channels: NotRequired[Sequence[str]]
@@ -306,19 +307,27 @@ class DicomExportPath(pulumi.ComponentResource):
                     if schedule is not None
                     else None
                 ),
+                creates_bigquery_dataset=args.get("create_bigquery_dataset", True),
             )
         )
-        agent_member = self._agent_member(
-            source_project,
-            args.get("source_project_number"),
-            universe,
-            args.get("agent_iam_domain"),
+        # A configured source project number is checked against Google's before any grant:
+        # every member below waits for the check and fails with it.
+        configured_number = args.get("source_project_number")
+        gate = (
+            checked_number(
+                source_project,
+                configured_number,
+                "dicom-bq:sourceProjectNumber (source_project_number)",
+                pulumi.InvokeOutputOptions(parent=self),
+            )
+            if configured_number is not None
+            else None
         )
-        # Same project number and agent domain (components/snapshot.py).
-        scheduler_member = agent_member.apply(scheduler_agent_member)
         encryption = [spec for spec in specs if spec.principal == "bigquery_encryption"]
         encryption_member = (
-            self._bigquery_encryption_member(bigquery_project, bigquery_api) if encryption else None
+            after(self._bigquery_encryption_member(bigquery_project, bigquery_api), gate)
+            if encryption
+            else None
         )
         scope_resources: dict[str, pulumi.Resource] = {}
         after_dataset: list[pulumi.Resource] = []
@@ -345,11 +354,13 @@ class DicomExportPath(pulumi.ComponentResource):
             dataset_id: pulumi.Input[str] = destination.dataset.dataset_id
         else:
             dataset_id = args["bigquery_dataset_id"]
+        # The agent's address is the one Google answers when the ServiceIdentity makes the agent
+        # exist, not one built from the configured number.
         access = AgentAccess(
             f"{name}-agent",
             AgentAccessArgs(
                 source_project=source_project,
-                member=agent_member,
+                gate=gate,
                 grants=[spec for spec in specs if spec.principal == "agent"],
                 propagation_wait_seconds=wait,
                 scope_resources=scope_resources,
@@ -361,6 +372,8 @@ class DicomExportPath(pulumi.ComponentResource):
         # is created, so those wait until the grants have propagated; streams also need their
         # BigQuery dataset to exist, whatever the grant's scope.
         after_grants: list[pulumi.Resource] = [access.propagated]
+        agent_member = access.member
+        scheduler_member: pulumi.Output[str] | None = None
         storage = DicomStorage(
             f"{name}-dicom",
             DicomStorageArgs(
@@ -436,8 +449,8 @@ class DicomExportPath(pulumi.ComponentResource):
                     account_id=snapshot_account,
                     role_id=snapshot_role,
                     member=snapshot_member,
+                    gate=gate,
                     scheduler_grants=[spec for spec in specs if spec.principal == "scheduler"],
-                    scheduler_member=scheduler_member,
                     propagation_wait_seconds=wait,
                     universe_domain=universe,
                     depends_on=[
@@ -451,6 +464,8 @@ class DicomExportPath(pulumi.ComponentResource):
             )
             if snapshot_member is None:
                 snapshot_member = snapshot.account.member
+            if snapshot.scheduler is not None:
+                scheduler_member = snapshot.scheduler.member
             if resolve_snapshot_email is not None:
                 resolve_snapshot_email(snapshot.account.email)
             # The job's resource name, the form its ID takes in the provider
@@ -566,25 +581,6 @@ class DicomExportPath(pulumi.ComponentResource):
                 "resource names are made from it"
             )
         return str(value)
-
-    def _agent_member(
-        self,
-        project: pulumi.Input[str],
-        known_number: pulumi.Input[str] | None,
-        universe: str,
-        agent_iam_domain: str | None,
-    ) -> pulumi.Output[str]:
-        """The source project's Healthcare agent: from its number, given or looked up."""
-        if known_number is not None:
-            number: pulumi.Input[str] = known_number
-        else:
-            found = gcp.organizations.get_project_output(
-                project_id=project, opts=pulumi.InvokeOutputOptions(parent=self)
-            )
-            number = found.number.apply(str)
-        return pulumi.Output.from_input(number).apply(
-            lambda n: naming.agent_member(n, universe, agent_iam_domain)
-        )
 
     def _bigquery_encryption_member(
         self, project: pulumi.Input[str], bigquery_api: list[pulumi.Resource]

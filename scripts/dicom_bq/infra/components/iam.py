@@ -35,12 +35,14 @@ def render_grant(
 
     Replaced delete-before-replace: IAM members of one role share one binding, and creating the
     new member before deleting the old removes the shared binding with it (pulumi-gcp #442,
-    #2463). A renamed grant key keeps its resource through an alias of the former name.
+    #2463). A renamed grant key keeps its resource through an alias of the former name. A grant
+    on a scope the stack does not create is kept on delete (grants.kept_on_delete says why).
     """
     opts = pulumi.ResourceOptions.merge(
         opts,
         pulumi.ResourceOptions(
             delete_before_replace=True,
+            retain_on_delete=spec.kept or None,
             aliases=[pulumi.Alias(name=f"{prefix}-{former}") for former in spec.former_keys],
         ),
     )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,9 +19,8 @@ from typing import Any
 import pulumi
 import pulumi_gcp as gcp
 
-from dicom_bq.errors import DicomBqError
 from dicom_bq.infra import naming
-from dicom_bq.infra.components.agent import AgentAccess, AgentAccessArgs
+from dicom_bq.infra.components.agent import AgentAccess, AgentAccessArgs, after
 from dicom_bq.infra.components.iam import render_grant
 from dicom_bq.infra.grants import SNAPSHOT_PERMISSIONS, GrantSpec
 
@@ -39,24 +37,6 @@ ATTEMPT_DEADLINE = "180s"
 
 
 SCHEDULER_SERVICE = "cloudscheduler.googleapis.com"
-# Google names a project's service agents service-PROJECT_NUMBER@gcp-sa-SERVICE.<agent domain>
-# (https://cloud.google.com/iam/docs/service-agents): Healthcare's gcp-sa-healthcare, Cloud
-# Scheduler's gcp-sa-cloudscheduler (https://cloud.google.com/scheduler/docs/http-target-auth).
-_HEALTHCARE_AGENT = re.compile(r"^serviceAccount:service-([^@]+)@gcp-sa-healthcare\.(.+)$")
-
-
-def scheduler_agent_member(healthcare_agent_member: str) -> str:
-    """Cloud Scheduler's service agent of the project whose Healthcare agent this is: the same
-    project number and agent domain, so plans know it wherever they know the Healthcare one."""
-    found = _HEALTHCARE_AGENT.match(healthcare_agent_member)
-    if found is None:
-        raise DicomBqError(
-            f"{healthcare_agent_member!r} is not a Healthcare service agent "
-            "(serviceAccount:service-NUMBER@gcp-sa-healthcare.DOMAIN): check "
-            "dicom-bq:sourceProjectNumber and dicom-bq:agentIamDomain"
-        )
-    number, domain = found.groups()
-    return f"serviceAccount:service-{number}@gcp-sa-cloudscheduler.{domain}"
 
 
 def scheduler_region(location: str) -> str:
@@ -97,13 +77,17 @@ class NightlySnapshotArgs:
     account_id: str
     role_id: str
     member: pulumi.Input[str] | None  # None: the account's own `member` output
-    # The "scheduler" principal's grants (Token Creator on the account), and its member.
+    # The "scheduler" principal's grants (Token Creator on the account), to the address Google
+    # answers when the scheduler's ServiceIdentity makes its agent exist:
+    # service-NUMBER@gcp-sa-cloudscheduler.iam.gserviceaccount.com
+    # (https://cloud.google.com/scheduler/docs/http-target-auth).
     scheduler_grants: Sequence[GrantSpec] = ()
-    scheduler_member: pulumi.Input[str] | None = None
     propagation_wait_seconds: int = 120
     universe_domain: str = naming.DEFAULT_UNIVERSE
     depends_on: list[pulumi.Resource] = field(default_factory=list)
     stores: list[pulumi.Resource] = field(default_factory=list)
+    # What every grant waits for and fails with (the source project's number check).
+    gate: pulumi.Output[Any] | None = None
 
 
 class NightlySnapshot(pulumi.ComponentResource):
@@ -143,7 +127,7 @@ class NightlySnapshot(pulumi.ComponentResource):
             stage="GA",
             opts=after_apis,
         )
-        member = args.member if args.member is not None else self.account.member
+        member = after(args.member if args.member is not None else self.account.member, args.gate)
         self.members = [
             render_grant(
                 name,
@@ -159,12 +143,12 @@ class NightlySnapshot(pulumi.ComponentResource):
         # takes minutes to propagate, hence its wait before the jobs.
         self.scheduler = None
         ready: list[pulumi.Resource] = []
-        if args.scheduler_grants and args.scheduler_member is not None:
+        if args.scheduler_grants:
             self.scheduler = AgentAccess(
                 f"{name}-agent",
                 AgentAccessArgs(
                     source_project=args.project,
-                    member=args.scheduler_member,
+                    gate=args.gate,
                     grants=args.scheduler_grants,
                     propagation_wait_seconds=args.propagation_wait_seconds,
                     scope_resources={"service_account": self.account},
