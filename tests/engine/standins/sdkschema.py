@@ -126,7 +126,9 @@ def resource_schema(token: str) -> ResourceSchema:
         classes = {
             node.name: node for node in ast.parse(text).body if isinstance(node, ast.ClassDef)
         }
-        args = classes.get(f"{class_name}Args")
+        # "<Name>InitArgs" where "<Name>Args" is taken by a nested input type (bigquery's
+        # DatasetAccess: pulumi codegen's name-collision rule).
+        args = classes.get(f"{class_name}Args") or classes.get(f"{class_name}InitArgs")
         state = classes.get(f"_{class_name}State")
         if args is None:
             continue
