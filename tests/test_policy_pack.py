@@ -18,10 +18,15 @@ import json, sys
 from pulumi_policy import PolicyCustomTimeouts, PolicyResource, PolicyResourceOptions, StackValidationArgs
 from pack import policies
 
+from pulumi_policy.proxy import UnknownValueError, unknown_checking_proxy
+
 spec = json.loads(sys.stdin.read())
 def resource(r):
     opts = PolicyResourceOptions(r.get("protect", False), [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
-    return PolicyResource(r["type"], r["props"], "urn:pulumi:s::p::" + r["type"] + "::" + r["name"], r["name"], opts, None, None, [], {})
+    # spec["proxy"]: props as the engine hands them during preview, behind CrossGuard's proxy,
+    # which raises on a value not known yet (pulumi_policy/policy.py, AnalyzeStack).
+    props = unknown_checking_proxy(r["props"]) if spec.get("proxy") else r["props"]
+    return PolicyResource(r["type"], props, "urn:pulumi:s::p::" + r["type"] + "::" + r["name"], r["name"], opts, None, None, [], {})
 resources = [resource(r) for r in spec["resources"]]
 # A config file as `pulumi up --policy-pack-config` takes it is keyed by policy name; the engine
 # hands each policy its own entry (https://www.pulumi.com/docs/iac/using-pulumi/crossguard/
@@ -32,8 +37,13 @@ for policy in policies():
     found = []
     config = per_policy.get(policy.name, {}) if per_policy is not None else spec["config"]
     args = StackValidationArgs(resources, config)
-    policy.validate(args, lambda message, urn=None: found.append(message))
-    report[policy.name] = {"level": policy.enforcement_level.value, "violations": found}
+    skipped = None
+    try:
+        policy.validate(args, lambda message, urn=None: found.append(message))
+    except UnknownValueError as unknown:
+        # What CrossGuard does then: an advisory note, and the policy is not enforced.
+        skipped = unknown.message
+    report[policy.name] = {"level": policy.enforcement_level.value, "violations": found, "skipped": skipped}
 print(json.dumps(report))
 """
 
@@ -43,6 +53,7 @@ def run_pack(
     config: dict[str, Any] | None = None,
     *,
     pack_config: dict[str, Any] | None = None,
+    proxy: bool = False,
 ) -> dict[str, Any]:
     if not POLICY_PYTHON.exists():
         pytest.fail("the policy environment is missing: run scripts/bootstrap.sh")
@@ -50,7 +61,12 @@ def run_pack(
         [str(POLICY_PYTHON), "-c", DRIVER],
         cwd=ROOT / "policy",
         input=json.dumps(
-            {"resources": resources, "config": config or {}, "pack_config": pack_config}
+            {
+                "resources": resources,
+                "config": config or {},
+                "pack_config": pack_config,
+                "proxy": proxy,
+            }
         ),
         capture_output=True,
         text=True,

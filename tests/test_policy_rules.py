@@ -10,6 +10,7 @@ import pytest
 from dicom_bq.infra.policy_rules import (
     RULES,
     ExpectedGrant,
+    ListedGrant,
     PolicyContext,
     Resource,
     canonical_member,
@@ -18,7 +19,7 @@ from dicom_bq.infra.policy_rules import (
 )
 from dicom_bq.infra.settings import parse_settings, settings_from_config
 from dicom_bq.security.checks import check_plan, has_mandatory, plan_resources
-from dicom_bq.stack.plan import record_program
+from dicom_bq.stack.plan import known_project_numbers, record_program
 from tests.conftest import base_settings, cached_plan
 from tests.inventory import ROOT
 
@@ -103,6 +104,26 @@ SCHEDULER_GRANT = member(
     SCHEDULER_AGENT,
     serviceAccountId=SNAPSHOT_ACCOUNT_ID,
 )
+
+# The grants list of the fixtures: the agent's two grants (DBQ019 compares every grant with it).
+LISTED = PolicyContext(
+    expected_grants=EXPECTED,
+    listed_grants=frozenset(ListedGrant(g.role, AGENT, g.scope) for g in EXPECTED),
+)
+
+
+def dicom_store(name: str, *tables: str) -> Resource:
+    """A DICOM store of the fixtures' Healthcare dataset, streaming into each table."""
+    return Resource(
+        "gcp:healthcare/dicomStore:DicomStore",
+        name,
+        {
+            "name": name,
+            "dataset": "projects/p-src/locations/eu/datasets/imaging",
+            "streamConfigs": [{"bigqueryDestination": {"tableUri": t}} for t in tables],
+        },
+    )
+
 
 # rule id -> (context, passing resources, failing resources, the failing resource's name)
 CASES: dict[str, tuple[PolicyContext, list[Resource], list[Resource], str]] = {
@@ -293,6 +314,41 @@ CASES: dict[str, tuple[PolicyContext, list[Resource], list[Resource], str]] = {
             ),
         ],
         "user-act-as",
+    ),
+    # Deny by default (issue 17 item 6): only the program's types, grants and data paths.
+    "DBQ018": (
+        PolicyContext(),
+        [GOOD_JOBS, bq_dataset(), SNAPSHOT_ACCOUNT_RESOURCE],
+        [
+            SNAPSHOT_ACCOUNT_RESOURCE,
+            Resource(
+                "gcp:serviceaccount/key:Key",
+                "snapshot-key",
+                {"serviceAccountId": SNAPSHOT_ACCOUNT_ID},
+            ),
+        ],
+        "snapshot-key",
+    ),
+    "DBQ019": (
+        LISTED,
+        [GOOD_EDITOR, GOOD_JOBS],
+        [
+            GOOD_JOBS,
+            member(
+                "gcp:projects/iAMMember:IAMMember",
+                "iam-admin",
+                "roles/resourcemanager.projectIamAdmin",
+                "user:dev@example.com",
+                project="p-bq",
+            ),
+        ],
+        "iam-admin",
+    ),
+    "DBQ020": (
+        PolicyContext(),
+        [bq_dataset(), dicom_store("store", "bq://p-bq.ds.stream")],
+        [bq_dataset(), dicom_store("store", "bq://elsewhere.ds.stream")],
+        "store",
     ),
 }
 
@@ -1119,8 +1175,14 @@ def _plan_with(extra: Any) -> Any:
         return outputs
 
     raw = base_settings(protected=True)
-    plan = record_program("change", {f"dicom-bq:{k}": v for k, v in raw.items()}, program)
-    return plan, check_plan(plan, parse_settings(raw))
+    settings = parse_settings(raw)
+    plan = record_program(
+        "change",
+        {f"dicom-bq:{k}": v for k, v in raw.items()},
+        program,
+        known_numbers=known_project_numbers(settings),
+    )
+    return plan, check_plan(plan, settings)
 
 
 def test_a_basic_role_fails_the_check() -> None:
@@ -1132,7 +1194,8 @@ def test_a_basic_role_fails_the_check() -> None:
         )
     )
     assert has_mandatory(findings)
-    assert {f.rule for f in findings} == {"DBQ002"}
+    # A basic role, and a grant the grants list does not name.
+    assert {f.rule for f in findings} == {"DBQ002", "DBQ019"}
 
 
 def test_an_authoritative_binding_for_the_agent_fails_the_check() -> None:

@@ -17,11 +17,14 @@ from typing import Any
 from dicom_bq.infra.policy_rules import (
     RULES,
     ExpectedGrant,
+    ListedGrant,
     PolicyContext,
     Rule,
     agent_project_number,
+    canonical_member,
     is_agent,
     is_snapshot_account,
+    resolved,
 )
 
 PROTECTED = "protected"
@@ -76,12 +79,23 @@ def grants_list(value: object) -> list[dict[str, str]]:
 
 
 def agent_grants(grants: Iterable[Mapping[str, str]]) -> frozenset[ExpectedGrant]:
-    return frozenset(ExpectedGrant(g["role"], g["scope"]) for g in grants if is_agent(g["member"]))
+    """The agent's (role, scope) pairs; an agent whose number the plan could not know is still
+    the agent (service-PROJECT_NUMBER_OF_p@gcp-sa-healthcare...)."""
+    return frozenset(
+        ExpectedGrant(g["role"], g["scope"]) for g in grants if is_agent(resolved(g["member"]))
+    )
 
 
 def snapshot_grants(grants: Iterable[Mapping[str, str]]) -> frozenset[ExpectedGrant]:
     return frozenset(
         ExpectedGrant(g["role"], g["scope"]) for g in grants if is_snapshot_account(g["member"])
+    )
+
+
+def listed_grants(grants: Iterable[Mapping[str, str]]) -> frozenset[ListedGrant]:
+    """Every grant of the list, each principal's, member as IAM compares it (DBQ019)."""
+    return frozenset(
+        ListedGrant(g["role"], canonical_member(g["member"]), g["scope"]) for g in grants
     )
 
 
@@ -134,4 +148,5 @@ def context_from_config(config: Mapping[str, Any]) -> PolicyContext:
         source_project=str(config[SOURCE_PROJECT]) if config.get(SOURCE_PROJECT) else None,
         source_project_number=_source_number(config, grants),
         snapshot_grants=snapshot_grants(grants) if grants is not None else None,
+        listed_grants=listed_grants(grants) if grants is not None else None,
     )

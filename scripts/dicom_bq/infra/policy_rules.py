@@ -13,10 +13,19 @@ managed folders, topics, subscriptions, key rings and keys; a BigQuery dataset's
 DefaultObjectACL, ObjectACL with `roleEntities` / canned ACLs; BucketAccessControl,
 DefaultObjectAccessControl, ObjectAccessControl with `entity` + `role`). Type tokens as the
 installed pulumi_gcp registers them (`@pulumi.type_token(...)` on each resource class).
+
+Beyond the named rules, the stack is denied by default (DBQ018-DBQ020): it may create only the
+resource types the program itself creates (data/allowed_types.json, generated from the program by
+`python -m tests.allowlist`), every grant must be one of the grants list (or, without one, one the
+program makes: its principals, roles and scope kinds, on the scopes the stack creates), every
+custom role holds exactly the program's permission set, and data flows (streams, scheduled
+exports) stay in the stack's own BigQuery dataset.
 """
 
 from __future__ import annotations
 
+import base64
+import functools
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -24,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from dicom_bq.infra import naming
-from dicom_bq.infra.scopes import SCOPE_KINDS
+from dicom_bq.infra.scopes import SCOPE_KINDS, parse_scope, project_scope
 
 Enforcement = Literal["mandatory", "advisory"]
 # Matched against canonical_member(...) of a member, never the member as written.
@@ -109,6 +118,15 @@ class ExpectedGrant:
 
 
 @dataclass(frozen=True)
+class ListedGrant:
+    """A grant of the grants list (the stack output `grants`), member in canonical_member form."""
+
+    role: str
+    member: str
+    scope: str
+
+
+@dataclass(frozen=True)
 class PolicyContext:
     """What the stack says should be true; None where the checker does not know.
 
@@ -125,6 +143,9 @@ class PolicyContext:
     # The snapshot account's grants as the grants list names them; None: any snapshot role on
     # any DICOM store.
     snapshot_grants: frozenset[ExpectedGrant] | None = None
+    # Every grant of the grants list (every principal's); None: the program's allow-list
+    # (data/allowed_types.json) instead.
+    listed_grants: frozenset[ListedGrant] | None = None
 
 
 @dataclass(frozen=True)
@@ -300,7 +321,13 @@ def scope_of(resource: Resource) -> str:
         return _key_ring_uri(_text(p, "keyRingId"))
     for kind in SCOPE_KINDS.values():
         if t.startswith(kind.pulumi_inputs.type_prefix):
-            return kind.uri_from_inputs(p)
+            try:
+                return kind.uri_from_inputs(p)
+            except (KeyError, IndexError, ValueError):
+                # A bare ID where the kind needs a path (a store's ID not known during preview,
+                # or written short): a scope no grant names, keeping what it was given.
+                given = p.get(kind.pulumi_inputs.resource_input)
+                return f"//{kind.host}/{given}"
     return f"//{_type_name(t)}/{resource.name}"
 
 
@@ -347,9 +374,22 @@ def _dataset_role(role: Any) -> str:
     return LEGACY_DATASET_ROLES.get(text.strip().upper(), text)
 
 
-def _access_member(entry: Mapping[str, Any]) -> str | None:
+# BigQuery's special groups besides allAuthenticatedUsers (access[].specialGroup in
+# https://cloud.google.com/bigquery/docs/reference/rest/v2/datasets): the enclosing project's
+# owners, writers and readers, as the IAM convenience members that name the same people
+# (projectOwner:P, projectEditor:P, projectViewer:P).
+_PROJECT_SPECIAL_GROUPS = {
+    "projectowners": "projectOwner",
+    "projectwriters": "projectEditor",
+    "projectreaders": "projectViewer",
+}
+
+
+def _access_member(entry: Mapping[str, Any], project: str = "") -> str | None:
     """The member a dataset access entry (or DatasetAccess) names; None for view/routine/dataset
-    entries, which authorize a query, not a principal."""
+    entries, which authorize a query, not a principal. `project`: the dataset's, which BigQuery's
+    project special groups stand for; any other special group is kept as written, a member no
+    grants list names."""
     if entry.get("iamMember"):
         return str(entry["iamMember"])
     if entry.get("userByEmail"):
@@ -360,8 +400,12 @@ def _access_member(entry: Mapping[str, Any]) -> str | None:
         return f"group:{entry['groupByEmail']}"
     if entry.get("domain"):
         return f"domain:{entry['domain']}"
-    special = str(entry.get("specialGroup") or "")
-    return _PUBLIC_BY_CASE.get(special.lower())
+    special = str(entry.get("specialGroup") or "").strip()
+    if not special:
+        return None
+    if special.lower() in _PROJECT_SPECIAL_GROUPS:
+        return f"{_PROJECT_SPECIAL_GROUPS[special.lower()]}:{project}"
+    return _PUBLIC_BY_CASE.get(special.lower(), f"specialGroup:{special}")
 
 
 # Cloud Storage ACL roles as the legacy IAM roles Google defines to mirror them
@@ -438,7 +482,7 @@ def grants_of(resource: Resource) -> Iterator[tuple[str, str]]:
     if _type_name(t).endswith("memberremove"):  # IamMemberRemove takes a grant away
         return
     if t == BIGQUERY_DATASET_ACCESS:
-        member = _access_member(p)
+        member = _access_member(p, _text(p, "project"))
         if member:
             yield _dataset_role(p.get("role")), member
         return
@@ -453,7 +497,9 @@ def grants_of(resource: Resource) -> Iterator[tuple[str, str]]:
             yield str(binding.get("role")), str(member)
     if t == BIGQUERY_DATASET:
         for entry in p.get("accesses") or []:
-            granted = _access_member(entry) if isinstance(entry, Mapping) else None
+            granted = (
+                _access_member(entry, _text(p, "project")) if isinstance(entry, Mapping) else None
+            )
             if granted:
                 yield _dataset_role(entry.get("role")), granted
 
@@ -800,6 +846,608 @@ def _snapshot_account_not_impersonated(
             )
 
 
+# -- deny by default: only what the program itself creates and grants ----------------------------
+
+# A value not known until the update runs, as the offline plan shows it (stack/plan.py,
+# UNKNOWN_UNTIL_CREATED) and as policy/pack.py hands over pulumi_policy's sentinels for one (read
+# through CrossGuard's proxy, a single unknown value would skip the whole policy). A grant with an
+# unknown part is judged on its known parts: it must match a listed grant in every part that is
+# known. The marker holds parentheses and spaces, which no IAM member, role or resource name
+# accepts, so a value written to look unknown is refused by Google anyway.
+UNKNOWN = "(known after creation)"
+
+
+def is_unknown(value: Any) -> bool:
+    """Whether a value (or a name built from one) holds a part not known before the update."""
+    return isinstance(value, str) and UNKNOWN in value
+
+
+# The allow-list generated from the program: every resource type it registers, every (principal,
+# role, scope kind) it grants, every custom role's permission set, over the example stacks and
+# the generated ones (tests/allowlist.py writes it; tests/test_policy_allowlist.py fails when it
+# drifts from what the program creates).
+ALLOWLIST_FILE = "data/allowed_types.json"
+REGENERATE_ALLOWLIST = "python -m tests.allowlist"
+# What the engine registers beside the program's resources: the stack itself. Default providers
+# (pulumi:providers:PACKAGE) are allowed for the packages of the program's own types.
+ENGINE_TYPES = frozenset({"pulumi:pulumi:Stack"})
+PROVIDER_PREFIX = "pulumi:providers:"
+# Types the program creates at most once per stack, whatever the settings: the one Healthcare
+# dataset (every store's), the one BigQuery dataset, the snapshot's one account and custom role.
+# A second one is a place the stack's own rules do not follow (another project's dataset).
+SINGLETON_TYPES = frozenset(
+    {HEALTHCARE_DATASET, BIGQUERY_DATASET, CUSTOM_ROLE, "gcp:serviceaccount/account:Account"}
+)
+# The principals the program grants to, as the allow-list's grants name them.
+Principal = Literal["agent", "bigquery_encryption", "snapshot", "scheduler"]
+PRINCIPAL_TITLES: dict[str, str] = {
+    "agent": "the Healthcare service agent",
+    "bigquery_encryption": "BigQuery's encryption account",
+    "snapshot": "the nightly snapshot's service account",
+    "scheduler": "Cloud Scheduler's service agent",
+}
+# BigQuery's encryption account (bq-NUMBER@bigquery-encryption.iam.gserviceaccount.com:
+# https://cloud.google.com/bigquery/docs/customer-managed-encryption).
+BIGQUERY_ENCRYPTION = re.compile(
+    r"^serviceAccount:bq-[0-9A-Za-z_]+@bigquery-encryption\.[a-z0-9.-]+$"
+)
+# Every snapshot role (projects/P/roles/dicomBqSnapshotExport_HASH) as the allow-list names it.
+SNAPSHOT_ROLE_KEY = f"projects/*/roles/{naming.SNAPSHOT_ROLE_PREFIX}_*"
+DATA_EDITOR = "roles/bigquery.dataEditor"
+
+
+@dataclass(frozen=True)
+class ProgramAllowlist:
+    custom_types: frozenset[str]
+    component_types: frozenset[str]
+    # (principal, role or SNAPSHOT_ROLE_KEY, scope kind)
+    grants: frozenset[tuple[str, str, str]]
+    custom_role_permissions: frozenset[frozenset[str]]
+
+    @property
+    def packages(self) -> frozenset[str]:
+        """The packages of the program's own types (gcp, time): their providers are allowed."""
+        return frozenset(t.split(":", 1)[0] for t in self.custom_types)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "regenerate": REGENERATE_ALLOWLIST,
+            "resourceTypes": {
+                "custom": sorted(self.custom_types),
+                "component": sorted(self.component_types),
+            },
+            "grants": [
+                {"principal": p, "role": r, "scopeKind": k} for p, r, k in sorted(self.grants)
+            ],
+            "customRolePermissions": sorted(sorted(s) for s in self.custom_role_permissions),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ProgramAllowlist:
+        types = data["resourceTypes"]
+        return cls(
+            custom_types=frozenset(types["custom"]),
+            component_types=frozenset(types["component"]),
+            grants=frozenset((g["principal"], g["role"], g["scopeKind"]) for g in data["grants"]),
+            custom_role_permissions=frozenset(frozenset(s) for s in data["customRolePermissions"]),
+        )
+
+
+@functools.cache
+def program_allowlist() -> ProgramAllowlist:
+    from importlib import resources as package_files
+
+    text = package_files.files("dicom_bq").joinpath(ALLOWLIST_FILE).read_text("utf-8")
+    return ProgramAllowlist.from_json(json.loads(text))
+
+
+# The offline plan's stand-in for a project number looked up at deploy time (stack/plan.py,
+# UNRESOLVED_NUMBER: PROJECT_NUMBER_OF_{project}), in a service agent's address.
+_UNRESOLVED_NUMBER = re.compile(r"project_number_of_[a-z0-9.:-]+?(?=@)", re.IGNORECASE)
+
+
+def resolved(member: str) -> str:
+    """The member with a number the offline plan could not know replaced by a stand-in one: to
+    judge its shape (whose address it is), never to compare it."""
+    return _UNRESOLVED_NUMBER.sub("0", member)
+
+
+def principal_of(member: str) -> Principal | None:
+    """Which of the program's principals the member is, in any spelling; None for anyone else.
+    An address whose project number is known only at deploy time is judged by its shape."""
+    member = resolved(member)
+    if is_agent(member):
+        return "agent"
+    if BIGQUERY_ENCRYPTION.match(canonical_member(member)):
+        return "bigquery_encryption"
+    if is_snapshot_account(member):
+        return "snapshot"
+    if is_scheduler_agent(member):
+        return "scheduler"
+    return None
+
+
+def role_key(role: str) -> str:
+    return SNAPSHOT_ROLE_KEY if SNAPSHOT_ROLE.match(role) else role
+
+
+def scope_kind(scope: str) -> str | None:
+    parsed = parse_scope(scope)
+    return parsed.kind.name if parsed is not None else None
+
+
+def _package(resource_type: str) -> str:
+    if resource_type.startswith(PROVIDER_PREFIX):
+        return resource_type[len(PROVIDER_PREFIX) :]
+    return resource_type.split(":", 1)[0]
+
+
+# Types that grant access or make credentials: each named, so a reviewer reads why it is refused.
+_CREDENTIAL_TYPES = {
+    "gcp:serviceaccount/key:Key": "creates a service account key: a credential that acts as "
+    "the account from anywhere, until someone deletes it",
+    "gcp:storage/hmacKey:HmacKey": "creates an HMAC key: a credential that reads and writes "
+    "Cloud Storage as its service account",
+    "gcp:projects/apiKey:ApiKey": "creates an API key: a credential for the project's APIs",
+    "gcp:iam/workloadIdentityPool:WorkloadIdentityPool": "creates a workload identity pool: "
+    "identities outside Google (a CI system, another cloud) can then be granted roles and act "
+    "as service accounts",
+    "gcp:iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider": "creates a workload "
+    "identity pool provider: it decides which outside tokens (any repository, any account) "
+    "become Google identities",
+    "gcp:iam/workloadIdentityPoolManagedIdentity:WorkloadIdentityPoolManagedIdentity": "creates "
+    "a workload identity: an outside identity Google trusts",
+    "gcp:iam/workforcePool:WorkforcePool": "creates a workforce pool: outside users become "
+    "Google identities",
+    "gcp:iam/workforcePoolProvider:WorkforcePoolProvider": "creates a workforce pool provider: "
+    "it decides which outside users become Google identities",
+    "gcp:iam/oauthClient:OauthClient": "creates an OAuth client",
+    "gcp:iam/oauthClientCredential:OauthClientCredential": "creates an OAuth client secret",
+    "gcp:oslogin/sshPublicKey:SshPublicKey": "adds an SSH key to a user's OS Login profile",
+    "gcp:organizations/iAMCustomRole:IAMCustomRole": "creates an organization custom role: "
+    "its permissions are outside the grants list",
+    "gcp:bigquery/routine:Routine": "creates a BigQuery routine, which an access entry can "
+    "authorize to read the dataset",
+}
+_GRANTING_NAME_PARTS = (
+    "iammember",
+    "iambinding",
+    "iampolicy",
+    "memberremove",
+    "auditconfig",
+    "acl",
+    "accesscontrol",
+    "policybinding",
+    "accesspolicy",
+    "denypolicy",
+    "boundarypolicy",
+    "access",
+)
+
+
+def _authorized(entry: Mapping[str, Any]) -> str | None:
+    """What a dataset access entry authorizes instead of a principal: a view, a routine or a
+    whole dataset (access[].view / routine / dataset in
+    https://cloud.google.com/bigquery/docs/reference/rest/v2/datasets); None for a member."""
+    for key, id_key in (("view", "tableId"), ("routine", "routineId")):
+        target = entry.get(key)
+        if isinstance(target, Mapping):
+            parts = [target.get("projectId"), target.get("datasetId"), target.get(id_key)]
+            return f"the {key} {'.'.join(str(p) for p in parts)}"
+        if target:
+            return f"the {key} {target}"
+    target = entry.get("dataset")
+    if isinstance(target, Mapping):
+        inner = target.get("dataset")
+        named = inner if isinstance(inner, Mapping) else target
+        return f"the dataset {named.get('projectId')}.{named.get('datasetId')}"
+    if target:
+        return f"the dataset {target}"
+    return None
+
+
+def _access_entries(resource: Resource) -> list[Mapping[str, Any]]:
+    if resource.type == BIGQUERY_DATASET_ACCESS:
+        return [resource.props]
+    if resource.type == BIGQUERY_DATASET:
+        found = resource.props.get("accesses")
+        return [e for e in found if isinstance(e, Mapping)] if isinstance(found, list) else []
+    return []
+
+
+def _why_type_refused(resource: Resource, allow: ProgramAllowlist) -> str:
+    t = resource.type
+    kind = _type_name(t)
+    package = _package(t)
+    if t in _CREDENTIAL_TYPES:
+        return f"{_CREDENTIAL_TYPES[t]}; the program never creates {t}"
+    if t == BIGQUERY_DATASET_ACCESS:
+        what = _authorized(resource.props)
+        if what:
+            return (
+                f"authorizes {what} to read dataset {scope_of(resource)}: anyone who may query "
+                f"it reads the dataset's tables through it, outside the grants list (an "
+                f"authorized view, routine or dataset); the program never creates {t}"
+            )
+        return (
+            f"adds a dataset access entry on {scope_of(resource)}, a grant outside the grants "
+            f"list; the program never creates {t}"
+        )
+    if t.endswith(":dynamic:Resource") or package.startswith("pulumi-"):
+        return (
+            f"is a dynamic provider resource ({t}): it runs arbitrary code with the deployer's "
+            "credentials during `pulumi up`, so no rule can see what it creates or grants"
+        )
+    if package == "command" or t.startswith(f"{PROVIDER_PREFIX}command"):
+        return (
+            f"runs a command ({t}) with the deployer's credentials: a gcloud call can grant any "
+            "role or create keys, and no rule can see it"
+        )
+    if t.startswith(PROVIDER_PREFIX):
+        return (
+            f"is a provider for package {package}, which the program does not use (its providers "
+            f"are {', '.join(sorted(allow.packages))})"
+        )
+    if package not in allow.packages:
+        return (
+            f"is a resource of package {package} ({t}), which the program does not use: a raw "
+            f"type token or another provider's resource; only the {', '.join(sorted(allow.packages))} "
+            "types the program creates are allowed"
+        )
+    if any(part in kind for part in _GRANTING_NAME_PARTS):
+        return (
+            f"grants access through {t}, a resource the program never creates: whatever it "
+            "grants is outside the grants list"
+        )
+    return f"is a {t}, a type the program never creates"
+
+
+def _only_program_types(resources: list[Resource], _: PolicyContext) -> Iterator[tuple[str, str]]:
+    allow = program_allowlist()
+    allowed = allow.custom_types | allow.component_types | ENGINE_TYPES
+    first: dict[str, str] = {}
+    for r in resources:
+        provider = r.type.startswith(PROVIDER_PREFIX) and _package(r.type) in allow.packages
+        if r.type not in allowed and not provider:
+            yield r.name, _why_type_refused(r, allow)
+        elif r.type in SINGLETON_TYPES:
+            if r.type in first:
+                yield (
+                    r.name,
+                    f"is a second {r.type} (besides {first[r.type]}): the program creates one "
+                    "per stack, and the rules follow that one",
+                )
+            first.setdefault(r.type, r.name)
+
+
+def member_matches(listed: str, member: str) -> bool:
+    """Whether a member of the grants list names `member` (both in canonical_member form). A
+    listed address whose project number the offline plan could not know (service-PROJECT_NUMBER_
+    OF_p@...: `dicom-bq up` without dicom-bq:sourceProjectNumber) names that address with any
+    number in its place: the rest of the address, the role and the scope must still match."""
+    if listed == member:
+        return True
+    if not _UNRESOLVED_NUMBER.search(listed):
+        return False
+    parts = _UNRESOLVED_NUMBER.split(listed)
+    return re.fullmatch("[0-9]+".join(re.escape(p) for p in parts), member) is not None
+
+
+def _listed(b: Binding, listed: frozenset[ListedGrant]) -> bool:
+    """Whether the grants list holds the binding: role exactly, member as IAM compares it (both
+    in canonical_member form), scope exactly; a part not known yet matches any."""
+    return any(
+        (is_unknown(b.role) or g.role == b.role)
+        and (is_unknown(b.member) or member_matches(g.member, b.member))
+        and (is_unknown(b.scope) or g.scope == b.scope)
+        for g in listed
+    )
+
+
+@dataclass(frozen=True)
+class _StackScopes:
+    """What the stack itself creates, as scopes: the fallback ties grants to them."""
+
+    datasets: frozenset[str]
+    dataset_projects: frozenset[str]
+    stores: frozenset[str]
+    accounts: frozenset[tuple[str, str]]  # (project, account ID)
+    # Topics the stack lets the Healthcare agent publish to (the program grants one per topic).
+    agent_topics: frozenset[str] = frozenset()
+
+
+def _stack_scopes(resources: list[Resource]) -> _StackScopes:
+    datasets = frozenset(scope_of(r) for r in _of_type(resources, BIGQUERY_DATASET))
+    store_kind = SCOPE_KINDS["dicom_store"]
+    stores = frozenset(
+        f"//{store_kind.host}/{_text(r.props, 'dataset')}/dicomStores/{_text(r.props, 'name')}"
+        for r in _of_type(resources, "gcp:healthcare/dicomStore:DicomStore")
+    )
+    accounts = frozenset(
+        (_text(r.props, "project"), _text(r.props, "accountId"))
+        for r in _of_type(resources, "gcp:serviceaccount/account:Account")
+    )
+    projects = frozenset(_text(r.props, "project") for r in _of_type(resources, BIGQUERY_DATASET))
+    topics = frozenset(
+        b.scope
+        for b in bindings(resources)
+        if b.role == "roles/pubsub.publisher"
+        and (is_unknown(b.member) or principal_of(b.member) == "agent")
+    )
+    return _StackScopes(datasets, projects, stores, accounts, topics)
+
+
+def _own_scope_problem(b: Binding, principal: str, own: _StackScopes) -> str | None:
+    """Without a grants list, the scopes the stack creates are the only ones of their kind a
+    program grant names: its dataset, its stores, its snapshot account; the BigQuery project's
+    roles go on its dataset's project."""
+    if is_unknown(b.scope):
+        return None
+    kind = scope_kind(b.scope)
+    datasets = ", ".join(sorted(own.datasets))
+    if kind == "bigquery_dataset" and len(own.datasets) > 1:
+        return f"{b.scope}, one of {len(own.datasets)} BigQuery datasets ({datasets}): the program creates one"
+    if kind == "bigquery_dataset" and own.datasets and b.scope not in own.datasets:
+        return f"{b.scope}, which is not the stack's BigQuery dataset ({datasets})"
+    known_stores = own.stores and not any(is_unknown(s) for s in own.stores)
+    if kind == "dicom_store" and known_stores and b.scope not in own.stores:
+        return f"{b.scope}, which is not one of the stack's DICOM stores"
+    if kind == "service_account" and own.accounts:
+        parts = SCOPE_KINDS["service_account"].parse(b.scope) or {}
+        account = (parts.get("project", ""), parts.get("account", "").split("@")[0])
+        if account not in own.accounts:
+            return f"{b.scope}, which is not the stack's own service account"
+    if (
+        kind == "project"
+        and principal == "agent"
+        and b.role.startswith("roles/bigquery.")
+        and own.dataset_projects
+    ):
+        project = (SCOPE_KINDS["project"].parse(b.scope) or {}).get("project", "")
+        if project not in own.dataset_projects or len(own.dataset_projects) > 1:
+            return (
+                f"{b.scope}, which is not the project of the stack's one BigQuery dataset "
+                f"({', '.join(sorted(own.dataset_projects))})"
+            )
+    return None
+
+
+def _fallback_problem(
+    b: Binding, context: PolicyContext, allow: ProgramAllowlist, own: _StackScopes
+) -> str | None:
+    """Without a grants list: the member is one of the program's principals, the (principal,
+    role, scope kind) one the program grants, on a scope the stack creates where it creates one."""
+    principal = None if is_unknown(b.member) else principal_of(b.member)
+    if principal is None and not is_unknown(b.member):
+        titles = ", ".join(PRINCIPAL_TITLES.values())
+        return (
+            f"grants {b.role} to {b.member} on {b.scope}: the program grants only to {titles}, "
+            "and no grants list names anyone else"
+        )
+    if (
+        principal == "agent"
+        and context.source_project_number is not None
+        and not _UNRESOLVED_NUMBER.search(b.member)
+    ):
+        number = agent_project_number(b.member)
+        if number != context.source_project_number:
+            return (
+                f"grants {b.role} to {b.member}, the Healthcare agent of another project than "
+                f"the source project (number {context.source_project_number})"
+            )
+    kind = None if is_unknown(b.scope) else scope_kind(b.scope)
+    key = None if is_unknown(b.role) else role_key(b.role)
+    if not any(
+        (principal is None or p == principal)
+        and (key is None or r == key)
+        and (is_unknown(b.scope) or k == kind)
+        for p, r, k in allow.grants
+    ):
+        who = PRINCIPAL_TITLES[principal] if principal else b.member
+        granted = sorted(f"{r} on a {k}" for p, r, k in allow.grants if p == principal)
+        return (
+            f"grants {b.role} to {who} on {b.scope}; the program grants "
+            f"{who} only {', '.join(granted) or 'nothing'}"
+        )
+    problem = _own_scope_problem(b, principal or "", own)
+    who = PRINCIPAL_TITLES[principal] if principal else b.member
+    return f"grants {b.role} to {who} on {problem}" if problem else None
+
+
+def _custom_role_name(resource: Resource) -> str:
+    role_id = _text(resource.props, "roleId")
+    if resource.type.startswith("gcp:organizations/"):
+        return f"organizations/{_text(resource.props, 'orgId')}/roles/{role_id}"
+    return naming.custom_role_name(_text(resource.props, "project"), role_id)
+
+
+def _custom_role_problems(
+    r: Resource, context: PolicyContext, allow: ProgramAllowlist
+) -> Iterator[str]:
+    listed = context.listed_grants
+    name = _custom_role_name(r)
+    found = r.props.get("permissions")
+    if isinstance(found, list) and not any(is_unknown(p) for p in found):
+        # IAM keeps a custom role's includedPermissions as a set: order and repeats do not count.
+        permissions = frozenset(str(p) for p in found)
+        if permissions not in allow.custom_role_permissions:
+            expected = " or ".join(
+                "{" + ", ".join(sorted(s)) + "}" for s in allow.custom_role_permissions
+            )
+            yield (
+                f"custom role {name} holds {{{', '.join(sorted(permissions))}}}; the program's "
+                f"custom role holds exactly {expected or 'nothing'}"
+            )
+    elif not is_unknown(found):
+        yield f"custom role {name} has no readable permission list"
+    if is_unknown(name):
+        return
+    if listed is not None:
+        if name not in {g.role for g in listed}:
+            yield f"custom role {name} is not a role the grants list grants"
+    elif not SNAPSHOT_ROLE.match(name):
+        yield f"custom role {name} is not the nightly snapshot's role, the one custom role the program creates"
+
+
+def _only_listed_grants(
+    resources: list[Resource], context: PolicyContext
+) -> Iterator[tuple[str, str]]:
+    allow = program_allowlist()
+    own = _stack_scopes(resources)
+    listed = context.listed_grants
+    for r in resources:
+        for entry in _access_entries(r):
+            what = _authorized(entry)
+            if what:
+                yield (
+                    r.name,
+                    f"authorizes {what} to read dataset {scope_of(r)}: anyone who may query it "
+                    "reads the dataset's tables through it (an authorized view, routine or "
+                    "dataset), and no grant of the program is one",
+                )
+        kind = _type_name(r.type)
+        if kind.endswith("iammember") and not (
+            isinstance(r.props.get("role"), str) and isinstance(r.props.get("member"), str)
+        ):
+            yield (
+                r.name,
+                f"{r.type} without a readable role and member: its grant cannot be checked",
+            )
+        if kind == "iamcustomrole":
+            for problem in _custom_role_problems(r, context, allow):
+                yield r.name, problem
+    for b in bindings(resources):
+        if listed is not None:
+            if not _listed(b, listed):
+                held = sorted(f"{g.role} on {g.scope}" for g in listed if g.member == b.member)
+                also = f" (it lists for {b.member}: {'; '.join(held)})" if held else ""
+                yield (
+                    b.resource,
+                    f"grants {b.role} to {b.member} on {b.scope}, which the grants list does "
+                    f"not name{also}",
+                )
+        else:
+            fallback = _fallback_problem(b, context, allow, own)
+            if fallback:
+                yield b.resource, fallback
+
+
+def _bigquery_table(uri: str) -> tuple[str, str] | None:
+    """(project, dataset) of a bq://PROJECT.DATASET.TABLE URI (a domain-scoped project
+    example.com:p keeps its colon); None when it is not one."""
+    found = re.fullmatch(r"bq://([^./]+(?:\.[^./:]+)*?:[^./]+|[^./:]+)\.([^./]+)\.([^./]+)", uri)
+    return (found.group(1), found.group(2)) if found else None
+
+
+def _destination_problem(uri: Any, context: PolicyContext, own: _StackScopes) -> str | None:
+    if is_unknown(uri):
+        return None
+    parsed = _bigquery_table(str(uri))
+    if parsed is None:
+        return f"{uri} is not a bq://PROJECT.DATASET.TABLE table"
+    project, dataset = parsed
+    scope = SCOPE_KINDS["bigquery_dataset"].uri(project=project, resource=dataset)
+    if len(own.datasets) > 1:
+        # The program creates one; which of several is the stack's own is not for the stack to say.
+        return (
+            f"{uri}, while the stack creates {len(own.datasets)} BigQuery datasets "
+            f"({', '.join(sorted(own.datasets))}) where the program creates one"
+        )
+    if own.datasets and scope not in own.datasets:
+        return f"{uri} is outside the stack's BigQuery dataset ({', '.join(sorted(own.datasets))})"
+    if context.listed_grants is not None:
+        editor = {g.scope for g in context.listed_grants if g.role == DATA_EDITOR}
+        if scope not in editor and project_scope(project) not in editor:
+            return f"{uri} is in no dataset the grants list lets the Healthcare agent write"
+    elif not own.datasets:
+        return f"{uri} is in no BigQuery dataset the stack creates"
+    return None
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _store_paths(store: Resource, context: PolicyContext, own: _StackScopes) -> Iterator[str]:
+    streams = store.props.get("streamConfigs")
+    for stream in streams if isinstance(streams, list) else []:
+        uri = _mapping(_mapping(stream).get("bigqueryDestination")).get("tableUri")
+        problem = _destination_problem(uri, context, own)
+        if problem:
+            yield (
+                f"streams every instance's metadata into {problem}: PHI would reach a table "
+                "the stack does not hold"
+            )
+    listed = context.listed_grants
+    topic = _mapping(store.props.get("notificationConfig")).get("pubsubTopic")
+    if isinstance(topic, str) and not is_unknown(topic):
+        # The program grants the agent publisher on each topic a store notifies: with a grants
+        # list, a listed grant; without one, a grant of the stack (which DBQ019 holds to topics).
+        if listed is not None:
+            publishers = {g.scope for g in listed if g.role == "roles/pubsub.publisher"}
+            source = "the grants list does not let the agent publish to"
+        else:
+            publishers = set(own.agent_topics)
+            source = "the stack does not let the agent publish to"
+        if f"//{SCOPE_KINDS['topic'].host}/{topic}" not in publishers:
+            yield f"notifies {topic}, a topic {source}"
+
+
+_EXPORT_URI = re.compile(r"^https://healthcare\.[a-z0-9.-]+/v1/(projects/[^:]+):export$")
+
+
+def _job_paths(job: Resource, context: PolicyContext, own: _StackScopes) -> Iterator[str]:
+    props = job.props
+    for other in ("pubsubTarget", "appEngineHttpTarget"):
+        if props.get(other):
+            yield f"has a {other}; the program's jobs only call dicomStores.export over HTTP"
+    http = _mapping(props.get("httpTarget"))
+    if not http:
+        return
+    if http.get("oidcToken"):
+        yield "sends an OIDC token; the program's jobs send the snapshot account's OAuth token"
+    email = _mapping(http.get("oauthToken")).get("serviceAccountEmail")
+    if isinstance(email, str) and not is_unknown(email):
+        account_id = email.partition("@")[0].lower()
+        ours = not own.accounts or account_id in {a for _, a in own.accounts}
+        if not (is_snapshot_account(f"serviceAccount:{email}") and ours):
+            yield (
+                f"calls as {email}, not the stack's snapshot account: Cloud Scheduler's agent "
+                "would mint that account's tokens for whoever edits the job"
+            )
+    uri = http.get("uri")
+    if isinstance(uri, str) and not is_unknown(uri):
+        found = _EXPORT_URI.match(uri)
+        store = f"//{SCOPE_KINDS['dicom_store'].host}/{found.group(1)}" if found else None
+        if store is None:
+            yield f"calls {uri}, not dicomStores.export on one of the stack's DICOM stores"
+        elif own.stores and store not in own.stores and not any(is_unknown(s) for s in own.stores):
+            yield f"calls {uri}, an export of a DICOM store the stack does not create"
+    body = http.get("body")
+    if isinstance(body, str) and not is_unknown(body):
+        try:
+            request = json.loads(base64.b64decode(body, validate=True))
+        except (ValueError, TypeError):
+            yield "has a body that is not base64 JSON: the export it asks for cannot be checked"
+            return
+        table = _mapping(_mapping(request).get("bigqueryDestination")).get("tableUri")
+        problem = _destination_problem(table, context, own)
+        if problem:
+            yield f"exports into {problem}: PHI would reach a table the stack does not hold"
+
+
+def _data_stays_in_the_stack(
+    resources: list[Resource], context: PolicyContext
+) -> Iterator[tuple[str, str]]:
+    own = _stack_scopes(resources)
+    for store in _of_type(resources, "gcp:healthcare/dicomStore:DicomStore"):
+        for problem in _store_paths(store, context, own):
+            yield store.name, problem
+    for job in _of_type(resources, "gcp:cloudscheduler/job:Job"):
+        for problem in _job_paths(job, context, own):
+            yield job.name, problem
+
+
 RULES: tuple[Rule, ...] = (
     Rule(
         "DBQ001",
@@ -953,6 +1601,33 @@ RULES: tuple[Rule, ...] = (
         "Remove the grant: only the nightly job acts as the snapshot account, through Cloud Scheduler's agent.",
         _snapshot_account_not_impersonated,
         "Checkov CKV_GCP_41 and CKV_GCP_49 (Service Account User / Token Creator); Trivy google-iam-no-project-level-service-account-impersonation",
+    ),
+    Rule(
+        "DBQ018",
+        "only-program-resource-types",
+        "The stack creates only the resource types the program creates (an allow-list generated from the program: scripts/dicom_bq/data/allowed_types.json), and one BigQuery dataset, Healthcare dataset, custom role and service account at most: no service account or HMAC keys, workload identity pools or providers, DatasetAccess entries, dynamic providers, commands or other packages' type tokens.",
+        "mandatory",
+        "Remove the resource. A type the program itself now creates goes into the allow-list with `python -m tests.allowlist` (reviewed like the IAM inventories).",
+        _only_program_types,
+        "policy-library gcp_restricted_resource_types / allowed resource types (nearest); no Checkov or Trivy equivalent",
+    ),
+    Rule(
+        "DBQ019",
+        "only-listed-grants",
+        "Every IAM member, binding, policy, dataset access entry and ACL grants only what the grants list names (role exactly; member as IAM compares it: email and type case-insensitive, deleted: and ?uid= as the principal named; scope exactly), no access entry authorizes a view, routine or dataset, and every custom role holds exactly the program's permission set; without a grants list, only the program's principals, roles and scope kinds, on the scopes the stack creates.",
+        "mandatory",
+        "Grant only what infra/grants.py lists (dicom-bq plan shows it); give other people access outside this stack, through your organization's IAM process.",
+        _only_listed_grants,
+        "policy-library gcp_iam_allowed_bindings and gcp_iam_custom_role_permissions (nearest); Checkov CKV_GCP_15 (authorized/public datasets, partial)",
+    ),
+    Rule(
+        "DBQ020",
+        "data-stays-in-the-stack",
+        "DICOM stores stream only into the stack's BigQuery dataset (and, with a grants list, notify only listed topics); Cloud Scheduler jobs only call dicomStores.export on the stack's stores as its snapshot account, into its dataset.",
+        "mandatory",
+        "Stream and export only into the stack's own dataset (dicom-bq:streamTables, snapshotTable); to copy data elsewhere, query it from there with your own grants.",
+        _data_stays_in_the_stack,
+        "none (no scanner follows Healthcare streams or Scheduler targets)",
     ),
 )
 
