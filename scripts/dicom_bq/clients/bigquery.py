@@ -5,7 +5,14 @@ retries jobs.query (query_and_wait, DEFAULT_RETRY) with one requestId for all it
 (google/cloud/bigquery/_job_helpers.py, do_query), which BigQuery uses "to ensure idempotent
 behavior for queries", read-only ones being "nullipotent by definition" (bigquery v2 discovery
 document, QueryRequest.requestId): a resent query changes nothing
-(tests/test_transport_faults.py)."""
+(tests/test_transport_faults.py).
+
+Every call has a deadline: google-cloud-bigquery waits for an answer without one
+(retry.DEFAULT_TIMEOUT is None) and retries a refused or lost connection for 10 minutes
+(retry._DEFAULT_RETRY_DEADLINE), so a closed BIGQUERY_EMULATOR_HOST port would hang the command.
+Each request here waits at most REQUEST_TIMEOUT seconds, and its retries stop RETRY_DEADLINE
+seconds after the first try (google.api_core Retry.with_timeout); then the message names the
+endpoint that did not answer."""
 
 from __future__ import annotations
 
@@ -18,6 +25,12 @@ from dicom_bq.clients.endpoints import Connection
 from dicom_bq.errors import EXIT_FAILED, DicomBqError
 from dicom_bq.filters.queries import Query, instance_row
 from dicom_bq.refs import TableUri
+from dicom_bq.texts import printable
+
+# Seconds one request may take (requests' connect and read timeouts), and seconds after which
+# retries stop (a refused connection is retried until then).
+REQUEST_TIMEOUT = 60.0
+RETRY_DEADLINE = 30.0
 
 
 @dataclass(frozen=True)
@@ -41,19 +54,47 @@ class BigQueryTables:
         self._bigquery = bigquery
         self.billing_project = billing_project
         self._client = connection.bigquery_client(billing_project)
+        self._endpoint = connection.bigquery()
+
+    def _retry(self, retry: Any = None) -> Any:
+        """google-cloud-bigquery's retry (DEFAULT_RETRY, or `retry`) stopping at RETRY_DEADLINE."""
+        return (retry or self._bigquery.DEFAULT_RETRY).with_timeout(RETRY_DEADLINE)
+
+    def _job_retry(self) -> Any:
+        from google.cloud.bigquery.retry import DEFAULT_JOB_RETRY
+
+        return self._retry(DEFAULT_JOB_RETRY)
 
     def _fail(self, what: str, error: Exception) -> DicomBqError:
+        import requests
+        from google.api_core import exceptions
+
+        cause = error.cause if isinstance(error, exceptions.RetryError) else error
+        if isinstance(error, exceptions.RetryError) or isinstance(
+            cause, (requests.RequestException, ConnectionError, TimeoutError)
+        ):
+            variable = " (BIGQUERY_EMULATOR_HOST)" if self._endpoint.emulated else ""
+            return DicomBqError(
+                f"BigQuery at {self._endpoint.url}{variable} did not answer, to {what}: "
+                f"{_reason(cause)} (tried for up to "
+                f"{RETRY_DEADLINE:g}s, {REQUEST_TIMEOUT:g}s a request). Check that the endpoint "
+                "is right and reachable, then try again",
+                exit_code=EXIT_FAILED,
+            )
         return DicomBqError(f"BigQuery refused to {what}: {error}", exit_code=EXIT_FAILED)
 
     def _described(self, table: TableUri) -> Any | None:
         """tables.get, or None when the table does not exist."""
+        import requests
         from google.api_core import exceptions
 
         try:
-            return self._client.get_table(table.table_id)
+            return self._client.get_table(
+                table.table_id, retry=self._retry(), timeout=REQUEST_TIMEOUT
+            )
         except exceptions.NotFound:
             return None
-        except exceptions.GoogleAPIError as error:
+        except (exceptions.GoogleAPIError, requests.RequestException, OSError) as error:
             raise self._fail(f"describe {table.uri}", error) from None
 
     def row_count(self, table: TableUri) -> int | None:
@@ -89,13 +130,16 @@ class BigQueryTables:
 
     def dataset_access(self, project: str, dataset: str) -> list[dict[str, Any]] | None:
         """The dataset's access entries (role, member kinds), or None when it does not exist."""
+        import requests
         from google.api_core import exceptions
 
         try:
-            found = self._client.get_dataset(f"{project}.{dataset}")
+            found = self._client.get_dataset(
+                f"{project}.{dataset}", retry=self._retry(), timeout=REQUEST_TIMEOUT
+            )
         except exceptions.NotFound:
             return None
-        except exceptions.GoogleAPIError as error:
+        except (exceptions.GoogleAPIError, requests.RequestException, OSError) as error:
             raise self._fail(f"describe dataset {project}:{dataset}", error) from None
         return [entry.to_api_repr() for entry in found.access_entries]
 
@@ -107,6 +151,7 @@ class BigQueryTables:
         self, query: Query, page_size: int = 10_000, what: str = "run the query"
     ) -> Iterator[dict[str, Any]]:
         """Rows of `query`, fetched a page at a time so a large result is never held whole."""
+        import requests
         from google.api_core import exceptions
 
         config = self._bigquery.QueryJobConfig(
@@ -117,7 +162,12 @@ class BigQueryTables:
         )
         try:
             for row in self._client.query_and_wait(
-                query.sql, job_config=config, page_size=page_size
+                query.sql,
+                job_config=config,
+                page_size=page_size,
+                api_timeout=REQUEST_TIMEOUT,
+                retry=self._retry(),
+                job_retry=self._job_retry(),
             ):
                 yield dict(row.items())
         except exceptions.Forbidden as error:
@@ -128,5 +178,15 @@ class BigQueryTables:
                 f"{self.billing_project}: choose the project billed with --billing-project",
                 exit_code=EXIT_FAILED,
             ) from None
-        except exceptions.GoogleAPIError as error:
+        except (exceptions.GoogleAPIError, requests.RequestException, OSError) as error:
             raise self._fail(what, error) from None
+
+
+def _reason(error: BaseException) -> str:
+    """Why a connection failed, shortly: urllib3's reason (a refused or timed-out connection)
+    rather than requests' whole retry story, which names the URL again."""
+    while isinstance(getattr(error, "cause", None), BaseException):  # a RetryError's last
+        error = error.cause  # type: ignore[attr-defined]
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    shown = reason if isinstance(reason, BaseException) else error
+    return f"{type(error).__name__}: {printable(str(shown), 300)}"

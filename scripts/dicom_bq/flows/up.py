@@ -30,6 +30,7 @@ from dicom_bq.flows.propagation import (
     triage,
 )
 from dicom_bq.flows.verify import VerifyObserver, VerifyOptions, VerifyReport, verify_each
+from dicom_bq.texts import SUBPROCESS_BYTES, output_excerpt
 
 if TYPE_CHECKING:
     from dicom_bq.stack.outputs import UpOptions
@@ -266,10 +267,12 @@ def run_pulumi_up(
         stderr = process.stderr
 
         def copy_stderr() -> None:
-            for line in stderr:
-                sys.stderr.write(line)
+            # Read a line at most SUBPROCESS_BYTES at a time: a single line of megabytes is
+            # copied on in pieces, and only the last pieces are kept.
+            for piece in iter(lambda: stderr.readline(SUBPROCESS_BYTES), ""):
+                sys.stderr.write(piece)
                 sys.stderr.flush()
-                tail.append(line)
+                tail.append(piece)
 
         copier = threading.Thread(target=copy_stderr, daemon=True)
         copier.start()
@@ -354,7 +357,9 @@ def _failed(result: PulumiRun, others: list[Diagnostic]) -> str:
             f" (and {more} more above)" if more > 0 else ""
         )
     # Its last words: where a program says why it stopped.
-    said = clean(" ".join(line for line in result.stderr.splitlines() if line.strip()), 10**6)
+    # A bounded excerpt of its end (texts.output_excerpt), however long its lines were.
+    excerpt = output_excerpt(result.stderr, lines=STDERR_LINES).splitlines()
+    said = clean(" ".join(line for line in excerpt if line.strip()), 2 * SUBPROCESS_BYTES)
     if len(said) > MESSAGE_LIMIT:
         said = "..." + said[-(MESSAGE_LIMIT - 3) :].lstrip()
     return f"{head}. pulumi said: {said}" if said else head

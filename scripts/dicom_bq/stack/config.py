@@ -64,8 +64,9 @@ from yaml.reader import Reader
 from yaml.resolver import BaseResolver
 from yaml.scanner import Scanner
 
+from dicom_bq import files
 from dicom_bq.errors import DicomBqError
-from dicom_bq.texts import excerpt
+from dicom_bq.texts import excerpt, output_excerpt
 
 PROJECT_NAME = "dicom-bq"
 # Pulumi stack references: [ORG/[PROJECT/]]NAME, each part letters, digits, '-', '_', '.'
@@ -119,17 +120,11 @@ def find_project_dir(start: Path | None = None) -> Path:
 
 
 def _read_text(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DicomBqError(f"{path} does not exist") from None
-    except OSError as error:
-        raise DicomBqError(f"{path} cannot be read: {error.strerror}") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise DicomBqError(
-            f"{path.name} is {len(data)} bytes; a Pulumi config file is at most "
-            f"{MAX_CONFIG_BYTES} bytes here: is it the right file?"
-        )
+    """The text of a Pulumi config file: a regular file of at most MAX_CONFIG_BYTES (a FIFO or a
+    device is refused before any read, files.read_bounded), UTF-8 or UTF-16 after a BOM."""
+    if not path.exists() and not path.is_symlink():
+        raise DicomBqError(f"{path} does not exist")
+    data = files.read_bounded(path, limit=MAX_CONFIG_BYTES, what=path.name)
     # readFileStripUTF8BOM, then yaml.v3's reader: UTF-8, or UTF-16 after its byte order mark.
     encoding = {b"\xff\xfe": "utf-16-le", b"\xfe\xff": "utf-16-be"}.get(data[:2], "utf-8-sig")
     try:
@@ -416,8 +411,9 @@ class _V3Decoder:
 
 def _read_yaml_v3(text: str, file_name: str) -> Any:
     """The first document of a file as yaml.v3 decodes it into `any`, or DicomBqError."""
+    # Bounded nesting before the composer, which recurses once a level (RecursionError).
     try:
-        aliases = sum(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text))
+        _, aliases = files.yaml_shape(text, what=file_name)
     except yaml.YAMLError:
         aliases = 0  # reported below, with the line
     if aliases > MAX_YAML_ALIASES:
@@ -1343,38 +1339,56 @@ def read_stack_config(project_dir: Path, stack: str, use_cli: bool = True) -> St
 def _resolve_with_cli(
     project_dir: Path, project: Mapping[str, Any], offline: StackConfig
 ) -> StackConfig:
-    """The real merged config, ESC environments included, from the Pulumi CLI."""
-    from pulumi import automation
+    """The real merged config, ESC environments included, from the Pulumi CLI: `pulumi config
+    --show-secrets --json --stack S` (what the Automation API's get_all_config runs), with a
+    deadline and a bounded answer (stack.outputs.run_pulumi_read). When it fails, the offline
+    reading is kept, with a note quoting the end of what Pulumi said."""
+    from dicom_bq.stack import outputs
 
-    try:
-        stack = automation.select_stack(offline.stack, work_dir=str(project_dir))
-        config = stack.get_all_config()
-    except Exception as error:
-        said = [
-            line.strip()
-            for line in str(error).splitlines()
-            if line.strip() and not line.strip().endswith(":")
-        ]
-        first_line = said[-1:] or [type(error).__name__]
+    arguments = ["--non-interactive", "config", "--show-secrets", "--json"]
+    arguments += ["--stack", offline.stack]
+
+    def unresolved(why: str) -> StackConfig:
         return StackConfig(
             stack=offline.stack,
             values=offline.values,
             environments=offline.environments,
             notes=[
                 *offline.notes,
-                f"`pulumi config` could not open them ({first_line[0][:200]}); run "
-                "`pulumi login` to see the whole config",
+                f"`pulumi config` could not open them ({why}); run `pulumi login` to see the "
+                "whole config",
             ],
         )
+
+    try:
+        answer = outputs.run_pulumi_read(
+            arguments, project_dir, executable=outputs.pulumi_executable(), limit=MAX_CONFIG_BYTES
+        )
+    except DicomBqError as error:  # no answer in time, or too large an answer
+        return unresolved(output_excerpt(error.message, lines=1, limit=300))
+    if answer.returncode != 0:
+        said = [
+            line.strip()
+            for line in answer.said().splitlines()
+            if line.strip() and not line.strip().endswith(":")
+        ]
+        return unresolved((said[-1:] or [f"exit code {answer.returncode}"])[0][:200])
+    try:
+        config = files.loads_json(answer.stdout.decode("utf-8"), what="`pulumi config --json`")
+        if not isinstance(config, dict) or not all(isinstance(v, dict) for v in config.values()):
+            raise ValueError
+        pairs = {str(key): str(item.get("value") or "") for key, item in config.items()}
+    except (ValueError, DicomBqError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return unresolved("it did not answer a JSON object of config values")
     objects = {
         d.key for d in declared_keys(project) if d.type and d.type.name in ("array", "object")
     }
     values: dict[str, Any] = {}
-    for key, item in config.items():
-        value: Any = item.value
+    for key, text in pairs.items():
+        value: Any = text
         if key in objects or key == f"{PROJECT_NAME}:labels":
-            with contextlib.suppress(ValueError):
-                value = json.loads(item.value)
+            with contextlib.suppress(ValueError, DicomBqError):
+                value = files.loads_json(text, what=f"config value {key}")
         values[key] = value
     return StackConfig(
         stack=offline.stack,
