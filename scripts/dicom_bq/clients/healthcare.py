@@ -215,7 +215,7 @@ class HealthcareApi(GoogleApi):
         self.base_url = f"{endpoint.url}{api_version}/"
 
     def _stores(self) -> Any:
-        return self.service.projects().locations().datasets().dicomStores()
+        return self.collection("projects.locations.datasets.dicomStores")
 
     def export_once(self, request: ExportRequest) -> dict[str, Any]:
         """One export POST, never retried here (nor by the transport: clients/transport.py turns
@@ -240,7 +240,7 @@ class HealthcareApi(GoogleApi):
             ) from None
 
     def list_operations(self, dataset: str, page_token: str | None = None) -> dict[str, Any]:
-        operations = self.service.projects().locations().datasets().operations()
+        operations = self.collection("projects.locations.datasets.operations")
         return dict(self.call(operations.list(name=dataset, pageSize=100, pageToken=page_token)))
 
     def create_store(self, dataset: str, store_id: str, labels: dict[str, str]) -> dict[str, Any]:
@@ -256,7 +256,7 @@ class HealthcareApi(GoogleApi):
         self.call(self._stores().delete(name=name))
 
     def get_operation(self, name: str) -> dict[str, Any]:
-        operations = self.service.projects().locations().datasets().operations()
+        operations = self.collection("projects.locations.datasets.operations")
         return dict(self.call(operations.get(name=name)))
 
     def get_store(self, name: str) -> dict[str, Any]:

@@ -44,7 +44,9 @@ import base64
 import binascii
 import calendar
 import contextlib
+import copy
 import decimal
+import functools
 import hashlib
 import json
 import math
@@ -410,7 +412,14 @@ class _V3Decoder:
 
 
 def _read_yaml_v3(text: str, file_name: str) -> Any:
-    """The first document of a file as yaml.v3 decodes it into `any`, or DicomBqError."""
+    """The first document of a file as yaml.v3 decodes it into `any`, or DicomBqError. A command
+    reads Pulumi.yaml several times and decoding costs tens of milliseconds: the same text is
+    decoded once (a copy each time, so no caller sees another's changes)."""
+    return copy.deepcopy(_decoded_yaml_v3(text, file_name))
+
+
+@functools.lru_cache(maxsize=32)
+def _decoded_yaml_v3(text: str, file_name: str) -> Any:
     # Bounded nesting before the composer, which recurses once a level (RecursionError).
     try:
         _, aliases = files.yaml_shape(text, what=file_name)

@@ -10,7 +10,7 @@ import asyncio
 import atexit
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -351,6 +351,26 @@ def _dependencies_first(registrations: list[_Registration]) -> list[_Registratio
     return sorted(registrations, key=position)
 
 
+@contextlib.contextmanager
+def _no_source_positions() -> Iterator[None]:
+    """The SDK walks and renders the whole Python stack at each registration to tell the engine
+    where the resource was declared (pulumi/runtime/resource.py, _get_stack_trace); the recording
+    mock never reads it, and it was a tenth of a plan's time. An SDK without that hook is run as
+    it is."""
+    from pulumi.runtime import resource as sdk_resource
+    from pulumi.runtime.proto import source_pb2
+
+    original = getattr(sdk_resource, "_get_stack_trace", None)
+    if original is None:
+        yield
+        return
+    sdk_resource._get_stack_trace = source_pb2.StackTrace
+    try:
+        yield
+    finally:
+        sdk_resource._get_stack_trace = original
+
+
 def record_program(
     stack: str,
     config: dict[str, Any],
@@ -379,7 +399,8 @@ def record_program(
     def run() -> pulumi.Output[Any]:
         return pulumi.Output.all(**program()).apply(outputs.update)
 
-    run()
+    with _no_source_positions():
+        run()
     registrations = _dependencies_first(monitor.registrations)
     names = {urn: request.name for urn, request, _ in registrations}
     resources = [
