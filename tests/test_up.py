@@ -480,3 +480,17 @@ def test_pulumis_own_message_when_the_engine_did_not_run(
     # The end of what it said, where it says why; without its colours.
     assert message.endswith("www error: Stack 'prod' is missing configuration")
     assert len(message) < 600
+
+
+def test_up_without_the_pulumi_cli_stops_before_any_request(
+    request_recorder: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """issue 18 item 7: `up` checked for the CLI only after preflight had called Google, then
+    suggested --outputs, an option `up` does not have."""
+    monkeypatch.setenv("PATH", "/nonexistent")
+    result = runner.invoke(app, ["up", "--stack", "dev", "--project-dir", str(ROOT)])
+    assert result.exit_code == 2, result.output
+    assert "the Pulumi CLI is not on PATH" in result.stderr
+    assert "--outputs" not in result.stderr
+    assert "nothing was sent to Google" in result.stderr
+    assert request_recorder.requests == []

@@ -28,12 +28,20 @@ class VerifyTarget:
     universe_domain: str = "googleapis.com"
 
 
-def pulumi_executable() -> str:
+PULUMI_INSTALL = "https://www.pulumi.com/docs/install/"
+
+
+def pulumi_executable(alternative: str | None = None) -> str:
+    """The Pulumi CLI on PATH, or DicomBqError saying how to install it, and the command's
+    own way around it when it has one."""
     found = shutil.which("pulumi")
     if not found:
+        instead = (
+            alternative
+            or "or pass the outputs with --outputs FILE (saved from `pulumi stack output --json`)"
+        )
         raise DicomBqError(
-            "the Pulumi CLI is not on PATH: install it (https://www.pulumi.com/docs/install/), "
-            "or pass the outputs with --outputs FILE (saved from `pulumi stack output --json`)"
+            f"the Pulumi CLI is not on PATH: install it ({PULUMI_INSTALL}), {instead}"
         )
     return found
 
