@@ -134,11 +134,6 @@ def deploy_and_verify(
     from dicom_bq.stack.config import find_project_dir, read_stack_config
     from dicom_bq.stack.plan import plan_stack
 
-    # `up` is `pulumi up` first of all: without the CLI, nothing is read or sent (preflight
-    # would call Google for a deployment that cannot happen).
-    stack_outputs.pulumi_executable(
-        alternative="then run `dicom-bq up` again; nothing was sent to Google"
-    )
     folder = project_dir or find_project_dir()
     # A bad stack fails here, offline, before pulumi touches anything.
     config = read_stack_config(folder, stack)
@@ -151,6 +146,11 @@ def deploy_and_verify(
             f"would use instead of --impersonate-service-account {access.impersonate}: drop one"
         )
     plan = plan_stack(config)
+    # Bad settings were said above, offline; without the CLI nothing more is read or sent
+    # (preflight would call Google for a deployment that cannot happen).
+    stack_outputs.pulumi_executable(
+        alternative="then run `dicom-bq up` again; nothing was sent to Google"
+    )
     if preflight:
         from dicom_bq.flows.preflight import preflight_plan, report_lines
 
