@@ -223,3 +223,24 @@ def value_mismatches(planned: Any, deployed: Any, where: str = "") -> list[str]:
 
 # The offline plan's placeholders (dicom_bq.stack.plan: UNRESOLVED_NUMBER, UNKNOWN_UNTIL_CREATED).
 PLACEHOLDER = re.compile(r"(PROJECT_NUMBER_OF_[a-z0-9-]+|\(known after creation\))")
+
+
+def fakes_workspace(where: Path, monkeypatch: Any, **settings: Any) -> Workspace:
+    """A workspace whose stack `fakes` names what the fast tier's fakes serve (tests/conftest.py),
+    with the engine's variables set in this process: `dicom-bq up` runs `pulumi` with its own
+    environment. `monkeypatch` is pytest's; `settings` override the stack's dicom-bq keys."""
+    from tests.conftest import FILTER_BUCKET, base_settings
+
+    workspace = Workspace.create(where)
+    for key, value in engine_env().items():
+        if key.startswith("PULUMI_") or key == "PATH":
+            monkeypatch.setenv(key, value)
+    monkeypatch.setenv("PULUMI_BACKEND_URL", workspace.env["PULUMI_BACKEND_URL"])
+    # The stand-in's project numbers agree with the stack's (the program checks them with Google).
+    monkeypatch.setenv("DICOM_BQ_STANDIN_PROJECTS", json.dumps({"dicom-src-test": "111122223333"}))
+    raw = base_settings(filterBucket=FILTER_BUCKET, iamPropagationWait="5s", **settings)
+    config: dict[str, Any] = {"gcp:project": "dicom-src-test"}
+    config.update({f"dicom-bq:{key}": value for key, value in raw.items()})
+    workspace.write_stack("fakes", yaml.safe_dump({"config": config}))
+    workspace.init("fakes")
+    return workspace

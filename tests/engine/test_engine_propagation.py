@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from dicom_bq.cli import app
-from tests.conftest import FILTER_BUCKET, Cloud, base_settings
-from tests.engine.harness import Workspace, engine_env
+from tests.conftest import Cloud
+from tests.engine.harness import Workspace, fakes_workspace
 
 pytestmark = pytest.mark.engine
 runner = CliRunner()
@@ -24,21 +23,10 @@ runner = CliRunner()
 def _workspace(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, faults: list[dict[str, Any]], **settings: Any
 ) -> Workspace:
-    workspace = Workspace.create(tmp_path / "project")
-    for key, value in engine_env().items():
-        if key.startswith("PULUMI_") or key == "PATH":
-            monkeypatch.setenv(key, value)
-    monkeypatch.setenv("PULUMI_BACKEND_URL", workspace.env["PULUMI_BACKEND_URL"])
-    monkeypatch.setenv("DICOM_BQ_STANDIN_PROJECTS", json.dumps({"dicom-src-test": "111122223333"}))
     monkeypatch.setenv("DICOM_BQ_STANDIN_FAULTS", json.dumps(faults))
     monkeypatch.setenv("DICOM_BQ_STANDIN_STATE_DIR", str(tmp_path / "standin-state"))
     (tmp_path / "standin-state").mkdir()
-    raw = base_settings(filterBucket=FILTER_BUCKET, iamPropagationWait="5s", **settings)
-    config: dict[str, Any] = {"gcp:project": "dicom-src-test"}
-    config.update({f"dicom-bq:{key}": value for key, value in raw.items()})
-    workspace.write_stack("fakes", yaml.safe_dump({"config": config}))
-    workspace.init("fakes")
-    return workspace
+    return fakes_workspace(tmp_path / "project", monkeypatch, **settings)
 
 
 def _up(workspace: Workspace, *extra: str) -> Any:

@@ -8,12 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from dicom_bq.cli import app
-from tests.conftest import FILTER_BUCKET, STORE, Cloud, base_settings
-from tests.engine.harness import Workspace, engine_env
+from tests.conftest import STORE, Cloud
+from tests.engine.harness import Workspace, fakes_workspace
 
 pytestmark = pytest.mark.engine
 runner = CliRunner()
@@ -21,21 +20,7 @@ runner = CliRunner()
 
 @pytest.fixture
 def engine_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
-    """A workspace whose stack `fakes` names what the fakes serve; the engine's variables set in
-    this process, since `dicom-bq up` runs `pulumi` with its own environment."""
-    workspace = Workspace.create(tmp_path / "project")
-    for key, value in engine_env().items():
-        if key.startswith("PULUMI_") or key == "PATH":
-            monkeypatch.setenv(key, value)
-    monkeypatch.setenv("PULUMI_BACKEND_URL", workspace.env["PULUMI_BACKEND_URL"])
-    # The stand-in's project numbers agree with the stack's (it looks them up like Google).
-    monkeypatch.setenv("DICOM_BQ_STANDIN_PROJECTS", json.dumps({"dicom-src-test": "111122223333"}))
-    settings = base_settings(filterBucket=FILTER_BUCKET, iamPropagationWait="5s")
-    config = {"gcp:project": "dicom-src-test"}
-    config.update({f"dicom-bq:{key}": value for key, value in settings.items()})
-    workspace.write_stack("fakes", yaml.safe_dump({"config": config}))
-    workspace.init("fakes")
-    return workspace
+    return fakes_workspace(tmp_path / "project", monkeypatch)
 
 
 def test_up_deploys_with_the_real_engine_then_verifies(

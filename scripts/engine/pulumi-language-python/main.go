@@ -148,6 +148,15 @@ func options(info *pulumirpc.ProgramInfo, isPlugin bool) (toolchain.PythonOption
 	return opts, nil
 }
 
+// toolchainFor resolves the virtualenv and package manager a program or plugin runs with.
+func toolchainFor(info *pulumirpc.ProgramInfo, isPlugin bool) (toolchain.Toolchain, error) {
+	opts, err := options(info, isPlugin)
+	if err != nil {
+		return nil, err
+	}
+	return toolchain.ResolveToolchain(opts)
+}
+
 // pluginJSON is what a Pulumi Python SDK package ships to name its provider plugin.
 type pluginJSON struct {
 	Resource bool   `json:"resource"`
@@ -177,11 +186,7 @@ json.dump(found, sys.stdout)
 func (h *host) GetRequiredPackages(
 	ctx context.Context, req *pulumirpc.GetRequiredPackagesRequest,
 ) (*pulumirpc.GetRequiredPackagesResponse, error) {
-	opts, err := options(req.Info, false)
-	if err != nil {
-		return nil, err
-	}
-	tc, err := toolchain.ResolveToolchain(opts)
+	tc, err := toolchainFor(req.Info, false)
 	if err != nil {
 		return nil, err
 	}
@@ -228,11 +233,7 @@ func (h *host) GetRequiredPlugins(
 }
 
 func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.RunResponse, error) {
-	opts, err := options(req.Info, false)
-	if err != nil {
-		return nil, err
-	}
-	tc, err := toolchain.ResolveToolchain(opts)
+	tc, err := toolchainFor(req.Info, false)
 	if err != nil {
 		return nil, err
 	}
@@ -304,11 +305,7 @@ func (h *host) InstallDependencies(
 	req *pulumirpc.InstallDependenciesRequest,
 	server pulumirpc.LanguageRuntime_InstallDependenciesServer,
 ) error {
-	opts, err := options(req.Info, req.IsPlugin)
-	if err != nil {
-		return err
-	}
-	tc, err := toolchain.ResolveToolchain(opts)
+	tc, err := toolchainFor(req.Info, req.IsPlugin)
 	if err != nil {
 		return err
 	}
@@ -331,11 +328,7 @@ func (h *host) RunPlugin(
 ) error {
 	ctx := server.Context()
 	analyzer := req.Kind == string(apitype.AnalyzerPlugin)
-	opts, err := options(req.Info, !analyzer)
-	if err != nil {
-		return err
-	}
-	tc, err := toolchain.ResolveToolchain(opts)
+	tc, err := toolchainFor(req.Info, !analyzer)
 	if err != nil {
 		return err
 	}
@@ -424,11 +417,7 @@ func (h *host) RunPlugin(
 }
 
 func (h *host) About(ctx context.Context, req *pulumirpc.AboutRequest) (*pulumirpc.AboutResponse, error) {
-	opts, err := options(req.Info, false)
-	if err != nil {
-		return nil, err
-	}
-	tc, err := toolchain.ResolveToolchain(opts)
+	tc, err := toolchainFor(req.Info, false)
 	if err != nil {
 		return nil, err
 	}
@@ -446,11 +435,7 @@ func (h *host) About(ctx context.Context, req *pulumirpc.AboutRequest) (*pulumir
 func (h *host) GetProgramDependencies(
 	ctx context.Context, req *pulumirpc.GetProgramDependenciesRequest,
 ) (*pulumirpc.GetProgramDependenciesResponse, error) {
-	opts, err := options(req.Info, false)
-	if err != nil {
-		return nil, err
-	}
-	tc, err := toolchain.ResolveToolchain(opts)
+	tc, err := toolchainFor(req.Info, false)
 	if err != nil {
 		return nil, err
 	}
