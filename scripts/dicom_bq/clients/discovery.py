@@ -6,6 +6,7 @@ request is made and the request shapes are Google's own.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -40,7 +41,11 @@ def error_details(status: int, content: bytes | str | None) -> ApiCallError:
         return ApiCallError(status, "", text.strip()[:500])
 
 
+@functools.cache
 def discovery_document(api: str, version: str) -> dict[str, Any]:
+    """The static document, parsed once per process (it is up to a megabyte of JSON, and each
+    client is built from it). Shared: googleapiclient itself re-applies its in-place fix-ups to
+    the same method descriptions each time a resource is reached, so they are idempotent."""
     text = discovery_cache.get_static_doc(api, version)
     if text is None:
         raise RuntimeError(f"google-api-python-client ships no {api} {version} document")
