@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from dicom_bq.clients.endpoints import Connection
+from dicom_bq.clients.retry import connection_failure
 from dicom_bq.errors import EXIT_FAILED, DicomBqError
 from dicom_bq.filters.queries import Query, instance_row
 from dicom_bq.refs import TableUri
-from dicom_bq.texts import printable
 
 # Seconds one request may take (requests' connect and read timeouts), and seconds after which
 # retries stop (a refused connection is retried until then).
@@ -76,7 +76,7 @@ class BigQueryTables:
             variable = " (BIGQUERY_EMULATOR_HOST)" if self._endpoint.emulated else ""
             return DicomBqError(
                 f"BigQuery at {self._endpoint.url}{variable} did not answer, to {what}: "
-                f"{_reason(cause)} (tried for up to "
+                f"{connection_failure(cause)} (tried for up to "
                 f"{RETRY_DEADLINE:g}s, {REQUEST_TIMEOUT:g}s a request). Check that the endpoint "
                 "is right and reachable, then try again",
                 exit_code=EXIT_FAILED,
@@ -180,13 +180,3 @@ class BigQueryTables:
             ) from None
         except (exceptions.GoogleAPIError, requests.RequestException, OSError) as error:
             raise self._fail(what, error) from None
-
-
-def _reason(error: BaseException) -> str:
-    """Why a connection failed, shortly: urllib3's reason (a refused or timed-out connection)
-    rather than requests' whole retry story, which names the URL again."""
-    while isinstance(getattr(error, "cause", None), BaseException):  # a RetryError's last
-        error = error.cause  # type: ignore[attr-defined]
-    reason = getattr(error.args[0], "reason", None) if error.args else None
-    shown = reason if isinstance(reason, BaseException) else error
-    return f"{type(error).__name__}: {printable(str(shown), 300)}"

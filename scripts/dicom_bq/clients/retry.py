@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from dicom_bq.texts import printable
+
 T = TypeVar("T")
 
 # Transient answers worth another try; 400, 401, 403, 404 and 409 are not.
@@ -82,3 +84,14 @@ class RetryPolicy:
                     on_retry(error.description, delay)
                 clock.sleep(delay)
         raise AssertionError("unreachable")
+
+
+def connection_failure(error: BaseException) -> str:
+    """Why a connection of google-cloud-bigquery or -storage failed, shortly: urllib3's reason
+    (a refused or timed-out connection) rather than requests' whole retry story, which names
+    the URL again."""
+    while isinstance(getattr(error, "cause", None), BaseException):  # a RetryError's last
+        error = error.cause  # type: ignore[attr-defined]
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    shown = reason if isinstance(reason, BaseException) else error
+    return f"{type(error).__name__}: {printable(str(shown), 300)}"

@@ -22,9 +22,9 @@ from __future__ import annotations
 from typing import Any
 
 from dicom_bq.clients.endpoints import Connection, Endpoint
+from dicom_bq.clients.retry import connection_failure
 from dicom_bq.errors import EXIT_FAILED, DicomBqError
 from dicom_bq.refs import GcsUri
-from dicom_bq.texts import printable
 
 # Blob.upload_from_*(retry=...): None sends the request once (google/cloud/storage/blob.py).
 WRITE_ONCE = None
@@ -67,7 +67,7 @@ def _write_failed(target: GcsUri, error: Exception, endpoint: Endpoint) -> Dicom
     if _never_connected(error):
         return DicomBqError(
             f"could not write {target.uri}: {_where(endpoint)} could not be reached "
-            f"({_reason(error)}); nothing was written. "
+            f"({connection_failure(error)}); nothing was written. "
             "Check that the endpoint is right and reachable, then run the command again",
             exit_code=EXIT_FAILED,
         )
@@ -128,7 +128,7 @@ class StorageObjects:
             cause = error.cause if isinstance(error, exceptions.RetryError) else error
             raise DicomBqError(
                 f"{_where(self._endpoint)} did not answer ({type(cause).__name__}: "
-                f"{_reason(cause)}; tried for up to {RETRY_DEADLINE:g}s)",
+                f"{connection_failure(cause)}; tried for up to {RETRY_DEADLINE:g}s)",
                 exit_code=EXIT_FAILED,
             ) from None
         except exceptions.GoogleAPIError as error:
@@ -139,13 +139,3 @@ def _delete_retry() -> Any:
     from google.cloud.storage.retry import DEFAULT_RETRY
 
     return DEFAULT_RETRY.with_timeout(RETRY_DEADLINE)
-
-
-def _reason(error: BaseException) -> str:
-    """Why a connection failed, shortly: urllib3's reason (a refused or timed-out connection)
-    rather than requests' whole retry story, which names the URL again."""
-    while isinstance(getattr(error, "cause", None), BaseException):  # a RetryError's last
-        error = error.cause  # type: ignore[attr-defined]
-    reason = getattr(error.args[0], "reason", None) if error.args else None
-    shown = reason if isinstance(reason, BaseException) else error
-    return f"{type(error).__name__}: {printable(str(shown), 300)}"
