@@ -244,3 +244,14 @@ def fakes_workspace(where: Path, monkeypatch: Any, **settings: Any) -> Workspace
     workspace.write_stack("fakes", yaml.safe_dump({"config": config}))
     workspace.init("fakes")
     return workspace
+
+
+def up_fakes(workspace: Workspace, *extra: str) -> Any:
+    """`dicom-bq up --json` on the `fakes` stack of `fakes_workspace`, in this process (preflight
+    skipped: its one-server fake and verify's fakes cannot share the emulator variables)."""
+    from typer.testing import CliRunner
+
+    from dicom_bq.cli import app
+
+    arguments = ["up", "--stack", "fakes", "--yes", "--skip-preflight", "--json"]
+    return CliRunner().invoke(app, [*arguments, "--project-dir", str(workspace.path), *extra])

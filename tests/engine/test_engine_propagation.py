@@ -10,14 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from dicom_bq.cli import app
 from tests.conftest import Cloud
-from tests.engine.harness import Workspace, fakes_workspace
+from tests.engine.harness import Workspace, fakes_workspace, up_fakes
 
 pytestmark = pytest.mark.engine
-runner = CliRunner()
 
 
 def _workspace(
@@ -29,23 +26,6 @@ def _workspace(
     return fakes_workspace(tmp_path / "project", monkeypatch, **settings)
 
 
-def _up(workspace: Workspace, *extra: str) -> Any:
-    return runner.invoke(
-        app,
-        [
-            "up",
-            "--stack",
-            "fakes",
-            "--yes",
-            "--skip-preflight",
-            "--project-dir",
-            str(workspace.path),
-            "--json",
-            *extra,
-        ],
-    )
-
-
 def test_a_streaming_store_refused_while_iam_propagates_is_created_on_a_later_run(
     cloud: Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -55,7 +35,7 @@ def test_a_streaming_store_refused_while_iam_propagates_is_created_on_a_later_ru
         [{"name": "dicom-bq-dicom-store", "times": 2}],
         streamTables=["instances_stream"],
     )
-    result = _up(workspace)
+    result = up_fakes(workspace)
     assert result.exit_code == 0, result.stderr[-4000:]
     deployment = json.loads(result.stdout)["deployment"]
     assert deployment["attempts"] == 3
@@ -72,7 +52,7 @@ def test_a_store_that_never_recovers_gives_up_at_googles_bound(
         [{"name": "dicom-bq-dicom-store", "times": 1000}],
         streamTables=["instances_stream"],
     )
-    result = _up(workspace)
+    result = up_fakes(workspace)
     assert result.exit_code == 1
     # IAM: "could potentially take 7 minutes or longer" (iam/docs/access-change-propagation).
     assert sum(cloud.clock.sleeps) <= 420

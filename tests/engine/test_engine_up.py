@@ -8,14 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from dicom_bq.cli import app
 from tests.conftest import STORE, Cloud
-from tests.engine.harness import Workspace, fakes_workspace
+from tests.engine.harness import Workspace, fakes_workspace, up_fakes
 
 pytestmark = pytest.mark.engine
-runner = CliRunner()
 
 
 @pytest.fixture
@@ -26,19 +23,7 @@ def engine_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspa
 def test_up_deploys_with_the_real_engine_then_verifies(
     cloud: Cloud, engine_workspace: Workspace
 ) -> None:
-    result = runner.invoke(
-        app,
-        [
-            "up",
-            "--stack",
-            "fakes",
-            "--yes",
-            "--skip-preflight",
-            "--project-dir",
-            str(engine_workspace.path),
-            "--json",
-        ],
-    )
+    result = up_fakes(engine_workspace)
     assert result.exit_code == 0, result.output + result.stderr
     report = json.loads(result.stdout)
     assert report["ok"] is True, report
