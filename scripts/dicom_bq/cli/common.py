@@ -367,17 +367,6 @@ def export_interrupted(operations: list[str]) -> str:
     return "Interrupted before an export operation was known."
 
 
-def verify_interrupted(operations: list[str]) -> str:
-    """Ctrl-C during verify: its cleanup ran (the temporary store is gone), the export runs on."""
-    where = (
-        f"operation {operations[-1]} keeps running; follow it with: dicom-bq operations wait "
-        f"{operations[-1]}"
-        if operations
-        else "no export had started"
-    )
-    return f"Interrupted ({where}); the temporary store was deleted."
-
-
 class Display:
     """What an export or verify run shows on stderr: notices, retries, the operations started,
     each verify step; at a terminal, a spinner with the operation's counters. Entered, it is

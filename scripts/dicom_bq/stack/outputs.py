@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -218,37 +216,6 @@ class UpOptions:
         if self.message is not None:
             flags += ["--message", self.message]
         return flags
-
-
-def pulumi_up(
-    stack: str,
-    project_dir: Path,
-    options: UpOptions,
-    output_to_stderr: bool = False,
-    impersonate: str | None = None,
-) -> int:
-    """`pulumi up`, its output streamed as it comes; returns its exit code.
-
-    With `output_to_stderr`, Pulumi's output goes to stderr so stdout carries only JSON.
-    `impersonate` reaches the gcp provider as GOOGLE_IMPERSONATE_SERVICE_ACCOUNT, which it
-    reads when the stack sets no gcp:impersonateServiceAccount (terraform-provider-google
-    google/transport/config.go HandleSDKDefaults, bridged by pulumi-gcp); an environment
-    variable, not `--config`, so the stack file is left as it is.
-    """
-    command = [pulumi_executable(), "up", "--stack", stack, *options.flags()]
-    environment = (
-        {**os.environ, "GOOGLE_IMPERSONATE_SERVICE_ACCOUNT": impersonate} if impersonate else None
-    )
-    if not output_to_stderr:
-        return subprocess.run(command, cwd=project_dir, check=False, env=environment).returncode
-    with subprocess.Popen(
-        command, cwd=project_dir, stdout=subprocess.PIPE, text=True, bufsize=1, env=environment
-    ) as process:
-        assert process.stdout is not None
-        for line in process.stdout:
-            sys.stderr.write(line)
-            sys.stderr.flush()
-    return process.returncode
 
 
 def read_stack_resource_ids(stack: str, project_dir: Path) -> tuple[set[str] | None, str]:
