@@ -15,10 +15,13 @@ from dicom_bq.cli import app
 from dicom_bq.flows.preflight import needed_permissions, preflight_plan
 from dicom_bq.infra.scopes import parse_scope
 from dicom_bq.security.stacks import kept_grants
+from dicom_bq.stack.plan import Plan, plan_settings
 from tests.conftest import cached_plan
 from tests.fakes.cloud_resources import FakeCloudResources
 from tests.fakes.projects import FakePreflightCloud
 from tests.inventory import ROOT
+from tests.permission_oracle import expected_permissions, short_name
+from tests.stacks import generated_stacks, operations_stack, three_store_stack
 
 runner = CliRunner()
 VARIABLES = [
@@ -62,8 +65,10 @@ def ready_for(stack: str) -> FakePreflightCloud:
     for r in plan.custom_resources():
         if r.type == "gcp:projects/service:Service":
             fake.services[f"{r.inputs['project']}/{r.inputs['service']}"] = "ENABLED"
-    for need in needed_permissions(plan):
-        fake.permissions.setdefault(need.resource, set()).add(need.permission)
+    # What the caller holds comes from Google's pages (tests/permission_oracle.py), not from the
+    # function under test: a permission preflight forgot to ask for is then never missing here.
+    for scope, permission in expected_permissions(plan):
+        fake.permissions.setdefault(short_name(scope), set()).add(permission)
     fake.buckets = {"dicom-bq-dev-filters": {"location": "US"}, BUCKET: {"location": "EU"}}
     fake.topics = {TOPIC}
     for key in (HC_KEY, BQ_KEY):
@@ -134,7 +139,8 @@ def test_human_output_names_each_check(cloud_for: Any) -> None:
 
 
 PROD_PERMISSIONS = sorted(
-    {(n.resource, n.permission) for n in needed_permissions(cached_plan("prod"))}
+    (short_name(scope), permission)
+    for scope, permission in expected_permissions(cached_plan("prod"))
 )
 
 
@@ -469,3 +475,24 @@ def test_preflight_tells_which_grants_exist_and_who_else_holds_them(cloud_for: A
     )
     assert "dicom-bq shared-grants --stack prod" in result.stderr
     assert fake.problems == []
+
+
+def _oracle_stacks() -> list[tuple[str, Plan]]:
+    stacks = [("dev", cached_plan("dev")), ("prod", cached_plan("prod"))]
+    stacks.append(("three-stores", plan_settings("three-stores", three_store_stack())))
+    stacks.append(("operations", plan_settings("operations", operations_stack())))
+    stacks += [(name, plan_settings(name, raw)) for name, raw in generated_stacks(8)]
+    return stacks
+
+
+ORACLE_STACKS = _oracle_stacks()
+
+
+@pytest.mark.parametrize(("stack", "plan"), ORACLE_STACKS, ids=[name for name, _ in ORACLE_STACKS])
+def test_preflight_asks_exactly_what_googles_pages_say_each_change_needs(
+    stack: str, plan: Plan
+) -> None:
+    asked = {(need.resource, need.permission) for need in needed_permissions(plan)}
+    documented = {(short_name(scope), p) for scope, p in expected_permissions(plan)}
+    assert asked - documented == set(), f"{stack}: asked for more than Google documents"
+    assert documented - asked == set(), f"{stack}: preflight forgets what Google documents"
