@@ -28,3 +28,28 @@ def build_once(monkeypatch: pytest.MonkeyPatch) -> None:
         "_get_command",
         lambda given: command if given is app else typer.main.get_command(given),
     )
+
+
+def command_paths() -> dict[str, Any]:
+    """Every command the app registers, by its words ("operations wait"), from the app itself:
+    a list of commands kept by hand in a test misses the next command added."""
+    found: dict[str, Any] = {}
+
+    def walk(command: Any, path: list[str]) -> None:
+        if hasattr(command, "commands"):
+            for name, sub in command.commands.items():
+                walk(sub, [*path, name])
+        else:
+            found[" ".join(path)] = command
+
+    walk(click_command(), [])
+    return found
+
+
+def commands_taking(option: str) -> set[str]:
+    """The commands that accept `option` (for example "--stack")."""
+    return {
+        path
+        for path, command in command_paths().items()
+        if any(option in getattr(param, "opts", ()) for param in command.params)
+    }

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from dicom_bq.cli import app
 from tests.fakes.http import RequestRecorder
-from tests.fast_cli import build_once
+from tests.fast_cli import build_once, commands_taking
 from tests.inventory import ROOT
 from tests.test_pulumi_config import REQUIRED
 
@@ -92,13 +92,20 @@ BAD_STACK_FILES: dict[str, tuple[bytes, str]] = {
     "empty": (b"", "missing configuration values"),
     "dataset-dotdot": (_stack({**REQUIRED, "dicom-bq:healthcareDatasetId": ".."}), "'..'"),
 }
-STACK_COMMANDS = [
-    ["plan", "--stack", "bad"],
-    ["review", "--stack", "bad"],
-    ["preflight", "--stack", "bad"],
-    ["audit", "--stack", "bad"],
-    ["up", "--stack", "bad", "--yes"],
-]
+# Every command that reads a stack file, from the app itself: a new one is tried with each bad
+# file. Its other arguments, where it needs some to get to the stack file:
+STACK_COMMAND_ARGUMENTS = {"up": ["--yes"], "export": ["--store", STORE, "--table", TABLE]}
+# Commands whose --stack names outputs to read through the Pulumi CLI, never the stack file: their
+# missing CLI and bad outputs are cases of their own (STATUS_CASES, the verify cases).
+OUTPUTS_ONLY = {"status", "verify"}
+STACK_COMMAND_NAMES = sorted(commands_taking("--stack") - OUTPUTS_ONLY)
+
+
+def stack_command(name: str, stack: str) -> list[str]:
+    return [*name.split(), "--stack", stack, *STACK_COMMAND_ARGUMENTS.get(name, [])]
+
+
+STACK_COMMANDS = [stack_command(name, "bad") for name in STACK_COMMAND_NAMES]
 
 
 def stack_cases() -> Iterator[Case]:
@@ -110,7 +117,8 @@ def stack_cases() -> Iterator[Case]:
                 {"Pulumi.bad.yaml": content},
                 fragment=fragment,
             )
-    for command in STACK_COMMANDS[:3]:
+    for command_name in STACK_COMMAND_NAMES:
+        command = stack_command(command_name, "bad")
         yield Case(f"{command[0]}-stack-is-a-folder", command, {"Pulumi.bad.yaml/x": b""})
         for name, fragment in [
             ("../etc", "is not valid"),
@@ -121,7 +129,7 @@ def stack_cases() -> Iterator[Case]:
         ]:
             yield Case(
                 f"{command[0]}-stack-name-{name[:8]!r}",
-                [command[0], "--stack", name],
+                stack_command(command_name, name),
                 {},
                 2,
                 fragment,

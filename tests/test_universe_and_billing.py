@@ -41,6 +41,7 @@ from dicom_bq.security.roles import IamRoles
 from tests.conftest import _ensure_bucket
 from tests.fakes.bigquery import FakeBigQuery
 from tests.fakes.http import LoopbackFake, Request, Response
+from tests.fast_cli import commands_taking
 from tests.inventory import ROOT
 
 UNIVERSE = "example-universe.test"
@@ -507,7 +508,6 @@ COMMANDS = {
     ],
     "query latest-studies": ["query", "latest-studies", "--table", f"bq://{TABLE}"],
     "query dropped-tags": ["query", "dropped-tags", "--table", f"bq://{TABLE}"],
-    "review --online": ["review", "--stack", "dev", "--online", "--project-dir", str(ROOT)],
     "audit": ["audit", "--stack", "dev", "--project-dir", str(ROOT)],
     "preflight": ["preflight", "--stack", "dev", "--project-dir", str(ROOT)],
     "export": [
@@ -522,7 +522,24 @@ COMMANDS = {
         "wait",
         "projects/src-prj/locations/us/datasets/d/operations/1",
     ],
+    "operations describe": [
+        "operations",
+        "describe",
+        "projects/src-prj/locations/us/datasets/d/operations/1",
+    ],
+    "status": ["status", "--outputs", "{outputs}"],
+    "verify": ["verify", "--outputs", "{outputs}"],
+    "review": ["review", "--stack", "dev", "--online", "--project-dir", str(ROOT)],
 }
+# Commands taking the option whose test is elsewhere: `up` hands it to the Pulumi CLI.
+IMPERSONATION_TESTED_ELSEWHERE = {
+    "up": "test_up_hands_the_impersonated_account_to_the_gcp_provider"
+}
+
+
+def test_every_command_taking_impersonation_is_in_the_list() -> None:
+    taking = commands_taking("--impersonate-service-account")
+    assert taking == set(COMMANDS) | set(IMPERSONATION_TESTED_ELSEWHERE)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -531,7 +548,20 @@ def test_every_command_calls_google_as_the_impersonated_account(
 ) -> None:
     filter_file = tmp_path / "f.txt"
     filter_file.write_text("/studies/1.2\n", encoding="utf-8")
-    arguments = [a.replace("{filter}", str(filter_file)) for a in COMMANDS[command]]
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(
+        json.dumps(
+            {
+                "dicomStoreName": "projects/src-prj/locations/us/datasets/d/dicomStores/s",
+                "verificationTableUri": f"bq://{TABLE}",
+            }
+        ),
+        encoding="utf-8",
+    )
+    arguments = [
+        a.replace("{filter}", str(filter_file)).replace("{outputs}", str(outputs))
+        for a in COMMANDS[command]
+    ]
     if "--billing-project" not in arguments and arguments[0] == "query":
         arguments += ["--billing-project", "bill-prj"]
     result = runner.invoke(app, [*arguments, "--impersonate-service-account", DEPLOYER])
