@@ -117,8 +117,14 @@ def test_json_shape(cloud: Cloud, tmp_path: Path) -> None:
     assert store["instance_count"] == 2
     (run,) = store["exports"]["recent"]
     assert store["exports"]["dataset"] == DATASET
+    # Operations name their dataset, never their store: no export is claimed as this store's.
+    assert store["exports"]["store"] is None
+    assert store["exports"]["attribution"] == "unknown"
+    assert store["exports"]["dataset_stores"] == [STORE]
+    assert "never their store" in store["exports"]["why"]
     assert run == {
         "operation": f"{DATASET}/operations/1001",
+        "store": None,
         "state": "done",
         "success": 2,
         "failure": 0,
@@ -171,18 +177,81 @@ def test_an_export_that_left_instances_out_needs_attention(cloud: Cloud, tmp_pat
     assert "left out 1 instance(s) (1 exported)" in finding["detail"]
 
 
-def test_an_older_failure_followed_by_a_good_export_is_healthy(
+def test_a_later_success_does_not_clear_a_failure_whose_store_is_unknown(
     cloud: Cloud, tmp_path: Path
 ) -> None:
+    """Operations do not name their store (healthcare v1 discovery document, schemas.Operation
+    and OperationMetadata), so an export that succeeded after a failed one may be another
+    store's, or verify's: the failure stays a finding."""
     healthy_path(cloud)
     add(cloud, export_operation(900, "2026-11-29T01:00:00Z", error={"code": 13, "message": "x"}))
     result = status(tmp_path, "--json")
-    assert result.exit_code == 0, result.output
-    assert findings(result) == []
+    assert result.exit_code == 1, result.output
+    (finding,) = findings(result)
+    assert (finding["kind"], finding["subject"]) == ("export-failed", f"{DATASET}/operations/900")
+    assert "its store is unknown" in finding["detail"]
+    assert "may be another store's or verify's" in finding["detail"]
     recent = json.loads(result.stdout)["stores"][0]["exports"]["recent"]
-    # The failure is listed, and outweighed by the later good export.
-    assert "failed" in [r["state"] for r in recent]
-    assert recent[0]["state"] == "done"
+    assert [r["state"] for r in recent] == ["done", "failed"]
+
+
+def test_a_verify_after_a_failed_export_does_not_make_the_store_healthy(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    """The issue's case: the last real export failed, then `verify` ran (its temporary store
+    exports from the same dataset, and succeeds); status must still say the failure."""
+    healthy_path(cloud)
+    failed = f"{DATASET}/operations/1002"
+    add(cloud, export_operation(1002, "2026-11-30T02:00:00Z", error={"code": 7, "message": "x"}))
+    verified = runner.invoke(
+        app,
+        ["verify", "--store", STORE, "--table", "bq://dicom-src-test.dicom_metadata.v", "--json"],
+    )
+    assert verified.exit_code == 0, verified.output
+    verify_export = json.loads(verified.stdout)["operation"]["operation"]
+    assert verify_export.startswith(f"{DATASET}/operations/")
+    result = status(tmp_path, "--json")
+    assert result.exit_code == 1, result.output
+    assert [(f["kind"], f["subject"]) for f in findings(result)] == [("export-failed", failed)]
+    exports = json.loads(result.stdout)["stores"][0]["exports"]
+    newest = exports["recent"][0]
+    assert (newest["operation"], newest["state"], newest["store"]) == (verify_export, "done", None)
+    text = status(tmp_path)
+    assert "healthy" not in text.stdout
+    assert "  exports    of dataset imaging, store unknown" in text.stdout.splitlines()
+
+
+def test_two_stores_of_one_dataset_leave_each_export_unattributed(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    healthy_path(cloud)
+    cloud.healthcare.stores.add(OTHER)
+    result = status(tmp_path, dicomStores=TWO_STORES)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    fits_80_columns(lines)
+    said = " ".join(result.stdout.split())
+    assert "holds 2 DICOM stores (dicom, research): each export may be any one's" in said
+    assert lines.count("  exports    of dataset imaging, store unknown") == 2
+    assert "this store's" not in said
+    report = json.loads(status(tmp_path, "--json", dicomStores=TWO_STORES).stdout)
+    for store in report["stores"]:
+        assert store["exports"]["dataset_stores"] == [STORE, OTHER]
+        assert store["exports"]["store"] is None
+        assert all(run["store"] is None for run in store["exports"]["recent"])
+
+
+def test_stores_that_cannot_be_listed_are_said_unknown_not_a_finding(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    healthy_path(cloud)
+    cloud.healthcare.faults.append(Fault("GET", "/dicomStores$", 403))
+    result = status(tmp_path, "--json")
+    assert result.exit_code == 0, result.output
+    exports = json.loads(result.stdout)["stores"][0]["exports"]
+    assert exports["dataset_stores"] is None
+    assert "could not be listed (dicomStores.list: 403" in exports["why"]
+    assert "healthcare.dicomStores.list" in exports["why"]
 
 
 def test_a_stale_snapshot_needs_attention(cloud: Cloud, tmp_path: Path) -> None:

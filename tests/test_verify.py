@@ -10,6 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from dicom_bq.cli import app
+from dicom_bq.clients.bigquery import BigQueryTables
+from dicom_bq.clients.endpoints import Connection
+from dicom_bq.refs import TableUri
 from tests.conftest import FILTER_BUCKET, STORE, Cloud
 
 runner = CliRunner()
@@ -61,6 +64,9 @@ def test_verify_uses_a_temporary_store_and_leaves_the_real_one_untouched(
 
     assert all(s["ok"] for s in report["steps"])
     assert report["operation"]["success"] == 1
+    # The export step names the filter it used.
+    export_step = next(s for s in report["steps"] if s["step"] == "export")
+    assert f"(filter gs://{FILTER_BUCKET}/dicom-bq/verify/" in export_step["detail"]
     body = cloud.healthcare.export_bodies[-1]
     assert body["bigqueryDestination"] == {"tableUri": TABLE, "writeDisposition": "WRITE_TRUNCATE"}
     assert body["filterConfig"]["resourcePathsGcsUri"].startswith(
@@ -81,18 +87,170 @@ def test_verify_uses_a_temporary_store_and_leaves_the_real_one_untouched(
     assert metrics["steps"][0]["detail"].endswith("0 instances, 0 series, 0 studies")
 
 
-def test_verify_without_seed_compares_counts(cloud: Cloud, tmp_path: Path) -> None:
+SCRATCH_PREFIX = "dicom-src-test.dicom_metadata.dicom_bq_verify_"
+
+
+def inserted_tables(cloud: Cloud) -> list[dict[str, Any]]:
+    """The bodies of the tables.insert requests BigQuery received."""
+    return [
+        r.json()
+        for r in cloud.bigquery.requests
+        if r.method == "POST" and r.path.endswith("/tables")
+    ]
+
+
+def test_verify_without_seed_leaves_no_copy_of_the_store_behind(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    """--no-seed exports the real store's metadata (patient data) into a scratch table made with
+    an expiration (bigquery v2 Table.expirationTime, set in tables.insert), compares the counts
+    there and deletes it: the fake saw the DELETE; nothing remains in BigQuery."""
+    import time
+
     from tests.test_export_cli import seed
 
     seed(cloud, 3)
+    before_ms = int(time.time() * 1000)
     result = runner.invoke(
         app, ["verify", "--outputs", str(outputs_file(tmp_path)), "--no-seed", "--json"]
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["steps"][-1] == {**report["steps"][-1], "step": "count", "ok": True}
-    assert "3 rows = 3 exported = 3 instances" in report["steps"][-1]["detail"]
-    assert cloud.healthcare.export_bodies[-1].get("filterConfig") is None
+    steps = {s["step"]: s for s in report["steps"]}
+    assert list(steps) == ["store", "scratch-table", "export", "count", "cleanup"]
+    assert all(s["ok"] for s in report["steps"])
+    assert "3 rows = 3 exported = 3 instances" in steps["count"]["detail"]
+
+    (scratch,) = cloud.bigquery.created_tables
+    assert scratch.startswith(SCRATCH_PREFIX)
+    # Exported there, whole (no filter), into the empty table made for it.
+    (body,) = cloud.healthcare.export_bodies
+    assert body == {
+        "bigqueryDestination": {"tableUri": f"bq://{scratch}", "writeDisposition": "WRITE_EMPTY"}
+    }
+    # The expiration was set when the table was made, so a killed run's copy expires too:
+    # the longer of --timeout (30m by default) and 24 hours, and an hour's margin.
+    (inserted,) = inserted_tables(cloud)
+    expires_ms = int(inserted["expirationTime"])
+    hour_ms = 3600 * 1000
+    assert before_ms + 25 * hour_ms <= expires_ms <= before_ms + 25 * hour_ms + 5 * 60 * 1000
+    # Deleted at the end, as the fake saw it; no copy anywhere.
+    assert cloud.bigquery.deleted_tables == [scratch]
+    assert scratch not in cloud.bigquery.tables
+    assert TABLE.removeprefix("bq://") not in cloud.bigquery.tables
+    assert steps["cleanup"]["detail"] == f"deleted scratch table bq://{scratch}"
+    # The stack has a filter bucket; the export step says truthfully why no filter was used.
+    assert "no filter bucket" not in result.stdout
+    assert steps["export"]["detail"].endswith(
+        "(no filter: --no-seed exports the whole store, to compare its instance count with "
+        "the rows)"
+    )
+
+
+def test_verify_without_seed_that_cannot_delete_its_scratch_table_says_so(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    from tests.test_export_cli import seed
+
+    seed(cloud, 2)
+    cloud.bigquery.denied_writes.add("delete")
+    result = runner.invoke(
+        app, ["verify", "--outputs", str(outputs_file(tmp_path)), "--no-seed", "--json"]
+    )
+    assert result.exit_code == 1, result.output
+    cleanup = json.loads(result.stdout)["steps"][-1]
+    assert cleanup == {**cleanup, "step": "cleanup", "ok": False}
+    (scratch,) = cloud.bigquery.created_tables
+    assert scratch in cloud.bigquery.tables  # still there: the report does not claim otherwise
+    assert f"could not delete scratch table bq://{scratch}" in cleanup["detail"]
+    assert "it expires at " in cleanup["detail"]
+    table = scratch.replace("dicom-src-test.", "dicom-src-test:", 1)
+    assert f"`bq rm -f -t {table}`" in cleanup["detail"]
+    assert "Traceback" not in result.output
+
+
+def test_verify_without_seed_refused_a_scratch_table_exports_nothing(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    cloud.bigquery.denied_writes.add("create")
+    result = runner.invoke(app, ["verify", "--outputs", str(outputs_file(tmp_path)), "--no-seed"])
+    assert result.exit_code == 1, result.output
+    message = " ".join(result.stderr.split())
+    assert "cannot create the scratch table" in message
+    assert "bigquery.tables.create and bigquery.tables.delete" in message
+    assert "roles/bigquery.dataEditor" in message
+    assert cloud.healthcare.export_bodies == []
+    assert "Traceback" not in result.output
+
+
+def test_verify_without_seed_keeps_the_scratch_table_while_its_export_runs(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    """An export still running when verify stops would create a deleted table again at its end
+    ("missing table created": Google's how-to), without the expiration: the table is kept, with
+    its expiration, and the report says how to delete it once the export is over."""
+    from tests.test_export_cli import seed
+
+    seed(cloud, 2)
+    cloud.healthcare.export_seconds = 3600
+    result = runner.invoke(
+        app,
+        ["verify", "--outputs", str(outputs_file(tmp_path)), "--no-seed", "--timeout", "1m"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 3, result.output
+    (scratch,) = cloud.bigquery.created_tables
+    (operation,) = cloud.healthcare.operations
+    assert cloud.bigquery.deleted_tables == []
+    message = " ".join(result.stderr.split())
+    assert f"kept scratch table bq://{scratch}: export {operation} may still be running" in message
+    assert f"`dicom-bq operations wait {operation}`, then `bq rm -f -t " in message
+    # The export ends later and fills the table, whose expiration still stands.
+    cloud.clock.sleep(3600)
+    cloud.healthcare.settle()
+    assert len(cloud.bigquery.tables[scratch]) == 2
+    assert scratch in cloud.bigquery.expirations
+
+
+def test_a_killed_verify_without_seed_leaves_a_copy_that_bigquery_expires(
+    cloud: Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed before its cleanup (kill -9 runs no cleanup: here the cleanup is skipped), the run
+    leaves the scratch table; its expirationTime, set by tables.insert, makes BigQuery delete it
+    (the fake drops a table once its expirationTime has passed, as Table.expirationTime says)."""
+    from dicom_bq.flows import verify as verify_flow
+    from tests.test_export_cli import seed
+
+    seed(cloud, 2)
+    monkeypatch.setattr(verify_flow.Verifier, "_clean_up", lambda self, made: False)
+    result = runner.invoke(
+        app, ["verify", "--outputs", str(outputs_file(tmp_path)), "--no-seed", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    (scratch,) = cloud.bigquery.created_tables
+    assert len(cloud.bigquery.tables[scratch]) == 2  # the store's metadata, left by the "kill"
+    expires = cloud.bigquery.expirations[scratch]
+    cloud.bigquery.now_ms = lambda: expires
+    table = TableUri.parse(f"bq://{scratch}")
+    assert BigQueryTables(Connection(environ=cloud.env), "dicom-src-test").row_count(table) is None
+    assert cloud.bigquery.expired_tables == [scratch]
+    assert scratch not in cloud.bigquery.tables
+
+
+def test_verify_without_seed_keep_keeps_the_scratch_table_until_it_expires(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    result = runner.invoke(
+        app, ["verify", "--outputs", str(outputs_file(tmp_path)), "--no-seed", "--keep", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    keep = json.loads(result.stdout)["steps"][-1]
+    (scratch,) = cloud.bigquery.created_tables
+    assert keep["step"] == "keep"
+    assert f"kept scratch table bq://{scratch}" in keep["detail"]
+    assert "until it expires at " in keep["detail"]
+    assert cloud.bigquery.deleted_tables == []
+    assert scratch in cloud.bigquery.expirations
 
 
 def _counts_disagree(cloud: Cloud, monkeypatch: pytest.MonkeyPatch, which: str) -> None:
@@ -150,14 +308,23 @@ def test_verify_without_seed_fails_when_any_count_disagrees(
     )
     assert result.exit_code == 1, result.output
     report = json.loads(result.stdout)
-    assert report["steps"][-1] == {**report["steps"][-1], "step": "count", "ok": False}
-    assert counts in report["steps"][-1]["detail"]
+    assert report["steps"][-2] == {**report["steps"][-2], "step": "count", "ok": False}
+    assert counts in report["steps"][-2]["detail"]
+    # The failed count does not keep the copy: the fake saw the scratch table deleted.
+    (scratch,) = cloud.bigquery.created_tables
+    assert cloud.bigquery.deleted_tables == [scratch]
+    assert report["steps"][-1] == {**report["steps"][-1], "step": "cleanup", "ok": True}
 
 
 def test_verify_with_explicit_store_and_no_filter_bucket(cloud: Cloud) -> None:
-    result = runner.invoke(app, ["verify", "--store", STORE, "--table", TABLE])
+    result = runner.invoke(app, ["verify", "--store", STORE, "--table", TABLE, "--json"])
     assert result.exit_code == 0, result.output
-    assert "whole store: no filter bucket" in result.stderr
+    steps = {s["step"]: s for s in json.loads(result.stdout)["steps"]}
+    assert steps["export"]["detail"].endswith(
+        "(no filter (no filter bucket): the whole temporary store, which holds only the "
+        "synthetic instance)"
+    )
+    assert "filterConfig" not in cloud.healthcare.export_bodies[-1]
 
 
 def test_verify_of_missing_store_fails_with_exit_1(cloud: Cloud, tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,7 @@ from tests.fakes.http import LoopbackFake, Request, Response
 
 _TABLE = re.compile(r"^/bigquery/v2/projects/([^/]+)/datasets/([^/]+)/tables/([^/]+)$")
 _DATASET = re.compile(r"^/bigquery/v2/projects/([^/]+)/datasets/([^/]+)$")
+_TABLES = re.compile(r"^/bigquery/v2/projects/([^/]+)/datasets/([^/]+)/tables$")
 _QUERY = re.compile(r"^/bigquery/v2/projects/([^/]+)/queries$")
 
 
@@ -69,6 +71,19 @@ class FakeBigQuery(LoopbackFake):
     modified_ms: dict[str, int] = field(default_factory=dict)
     started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     denied_tables: set[str] = field(default_factory=set)
+    # tables.insert and tables.delete (bigquery v2): Table.expirationTime (ms since the epoch)
+    # of each table created with one, and each table a DELETE removed, in order.
+    expirations: dict[str, int] = field(default_factory=dict)
+    created_tables: list[str] = field(default_factory=list)
+    deleted_tables: list[str] = field(default_factory=list)
+    # Refuse tables.insert / tables.delete with 403 (a caller without bigquery.tables.create or
+    # bigquery.tables.delete).
+    denied_writes: set[str] = field(default_factory=set)
+    # "Expired tables will be deleted and their storage reclaimed" (Table.expirationTime): each
+    # request first drops the tables whose expirationTime has passed on this wall clock (ms since
+    # the epoch, as expirationTime is), and lists them here.
+    now_ms: Callable[[], int] = field(default_factory=lambda: lambda: int(time.time() * 1000))
+    expired_tables: list[str] = field(default_factory=list)
     requests: list[Request] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     url: str = ""
@@ -76,7 +91,13 @@ class FakeBigQuery(LoopbackFake):
     def handle(self, request: Request) -> Response:
         with self.lock:
             self.requests.append(request)
+            self.expire()
+        match = _TABLES.match(request.path)
+        if match and request.method == "POST":
+            return self._insert_table(*match.groups(), request.json())
         match = _TABLE.match(request.path)
+        if match and request.method == "DELETE":
+            return self._delete_table(".".join(match.groups()))
         if match and request.method == "GET":
             table_id = ".".join(match.groups())
             if table_id in self.denied_tables:
@@ -104,6 +125,11 @@ class FakeBigQuery(LoopbackFake):
                     "lastModifiedTime": str(self.modified_ms.get(table_id, self.started_ms)),
                     "schema": {"fields": self.table_schema(table_id)},
                     **(
+                        {"expirationTime": str(self.expirations[table_id])}
+                        if table_id in self.expirations
+                        else {}
+                    ),
+                    **(
                         {"streamingBuffer": {"estimatedRows": str(self.streaming_rows[table_id])}}
                         if self.streaming_rows.get(table_id)
                         else {}
@@ -129,6 +155,69 @@ class FakeBigQuery(LoopbackFake):
         return Response.error(
             404, "notFound", f"fake BigQuery has no {request.method} {request.path}"
         )
+
+    def expire(self) -> None:
+        """Drop the tables whose expirationTime has passed (call with the lock held)."""
+        now = self.now_ms()
+        for table_id, expires in list(self.expirations.items()):
+            if expires <= now:
+                self.tables.pop(table_id, None)
+                self.schemas.pop(table_id, None)
+                del self.expirations[table_id]
+                self.expired_tables.append(table_id)
+
+    def _insert_table(self, project: str, dataset: str, body: dict[str, Any]) -> Response:
+        """tables.insert: "Creates a new, empty table in the dataset" (bigquery v2 discovery
+        document), 404 without the dataset, 409 when the table exists."""
+        problems = schema_problems("bigquery", "v2", "Table", body)
+        reference = body.get("tableReference") or {}
+        if problems or not reference.get("tableId"):
+            return Response.error(400, "invalid", "; ".join(problems) or "tableReference.tableId")
+        if (reference.get("projectId"), reference.get("datasetId")) != (project, dataset):
+            return Response.error(400, "invalid", "tableReference names another dataset")
+        table_id = f"{project}.{dataset}.{reference['tableId']}"
+        if "create" in self.denied_writes:
+            return Response.error(
+                403,
+                "accessDenied",
+                f"Access Denied: Dataset {project}:{dataset}: Permission bigquery.tables.create "
+                "denied on dataset",
+            )
+        if f"{project}.{dataset}" not in self.datasets:
+            return Response.error(404, "notFound", f"Not found: Dataset {project}:{dataset}")
+        with self.lock:
+            if table_id in self.tables:
+                return Response.error(409, "duplicate", f"Already Exists: Table {table_id}")
+            self.tables[table_id] = []
+            self.schemas[table_id] = list((body.get("schema") or {}).get("fields") or [])
+            self.modified_ms[table_id] = int(time.time() * 1000)
+            if body.get("expirationTime") is not None:
+                self.expirations[table_id] = int(body["expirationTime"])
+            self.created_tables.append(table_id)
+        return Response.json(
+            {
+                "kind": "bigquery#table",
+                "id": f"{project}:{dataset}.{reference['tableId']}",
+                **body,
+            }
+        )
+
+    def _delete_table(self, table_id: str) -> Response:
+        """tables.delete: the table and its data; 404 when there is none."""
+        if "delete" in self.denied_writes:
+            return Response.error(
+                403,
+                "accessDenied",
+                f"Access Denied: Table {table_id}: Permission bigquery.tables.delete denied",
+            )
+        with self.lock:
+            if table_id not in self.tables:
+                return Response.error(404, "notFound", f"Not found: Table {table_id}")
+            del self.tables[table_id]
+            self.schemas.pop(table_id, None)
+            self.expirations.pop(table_id, None)
+            self.deleted_tables.append(table_id)
+        return Response(204, b"", {})
 
     def query(self, project: str, body: dict[str, Any]) -> Response:
         problems = schema_problems("bigquery", "v2", "QueryRequest", body)

@@ -16,7 +16,7 @@
   fault with `after=True` lets the request through first and then loses the answer: the export
   started, the caller never heard of it. `export_posts` counts the export requests that reached
   the fake, `operations` the exports they started.
-- dicomStores.create/delete and datasets.operations.list (pageSize/pageToken), so a temporary
+- dicomStores.create/delete/list and datasets.operations.list (pageSize/pageToken), so a temporary
   store and a lost export answer can be followed. Instances stored through a store created here
   belong to it alone; Orthanc's other instances belong to the stores the test declared.
 """
@@ -182,6 +182,8 @@ class FakeHealthcare(LoopbackFake):
                 {"name": m.group(0), "labels": {}, **self.store_configs.get(m.group(0), {})}
             )
         if m := re.fullmatch(r"(projects/[^/]+/locations/[^/]+/datasets/[^/]+)/dicomStores", rest):
+            if request.method == "GET":
+                return self._list_stores(m.group(1), request)
             if request.method != "POST":
                 return self._bad()
             return self._create_store(version, m.group(1), request)
@@ -260,6 +262,21 @@ class FakeHealthcare(LoopbackFake):
         self.created_stores.discard(name)
         self.deleted_stores.append(name)
         return Response.json({})
+
+    def _list_stores(self, dataset: str, request: Request) -> Response:
+        """dicomStores.list (ListDicomStoresResponse: dicomStores, nextPageToken), by name."""
+        size = int((request.query.get("pageSize") or ["100"])[0])
+        start = int((request.query.get("pageToken") or ["0"])[0])
+        mine = sorted(name for name in self.stores if name.startswith(dataset + "/dicomStores/"))
+        document: dict[str, Any] = {
+            "dicomStores": [
+                {"name": name, **self.store_configs.get(name, {})}
+                for name in mine[start : start + size]
+            ]
+        }
+        if start + size < len(mine):
+            document["nextPageToken"] = str(start + size)
+        return Response.json(document)
 
     def _list_operations(self, dataset: str, request: Request) -> Response:
         size = int((request.query.get("pageSize") or ["100"])[0])
@@ -375,7 +392,11 @@ class FakeHealthcare(LoopbackFake):
             return Response.error(400, "INVALID_ARGUMENT", f"invalid BigQuery table URI {uri!r}")
         table = uri[len("bq://") :]
         dataset = table.rsplit(".", 1)[0]
-        name = re.sub(r"/dicomStores/.*", "", store) + f"/operations/{len(self.operations) + 1000}"
+        dataset_name = re.sub(r"/dicomStores/.*", "", store)
+        number = len(self.operations) + 1000
+        while f"{dataset_name}/operations/{number}" in self.operations:
+            number += 1  # a name Google gives is new: never one a test put there
+        name = f"{dataset_name}/operations/{number}"
         operation = FakeOperation(
             name,
             version,

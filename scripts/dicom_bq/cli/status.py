@@ -50,8 +50,9 @@ def status(
     project_dir: ProjectDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """One read-only view of the export path: each store's instances, the last exports, its
-    stream tables' and its own snapshot table's rows and age, and what disagrees.
+    """One read-only view of the export path: each store's instances, the last exports of its
+    Healthcare dataset (store unknown: operations name their dataset only), its stream tables'
+    and its own snapshot table's rows and age, and what disagrees.
     Exit 0 healthy, 1 something needs attention, 2 bad input."""
     import datetime
 

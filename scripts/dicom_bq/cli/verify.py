@@ -76,7 +76,7 @@ class VerifyDisplay(Display):
         if self.cleanup is None:
             return (
                 f"Interrupted ({where}); nothing had been made yet: no temporary store, "
-                "synthetic instance or filter file."
+                "synthetic instance, filter file or scratch table."
             )
         if self.cleanup.name == "keep":
             return f"Interrupted ({where}); --keep: {self.cleanup.detail}."
@@ -114,7 +114,12 @@ def verify(
         typer.Option("--filter-bucket", help="Bucket for the filter file, with --store."),
     ] = None,
     no_seed: Annotated[
-        bool, typer.Option("--no-seed", help="Export what is there; compare counts.")
+        bool,
+        typer.Option(
+            "--no-seed",
+            help="Export the real store into a scratch table (made with an expiration, deleted "
+            "at the end) and compare counts.",
+        ),
     ] = False,
     in_place: Annotated[
         bool,
@@ -131,7 +136,12 @@ def verify(
         ),
     ] = False,
     keep: Annotated[
-        bool, typer.Option("--keep", help="Keep the synthetic instance (and temporary store).")
+        bool,
+        typer.Option(
+            "--keep",
+            help="Keep the synthetic instance (and temporary store), or --no-seed's scratch "
+            "table until it expires.",
+        ),
     ] = False,
     yes: Annotated[
         bool,

@@ -1,10 +1,12 @@
-"""BigQuery reads the CLI needs: does a table exist, how many rows, is this instance's row there.
+"""BigQuery reads the CLI needs: does a table exist, how many rows, is this instance's row there;
+and verify's scratch tables, made with an expiration and deleted.
 
-Everything here reads: tables.get, datasets.get, and SELECT queries. google-cloud-bigquery
-retries jobs.query (query_and_wait, DEFAULT_RETRY) with one requestId for all its tries
-(google/cloud/bigquery/_job_helpers.py, do_query), which BigQuery uses "to ensure idempotent
-behavior for queries", read-only ones being "nullipotent by definition" (bigquery v2 discovery
-document, QueryRequest.requestId): a resent query changes nothing
+Everything here reads (tables.get, datasets.get, and SELECT queries), but for the scratch tables
+of `verify --no-seed`: tables.insert of an empty table with expirationTime, and tables.delete.
+google-cloud-bigquery retries jobs.query (query_and_wait, DEFAULT_RETRY) with one requestId for
+all its tries (google/cloud/bigquery/_job_helpers.py, do_query), which BigQuery uses "to ensure
+idempotent behavior for queries", read-only ones being "nullipotent by definition" (bigquery v2
+discovery document, QueryRequest.requestId): a resent query changes nothing
 (tests/test_transport_faults.py).
 
 Every call has a deadline: google-cloud-bigquery waits for an answer without one
@@ -142,6 +144,38 @@ class BigQueryTables:
         except (exceptions.GoogleAPIError, requests.RequestException, OSError) as error:
             raise self._fail(f"describe dataset {project}:{dataset}", error) from None
         return [entry.to_api_repr() for entry in found.access_entries]
+
+    def create_table(self, table: TableUri, expires: datetime.datetime) -> None:
+        """tables.insert of an empty table that BigQuery deletes at `expires` (bigquery v2
+        discovery document, Table.expirationTime: "Expired tables will be deleted and their
+        storage reclaimed"); needs bigquery.tables.create on the dataset. The table's name is
+        new: a 409 is this create's own earlier try, whose answer was lost."""
+        import requests
+        from google.api_core import exceptions
+
+        made = self._bigquery.Table(table.table_id)
+        made.expires = expires
+        try:
+            self._client.create_table(made, retry=self._retry(), timeout=REQUEST_TIMEOUT)
+        except exceptions.Conflict:
+            return
+        except (exceptions.GoogleAPIError, requests.RequestException, OSError) as error:
+            raise self._fail(f"create {table.uri}", error) from None
+
+    def delete_table(self, table: TableUri) -> bool:
+        """tables.delete ("If the table contains data, all the data will be deleted": bigquery
+        v2 discovery document; needs bigquery.tables.delete): True when this call deleted it,
+        False when BigQuery answers 404 (it is already gone)."""
+        import requests
+        from google.api_core import exceptions
+
+        try:
+            self._client.delete_table(table.table_id, retry=self._retry(), timeout=REQUEST_TIMEOUT)
+        except exceptions.NotFound:
+            return False
+        except (exceptions.GoogleAPIError, requests.RequestException, OSError) as error:
+            raise self._fail(f"delete {table.uri}", error) from None
+        return True
 
     def instance_rows(self, table: TableUri, sop_instance_uid: str) -> list[dict[str, Any]]:
         """The exported rows of one instance; the UID travels as a query parameter."""

@@ -243,6 +243,13 @@ class HealthcareApi(GoogleApi):
         operations = self.collection("projects.locations.datasets.operations")
         return dict(self.call(operations.list(name=dataset, pageSize=100, pageToken=page_token)))
 
+    def list_stores(self, dataset: str, page_token: str | None = None) -> dict[str, Any]:
+        """dicomStores.list: a page of the dataset's DICOM stores (ListDicomStoresResponse:
+        dicomStores, nextPageToken); needs healthcare.dicomStores.list on the dataset."""
+        return dict(
+            self.call(self._stores().list(parent=dataset, pageSize=100, pageToken=page_token))
+        )
+
     def create_store(self, dataset: str, store_id: str, labels: dict[str, str]) -> dict[str, Any]:
         return dict(
             self.call(

@@ -26,6 +26,12 @@ class OperationLister(Protocol):
 
 def export_operations(lister: OperationLister, dataset: str) -> list[dict[str, Any]]:
     """The export operations operations.list gives for the dataset, page after page."""
+    return list_exports(lister, dataset)[0]
+
+
+def list_exports(lister: OperationLister, dataset: str) -> tuple[list[dict[str, Any]], bool]:
+    """The dataset's export operations, and whether that is all of them (False when more than
+    LISTING_PAGES pages are listed: the rest is not read)."""
     found: list[dict[str, Any]] = []
     token: str | None = None
     for _ in range(LISTING_PAGES):
@@ -36,8 +42,8 @@ def export_operations(lister: OperationLister, dataset: str) -> list[dict[str, A
                 found.append(operation)
         token = page.get("nextPageToken")
         if not token:
-            break
-    return found
+            return found, True
+    return found, False
 
 
 def rfc3339(text: object) -> datetime.datetime | None:

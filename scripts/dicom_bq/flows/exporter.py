@@ -6,7 +6,6 @@ import datetime
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from dicom_bq.clients.healthcare import (
     ApiCallError,
@@ -18,10 +17,12 @@ from dicom_bq.clients.healthcare import (
     check_export_body,
 )
 from dicom_bq.clients.operations import (
+    LISTING_PAGES,
     PERMISSION_DENIED,
     Follower,
     OperationState,
     export_operations,
+    list_exports,
     rfc3339,
 )
 from dicom_bq.clients.retry import FAULT_BACKOFF, PERMISSION_BACKOFF, Backoff, Clock, SystemClock
@@ -29,9 +30,6 @@ from dicom_bq.errors import EXIT_FAILED, DicomBqError
 from dicom_bq.refs import GcsUri, StoreName, TableUri, WriteDisposition
 
 DEFAULT_PERMISSION_WINDOW = 600.0
-# Google's clock and ours may disagree a little; an export created this long before we sent the
-# request is still taken for ours (the list is re-read, never guessed from).
-CLOCK_SKEW = datetime.timedelta(seconds=30)
 LISTING_DELAYS = (2.0, 4.0, 8.0)  # operations.list may lag the operation's creation
 MAX_NOT_STARTED_RETRIES = 5
 # After a lost answer (a 5xx, a connection ended without an answer, a timeout) and no export
@@ -52,6 +50,20 @@ _CALLER_PERMISSION = re.compile(r"Permission '([a-zA-Z0-9_.]+)' denied")
 
 def utc_now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
+
+
+@dataclass(frozen=True)
+class ListedBefore:
+    """The names of the dataset's export operations, listed just before the export request is
+    sent: after a lost answer only an operation missing here can be the one it started.
+    Operations name their dataset, never their store or table (healthcare v1 discovery document,
+    schemas.Operation and schemas.OperationMetadata: apiMethodName, cancelRequested, counter,
+    createTime, endTime, logsUrl), so a time window would also take another store's export that
+    began a little earlier, the nightly snapshot's for one. `problem` says why the list is not
+    known (operations.list refused, or too long to read whole)."""
+
+    names: frozenset[str] = frozenset()
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -170,7 +182,8 @@ class Exporter:
 
         The export POST is not idempotent (WRITE_APPEND twice duplicates every row), so it is
         never resent when its answer may have been lost: the operation it started is looked up
-        with operations.list instead (the transport never resends it either:
+        with operations.list instead, among the exports missing from the listing made just
+        before the first send (ListedBefore; the transport never resends it either:
         clients/transport.py). A refusal before Google acted (429, connection refused) or a
         denial while the agent's grants propagate is sent again; after a lost answer with no
         export listed, only a WRITE_TRUNCATE or WRITE_EMPTY export is, once
@@ -181,8 +194,9 @@ class Exporter:
         refusals = FAULT_BACKOFF.delays()
         not_started = 0
         lost_answers: list[str] = []
+        before = self.list_before(plan)
+        sent_at = self.now()
         while True:
-            sent_at = self.now()
             try:
                 operation = self.api.export_once(plan.request())
                 return str(operation["name"])
@@ -199,7 +213,7 @@ class Exporter:
                     on_wait(f"export refused before it started ({refused})", delay)
                 self.clock.sleep(delay)
             except ExportAnswerLostError as lost:
-                found = self.find_started(plan, sent_at, lost.description, on_wait)
+                found = self.find_started(plan, before, lost.description, on_wait)
                 if found is not None:
                     return found
                 lost_answers.append(lost.description)
@@ -207,6 +221,7 @@ class Exporter:
                     raise DicomBqError(
                         self._nothing_listed(plan, sent_at, lost_answers), exit_code=EXIT_FAILED
                     ) from None
+                # Anything listed now that was not listed then is a candidate for either send.
                 if on_wait:
                     on_wait(
                         f"the answer was lost ({lost.description}) and no export started: "
@@ -257,37 +272,71 @@ class Exporter:
         if plan.appends:
             return (
                 f"the answer to the WRITE_APPEND export request was lost ({lost_answers[-1]}) and "
-                f"no export operation that started since {since} is listed in {dataset}: it "
+                f"no export operation is listed in {dataset} that was not there before it was "
+                f"sent ({since}): it "
                 "probably did not start, but it is not sent again, since a second WRITE_APPEND "
                 f"export would add every row twice if the first did start; "
                 f"{self._how_to_check(plan)}"
             )
         return (
             f"the {self._disposition(plan)} export request was sent {len(lost_answers)} times "
-            f"and every answer was lost ({'; '.join(lost_answers)}); no export operation that "
-            f"started since {since} is listed in {dataset}, and it is not sent again; "
+            f"and every answer was lost ({'; '.join(lost_answers)}); no export operation is "
+            f"listed in {dataset} that was not there before the first was sent ({since}), and "
+            "it is not sent again; "
             f"{self._how_to_check(plan)}"
         )
+
+    def list_before(self, plan: ExportPlan) -> ListedBefore:
+        """The dataset's export operations before the request is sent (ListedBefore)."""
+        dataset = plan.store.dataset_name
+        try:
+            listed, complete = list_exports(self.api, dataset)
+        except ApiCallError as error:
+            return ListedBefore(
+                problem=f"{error.status} {error.reason}: the dataset's operations could not be "
+                "listed before the request was sent (it needs healthcare.operations.list)"
+            )
+        if not complete:
+            return ListedBefore(
+                problem=f"the dataset holds more than {LISTING_PAGES * 100} operations, more "
+                "than dicom-bq reads, so the export operations listed before the request was "
+                "sent are not all known"
+            )
+        return ListedBefore(frozenset(str(operation.get("name")) for operation in listed))
 
     def find_started(
         self,
         plan: ExportPlan,
-        sent_at: datetime.datetime,
+        before: ListedBefore,
         why: str,
         on_wait: Callable[[str, float], None] | None = None,
     ) -> str | None:
-        """The operation a request whose answer was lost started, found by operations.list
-        (method ExportDicomData, created since the request was sent), or None when none is
-        listed after LISTING_DELAYS; stops when the listing fails or is ambiguous."""
+        """The operation a request whose answer was lost started, found by operations.list:
+        an export (method ExportDicomData) missing from `before`, the listing made just before
+        the request was sent. One is followed; none after LISTING_DELAYS gives None; several
+        (another store of the dataset exporting at the same time), or a listing that fails now
+        or failed before, stop without a guess."""
         dataset = plan.store.dataset_name
         how_to_check = self._how_to_check(plan)
+        if before.problem is not None:
+            raise DicomBqError(
+                f"the answer to the export request was lost ({why}) and {dataset}'s exports "
+                f"cannot be told apart from the one it may have started ({before.problem}): "
+                f"the export may or may not have started, so it is not sent again; "
+                f"{how_to_check}",
+                exit_code=EXIT_FAILED,
+            )
         for delay in (0.0, *LISTING_DELAYS):
             if delay:
                 if on_wait:
                     on_wait(f"looking for the export the lost answer started ({why})", delay)
                 self.clock.sleep(delay)
             try:
-                candidates = self._recent_exports(dataset, sent_at - CLOCK_SKEW)
+                candidates = [
+                    operation
+                    for operation in export_operations(self.api, dataset)
+                    if str(operation.get("name")) not in before.names
+                ]
             except ApiCallError as error:
                 raise DicomBqError(
                     f"the answer to the export request was lost ({why}) and the operations of "
@@ -298,14 +347,20 @@ class Exporter:
             if len(candidates) == 1:
                 name = str(candidates[0]["name"])
                 if on_wait:
-                    on_wait(f"the answer was lost ({why}); following {name}, found by listing", 0)
+                    on_wait(
+                        f"the answer was lost ({why}); following {name}, found by listing (the "
+                        f"one export that appeared in {dataset} since the request was sent)",
+                        0,
+                    )
                 return name
             if len(candidates) > 1:
                 names = ", ".join(str(c["name"]) for c in candidates)
                 raise DicomBqError(
                     f"the answer to the export request was lost ({why}) and {len(candidates)} "
-                    f"exports started in {dataset} since then ({names}): dicom-bq cannot tell "
-                    f"which is this one, so nothing is sent again; {how_to_check}",
+                    f"exports started in {dataset} since it was sent ({names}): another store "
+                    "of the dataset may be exporting at the same time, and operations do not "
+                    "name their store, so dicom-bq cannot tell which is this one and nothing "
+                    f"is sent again; {how_to_check}",
                     exit_code=EXIT_FAILED,
                 )
         return None
@@ -367,14 +422,6 @@ class Exporter:
             f"exports running or started in the last {window} minutes)",
             exit_code=EXIT_FAILED,
         )
-
-    def _recent_exports(self, dataset: str, since: datetime.datetime) -> list[dict[str, Any]]:
-        recent = []
-        for operation in export_operations(self.api, dataset):
-            created = rfc3339((operation.get("metadata") or {}).get("createTime"))
-            if created is not None and created >= since:
-                recent.append(operation)
-        return recent
 
     def run(
         self,

@@ -1,7 +1,9 @@
 """`dicom-bq status`: one read-only view of the export path's health, and what disagrees.
 
 Per DICOM store of the stack: its instance count (getDICOMStoreMetrics), the last exports of its
-Healthcare dataset (operations.list), each stream table's rows and last change (tables.get), and
+Healthcare dataset (operations.list; which store each is of is unknown: operations name their
+dataset only) with the dataset's stores (dicomStores.list), each stream table's rows and last
+change (tables.get), and
 its own nightly snapshot table when the stack has a schedule, with the Cloud Scheduler job that
 writes it (jobs.get) when the outputs name one. What disagrees becomes a finding; a part that
 cannot be read (403, 404, retries exhausted) is a finding too, never a crash.
@@ -19,7 +21,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from dicom_bq.clients.bigquery import TableInfo
 from dicom_bq.clients.discovery import ApiCallError, DiscoveryClients
-from dicom_bq.clients.operations import export_operations, rfc3339
+from dicom_bq.clients.operations import LISTING_PAGES, export_operations, rfc3339
 from dicom_bq.cron import CronSchedule, parse_schedule
 from dicom_bq.errors import EXIT_FAILED, EXIT_OK, DicomBqError
 from dicom_bq.flows.access import GoogleAccess
@@ -29,6 +31,14 @@ from dicom_bq.stack.contract import OutputNames, StackOutputs, StoreEntryKeys
 from dicom_bq.texts import excerpt
 
 RECENT_EXPORTS = 3
+# An export cannot be tied to its store: operations belong to the Healthcare dataset
+# (https://cloud.google.com/healthcare-api/docs/how-tos/long-running-operations: "LROs are
+# managed at the dataset level") and name no store or destination (healthcare v1 discovery
+# document: Operation has name, done, error, metadata, response; OperationMetadata apiMethodName,
+# cancelRequested, counter, createTime, endTime, logsUrl; ExportDicomDataResponse no field). So a
+# dataset's exports are shown with their store unknown (verify's, from its temporary stores in
+# the same dataset, and other stores' alike), and a later success never clears an earlier failure.
+STORE_UNKNOWN = "operations name their Healthcare dataset, never their store"
 WIDTH = 80
 INDENT = " " * 13  # under the value column of a store's lines
 
@@ -105,6 +115,8 @@ class StoreReader(Protocol):
     def get_store(self, name: str) -> dict[str, Any]: ...
 
     def list_operations(self, dataset: str, page_token: str | None = None) -> dict[str, Any]: ...
+
+    def list_stores(self, dataset: str, page_token: str | None = None) -> dict[str, Any]: ...
 
 
 class TableReader(Protocol):
@@ -196,6 +208,7 @@ class ExportRun:
     def as_dict(self) -> dict[str, Any]:
         return {
             "operation": self.operation,
+            "store": None,  # unknown: STORE_UNKNOWN
             "state": self.state,
             "success": self.success,
             "failure": self.failure,
@@ -308,6 +321,33 @@ class SnapshotStatus:
 
 
 @dataclass(frozen=True)
+class DatasetStores:
+    """The DICOM stores of a Healthcare dataset (dicomStores.list), or why they are unknown."""
+
+    names: tuple[str, ...] | None
+    problem: str = ""
+
+    @property
+    def attribution(self) -> str:
+        """Why the dataset's exports are not tied to a store, in words."""
+        why = STORE_UNKNOWN
+        if self.names is None:
+            if not self.problem:  # not read: the exports themselves are unreadable
+                return why
+            return f"{why}; the dataset's DICOM stores could not be listed ({self.problem})"
+        if len(self.names) > 1:
+            ids = ", ".join(name.rsplit("/", 1)[-1] for name in self.names)
+            return (
+                f"{why}, and the dataset holds {len(self.names)} DICOM stores ({ids}): each "
+                "export may be any one's, or verify's (its temporary stores export from here)"
+            )
+        return (
+            f"{why}: they may be this store's, verify's (its temporary stores export from "
+            "here) or a deleted store's"
+        )
+
+
+@dataclass(frozen=True)
 class StoreStatus:
     name: str
     instance_count: int | None
@@ -316,15 +356,21 @@ class StoreStatus:
     exports_readable: bool
     stream_tables: list[TableStatus]
     snapshot: SnapshotStatus | None = None
+    dataset_stores: DatasetStores = DatasetStores(None)
 
     def as_dict(self) -> dict[str, Any]:
+        names = self.dataset_stores.names
         return {
             "name": self.name,
             "instance_count": self.instance_count,
-            # Operations belong to the dataset and do not name their store.
+            # Operations belong to the dataset and do not name their store (STORE_UNKNOWN).
             "exports": {
                 "dataset": self.export_dataset,
                 "readable": self.exports_readable,
+                "store": None,
+                "attribution": "unknown",
+                "why": self.dataset_stores.attribution,
+                "dataset_stores": list(names) if names is not None else None,
                 "recent": [run.as_dict() for run in self.exports],
             },
             "stream_tables": [table.as_dict() for table in self.stream_tables],
@@ -425,6 +471,7 @@ class _Collector:
     snapshot_grace: datetime.timedelta
     findings: list[Finding] = field(default_factory=list)
     exports_by_dataset: dict[str, list[ExportRun] | None] = field(default_factory=dict)
+    stores_by_dataset: dict[str, DatasetStores] = field(default_factory=dict)
 
     def read(
         self, subject: str, what: str, fix: str, call: Callable[[], T]
@@ -473,6 +520,34 @@ class _Collector:
             )
         return self.exports_by_dataset[dataset]
 
+    def dataset_stores(self, store: StoreName) -> DatasetStores:
+        """The dataset's DICOM stores, read once per dataset. Only what the exports line says
+        depends on it: a refusal is said there, not made a finding."""
+        dataset = store.dataset_name
+        if dataset not in self.stores_by_dataset:
+            names: list[str] = []
+            token: str | None = None
+            try:
+                for _ in range(LISTING_PAGES):
+                    page = self.healthcare.list_stores(dataset, token)
+                    names += [str(s.get("name")) for s in page.get("dicomStores") or []]
+                    token = page.get("nextPageToken")
+                    if not token:
+                        break
+                found = DatasetStores(tuple(sorted(names)))
+            except ApiCallError as error:
+                found = DatasetStores(
+                    None,
+                    f"dicomStores.list: {error.status} {error.reason}; it needs "
+                    "healthcare.dicomStores.list on the dataset",
+                )
+            except DicomBqError as error:
+                if error.exit_code != EXIT_FAILED:
+                    raise
+                found = DatasetStores(None, f"dicomStores.list: {error.message}")
+            self.stores_by_dataset[dataset] = found
+        return self.stores_by_dataset[dataset]
+
     def _list_exports(self, dataset: str) -> list[ExportRun]:
         runs = [ExportRun.from_api(op) for op in export_operations(self.healthcare, dataset)]
         # The listing's order is not documented: newest first by createTime.
@@ -508,7 +583,8 @@ class _Collector:
             self.table(TableUri.parse(uri, flag="streamConfigs.tableUri"))
             for uri in stream_tables(config or {})
         ]
-        self._judge_exports(exports or [])
+        stores = self.dataset_stores(store) if exports is not None else DatasetStores(None)
+        self._judge_exports(exports or [], store.dataset)
         if instances is not None:
             for table in tables:
                 self._judge_stream(table, instances)
@@ -519,6 +595,7 @@ class _Collector:
             exports=exports or [],
             exports_readable=exports is not None,
             stream_tables=tables,
+            dataset_stores=stores,
             snapshot=(
                 self.snapshot(target.snapshot_table, schedule, store, target.snapshot_job)
                 if target.snapshot_table is not None
@@ -526,32 +603,48 @@ class _Collector:
             ),
         )
 
-    def _judge_exports(self, runs: list[ExportRun]) -> None:
-        finished = [run for run in runs if run.state != "running"]
-        if not finished or any(f.subject == finished[0].operation for f in self.findings):
-            return  # nothing finished yet, or judged already for another store of the dataset
-        last = finished[0]
-        where = f"its errors are logged at {last.logs_url}" if last.logs_url else ""
-        describe = f"see `dicom-bq operations describe {last.operation}`"
-        if last.state == "failed":
-            self.findings.append(
-                Finding(
-                    "export-failed",
-                    last.operation,
-                    f"the last finished export failed ({last.error}) at {_when(last.ended)}",
-                    f"{where or describe}; fix the cause, then export again",
-                )
+    def _judge_exports(self, runs: list[ExportRun], dataset: str) -> None:
+        """Each finished export among the dataset's latest that failed or left instances out is
+        a finding: which store it was of is unknown (STORE_UNKNOWN), so a later success, maybe
+        verify's or another store's, does not show that its store exports again."""
+        for index, run in enumerate(runs):
+            if run.state == "running" or any(f.subject == run.operation for f in self.findings):
+                continue  # not finished, or judged already for another store of the dataset
+            if run.state != "failed" and not run.failure:
+                continue
+            later = [r for r in runs[:index] if r.state == "done" and not r.failure]
+            unknown = (
+                f"; its store is unknown ({STORE_UNKNOWN}), so the later export that succeeded "
+                "may be another store's or verify's"
+                if later
+                else f"; its store is unknown ({STORE_UNKNOWN})"
             )
-        elif last.failure:
-            self.findings.append(
-                Finding(
-                    "export-incomplete",
-                    last.operation,
-                    f"the last finished export left out {last.failure} instance(s) "
-                    f"({last.success} exported) at {_when(last.ended)}",
-                    f"{where or describe}: one entry per instance left out",
-                )
+            where = f"its errors are logged at {run.logs_url}" if run.logs_url else ""
+            describe = f"see `dicom-bq operations describe {run.operation}`"
+            stays = (
+                f"this finding stays while it is among dataset {dataset}'s {RECENT_EXPORTS} "
+                "latest exports"
             )
+            if run.state == "failed":
+                self.findings.append(
+                    Finding(
+                        "export-failed",
+                        run.operation,
+                        f"an export of dataset {dataset} failed ({run.error}) at "
+                        f"{_when(run.ended)}{unknown}",
+                        f"{where or describe}; fix the cause, then export again ({stays})",
+                    )
+                )
+            else:
+                self.findings.append(
+                    Finding(
+                        "export-incomplete",
+                        run.operation,
+                        f"an export of dataset {dataset} left out {run.failure} instance(s) "
+                        f"({run.success} exported) at {_when(run.ended)}{unknown}",
+                        f"{where or describe}: one entry per instance left out ({stays})",
+                    )
+                )
 
     def _judge_stream(self, table: TableStatus, instances: int) -> None:
         # Streaming inserts a row for every instance stored (and deletions are not applied to
@@ -840,7 +933,11 @@ def report_lines(report: StatusReport) -> list[str]:
         lines += ["", "store", f"  {store.name}"]
         count = "unknown" if store.instance_count is None else str(store.instance_count)
         lines.append(f"  instances  {count}")
-        lines.append(f"  exports    of dataset {store.export_dataset.rsplit('/', 1)[-1]}")
+        lines.append(
+            f"  exports    of dataset {store.export_dataset.rsplit('/', 1)[-1]}, store unknown"
+        )
+        if store.exports_readable:
+            lines += _wrap(store.dataset_stores.attribution, INDENT)
         if not store.exports_readable:
             lines.append("             unreadable (see findings)")
         elif not store.exports:

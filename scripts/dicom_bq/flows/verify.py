@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import enum
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ from dicom_bq.errors import (
 )
 from dicom_bq.flows.access import GoogleAccess
 from dicom_bq.flows.export import ConfirmTruncate, ExportObserver
-from dicom_bq.flows.exporter import Exporter, ExportPlan
+from dicom_bq.flows.exporter import Exporter, ExportPlan, utc_now
 from dicom_bq.flows.seed import SyntheticInstance, synthetic_instance
 from dicom_bq.infra import naming
 from dicom_bq.refs import GcsUri, StoreName, TableUri, WriteDisposition
@@ -30,6 +31,17 @@ from dicom_bq.stack.outputs import VerifyTarget
 
 FILTER_PREFIX = "dicom-bq/verify"
 TEMPORARY_STORE_PREFIX = "dicom-bq-verify-"
+# `verify --no-seed` exports the real store's metadata into a scratch table of its own, made
+# empty with an expiration (bigquery v2 discovery document, Table.expirationTime: "Expired tables
+# will be deleted and their storage reclaimed") and deleted at the end: the copy of patient
+# metadata it makes lasts no longer than the run, or than the expiration if the run is killed.
+SCRATCH_TABLE_PREFIX = "dicom_bq_verify_"
+# The expiration leaves time for the export (--timeout, and at least this: a killed run's export
+# goes on) and the count after it: a table that expired, or was deleted, before the export wrote
+# it would be created again by the export ("missing -> created": Google's how-to), without an
+# expiration. So the cleanup keeps the table while its export may still be running.
+SCRATCH_EXPORT_ALLOWANCE = datetime.timedelta(hours=24)
+SCRATCH_MARGIN = datetime.timedelta(hours=1)
 # Dataset roles that let the agent create and write tables: legacy names as the dataset's access
 # list shows them, and the predefined roles (https://cloud.google.com/bigquery/docs/access-control).
 WRITER_ROLES = frozenset(
@@ -45,6 +57,10 @@ WRITER_ROLES = frozenset(
 
 class RowSource(Protocol):
     def row_count(self, table: Any) -> int | None: ...
+
+    def create_table(self, table: TableUri, expires: datetime.datetime) -> None: ...
+
+    def delete_table(self, table: TableUri) -> bool: ...
 
     def instance_rows(self, table: Any, sop_instance_uid: str) -> list[dict[str, Any]]: ...
 
@@ -148,10 +164,18 @@ class Made:
     instance_refused: bool = False
     filter_uri: GcsUri | None = None
     filter_written: bool = False
+    # --no-seed's scratch table, recorded before its tables.insert; its expiration once sent.
+    scratch: TableUri | None = None
+    scratch_expires: datetime.datetime | None = None
+    # The export into it, from its start until it is seen done.
+    scratch_export: str | None = None
+    scratch_export_done: bool = False
 
     @property
     def anything(self) -> bool:
-        return any(x is not None for x in (self.temporary, self.instance, self.filter_uri))
+        return any(
+            x is not None for x in (self.temporary, self.instance, self.filter_uri, self.scratch)
+        )
 
 
 class LeftBehindError(Exception):
@@ -191,6 +215,7 @@ class Verifier:
     on_notice: Callable[[str], None] | None = None
     # Asked before WRITE_TRUNCATE into a table that is not the tool's own; raises to refuse.
     confirm_truncate: Callable[[TableUri], None] | None = None
+    now: Callable[[], datetime.datetime] = utc_now  # the wall clock, for the scratch expiration
 
     def __post_init__(self) -> None:
         self.report = VerifyReport()
@@ -206,7 +231,8 @@ class Verifier:
         except (StepFailedError, DicomBqError) as error:
             message = error.detail if isinstance(error, StepFailedError) else error.message
             self._record(StepResult(name, False, self.clock.monotonic() - started, message))
-            self.report.exit_code = error.exit_code
+            if self.report.exit_code == EXIT_OK:  # a cleanup's failure keeps the proof's code
+                self.report.exit_code = error.exit_code
             raise
         except KeyboardInterrupt:
             seconds = self.clock.monotonic() - started
@@ -247,27 +273,39 @@ class Verifier:
 
     def _prove(self, target: VerifyTarget, options: VerifyOptions, made: Made) -> None:
         store, metrics = self._check_store(target)
+        if not options.seed:
+            # The real store's metadata goes to a scratch table, never into target.table.
+            scratch = self._create_scratch_table(target, options, made)
+            state = self._export(
+                target.store,
+                scratch,
+                None,
+                options.timeout,
+                why_unfiltered=NO_SEED_UNFILTERED,
+                made=made,
+            )
+            self._compare_counts(scratch, state, metrics)
+            return
         if target.table.table != naming.VERIFICATION_TABLE and self.confirm_truncate:
             # Only the tool's own table is truncated without a question; asked before anything
             # is created.
             with self.step("table") as detail:
                 self.confirm_truncate(target.table)
                 detail.append(f"{target.table.uri} may be truncated")
-        seeded = target.store
-        instance: SyntheticInstance | None = None
-        filter_uri: GcsUri | None = None
-        if options.seed:
-            if options.in_place:
-                self._refuse_lasting_copies(target, store, options)
-            else:
-                seeded = self._create_temporary_store(target, made)
-            instance = self._seed(seeded, made)
-            filter_uri = self._write_filter(target, instance, made)
-        state = self._export(seeded, target, filter_uri, options.timeout)
-        if instance:
-            self._find_row(target, instance)
+        if options.in_place:
+            self._refuse_lasting_copies(target, store, options)
+            seeded = target.store
+            unfiltered = "no filter (no filter bucket): the whole real store"
         else:
-            self._compare_counts(target, state, metrics)
+            seeded = self._create_temporary_store(target, made)
+            unfiltered = (
+                "no filter (no filter bucket): the whole temporary store, which holds only the "
+                "synthetic instance"
+            )
+        instance = self._seed(seeded, made)
+        filter_uri = self._write_filter(target, instance, made)
+        self._export(seeded, target.table, filter_uri, options.timeout, why_unfiltered=unfiltered)
+        self._find_row(target, instance)
 
     def _check_store(self, target: VerifyTarget) -> tuple[dict[str, Any], dict[str, Any]]:
         """The real store, read only: its counts, and each stream table's dataset and grant."""
@@ -440,28 +478,77 @@ class Verifier:
             detail.append(f"wrote {uri.uri}")
             return uri
 
+    def _create_scratch_table(
+        self, target: VerifyTarget, options: VerifyOptions, made: Made
+    ) -> TableUri:
+        """--no-seed's destination: a new, empty table beside the verification table, with an
+        expiration set at creation (tables.insert, Table.expirationTime), deleted by the
+        cleanup."""
+        scratch = TableUri(
+            target.table.project,
+            target.table.dataset,
+            f"{SCRATCH_TABLE_PREFIX}{uuid.uuid4().hex[:12]}",
+        )
+        allowance = max(datetime.timedelta(seconds=options.timeout or 0), SCRATCH_EXPORT_ALLOWANCE)
+        expires = self.now() + allowance + SCRATCH_MARGIN
+        made.scratch = scratch  # recorded before the request, for the cleanup
+        with self.step("scratch-table") as detail:
+            try:
+                self.rows.create_table(scratch, expires)
+            except DicomBqError as error:
+                raise StepFailedError(
+                    f"cannot create the scratch table that --no-seed exports into: "
+                    f"{error.message}. The account you run as needs bigquery.tables.create and "
+                    f"bigquery.tables.delete on dataset {scratch.project}:{scratch.dataset} "
+                    "(roles/bigquery.dataEditor); nothing was exported"
+                ) from None
+            made.scratch_expires = expires
+            detail.append(
+                f"created {scratch.uri}, empty, expiring {_stamp(expires)} (deleted at the end)"
+            )
+            return scratch
+
     def _export(
         self,
         store: StoreName,
-        target: VerifyTarget,
+        table: TableUri,
         filter_uri: GcsUri | None,
         timeout: float | None,
+        *,
+        why_unfiltered: str,
+        made: Made | None = None,  # given for an export into --no-seed's scratch table
     ) -> OperationState:
+        # The scratch table exists and is empty: WRITE_EMPTY fills it ("if the destination table
+        # already exists and is empty, the export completes instead of returning an error":
+        # Google's how-to, reference/dicom-export-bigquery.fr.txt, writeDisposition) and keeps
+        # the table, its expiration included; the tool's own table is replaced.
+        into_scratch = made is not None
         plan = ExportPlan(
             store=store,
-            table=target.table,
-            write_disposition=WriteDisposition.WRITE_TRUNCATE,
+            table=table,
+            write_disposition=(
+                WriteDisposition.WRITE_EMPTY if into_scratch else WriteDisposition.WRITE_TRUNCATE
+            ),
             filter=filter_uri,
         )
+
+        def started(name: str) -> None:
+            if made is not None:  # an export into the scratch table: the cleanup waits for it
+                made.scratch_export, made.scratch_export_done = name, False
+            if self.on_start:
+                self.on_start(name)
+
         with self.step("export") as detail:
             state = self.exporter.run(
                 plan,
                 self.follower,
                 timeout,
-                on_start=self.on_start,
+                on_start=started,
                 on_update=self.on_update,
                 on_wait=self.on_wait,
             )
+            if made is not None and state.done:
+                made.scratch_export_done = True
             self.report.operation = state
             if not state.done:
                 raise StepFailedError(
@@ -475,9 +562,10 @@ class Verifier:
                     + (state.error_message or f"{state.failure} instances failed")
                     + (f" (logs: {state.logs_url})" if state.logs_url else "")
                 )
+            used = f"filter {filter_uri.uri}" if filter_uri else why_unfiltered
             detail.append(
                 f"{state.name}: {state.success} exported, {state.failure} failed into "
-                f"{target.table.uri}" + ("" if filter_uri else " (whole store: no filter bucket)")
+                f"{table.uri} ({used})"
             )
             return state
 
@@ -507,14 +595,14 @@ class Verifier:
             )
 
     def _compare_counts(
-        self, target: VerifyTarget, state: OperationState, metrics: dict[str, Any]
+        self, table: TableUri, state: OperationState, metrics: dict[str, Any]
     ) -> None:
         with self.step("count") as detail:
-            rows = self.rows.row_count(target.table) or 0
+            rows = self.rows.row_count(table) or 0
             instances = int(metrics.get("instanceCount") or 0)
             if rows != state.success or rows != instances:
                 raise StepFailedError(
-                    f"{target.table.uri} has {rows} rows, the export reported {state.success} "
+                    f"{table.uri} has {rows} rows, the export reported {state.success} "
                     f"successes, the store held {instances} instances before the export"
                 )
             detail.append(f"{rows} rows = {state.success} exported = {instances} instances")
@@ -588,6 +676,26 @@ class Verifier:
                     f"it with `{self._delete_instance_command(store, instance)}`",
                 )
             )
+        if made.scratch is not None:
+            scratch = made.scratch
+            tasks.append(
+                CleanupTask(
+                    f"scratch table {scratch.uri}",
+                    lambda: self._delete_scratch(scratch, made),
+                    f"scratch table {scratch.uri} may remain"
+                    + (
+                        f" until it expires at {_stamp(made.scratch_expires)}"
+                        if made.scratch_expires
+                        else ""
+                    )
+                    + f": delete it with `{_delete_table_command(scratch)}`"
+                    + (
+                        f" once export {made.scratch_export} has ended"
+                        if made.scratch_export and not made.scratch_export_done
+                        else ""
+                    ),
+                )
+            )
         if made.filter_uri is not None and self.filters is not None:
             uri, filters = made.filter_uri, self.filters
             tasks.append(
@@ -643,6 +751,34 @@ class Verifier:
             ) from None
         return f"{found}deleted temporary store {name}"
 
+    def _delete_scratch(self, table: TableUri, made: Made) -> str:
+        command = _delete_table_command(table)
+        running = made.scratch_export
+        if running is not None and not made.scratch_export_done:
+            # Deleted now, the table would be made again by the export at its end, without an
+            # expiration; kept, the export fills it and BigQuery deletes it when it expires.
+            raise LeftBehindError(
+                f"kept scratch table {table.uri}: export {running} may still be running and "
+                "would create it again, without an expiration, if it were deleted now; "
+                f"BigQuery deletes it at {_stamp(made.scratch_expires)}. To delete it sooner: "
+                f"`dicom-bq operations wait {running}`, then `{command}`"
+            )
+        try:
+            deleted = self.rows.delete_table(table)
+        except DicomBqError as error:
+            expiry = (
+                f"; it expires at {_stamp(made.scratch_expires)}" if made.scratch_expires else ""
+            )
+            raise LeftBehindError(
+                f"could not delete scratch table {table.uri} ({error.message}){expiry}: delete "
+                f"it with `{command}`"
+            ) from None
+        if deleted:
+            return f"deleted scratch table {table.uri}"
+        if made.scratch_expires is None:
+            return f"no scratch table to delete: {table.uri} was not created (tables.delete 404)"
+        return f"scratch table {table.uri} no longer exists (its DELETE answered 404)"
+
     def _delete_instance(self, store: StoreName, instance: SyntheticInstance, made: Made) -> str:
         if made.instance_refused:
             return f"no synthetic instance to delete: {store.store} refused its STOW-RS"
@@ -688,8 +824,28 @@ class Verifier:
             )
         if made.filter_uri is not None and made.filter_written:
             kept.append(f"kept {made.filter_uri.uri}")
+        if made.scratch is not None and made.scratch_expires is not None:
+            kept.append(
+                f"kept scratch table {made.scratch.uri} (the store's metadata) until it expires "
+                f"at {_stamp(made.scratch_expires)}"
+            )
         if kept:
             self._record(StepResult("keep", True, 0.0, "; ".join(kept)))
+
+
+NO_SEED_UNFILTERED = (
+    "no filter: --no-seed exports the whole store, to compare its instance count with the rows"
+)
+
+
+def _stamp(moment: datetime.datetime | None) -> str:
+    if moment is None:
+        return "unknown"
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _delete_table_command(table: TableUri) -> str:
+    return f"bq rm -f -t {table.project}:{table.dataset}.{table.table}"
 
 
 def _stopped(by: str, unfinished: list[CleanupTask]) -> str:
