@@ -25,6 +25,7 @@ CLI_MAY_IMPORT = (
     "dicom_bq.texts",
     "dicom_bq.files",
     "dicom_bq.stack.render",
+    "dicom_bq.stack.graph",  # presentation too: the plan drawn (plan --format mermaid|dot)
     "dicom_bq.clients.endpoints",
 )
 FLOW_CALLS_PER_FUNCTION = 1

@@ -27,6 +27,8 @@ class PlanFormat(StrEnum):
     table = "table"
     json = "json"
     markdown = "markdown"
+    mermaid = "mermaid"
+    dot = "dot"
 
 
 @app.command()
@@ -36,7 +38,13 @@ def plan(
         str, typer.Option("--stack", "-s", help="Stack name, as in Pulumi.<stack>.yaml.")
     ],
     output_format: Annotated[
-        PlanFormat, typer.Option("--format", "-f", help="table, json or markdown.")
+        PlanFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help="table, json or markdown; mermaid or dot: a graph of the resources and their "
+            "dependencies.",
+        ),
     ] = PlanFormat.table,
     check: Annotated[
         bool,
@@ -70,6 +78,16 @@ def _print_plan(checked: CheckedPlan, output_format: PlanFormat) -> None:
         typer.echo(markdown(result), nl=False)
         if checked.checked:
             typer.echo("\n" + findings_markdown(findings), nl=False)
+    elif output_format in (PlanFormat.mermaid, PlanFormat.dot):
+        from rich.console import Console
+
+        from dicom_bq.stack.graph import dot, mermaid
+        from dicom_bq.stack.render import print_findings
+
+        draw = mermaid if output_format is PlanFormat.mermaid else dot
+        typer.echo(draw(result), nl=False)
+        if checked.checked:  # the graph alone on stdout
+            print_findings(findings, Console(stderr=True))
     else:
         from rich.console import Console
 
