@@ -148,7 +148,12 @@ def _name_of(urn: str) -> str:
 
 def _resource(state: Mapping[str, Any]) -> EngineResource | None:
     kind = str(state.get("type", ""))
-    if kind == "pulumi:pulumi:Stack" or kind.startswith("pulumi:providers:"):
+    # The stack and the engine's default providers are the engine's own; a provider the program
+    # registers (another universe's, infra/program.py gcp_provider) is the plan's too.
+    default_provider = kind.startswith("pulumi:providers:") and _name_of(state["urn"]).startswith(
+        "default"
+    )
+    if kind == "pulumi:pulumi:Stack" or default_provider:
         return None
     parent = str(state.get("parent") or "")
     # urn:pulumi:STACK::PROJECT::[PARENT_TYPE$]TYPE::NAME; the root stack is no parent to the plan.
@@ -166,7 +171,7 @@ def _resource(state: Mapping[str, Any]) -> EngineResource | None:
 
 def preview_resources(preview: Mapping[str, Any]) -> dict[str, EngineResource]:
     """The custom and component resources of a `pulumi preview --json`, by name (the stack and
-    the provider resources are the engine's own)."""
+    the default providers are the engine's own)."""
     found = {}
     for step in preview.get("steps", []):
         resource = _resource(step.get("newState") or {})

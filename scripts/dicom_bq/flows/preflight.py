@@ -89,6 +89,9 @@ class PreflightReport:
     stack: str
     checks: list[PreflightCheck] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Where the checks' requests and `pulumi up` go: universeDomain and gcpProvider.
+    universe: dict[str, Any] = field(default_factory=dict)
+    universe_text: str = ""
 
     @property
     def ok(self) -> bool:
@@ -98,6 +101,7 @@ class PreflightReport:
         return {
             "stack": self.stack,
             "ok": self.ok,
+            **({"universe": self.universe} if self.universe else {}),
             "checks": [asdict(check) for check in self.checks],
             "notes": self.notes,
         }
@@ -702,12 +706,16 @@ def preflight_plan(*, plan: Plan, project_dir: Any, impersonate: str | None) -> 
         stacks=read_project_stacks(project_dir),
     )
     report.notes[:0] = plan.notes
+    if plan.gcp_provider is not None:
+        report.universe = plan.gcp_provider.as_dict()
+        report.universe_text = plan.gcp_provider.describe()
     return report
 
 
 def report_lines(report: PreflightReport) -> list[str]:
     marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
-    lines = []
+    # The universe first: every check below asked it, and `pulumi up` deploys there.
+    lines = [f"universe: {report.universe_text}"] if report.universe_text else []
     for check in report.checks:
         lines.append(f"{marks[check.status]} {check.area:<10} {check.subject}: {check.detail}")
         if check.fix and check.status != "ok":

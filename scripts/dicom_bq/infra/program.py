@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
+import pulumi_gcp as gcp
 from pulumi.runtime import config as runtime_config
 
+from dicom_bq.infra import naming
 from dicom_bq.infra.components.export_path import (
     DicomExportPath,
     DicomExportPathArgs,
@@ -33,10 +40,15 @@ def load_settings() -> StackSettings:
     """Settings from the engine's config; a bad stack fails before any resource is registered.
 
     Plain `pulumi up` never sees `dicom-bq plan`, so the program itself refuses unknown keys of
-    its namespace (the engine lets them through) and warns about near-miss namespaces.
+    its namespace (the engine lets them through) and warns about near-miss namespaces. It also
+    refuses a gcp provider set to another universe than the stack's (universe_problem).
     """
+    config = engine_config()
     try:
-        settings, warnings = settings_from_config(engine_config(), pulumi.get_stack())
+        settings, warnings = settings_from_config(config, pulumi.get_stack())
+        problem = universe_problem(settings, config, pulumi.get_stack())
+        if problem:
+            raise SettingsError([problem])
     except SettingsError as error:
         # RunError: Pulumi prints the message without a Python traceback.
         raise pulumi.RunError(
@@ -45,6 +57,127 @@ def load_settings() -> StackSettings:
     for warning in warnings:
         pulumi.log.warn(warning)
     return settings
+
+
+# --- The universe the resources go to ------------------------------------------------------------
+
+# The gcp provider's own key for its universe (pulumi-gcp config `gcp:universeDomain`, the
+# Terraform provider's `universe_domain`: "Specify the GCP universe to deploy in", Optional, with
+# no environment variable; hashicorp/terraform-provider-google google/provider/provider.go and
+# website/docs/guides/provider_reference.html.markdown).
+GCP_UNIVERSE_KEY = "gcp:universeDomain"
+# The explicit provider's resource name, after the component's ("dicom-bq" -> "dicom-bq-gcp").
+PROVIDER_SUFFIX = "-gcp"
+
+
+@dataclass(frozen=True)
+class GcpProviderChoice:
+    """Which gcp provider the stack's resources go through, and to what universe.
+
+    googleapis.com: the engine's default provider, as every stack before had, so a deployed
+    stack's registrations stay exactly as they were. Any other universe: a provider of the
+    program's own (`<component>-gcp`), configured with the stack's universe and the stack's other
+    `gcp:` settings, passed to the component, whose every child and data source inherits it.
+    """
+
+    universe_domain: str
+    explicit_name: str | None  # None: the engine's default gcp provider
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "universeDomain": self.universe_domain,
+            "gcpProvider": self.explicit_name or "default",
+        }
+
+    def describe(self) -> str:
+        """Where `pulumi up` creates the resources, and through which provider."""
+        if self.explicit_name:
+            return (
+                f"{self.universe_domain}, through the program's own gcp provider "
+                f"'{self.explicit_name}', configured for it"
+            )
+        return f"{self.universe_domain}, through the stack's default gcp provider"
+
+
+def configured_gcp_universe(config: Mapping[str, Any]) -> str | None:
+    """`gcp:universeDomain` as the stack sets it; None when unset or empty (the provider's
+    googleapis.com)."""
+    value = config.get(GCP_UNIVERSE_KEY)
+    return str(value) if value not in (None, "") else None
+
+
+def universe_problem(settings: StackSettings, config: Mapping[str, Any], stack: str) -> str | None:
+    """Why the stack cannot deploy: its gcp provider is set to another universe than the one
+    dicom-bq's commands use. Both values are named, with the commands that make them agree."""
+    provider = configured_gcp_universe(config)
+    wanted = settings.universe_domain
+    if provider is None or provider == wanted:
+        return None
+    shown = f"'{wanted}'" + (" (the default)" if wanted == naming.DEFAULT_UNIVERSE else "")
+    return (
+        f"dicom-bq:universeDomain is {shown} but {GCP_UNIVERSE_KEY} is '{provider}': "
+        f"`pulumi up` would create the resources in {provider} while dicom-bq's commands "
+        f"(preflight, export, verify, audit) go to {wanted}. Name one universe in both: "
+        f"`pulumi config set dicom-bq:universeDomain {provider} --stack {stack}` (the universe "
+        f"the provider deploys to) or `pulumi config set {GCP_UNIVERSE_KEY} {wanted} --stack "
+        f"{stack}`"
+    )
+
+
+def provider_choice(settings: StackSettings, name: str = "dicom-bq") -> GcpProviderChoice:
+    universe = settings.universe_domain
+    explicit = None if universe == naming.DEFAULT_UNIVERSE else name + PROVIDER_SUFFIX
+    return GcpProviderChoice(universe_domain=universe, explicit_name=explicit)
+
+
+@functools.cache
+def _provider_arguments() -> dict[str, tuple[str, bool]]:
+    """gcp config key (camelCase, as `gcp:KEY`) -> (gcp.Provider argument, value is plain text),
+    from the SDK's own ProviderArgs getters (pulumi.getter(name=...))."""
+    arguments = {}
+    for python_name, member in vars(gcp.ProviderArgs).items():
+        getter = getattr(member, "fget", None)
+        wire = getattr(getter, "_pulumi_name", None)
+        if wire:
+            hints = str(getattr(getter, "__annotations__", {}).get("return", ""))
+            arguments[wire] = (
+                python_name,
+                re.search(r"\bbool\b|Sequence|Mapping|Args\b", hints) is None,
+            )
+    return arguments
+
+
+def stack_gcp_arguments(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The stack's `gcp:` settings as gcp.Provider arguments: an explicit provider reads no stack
+    config (only the default provider does), so the program hands them on; secrets stay secret.
+    Keys the provider does not have are left out, as the default provider ignores them."""
+    known = _provider_arguments()
+    arguments: dict[str, Any] = {}
+    for full_key, raw in config.items():
+        namespace, _, key = str(full_key).partition(":")
+        if namespace != "gcp" or key not in known or raw in (None, ""):
+            continue
+        python_name, plain = known[key]
+        value: Any = raw
+        if not plain and isinstance(raw, str):
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+        if runtime_config.is_config_secret(str(full_key)):
+            value = pulumi.Output.secret(value)
+        arguments[python_name] = value
+    return arguments
+
+
+def gcp_provider(choice: GcpProviderChoice, config: Mapping[str, Any]) -> gcp.Provider | None:
+    """The program's gcp provider for a universe other than googleapis.com (None: the default
+    provider, which the stack's `gcp:` config sets up, universe included)."""
+    if choice.explicit_name is None:
+        return None
+    arguments = stack_gcp_arguments(config)
+    arguments["universe_domain"] = choice.universe_domain
+    return gcp.Provider(choice.explicit_name, **arguments)
 
 
 def component_args(settings: StackSettings) -> DicomExportPathArgs:
@@ -157,7 +290,12 @@ def stack_exports(path: DicomExportPath) -> dict[str, pulumi.Output[object]]:
 def define_stack(
     settings: StackSettings, name: str = "dicom-bq"
 ) -> dict[str, pulumi.Output[object]]:
-    path = DicomExportPath(name, component_args(settings))
+    provider = gcp_provider(provider_choice(settings, name), engine_config())
+    path = DicomExportPath(
+        name,
+        component_args(settings),
+        opts=pulumi.ResourceOptions(providers=[provider]) if provider is not None else None,
+    )
     exports = stack_exports(path)
     for key, value in exports.items():
         pulumi.export(key, value)

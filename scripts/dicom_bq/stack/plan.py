@@ -21,7 +21,13 @@ from pulumi.runtime.config import set_all_config
 
 from dicom_bq.errors import DicomBqError
 from dicom_bq.infra import naming
-from dicom_bq.infra.program import define_stack, load_settings
+from dicom_bq.infra.program import (
+    GcpProviderChoice,
+    define_stack,
+    load_settings,
+    provider_choice,
+    universe_problem,
+)
 from dicom_bq.infra.settings import SettingsError, StackSettings, settings_from_config
 from dicom_bq.stack.config import PROJECT_NAME, StackConfig
 from dicom_bq.stack.contract import OutputNames
@@ -56,9 +62,12 @@ class PlannedResource:
     delete_before_replace: bool = False
     aliases: list[str] = field(default_factory=list)
     urn: str = ""
+    # The explicit provider it goes through (its name); None: the engine's default provider.
+    provider: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        shown = {"provider": self.provider} if self.provider else {}
+        return shown | {
             "type": self.type,
             "name": self.name,
             "component": not self.custom,
@@ -91,6 +100,8 @@ class Plan:
     # Project ID -> number, as the deployment will know them (settings, or a placeholder).
     project_numbers: dict[str, str] = field(default_factory=dict)
     settings: StackSettings | None = None
+    # The universe the deployment goes to, and through which gcp provider.
+    gcp_provider: GcpProviderChoice | None = None
 
     @property
     def grants(self) -> list[dict[str, str]]:
@@ -100,8 +111,10 @@ class Plan:
         return [r for r in self.resources if r.custom]
 
     def as_dict(self) -> dict[str, Any]:
+        universe = {"universe": self.gcp_provider.as_dict()} if self.gcp_provider else {}
         return {
             "stack": self.stack,
+            **universe,
             "resources": [r.as_dict() for r in self.resources],
             "grants": self.grants,
             "outputs": self.outputs,
@@ -231,6 +244,10 @@ def _alias_text(alias: Any) -> str:
     return f"name={spec.name}" + (f" parentUrn={spec.parentUrn}" if spec.parentUrn else "")
 
 
+def _is_provider(request: Any) -> bool:
+    return str(request.type).startswith("pulumi:providers:")
+
+
 def _config_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -264,9 +281,14 @@ def known_project_numbers(settings: StackSettings) -> dict[str, str]:
 
 
 def stack_settings(config: StackConfig) -> tuple[StackSettings, list[str]]:
-    """A stack's validated settings and warnings, or the error every command shows."""
+    """A stack's validated settings and warnings, or the error every command shows (the program
+    refuses the same, infra/program.py load_settings)."""
     try:
-        return settings_from_config(config.values, config.stack)
+        settings, warnings = settings_from_config(config.values, config.stack)
+        problem = universe_problem(settings, config.values, config.stack)
+        if problem:
+            raise SettingsError([problem])
+        return settings, warnings
     except SettingsError as error:
         unresolved = "".join(f"\nNote: {note}" for note in config.notes)
         raise DicomBqError(
@@ -287,6 +309,7 @@ def plan_stack(config: StackConfig) -> Plan:
     )
     plan.notes[:0] = [*config.notes, *warnings, *unverified_number_notes(settings)]
     plan.settings = settings
+    plan.gcp_provider = provider_choice(settings)
     return plan
 
 
@@ -403,6 +426,8 @@ def record_program(
         run()
     registrations = _dependencies_first(monitor.registrations)
     names = {urn: request.name for urn, request, _ in registrations}
+    # A provider reference is URN::ID (pulumi sdk/go/common/resource/providers, Reference).
+    providers = {urn: request.name for urn, request, _ in registrations if _is_provider(request)}
     resources = [
         PlannedResource(
             type=request.type,
@@ -416,6 +441,7 @@ def record_program(
             delete_before_replace=bool(request.deleteBeforeReplace),
             aliases=sorted(_alias_text(alias) for alias in request.aliases),
             urn=urn,
+            provider=providers.get(str(request.provider).rsplit("::", 1)[0]),
         )
         for urn, request, inputs in registrations
     ]

@@ -33,6 +33,7 @@ _KEY_INPUTS = (
     "createDuration",
     "deleteContentsOnDestroy",
     "disableOnDestroy",
+    "universeDomain",
 )
 
 DICOM_STORE = "gcp:healthcare/dicomStore:DicomStore"
@@ -186,7 +187,7 @@ def plan_lines(plan: Plan, *, width: int) -> list[str]:
     (an 80-column terminal included): a table of five columns split names mid-word."""
     width = max(width, MIN_WIDTH)
     resources = plan.custom_resources()
-    lines = [f"Resources of stack {plan.stack}: {len(resources)}"]
+    lines = [*universe_lines(plan, width), f"Resources of stack {plan.stack}: {len(resources)}"]
     for r in resources:
         protect = "  (protected)" if r.protect else ""
         lines += ["", *wrap_value(r.name + protect, width=width, first="", rest="    ")]
@@ -203,6 +204,18 @@ def plan_lines(plan: Plan, *, width: int) -> list[str]:
     for note in plan.notes:
         lines += ["", *wrap_value(note, width=width, first="note: ", rest="      ")]
     return lines
+
+
+def universe_text(plan: Plan) -> str | None:
+    """Where the deployment goes: the stack's universe and the gcp provider that takes it there."""
+    if plan.gcp_provider is None:
+        return None
+    return f"Universe: {plan.gcp_provider.describe()}"
+
+
+def universe_lines(plan: Plan, width: int) -> list[str]:
+    text = universe_text(plan)
+    return [*wrap_value(text, width=width, first="", rest="    "), ""] if text else []
 
 
 def readable(console: Console) -> Console:
@@ -229,6 +242,7 @@ def markdown(plan: Plan) -> str:
     lines = [
         f"# dicom-bq plan: stack `{plan.stack}`",
         "",
+        *([universe, ""] if (universe := universe_text(plan)) else []),
         "## Resources",
         "",
         "| type | name | key inputs | protect | depends on |",

@@ -230,6 +230,24 @@ class CloudStore:
         with _locked_json(self.path) as doc:
             return {Binding(*b) for b in doc.get("iamBindings", [])}
 
+    def record_universe(self, what: str, universe: str) -> None:
+        """Which universe a resource was created in, or a function answered from: the
+        universeDomain of the provider configuration that did it (pulumi-gcp sends each request
+        to https://SERVICE.<universe_domain>/, terraform-provider-google transport/config.go)."""
+        with _locked_json(self.path) as doc:
+            doc.setdefault("universes", {})[what] = universe
+
+    def universes(self) -> dict[str, str]:
+        with _locked_json(self.path) as doc:
+            return dict(doc.get("universes", {}))
+
+
+def read_universes(path: Path | str) -> dict[str, str]:
+    """URN of each resource created (or `invoke:TOKEN` of each function called) -> the universe
+    of the provider that did it, from the cloud file `path`: for tests."""
+    path = Path(path)
+    return CloudStore(path).universes() if path.exists() else {}
+
 
 def read_bindings(path: Path | str) -> set[Binding]:
     """The IAM bindings recorded in the cloud file `path` (empty when there is none): for tests."""
@@ -742,8 +760,10 @@ class Provider:
         identifier = kind.resource_id(self.ctx, state)
         kind.on_create(state)
         binding = kind.binding(state)
-        if binding is not None and self.ctx.cloud is not None:
-            self.ctx.cloud.add(binding)
+        if self.ctx.cloud is not None:
+            self.ctx.cloud.record_universe(urn, self.ctx.config.universe_domain)
+            if binding is not None:
+                self.ctx.cloud.add(binding)
         return identifier, state
 
     def _maybe_fail(self, kind: Kind, urn: str, state: Mapping[str, Any]) -> None:
@@ -808,6 +828,8 @@ class Provider:
             raise StandinError(
                 f"the stand-in {self.name} provider does not model function {token}"
             ) from None
+        if self.ctx.cloud is not None:
+            self.ctx.cloud.record_universe(f"invoke:{token}", self.ctx.config.universe_domain)
         return function(self.ctx, args)
 
     def schema(self) -> str:

@@ -117,7 +117,10 @@ class DicomExportPathArgs(TypedDict):
     retain_on_delete: NotRequired[bool]
     """Keep those resources in Google Cloud when they leave the stack."""
     universe_domain: NotRequired[str]
-    """API universe (googleapis.com unless in a sovereign cloud)."""
+    """API universe (googleapis.com unless in a sovereign cloud) of the outputs' endpoints. The
+    resources go where the component's gcp provider goes: outside googleapis.com give it one
+    configured for this universe (the `providers` option, gcp.Provider universe_domain), as
+    dicom-bq's own program does."""
     agent_iam_domain: NotRequired[str]
     """Service-agent domain for a universe dicom-bq does not know. Unused here: the component
     takes the agent's address from Google (its ServiceIdentity's answer); dicom-bq's offline plan
