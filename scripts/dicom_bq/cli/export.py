@@ -93,6 +93,14 @@ def export(
     filter_bucket: Annotated[
         str | None, typer.Option("--filter-bucket", help="Bucket for --filter-file.")
     ] = None,
+    keep_filter: Annotated[
+        bool,
+        typer.Option(
+            "--keep-filter",
+            help="Keep the object --filter-file uploads (by default it is deleted once the "
+            "export has ended).",
+        ),
+    ] = False,
     stack: Annotated[
         str | None, typer.Option("--stack", help="Take --filter-bucket from this stack's settings.")
     ] = None,
@@ -188,6 +196,7 @@ def export(
             local_filter=LocalFilter(path=filter_file, bucket=filter_bucket)
             if filter_file is not None
             else None,
+            keep_filter=keep_filter,
             agent_email=agent_email,
             permission_window=refs.parse_timeout(permission_window, "--permission-window"),
             wait=wait,

@@ -22,6 +22,7 @@ from dicom_bq.errors import EXIT_BAD_INPUT
 
 if TYPE_CHECKING:
     from dicom_bq.flows.access import GoogleAccess
+    from dicom_bq.flows.filters import BuildResult, UploadResult
 
 filter_app = typer.Typer(
     help="Export filter files: validate, build, upload.",
@@ -79,7 +80,12 @@ def filter_build(
         typer.Option("--output", "-o", help="A file or gs://BUCKET/OBJECT (default stdout)."),
     ] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Replace an existing -o file (written atomically).")
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace an existing -o file (written atomically) or gs:// object (only the "
+            "generation found before the build: a concurrent write is refused, not overwritten).",
+        ),
     ] = False,
     impersonate: ImpersonateOption = None,
     universe_domain: UniverseOption = None,
@@ -110,10 +116,8 @@ def filter_build(
             ),
         ),
     )
-    typer.echo(
-        f"{result.lines} lines" + (f" written to {result.output}" if result.output else ""),
-        err=True,
-    )
+    written = f" written to {result.output}" if result.output else ""
+    typer.echo(f"{result.lines} lines{written}{_generations(result)}", err=True)
 
 
 @filter_app.command("upload")
@@ -122,10 +126,19 @@ def filter_upload(
     path: Annotated[Path, typer.Argument(help="The filter file.")],
     destination: Annotated[str, typer.Argument(help="gs://BUCKET/OBJECT")],
     chunk_mib: Annotated[int, typer.Option("--chunk-mib", help="Resumable upload chunk size.")] = 8,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace an existing object (only the generation found first: a concurrent "
+            "write is refused, not overwritten).",
+        ),
+    ] = False,
     impersonate: ImpersonateOption = None,
     universe_domain: UniverseOption = None,
 ) -> None:
-    """Validate a filter file, then upload it (resumable) to Cloud Storage."""
+    """Validate a filter file, then upload it (resumable) to Cloud Storage; an existing object
+    is kept unless --force."""
     from dicom_bq.flows.access import GoogleAccess
     from dicom_bq.flows.filters import upload_filter_file
 
@@ -133,9 +146,21 @@ def filter_upload(
         path=path,
         destination=destination,
         chunk_mib=chunk_mib,
+        replace=force,
         access=GoogleAccess(impersonate=impersonate, universe_domain=universe_domain),
     )
-    typer.echo(f"uploaded {result.lines} lines ({result.size} bytes) to {result.target.uri}")
+    typer.echo(
+        f"uploaded {result.lines} lines ({result.size} bytes) to {result.target.uri}"
+        + _generations(result)
+    )
+
+
+def _generations(result: BuildResult | UploadResult) -> str:
+    """(generation N, replaced generation M)" for an object written, or nothing."""
+    if result.generation is None:
+        return ""
+    replaced = f", replaced generation {result.replaced}" if result.replaced else ""
+    return f" (generation {result.generation}{replaced})"
 
 
 query_app = typer.Typer(

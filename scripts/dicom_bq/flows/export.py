@@ -1,5 +1,6 @@
 """One `dicom-bq export`, start to end: the stack's settings, a local filter file validated and
-uploaded, the WRITE_TRUNCATE check, then the export flow that verify shares (Exporter.run).
+uploaded, the WRITE_TRUNCATE check, then the export flow that verify shares (Exporter.run), and
+the uploaded filter file deleted once no export can read it any more.
 
 The command line only parses, asks and prints: it hands in an observer for what happens and a
 confirmation for what a truncate would erase; every decision is taken here."""
@@ -8,22 +9,25 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from dicom_bq.clients.endpoints import Connection
+from dicom_bq.clients.healthcare import ExportRequest, HealthcareApi
 from dicom_bq.clients.operations import OperationState
-from dicom_bq.errors import DicomBqError
+from dicom_bq.clients.storage import ABSENT, StorageObjects, StoredObject
+from dicom_bq.errors import EXIT_FAILED, DicomBqError
 from dicom_bq.flows.access import GoogleAccess
 from dicom_bq.flows.exporter import Exporter, ExportPlan
 from dicom_bq.flows.filters import UPLOAD_CHUNK, validated_filter
-from dicom_bq.flows.operations import checked_api_version, healthcare_api
+from dicom_bq.flows.operations import checked_api_version
 from dicom_bq.infra.settings import StackSettings
-from dicom_bq.refs import GcsUri, TableUri
+from dicom_bq.refs import GcsUri, StoreName, TableUri
 
 
 class ExportObserver(Protocol):
@@ -124,17 +128,142 @@ def filter_bucket(
 
 def upload_filter(
     *, path: Path, bucket: str, connection: Connection, observer: ExportObserver
-) -> GcsUri:
-    from dicom_bq.clients.storage import StorageObjects
+) -> StoredObject:
+    """Upload the file under a new name, create-only (ifGenerationMatch=0): it never replaces
+    an object, even one that took the same name."""
+    from dicom_bq.clients.storage import GenerationMismatchError
 
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     # The local name becomes part of the object name, so only characters that need no escaping
     # in a gs:// URI or a URL path are kept (https://cloud.google.com/storage/docs/objects#naming).
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", path.name)[:100] or "filter"
     target = GcsUri(bucket, f"dicom-bq/filters/{stamp}-{uuid.uuid4().hex[:8]}-{safe}")
-    StorageObjects(connection, bucket).upload_file(str(path), target, UPLOAD_CHUNK)
+    try:
+        stored = StorageObjects(connection, bucket).upload_file(
+            str(path), target, UPLOAD_CHUNK, if_generation_match=ABSENT
+        )
+    except GenerationMismatchError:
+        raise DicomBqError(
+            f"{target.uri} exists already, so the filter file was not uploaded over it: run the "
+            "command again (it picks a new name)",
+            exit_code=EXIT_FAILED,
+        ) from None
     observer.notice(f"Uploaded {path} to {target.uri}")
-    return target
+    return stored
+
+
+class ExportRequests(HealthcareApi):
+    """The Healthcare API as the export uses it, counting its export requests by outcome: an
+    operation answered, or an outcome unknown (sent, and neither answered nor refused: the
+    answer was lost, or the run stopped while waiting for it). An export Google may have
+    started without dicom-bq knowing its name may read the filter file."""
+
+    def __init__(self, connection: Connection, api_version: str) -> None:
+        super().__init__(connection, checked_api_version(api_version))
+        self.answered = 0
+        self.unknown = 0
+
+    def export_once(self, request: ExportRequest) -> dict[str, Any]:
+        from dicom_bq.clients.discovery import ApiCallError
+        from dicom_bq.clients.healthcare import ExportNotStartedError
+
+        self.unknown += 1
+        try:
+            operation = super().export_once(request)
+        except (ExportNotStartedError, ApiCallError, DicomBqError):
+            self.unknown -= 1  # refused, or never sent: nothing started
+            raise
+        self.unknown -= 1
+        self.answered += 1
+        return operation
+
+
+@dataclass
+class FilterReaders:
+    """The exports that may read an uploaded filter file: the operations started (and whether
+    each was last seen done) and the requests whose outcome is unknown."""
+
+    requests: ExportRequests
+    store: StoreName
+    operations: dict[str, bool] = field(default_factory=dict)  # name: seen done
+
+    def started(self, name: str) -> None:
+        self.operations[name] = False
+
+    def seen(self, state: OperationState) -> None:
+        if self.operations:
+            self.operations[next(reversed(self.operations))] = state.done
+
+    def still_reading(self) -> str | None:
+        """Why an export may still read the file, or None when none can."""
+        running = [name for name, done in self.operations.items() if not done]
+        if running:
+            return (
+                f"operation {running[-1]} may still read it; once it has ended "
+                f"(dicom-bq operations wait {running[-1]})"
+            )
+        # Exporter.start follows an operation found by listing only after a lost answer.
+        found_by_listing = len(self.operations) - self.requests.answered
+        if self.requests.unknown > found_by_listing:
+            return (
+                "an export request was sent and its answer never came, so an export dicom-bq "
+                f"does not know may read it; once no export of the dataset is running "
+                f"({self.listing()})"
+            )
+        return None
+
+    def listing(self) -> str:
+        store = self.store
+        return (
+            f"gcloud healthcare operations list --dataset={store.dataset} "
+            f"--location={store.location} --project={store.project}"
+        )
+
+
+def settle_filter(
+    *,
+    stored: StoredObject,
+    readers: FilterReaders,
+    keep: bool,
+    interrupted: bool,
+    objects: StorageObjects,
+    observer: ExportObserver,
+) -> None:
+    """Delete the uploaded filter file once no export can read it, unless `keep`
+    (--keep-filter); otherwise say which object is kept and the command that removes it. The
+    delete is conditioned on the generation uploaded, so an object another writer put there
+    since is left alone. A failed delete is a warning: the export's outcome stands."""
+    from dicom_bq.clients.storage import GenerationMismatchError, remove_command
+
+    uri = stored.uri.uri
+    reading = readers.still_reading()
+    if reading is None and interrupted:
+        reading = f"interrupted; once no export of the dataset is running ({readers.listing()})"
+    if reading is not None or keep:
+        why = f": {reading}, " if reading else " (--keep-filter); "
+        observer.notice(f"Kept {uri}{why}remove it with: {remove_command(stored)}")
+        return
+    try:
+        deleted = objects.delete_written(stored)
+    except GenerationMismatchError:
+        observer.notice(
+            f"Warning: left {uri} in place: another writer replaced it after the upload "
+            f"(generation {stored.generation} is not the live one any more)"
+        )
+        return
+    except DicomBqError as error:
+        observer.notice(
+            f"Warning: could not delete {uri} ({error.message}); remove it with: "
+            f"{remove_command(stored)}"
+        )
+        return
+    if deleted:
+        observer.notice(f"Deleted {uri}: the export has ended (--keep-filter keeps it)")
+    else:
+        observer.notice(
+            f"{uri} generation {stored.generation} was gone already (deleted, or replaced by "
+            "another writer): nothing deleted"
+        )
 
 
 def run_export(
@@ -144,6 +273,7 @@ def run_export(
     api_version: str,
     stack: str | None,
     local_filter: LocalFilter | None,
+    keep_filter: bool,
     agent_email: str | None,
     permission_window: float,
     wait: bool,
@@ -157,10 +287,12 @@ def run_export(
     IAM propagates is tried again within `permission_window` (Exporter.run). Unless
     `allow_concurrent`, a WRITE_APPEND export stops, before anything is uploaded or sent, when
     an export of the same dataset is running or was started in the last minutes
-    (Exporter.check_concurrent)."""
-    from dicom_bq.clients.operations import Follower
-
+    (Exporter.check_concurrent). A local filter file is uploaded create-only, and deleted once
+    the export has ended, failed or never started (settle_filter); it is kept, and said so,
+    while an export may still read it (--no-wait, --timeout, an interruption, a lost answer)."""
     plan.check(checked_api_version(api_version))
+    if keep_filter and local_filter is None:
+        raise DicomBqError("--keep-filter goes with --filter-file")
     # Read once: the stack gives the filter bucket, names the agent and its universe.
     settings = stack_settings(stack) if stack is not None else None
     connection = access.connection(
@@ -175,7 +307,7 @@ def run_export(
         # The stack names the agent when it knows the source project's number.
         member = settings.agent_member
         agent_email = member.removeprefix("serviceAccount:") if member else None
-    api = healthcare_api(connection=connection, api_version=api_version)
+    api = ExportRequests(connection, api_version)
     exporter = Exporter(api, permission_window=permission_window, agent_email=agent_email)
     if not allow_concurrent:
         exporter.check_concurrent(plan, on_notice=observer.notice)
@@ -188,19 +320,64 @@ def run_export(
             confirmed=truncate_confirmed,
             confirm=confirm_truncate,
         )
-    if local_filter is not None:
-        uploaded = upload_filter(
-            path=local_filter.path, bucket=bucket, connection=connection, observer=observer
+    if local_filter is None:
+        return _export(plan, exporter, wait, timeout, observer, FilterReaders(api, plan.store))
+    stored = upload_filter(
+        path=local_filter.path, bucket=bucket, connection=connection, observer=observer
+    )
+    readers = FilterReaders(api, plan.store)
+    settle = functools.partial(
+        settle_filter,
+        stored=stored,
+        readers=readers,
+        keep=keep_filter,
+        objects=StorageObjects(connection, bucket),
+        observer=observer,
+    )
+    try:
+        result = _export(
+            dataclasses.replace(plan, filter=stored.uri), exporter, wait, timeout, observer, readers
         )
-        plan = dataclasses.replace(plan, filter=uploaded)
+    except KeyboardInterrupt:
+        # No request after Ctrl-C: the file is kept, and how to remove it said.
+        settle(interrupted=True)
+        raise
+    except BaseException:
+        settle(interrupted=False)
+        raise
+    settle(interrupted=False)
+    return result
+
+
+def _export(
+    plan: ExportPlan,
+    exporter: Exporter,
+    wait: bool,
+    timeout: float | None,
+    observer: ExportObserver,
+    readers: FilterReaders,
+) -> ExportResult:
+    from dicom_bq.clients.operations import Follower
+
     if not wait:
-        return ExportResult(operation=exporter.start(plan, on_wait=observer.waiting), state=None)
+        name = exporter.start(plan, on_wait=observer.waiting)
+        readers.started(name)
+        return ExportResult(operation=name, state=None)
+
+    def started(name: str) -> None:
+        readers.started(name)
+        observer.started(name)
+
+    def progress(state: OperationState, elapsed: float) -> None:
+        readers.seen(state)
+        observer.progress(state, elapsed)
+
     state = exporter.run(
         plan,
-        Follower(api),
+        Follower(exporter.api),
         timeout,
-        on_start=observer.started,
-        on_update=observer.progress,
+        on_start=started,
+        on_update=progress,
         on_wait=observer.waiting,
     )
     return ExportResult(operation=state.name, state=state)

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from dicom_bq.clients.endpoints import Connection
-from dicom_bq.errors import EXIT_BAD_INPUT, DicomBqError
+from dicom_bq.clients.storage import ABSENT, StorageObjects, StoredObject
+from dicom_bq.errors import EXIT_BAD_INPUT, EXIT_FAILED, DicomBqError
 from dicom_bq.filters.filter_files import FilterReport
 from dicom_bq.filters.queries import Query, TableColumns
 from dicom_bq.flows.access import GoogleAccess
@@ -70,22 +71,65 @@ class UploadResult:
     lines: int
     size: int
     target: GcsUri
+    generation: int | None  # of the object written
+    replaced: int | None = None  # the generation --force replaced; None: there was none
 
 
 def upload_filter_file(
-    *, path: Path, destination: str, chunk_mib: int, access: GoogleAccess
+    *, path: Path, destination: str, chunk_mib: int, replace: bool, access: GoogleAccess
 ) -> UploadResult:
-    from dicom_bq.clients.storage import StorageObjects
-
+    """Validate, then upload: create-only unless `replace` (--force), which replaces only the
+    generation it read (clients/storage.py says how)."""
     target = GcsUri.parse(destination, "destination")
     if not 1 <= chunk_mib <= 1024:
         raise DicomBqError(f"--chunk-mib {chunk_mib} is not valid: use 1 to 1024")
     report = validated_filter(path=path, strict=False)
-    connection = access.connection()
-    size = StorageObjects(connection, target.bucket).upload_file(
-        str(path), target, chunk_mib * 1024 * 1024
+    objects = StorageObjects(access.connection(), target.bucket)
+    # Without --force nothing is read first: the create-only write refuses an existing object by
+    # itself, and needs only storage.objects.create (roles/storage.objectCreator).
+    expected = _generation_to_replace(objects, target) if replace else ABSENT
+    stored = _write(objects, str(path), target, chunk_mib * 1024 * 1024, expected, replace)
+    return UploadResult(
+        lines=report.lines,
+        size=stored.size,
+        target=target,
+        generation=stored.generation,
+        replaced=expected or None,
     )
-    return UploadResult(lines=report.lines, size=size, target=target)
+
+
+def _object_exists(target: GcsUri) -> DicomBqError:
+    """The words of files.OutputExistsError, for an object."""
+    return DicomBqError(f"{target.uri} exists: pass --force to replace it, or name another object")
+
+
+def _generation_to_replace(objects: StorageObjects, target: GcsUri) -> int:
+    """--force: the generation there now, which the write then replaces and nothing else."""
+    return objects.generation(target) or ABSENT
+
+
+def _write(
+    objects: StorageObjects,
+    source: str,
+    target: GcsUri,
+    chunk_size: int,
+    expected: int,
+    replace: bool,
+) -> StoredObject:
+    from dicom_bq.clients.storage import GenerationMismatchError
+
+    try:
+        return objects.upload_file(source, target, chunk_size, if_generation_match=expected)
+    except GenerationMismatchError:
+        if not replace:
+            raise _object_exists(target) from None
+        found = f"generation {expected}" if expected else "no object"
+        raise DicomBqError(
+            f"{target.uri} changed while it was being replaced: this command found {found} "
+            "there, and another writer has changed it since, so nothing was overwritten. Check "
+            f"it with `gcloud storage ls -l {target.uri}`, then run the command again",
+            exit_code=EXIT_FAILED,
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -104,6 +148,8 @@ class BuildSources:
 class BuildResult:
     lines: int
     output: str | None
+    generation: int | None = None  # of a gs:// output written
+    replaced: int | None = None  # the generation of the gs:// output --force replaced
 
 
 def _billing_project(connection: Connection, *, explicit: str | None, fallback: str) -> str:
@@ -180,19 +226,55 @@ def build_filter(
 
         # Before any query runs: a build that cannot be written costs nothing.
         check_output(Path(output), replace=replace)
+    connection = access.connection()
+    if not any(chosen) and sources.stdin is None:
+        raise DicomBqError(
+            "give a source: --uids-csv FILE, --query SQL, --table URI, or paths on stdin"
+        )
+    if sources.uids_csv is not None and not sources.uids_csv.is_file():
+        raise DicomBqError(f"--uids-csv {sources.uids_csv} does not exist or is not a file")
+    # The same for a gs:// output, which only a request can tell.
+    expected = (
+        _writable_object(connection, target, replace=replace) if target is not None else ABSENT
+    )
     try:
-        count = _build(
+        count, stored = _build(
             sources=sources,
             normalize=normalize,
             output=output,
             target=target,
             replace=replace,
+            expected=expected,
             stdout=stdout,
-            access=access,
+            connection=connection,
+            billing_project=access.billing_project,
         )
     except filters.BuildError as error:
         raise DicomBqError(str(error)) from None
-    return BuildResult(lines=count, output=output)
+    return BuildResult(
+        lines=count,
+        output=output,
+        generation=stored.generation if stored is not None else None,
+        replaced=expected or None,
+    )
+
+
+def _writable_object(connection: Connection, target: GcsUri, *, replace: bool) -> int:
+    """The generation a gs:// output may replace, read before the build: with --force the one
+    there now; without, ABSENT, and an object already there is refused now rather than
+    by the write's precondition after the work. Without storage.objects.get (a creator-only
+    role) the early look is skipped: the create-only write still refuses."""
+    from dicom_bq.clients.storage import ObjectUnreadableError
+
+    objects = StorageObjects(connection, target.bucket)
+    if replace:
+        return _generation_to_replace(objects, target)
+    try:
+        if objects.generation(target) is not None:
+            raise _object_exists(target)
+    except ObjectUnreadableError:
+        pass
+    return ABSENT
 
 
 def _build(
@@ -202,48 +284,45 @@ def _build(
     output: str | None,
     target: GcsUri | None,
     replace: bool,
+    expected: int,
     stdout: BinaryIO,
-    access: GoogleAccess,
-) -> int:
+    connection: Connection,
+    billing_project: str | None,
+) -> tuple[int, StoredObject | None]:
+    """The number of lines built, and the gs:// object written (None for a file or stdout)."""
     from dicom_bq.filters import filter_files as filters
 
-    connection = access.connection()
     csv_lines: Iterable[str] | None = None
     source = ""
+    stored: StoredObject | None = None
     spill_to: Callable[[Path], object]
     if sources.uids_csv is not None:
-        if not sources.uids_csv.is_file():
-            raise DicomBqError(f"--uids-csv {sources.uids_csv} does not exist or is not a file")
         csv_lines = filters.lines_from_csv(sources.uids_csv.open(encoding="utf-8-sig", newline=""))
     elif sources.query is not None or sources.table is not None:
-        query_lines = _query_lines(sources, connection, access.billing_project)
+        query_lines = _query_lines(sources, connection, billing_project)
         source = "query result"
         spill_to = functools.partial(filters.write_lines, query_lines)
-    elif sources.stdin is not None:
+    elif sources.stdin is not None:  # build_filter made sure there is a source
         source = "stdin"
         spill_to = functools.partial(_copy_stream, sources.stdin)
-    else:
-        raise DicomBqError(
-            "give a source: --uids-csv FILE, --query SQL, --table URI, or paths on stdin"
-        )
     with tempfile.TemporaryDirectory() as folder:
         path = Path(output) if output and target is None else Path(folder) / "filter.txt"
-        replace = replace or path.parent == Path(folder)
+        # The temporary file of a gs:// output is this run's own.
+        local_replace = replace or path.parent == Path(folder)
         if csv_lines is not None:
-            count = filters.build_file(csv_lines, path, normalize, replace=replace)
+            count = filters.build_file(csv_lines, path, normalize, replace=local_replace)
         else:
             spill = Path(folder) / "spill.txt"
             spill_to(spill)
-            count = filters.build_from_spill(spill, path, normalize, source, replace=replace)
+            count = filters.build_from_spill(spill, path, normalize, source, replace=local_replace)
         if target is not None:
-            from dicom_bq.clients.storage import StorageObjects
-
-            StorageObjects(connection, target.bucket).upload_file(str(path), target, UPLOAD_CHUNK)
+            objects = StorageObjects(connection, target.bucket)
+            stored = _write(objects, str(path), target, UPLOAD_CHUNK, expected, replace)
         elif output is None:
             with path.open("rb") as finished:  # streamed: the file may be large
                 shutil.copyfileobj(finished, stdout, STREAM_BLOCK)
             stdout.flush()
-    return count
+    return count, stored
 
 
 def _copy_stream(stream: BinaryIO, path: Path) -> None:
