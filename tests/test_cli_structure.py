@@ -7,6 +7,7 @@ import ast
 import importlib
 import inspect
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -127,19 +128,19 @@ def test_a_command_calling_a_second_flow_through_a_helper_is_caught() -> None:
     """The check itself: the shape `status` had, a helper reading the outputs through one flow
     and the command calling another."""
     source = """
-from dicom_bq.flows.targets import stack_outputs_document
+from dicom_bq.flows.review import plan_stack_offline
 from dicom_bq.flows.status import check_status, report_lines
 
-def _outputs(stack):
-    return stack_outputs_document(stack=stack, outputs=None, project_dir=None)
+def _outputs(target):
+    return plan_stack_offline(target=target, check=False).plan.outputs
 
-def status(stack):
-    report = check_status(outputs=_outputs(stack))
+def status(target):
+    report = check_status(outputs=_outputs(target))
     print(report_lines(report))
 """
     tree = ast.parse(source)
     calls = _flow_calls(tree, _flow_functions(tree))
-    assert calls["status"] == ["check_status", "stack_outputs_document"]
+    assert calls["status"] == ["check_status", "plan_stack_offline"]
 
 
 def _called_flows() -> list[tuple[str, str]]:
@@ -219,3 +220,36 @@ def test_a_google_refusal_is_a_message_and_exit_1(
         _run_guarded(raised)
     assert exit_.value.exit_code == 1
     assert "Google refused or could not be reached" in capsys.readouterr().err
+
+
+def _group_cases() -> list[tuple[str, type]]:
+    from dicom_bq.cli.export import OperationOptions
+    from dicom_bq.cli.filters import QueryOptions
+
+    return [("operations", OperationOptions), ("query", QueryOptions)]
+
+
+@pytest.mark.parametrize(("words", "group"), _group_cases(), ids=["operations", "query"])
+def test_sibling_commands_take_their_shared_options_from_one_group(words: str, group: type) -> None:
+    """`operations describe`/`wait` and the `query` commands declare their shared options once
+    (cli.common.option_groups): every command of the family lists each of the group's options,
+    spelled and explained alike."""
+    import dataclasses
+
+    from tests.fast_cli import command_paths
+
+    def spelled(command: Any) -> dict[str, tuple[Any, ...]]:
+        return {p.name: (tuple(p.opts), getattr(p, "help", None)) for p in command.params}
+
+    family = {
+        path: spelled(command)
+        for path, command in command_paths().items()
+        if path.startswith(f"{words} ")
+    }
+    assert len(family) >= 2
+    fields = [field.name for field in dataclasses.fields(group)]
+    first = next(iter(family.values()))
+    for path, options in family.items():
+        assert {name: options.get(name) for name in fields} == {
+            name: first[name] for name in fields
+        }, path

@@ -226,6 +226,7 @@ def _export_universe(settings: StackSettings) -> str:
     from dicom_bq.flows import export
     from dicom_bq.flows.access import GoogleAccess
     from dicom_bq.flows.exporter import ExportPlan
+    from dicom_bq.flows.targets import Target
     from dicom_bq.refs import StoreName, TableUri
 
     class StopAtConnection(GoogleAccess):
@@ -240,7 +241,7 @@ def _export_universe(settings: StackSettings) -> str:
         ),
         "access": StopAtConnection(),
         "api_version": "v1",
-        "stack": "effects",
+        "target": Target(stack="effects"),
         "local_filter": None,
         "agent_email": None,
         "permission_window": 0,
@@ -256,7 +257,7 @@ def _export_universe(settings: StackSettings) -> str:
         if parameter.default is inspect.Parameter.empty:
             arguments.setdefault(name, None)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(export, "stack_settings", lambda stack: settings)
+        patch.setattr(Target, "settings", lambda target: settings)
         with pytest.raises(_ConnectionMade) as made:
             export.run_export(**arguments)
     return str(made.value)

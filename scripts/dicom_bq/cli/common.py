@@ -1,4 +1,5 @@
-"""What every command shares: the app, the one error boundary, options, output helpers."""
+"""What every command shares: the app, the one error boundary, options and option groups, output
+helpers."""
 
 from __future__ import annotations
 
@@ -168,7 +169,7 @@ def _parameter_names() -> dict[str, str]:
     try:  # typer 0.29 carries its own click; earlier ones use click itself
         from typer._click.globals import get_current_context
     except ImportError:  # pragma: no cover - depends on the typer release
-        from click import get_current_context  # type: ignore[import-not-found,no-redef]
+        from click import get_current_context  # type: ignore[import-not-found,no-redef,unused-ignore]
 
     context = get_current_context(silent=True)
     if context is None:
@@ -257,6 +258,52 @@ def guarded(command: Callable[..., None]) -> Callable[..., None]:
         finally:
             _display.reset(token)
 
+    return run
+
+
+def option_groups(command: Callable[..., None]) -> Callable[..., None]:
+    """Options that sibling commands share, declared once: a parameter of `command` whose type
+    is a dataclass of options (each field Annotated with its typer.Option or typer.Argument,
+    its default the option's) stands for the group's fields, in its place, in the signature
+    typer reads; so each command's --help lists every option, and the command receives the
+    group built from them. Under `guarded`, which screens the options one by one."""
+    import dataclasses
+    import inspect
+    import typing
+
+    signature = inspect.signature(command, eval_str=True)
+    parameters: list[inspect.Parameter] = []
+    groups: dict[str, tuple[Callable[..., Any], list[str]]] = {}
+    for parameter in signature.parameters.values():
+        group = parameter.annotation
+        if not (isinstance(group, type) and dataclasses.is_dataclass(group)):
+            # Keyword-only: a group's required field may follow an option with a default.
+            parameters.append(parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+            continue
+        hints = typing.get_type_hints(group, include_extras=True)
+        fields = dataclasses.fields(group)
+        parameters += [
+            inspect.Parameter(
+                field.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=inspect.Parameter.empty
+                if field.default is dataclasses.MISSING
+                else field.default,
+                annotation=hints[field.name],
+            )
+            for field in fields
+        ]
+        groups[parameter.name] = (group, [field.name for field in fields])
+
+    @functools.wraps(command)
+    def run(**values: Any) -> None:
+        for name, (group, fields) in groups.items():
+            values[name] = group(**{field: values.pop(field) for field in fields})
+        command(**values)
+
+    expanded = signature.replace(parameters=parameters)
+    run.__signature__ = expanded  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in parameters}
     return run
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -26,6 +27,7 @@ from dicom_bq.cli.common import (
     export_interrupted,
     finish_operation,
     guarded,
+    option_groups,
     print_json,
 )
 
@@ -151,6 +153,7 @@ def export(
     from dicom_bq.flows.access import GoogleAccess
     from dicom_bq.flows.export import LocalFilter, run_export
     from dicom_bq.flows.exporter import ExportPlan
+    from dicom_bq.flows.targets import Target
 
     write, legacy_force = spellings.export_disposition(
         write_disposition=write_disposition, force=force, overwrite_table=overwrite_table
@@ -192,7 +195,7 @@ def export(
                 universe_domain=universe_domain,
             ),
             api_version=api_version,
-            stack=stack,
+            target=Target(stack=stack),
             local_filter=LocalFilter(path=filter_file, bucket=filter_bucket)
             if filter_file is not None
             else None,
@@ -220,85 +223,53 @@ operations_app = typer.Typer(
 app.add_typer(operations_app, name="operations")
 
 
+@dataclass(frozen=True, kw_only=True)
+class OperationOptions:
+    """The options every `operations` command takes: the operation (its full name, or gcloud's
+    spelling) and how to reach the Healthcare API."""
+
+    name: OperationArgument
+    dataset: DatasetOption = None
+    location: LocationOption = None
+    project: ProjectOption = None
+    api_version: ApiVersionOption = "v1"
+    api_endpoint: ApiEndpointOption = None
+    impersonate: ImpersonateOption = None
+    universe_domain: UniverseOption = None
+    as_json: JsonOption = False
+
+
 @operations_app.command("describe")
 @guarded
-def operations_describe(
-    name: OperationArgument,
-    dataset: DatasetOption = None,
-    location: LocationOption = None,
-    project: ProjectOption = None,
-    api_version: ApiVersionOption = "v1",
-    api_endpoint: ApiEndpointOption = None,
-    impersonate: ImpersonateOption = None,
-    universe_domain: UniverseOption = None,
-    as_json: JsonOption = False,
-) -> None:
+@option_groups
+def operations_describe(operation: OperationOptions) -> None:
     """Show an operation's state once."""
-    _show_operation(
-        name=name,
-        dataset=dataset,
-        location=location,
-        project=project,
-        timeout=0.0,
-        api_version=api_version,
-        api_endpoint=api_endpoint,
-        impersonate=impersonate,
-        universe_domain=universe_domain,
-        as_json=as_json,
-    )
+    _show_operation(operation, timeout=0.0)
 
 
 @operations_app.command("wait")
 @guarded
-def operations_wait(
-    name: OperationArgument,
-    dataset: DatasetOption = None,
-    location: LocationOption = None,
-    project: ProjectOption = None,
-    timeout: TimeoutOption = None,
-    api_version: ApiVersionOption = "v1",
-    api_endpoint: ApiEndpointOption = None,
-    impersonate: ImpersonateOption = None,
-    universe_domain: UniverseOption = None,
-    as_json: JsonOption = False,
-) -> None:
+@option_groups
+def operations_wait(operation: OperationOptions, timeout: TimeoutOption = None) -> None:
     """Wait for an operation to finish, then summarize it."""
     from dicom_bq.refs import parse_optional_timeout
 
-    _show_operation(
-        name=name,
-        dataset=dataset,
-        location=location,
-        project=project,
-        timeout=parse_optional_timeout(timeout),
-        api_version=api_version,
-        api_endpoint=api_endpoint,
-        impersonate=impersonate,
-        universe_domain=universe_domain,
-        as_json=as_json,
-    )
+    _show_operation(operation, timeout=parse_optional_timeout(timeout))
 
 
-def _show_operation(
-    *,
-    name: str,
-    dataset: str | None,
-    location: str | None,
-    project: str | None,
-    timeout: float | None,
-    api_version: str,
-    api_endpoint: str | None,
-    impersonate: str | None,
-    universe_domain: str | None,
-    as_json: bool,
-) -> None:
+def _show_operation(operation: OperationOptions, *, timeout: float | None) -> None:
     from dicom_bq.flows.access import GoogleAccess
     from dicom_bq.flows.operations import follow_operation
     from dicom_bq.spellings import operation_name
 
-    name = operation_name(operation=name, dataset=dataset, location=location, project=project)
+    name = operation_name(
+        operation=operation.name,
+        dataset=operation.dataset,
+        location=operation.location,
+        project=operation.project,
+    )
     display = Display(
-        live=not as_json and timeout != 0,
+        live=not operation.as_json and timeout != 0,
         activity=f"waiting for {name}",
         on_interrupt=export_interrupted,
         spinner_from_start=True,
@@ -308,12 +279,12 @@ def _show_operation(
         state = follow_operation(
             name=name,
             access=GoogleAccess(
-                api_endpoint=api_endpoint,
-                impersonate=impersonate,
-                universe_domain=universe_domain,
+                api_endpoint=operation.api_endpoint,
+                impersonate=operation.impersonate,
+                universe_domain=operation.universe_domain,
             ),
-            api_version=api_version,
+            api_version=operation.api_version,
             timeout=timeout,
             on_update=display.progress,
         )
-    finish_operation(state, as_json)
+    finish_operation(state, operation.as_json)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,6 +16,7 @@ from dicom_bq.cli.common import (
     UniverseOption,
     app,
     guarded,
+    option_groups,
     print_filter_report,
     print_json,
 )
@@ -175,14 +177,25 @@ RowsJsonOption = Annotated[
 ]
 
 
-def _query_access(
-    impersonate: str | None, universe_domain: str | None, billing_project: str | None
-) -> GoogleAccess:
-    from dicom_bq.flows.access import GoogleAccess
+@dataclass(frozen=True, kw_only=True)
+class QueryOptions:
+    """The options every `query` command takes: the exported table, how to reach BigQuery, and
+    how to print the rows."""
 
-    return GoogleAccess(
-        impersonate=impersonate, universe_domain=universe_domain, billing_project=billing_project
-    )
+    table: TableOption
+    billing_project: BillingProjectOption = None
+    impersonate: ImpersonateOption = None
+    universe_domain: UniverseOption = None
+    as_json: RowsJsonOption = False
+
+    def access(self) -> GoogleAccess:
+        from dicom_bq.flows.access import GoogleAccess
+
+        return GoogleAccess(
+            impersonate=self.impersonate,
+            universe_domain=self.universe_domain,
+            billing_project=self.billing_project,
+        )
 
 
 def _print_rows(rows: list[dict[str, str | None]], as_json: bool) -> None:
@@ -202,50 +215,37 @@ def _print_rows(rows: list[dict[str, str | None]], as_json: bool) -> None:
 
 @query_app.command("dicomweb-paths")
 @guarded
+@option_groups
 def query_dicomweb_paths(
     patient_id: Annotated[str, typer.Option("--patient-id", help="PatientID to look up.")],
-    table: TableOption,
-    billing_project: BillingProjectOption = None,
-    impersonate: ImpersonateOption = None,
-    universe_domain: UniverseOption = None,
-    as_json: RowsJsonOption = False,
+    query: QueryOptions,
 ) -> None:
     """The DICOMweb paths of one patient's instances."""
     from dicom_bq.flows.filters import dicomweb_paths_rows
 
-    access = _query_access(impersonate, universe_domain, billing_project)
-    rows = dicomweb_paths_rows(table=table, patient_id=patient_id, access=access)
-    _print_rows(rows, as_json)
+    rows = dicomweb_paths_rows(table=query.table, patient_id=patient_id, access=query.access())
+    _print_rows(rows, query.as_json)
 
 
 @query_app.command("latest-studies")
 @guarded
+@option_groups
 def query_latest_studies(
-    table: TableOption,
+    query: QueryOptions,
     limit: Annotated[int, typer.Option("--limit", min=1, max=10000, help="How many studies.")] = 10,
-    billing_project: BillingProjectOption = None,
-    impersonate: ImpersonateOption = None,
-    universe_domain: UniverseOption = None,
-    as_json: RowsJsonOption = False,
 ) -> None:
     """The latest studies with their patient and instance count, for a reading worklist."""
     from dicom_bq.flows.filters import latest_studies_rows
 
-    access = _query_access(impersonate, universe_domain, billing_project)
-    _print_rows(latest_studies_rows(table=table, limit=limit, access=access), as_json)
+    rows = latest_studies_rows(table=query.table, limit=limit, access=query.access())
+    _print_rows(rows, query.as_json)
 
 
 @query_app.command("dropped-tags")
 @guarded
-def query_dropped_tags(
-    table: TableOption,
-    billing_project: BillingProjectOption = None,
-    impersonate: ImpersonateOption = None,
-    universe_domain: UniverseOption = None,
-    as_json: RowsJsonOption = False,
-) -> None:
+@option_groups
+def query_dropped_tags(query: QueryOptions) -> None:
     """The tags the export could not hold (DroppedTags), with how many instances had each."""
     from dicom_bq.flows.filters import dropped_tags_rows
 
-    access = _query_access(impersonate, universe_domain, billing_project)
-    _print_rows(dropped_tags_rows(table=table, access=access), as_json)
+    _print_rows(dropped_tags_rows(table=query.table, access=query.access()), query.as_json)

@@ -56,8 +56,9 @@ def plan(
 ) -> None:
     """Show, offline, every resource and grant the stack would create. No credentials needed."""
     from dicom_bq.flows.review import plan_stack_offline
+    from dicom_bq.flows.targets import Target
 
-    checked = plan_stack_offline(stack=stack, project_dir=project_dir, check=check)
+    checked = plan_stack_offline(target=Target(stack=stack, project_dir=project_dir), check=check)
     _print_plan(checked, output_format)
     if checked.mandatory_failed:
         raise typer.Exit(EXIT_FAILED)
@@ -127,10 +128,10 @@ def review(
     from dicom_bq.files import write_text_atomically
     from dicom_bq.flows.access import GoogleAccess
     from dicom_bq.flows.review import review_stack
+    from dicom_bq.flows.targets import Target
 
     result = review_stack(
-        stack=stack,
-        project_dir=project_dir,
+        target=Target(stack=stack, project_dir=project_dir),
         online=online,
         as_markdown=output_format is ReviewFormat.markdown,
         output=output,
@@ -164,11 +165,10 @@ def audit(
     """Compare the live IAM policies with the stack's grants: missing, extra, public, basic."""
     from dicom_bq.flows.access import GoogleAccess
     from dicom_bq.flows.review import audit_stack
+    from dicom_bq.flows.targets import Target
 
     result = audit_stack(
-        stack=stack,
-        outputs=outputs,
-        project_dir=project_dir,
+        target=Target(stack=stack, outputs=outputs, project_dir=project_dir),
         access=GoogleAccess(impersonate=impersonate, universe_domain=universe_domain),
     )
     if as_json:
@@ -191,9 +191,11 @@ def preflight(
     Exit 0 all clear, 1 something will fail, 2 bad input."""
     from dicom_bq.flows.access import GoogleAccess
     from dicom_bq.flows.review import preflight_check
+    from dicom_bq.flows.targets import Target
 
     report = preflight_check(
-        stack=stack, project_dir=project_dir, access=GoogleAccess(impersonate=impersonate)
+        target=Target(stack=stack, project_dir=project_dir),
+        access=GoogleAccess(impersonate=impersonate),
     )
     _print_preflight(report, as_json)
     if not report.ok:
@@ -223,8 +225,9 @@ def shared_grants(
     """The grants the stack keeps when destroyed (on scopes it does not create), the other
     stacks that make the same ones, and the commands that check and remove each. Offline."""
     from dicom_bq.flows.review import shared_grants_of_stack
+    from dicom_bq.flows.targets import Target
 
-    found = shared_grants_of_stack(stack=stack, project_dir=project_dir)
+    found = shared_grants_of_stack(target=Target(stack=stack, project_dir=project_dir))
     if as_json:
         print_json(found.as_dict())
     else:

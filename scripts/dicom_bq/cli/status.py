@@ -58,14 +58,12 @@ def status(
 
     from dicom_bq.flows.access import GoogleAccess
     from dicom_bq.flows.status import check_status
+    from dicom_bq.flows.targets import Target
     from dicom_bq.refs import parse_timeout
 
     grace = parse_timeout(snapshot_grace, "--snapshot-grace")
     report = check_status(
-        stack=stack,
-        outputs=outputs,
-        project_dir=project_dir,
-        store_id=store_id,
+        target=Target(stack=stack, outputs=outputs, project_dir=project_dir, store_id=store_id),
         access=GoogleAccess(api_endpoint=api_endpoint, impersonate=impersonate),
         snapshot_grace=grace,
         now=datetime.datetime.now(datetime.UTC),

@@ -158,6 +158,7 @@ def verify(
     """Prove the export path: seed a synthetic instance into a temporary store in the stack's
     Healthcare dataset, export it to the tool's own table, find its row, delete the store."""
     from dicom_bq.flows.access import GoogleAccess
+    from dicom_bq.flows.targets import Target
     from dicom_bq.flows.verify import VerifyOptions, verify_path
     from dicom_bq.refs import parse_optional_timeout, parse_timeout
 
@@ -172,13 +173,15 @@ def verify(
     display = _verify_display(as_json)
     with display:
         report = verify_path(
-            stack=stack,
-            outputs=outputs,
-            store=store,
-            store_id=store_id,
-            table=table,
-            filter_bucket=filter_bucket,
-            project_dir=project_dir,
+            target=Target(
+                stack=stack,
+                outputs=outputs,
+                project_dir=project_dir,
+                store_id=store_id,
+                store=store,
+                table=table,
+                filter_bucket=filter_bucket,
+            ),
             options=options,
             access=GoogleAccess(api_endpoint=api_endpoint, impersonate=impersonate),
             api_version=api_version,
@@ -234,6 +237,7 @@ def up(
     again while what it failed on is IAM or metric propagation, within Google's windows), then
     `verify` on its fresh outputs."""
     from dicom_bq.flows.access import GoogleAccess
+    from dicom_bq.flows.targets import Target
     from dicom_bq.flows.up import PulumiUpFlags, deploy_and_verify
     from dicom_bq.flows.verify import VerifyOptions
     from dicom_bq.refs import parse_optional_timeout, parse_timeout
@@ -256,8 +260,7 @@ def up(
     )
     with display:
         report = deploy_and_verify(
-            stack=stack,
-            project_dir=project_dir,
+            target=Target(stack=stack, project_dir=project_dir),
             preflight=not skip_preflight,
             flags=flags,
             options=options,

@@ -26,6 +26,7 @@ from dicom_bq.flows.access import GoogleAccess
 from dicom_bq.flows.exporter import Exporter, ExportPlan
 from dicom_bq.flows.filters import UPLOAD_CHUNK, validated_filter
 from dicom_bq.flows.operations import checked_api_version
+from dicom_bq.flows.targets import Target
 from dicom_bq.infra.settings import StackSettings
 from dicom_bq.refs import GcsUri, StoreName, TableUri
 
@@ -92,14 +93,6 @@ class LocalFilter:
 
     path: Path
     bucket: str | None = None
-
-
-def stack_settings(stack: str) -> StackSettings:
-    """A stack's validated settings, read as Pulumi merges its config."""
-    from dicom_bq.stack.config import find_project_dir, read_stack_config
-    from dicom_bq.stack.plan import stack_settings as settings_of
-
-    return settings_of(read_stack_config(find_project_dir(), stack))[0]
 
 
 def filter_bucket(
@@ -271,7 +264,7 @@ def run_export(
     plan: ExportPlan,
     access: GoogleAccess,
     api_version: str,
-    stack: str | None,
+    target: Target,
     local_filter: LocalFilter | None,
     keep_filter: bool,
     agent_email: str | None,
@@ -294,7 +287,7 @@ def run_export(
     if keep_filter and local_filter is None:
         raise DicomBqError("--keep-filter goes with --filter-file")
     # Read once: the stack gives the filter bucket, names the agent and its universe.
-    settings = stack_settings(stack) if stack is not None else None
+    settings = target.settings() if target.stack is not None else None
     connection = access.connection(
         default_universe=settings.universe_domain if settings is not None else None
     )

@@ -10,6 +10,7 @@ from typing import Any
 from dicom_bq.errors import DicomBqError
 from dicom_bq.flows.access import GoogleAccess
 from dicom_bq.flows.preflight import PreflightReport
+from dicom_bq.flows.targets import Target
 from dicom_bq.infra.policy_rules import Finding
 from dicom_bq.security.audit import AuditResult
 from dicom_bq.security.stacks import ProjectStacks, SharedGrants, read_project_stacks, shared_grants
@@ -27,11 +28,10 @@ __all__ = [
 ]
 
 
-def _plan(stack: str, project_dir: Path | None) -> Plan:
-    from dicom_bq.stack.config import find_project_dir, read_stack_config
+def _plan(target: Target) -> Plan:
     from dicom_bq.stack.plan import plan_stack
 
-    return plan_stack(read_stack_config(project_dir or find_project_dir(), stack))
+    return plan_stack(target.config())
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,9 @@ class CheckedPlan:
         return has_mandatory(self.findings)
 
 
-def plan_stack_offline(*, stack: str, project_dir: Path | None, check: bool) -> CheckedPlan:
+def plan_stack_offline(*, target: Target, check: bool) -> CheckedPlan:
     """The stack's resources and grants, planned offline; with `check`, the policy findings."""
-    result = _plan(stack, project_dir)
+    result = _plan(target)
     findings: list[Finding] = []
     if check:
         from dicom_bq.security.checks import check_plan
@@ -67,8 +67,7 @@ class ReviewResult:
 
 def review_stack(
     *,
-    stack: str,
-    project_dir: Path | None,
+    target: Target,
     online: bool,
     as_markdown: bool,
     output: Path | None,
@@ -84,7 +83,7 @@ def review_stack(
     from dicom_bq.security.checks import check_plan
     from dicom_bq.security.review import review_document, review_markdown
 
-    result = _plan(stack, project_dir)
+    result = _plan(target)
     settings = result.settings
     assert settings is not None
     findings = check_plan(result, settings)
@@ -102,70 +101,57 @@ def review_stack(
     return ReviewResult(text=text, passed=bool(document["policy"]["passed"]))
 
 
-def audit_stack(
-    *, stack: str | None, outputs: Path | None, project_dir: Path | None, access: GoogleAccess
-) -> AuditResult:
+def audit_stack(*, target: Target, access: GoogleAccess) -> AuditResult:
     """The live IAM policies against the grants of a stack (planned) or of saved outputs."""
     from dicom_bq.security.audit import AuditTarget, run_audit
     from dicom_bq.stack.contract import StackOutputs
 
-    if (stack is None) == (outputs is None):
-        raise DicomBqError("say what to audit with exactly one of --stack NAME or --outputs FILE")
+    target.check("what to audit")
     document: dict[str, Any]
-    if outputs is not None:
-        from dicom_bq.stack.outputs import read_outputs_file
-
-        document = read_outputs_file(outputs)
-        target = AuditTarget.from_outputs(outputs.stem, document)
+    if target.outputs is not None:
+        document = target.outputs_document()
+        expected = AuditTarget.from_outputs(target.outputs.stem, document)
     else:
-        assert stack is not None
-        document = _plan(stack, project_dir).outputs
-        target = AuditTarget.from_outputs(stack, document)
+        document = _plan(target).outputs
+        expected = AuditTarget.from_outputs(target.named_stack(), document)
     # The deployment's own universe (its universeDomain output), unless named here.
     connection = access.connection(default_universe=StackOutputs.parse(document).universe_domain)
-    return run_audit(connection, target, stacks=_project_stacks(project_dir))
+    return run_audit(connection, expected, stacks=_project_stacks(target))
 
 
-def _project_stacks(project_dir: Path | None) -> ProjectStacks | None:
+def _project_stacks(target: Target) -> ProjectStacks | None:
     """The stacks of the project folder (given, or found from here); None without one."""
-    from dicom_bq.stack.config import find_project_dir
-
-    if project_dir is None:
-        try:
-            project_dir = find_project_dir()
-        except DicomBqError:
-            return None
-    return read_project_stacks(project_dir)
+    try:
+        folder = target.folder()
+    except DicomBqError:
+        return None
+    return read_project_stacks(folder)
 
 
-def preflight_check(
-    *, stack: str, project_dir: Path | None, access: GoogleAccess
-) -> PreflightReport:
+def preflight_check(*, target: Target, access: GoogleAccess) -> PreflightReport:
     from dicom_bq.flows.preflight import preflight_stack
-    from dicom_bq.stack.config import find_project_dir
 
     return preflight_stack(
-        stack=stack,
-        project_dir=project_dir or find_project_dir(),
-        impersonate=access.impersonate,
+        stack=target.named_stack(), project_dir=target.folder(), impersonate=access.impersonate
     )
 
 
-def shared_grants_of_stack(*, stack: str, project_dir: Path | None) -> SharedGrants:
+def shared_grants_of_stack(*, target: Target) -> SharedGrants:
     """The grants the stack keeps when destroyed, and which other stacks of the project make
     the same ones: every stack planned offline."""
-    from dicom_bq.stack.config import available_stacks, find_project_dir
+    from dicom_bq.stack.config import available_stacks
     from dicom_bq.stack.plan import UNRESOLVED_NUMBER
 
-    folder = project_dir or find_project_dir()
-    plan = _plan(stack, folder)
+    folder = target.folder()
+    stack = target.named_stack()
+    plan = _plan(Target(stack=stack, project_dir=folder))
     others: list[Plan] = []
     not_compared: dict[str, str] = {}
     for other in available_stacks(folder):
         if other == stack:
             continue
         try:
-            other_plan = _plan(other, folder)
+            other_plan = _plan(Target(stack=other, project_dir=folder))
         except DicomBqError as error:
             not_compared[other] = error.message.splitlines()[0]
             continue

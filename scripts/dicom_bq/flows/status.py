@@ -16,7 +16,6 @@ import re
 import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 from dicom_bq.clients.bigquery import TableInfo
@@ -25,6 +24,7 @@ from dicom_bq.clients.operations import LISTING_PAGES, export_operations, rfc333
 from dicom_bq.cron import CronSchedule, parse_schedule
 from dicom_bq.errors import EXIT_FAILED, EXIT_OK, DicomBqError
 from dicom_bq.flows.access import GoogleAccess
+from dicom_bq.flows.targets import Target
 from dicom_bq.flows.verify import stream_tables
 from dicom_bq.refs import StoreName, TableUri
 from dicom_bq.stack.contract import OutputNames, StackOutputs, StoreEntryKeys
@@ -831,10 +831,7 @@ class _SchedulerJobs:
 
 def check_status(
     *,
-    stack: str | None,
-    outputs: Path | None,
-    project_dir: Path | None,
-    store_id: str | None,
+    target: Target,
     access: GoogleAccess,
     snapshot_grace: float,
     now: datetime.datetime,
@@ -842,13 +839,11 @@ def check_status(
     """`dicom-bq status` on a stack's outputs (through the Pulumi CLI) or a saved copy: check
     them (bad input sends nothing), then read."""
     from dicom_bq.clients.healthcare import HealthcareApi
-    from dicom_bq.flows.targets import stack_outputs_document
 
-    document = stack_outputs_document(stack=stack, outputs=outputs, project_dir=project_dir)
-    target = status_target(document, store_id)
-    connection = access.connection(default_universe=target.universe_domain)
+    looked_at = status_target(target.outputs_document(), target.store_id)
+    connection = access.connection(default_universe=looked_at.universe_domain)
     return collect_status(
-        target=target,
+        target=looked_at,
         healthcare=HealthcareApi(connection, "v1"),
         tables=_TablesByProject(connection),
         scheduler=_SchedulerJobs(DiscoveryClients(connection)),

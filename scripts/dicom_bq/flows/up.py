@@ -29,6 +29,7 @@ from dicom_bq.flows.propagation import (
     read_event_log,
     triage,
 )
+from dicom_bq.flows.targets import Target
 from dicom_bq.flows.verify import VerifyObserver, VerifyOptions, VerifyReport, verify_each
 from dicom_bq.texts import SUBPROCESS_BYTES, output_excerpt
 
@@ -119,8 +120,7 @@ class UpReport:
 
 def deploy_and_verify(
     *,
-    stack: str,
-    project_dir: Path | None,
+    target: Target,
     preflight: bool,
     flags: PulumiUpFlags,
     options: VerifyOptions,
@@ -131,12 +131,12 @@ def deploy_and_verify(
     observer: VerifyObserver,
 ) -> UpReport:
     from dicom_bq.stack import outputs as stack_outputs
-    from dicom_bq.stack.config import find_project_dir, read_stack_config
     from dicom_bq.stack.plan import plan_stack
 
-    folder = project_dir or find_project_dir()
+    stack = target.named_stack()
+    folder = target.folder()
     # A bad stack fails here, offline, before pulumi touches anything.
-    config = read_stack_config(folder, stack)
+    config = target.config()
     deployer = config.values.get("gcp:impersonateServiceAccount")
     if access.impersonate and deployer and deployer != access.impersonate:
         # The provider's config wins over GOOGLE_IMPERSONATE_SERVICE_ACCOUNT: pulumi would
@@ -194,7 +194,7 @@ def deploy_and_verify(
             stack=stack,
         )
     # Every store the stack now holds, as `verify --stack` checks them.
-    targets = stack_outputs.targets_from_outputs(stack_outputs.read_stack_outputs(stack, folder))
+    targets = stack_outputs.targets_from_outputs(target.outputs_document())
     verification = verify_each(
         targets=targets,
         options=options,

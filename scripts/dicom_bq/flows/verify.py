@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from dicom_bq.clients.healthcare import ApiCallError, HealthcareApi
@@ -25,6 +24,7 @@ from dicom_bq.flows.access import GoogleAccess
 from dicom_bq.flows.export import ConfirmTruncate, ExportObserver
 from dicom_bq.flows.exporter import Exporter, ExportPlan, utc_now
 from dicom_bq.flows.seed import SyntheticInstance, synthetic_instance
+from dicom_bq.flows.targets import Target
 from dicom_bq.infra import naming
 from dicom_bq.refs import GcsUri, StoreName, TableUri, WriteDisposition
 from dicom_bq.stack.outputs import VerifyTarget
@@ -876,46 +876,22 @@ class VerifyObserver(ExportObserver, Protocol):
     def step(self, result: StepResult) -> None: ...
 
 
-def verify_targets(
-    *,
-    stack: str | None,
-    outputs: Path | None,
-    store: str | None,
-    table: str | None,
-    filter_bucket: str | None,
-    project_dir: Path | None,
-    store_id: str | None = None,
-) -> list[VerifyTarget]:
+def verify_targets(target: Target) -> list[VerifyTarget]:
     """What to verify: a stack's stores (its outputs through the Pulumi CLI, or a saved copy),
     every one or the one `store_id` names; or a store named directly."""
     from dicom_bq.stack import outputs as stack_outputs
 
-    sources = [stack is not None, outputs is not None, store is not None]
-    if sum(sources) != 1:
-        raise DicomBqError(
-            "say where to verify with exactly one of --stack NAME, --outputs FILE or "
-            "--store NAME (with --table)"
-        )
-    if store is not None:
-        if store_id is not None:
-            raise DicomBqError(
-                "--store-id picks one of a stack's stores: use it with --stack or --outputs; "
-                "--store already names the store"
+    target.check("where to verify", direct_store=True)
+    if target.store is not None:
+        assert target.table is not None  # checked
+        return [
+            VerifyTarget(
+                StoreName.parse(target.store), TableUri.parse(target.table), target.filter_bucket
             )
-        if table is None:
-            raise DicomBqError(
-                "--store needs --table bq://PROJECT.DATASET.TABLE for the verification export"
-            )
-        from dicom_bq.infra import identifiers
-
-        problem = identifiers.check_bucket(filter_bucket) if filter_bucket else None
-        if problem:
-            raise DicomBqError(f"--filter-bucket {filter_bucket!r} is not valid: {problem}")
-        return [VerifyTarget(StoreName.parse(store), TableUri.parse(table), filter_bucket)]
-    from dicom_bq.flows.targets import stack_outputs_document
-
-    document = stack_outputs_document(stack=stack, outputs=outputs, project_dir=project_dir)
-    return stack_outputs.targets_from_outputs(document, table, store_id)
+        ]
+    return stack_outputs.targets_from_outputs(
+        target.outputs_document(), target.table, target.store_id
+    )
 
 
 def check_verify_options(options: VerifyOptions) -> None:
@@ -930,12 +906,7 @@ def check_verify_options(options: VerifyOptions) -> None:
 
 def verify_path(
     *,
-    stack: str | None,
-    outputs: Path | None,
-    store: str | None,
-    table: str | None,
-    filter_bucket: str | None,
-    project_dir: Path | None,
+    target: Target,
     options: VerifyOptions,
     access: GoogleAccess,
     api_version: str,
@@ -943,22 +914,12 @@ def verify_path(
     truncate_confirmed: bool,
     confirm_truncate: ConfirmTruncate,
     observer: VerifyObserver,
-    store_id: str | None = None,
 ) -> VerifyReport:
     """`dicom-bq verify`: the targets from the stack, its saved outputs or a named store, then
     the proof, store after store."""
     check_verify_options(options)
-    targets = verify_targets(
-        stack=stack,
-        outputs=outputs,
-        store=store,
-        table=table,
-        filter_bucket=filter_bucket,
-        project_dir=project_dir,
-        store_id=store_id,
-    )
     return verify_each(
-        targets=targets,
+        targets=verify_targets(target),
         options=options,
         access=access,
         api_version=api_version,
