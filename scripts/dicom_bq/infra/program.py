@@ -239,10 +239,10 @@ def store_entries(
     schedule.
 
     DicomExportPath lists all three in its stores' order: `stores` follows storage.store_names,
-    made from path_inputs.store_inputs in order, `snapshot_tables` follows store_ids, made from the same
-    list, and `snapshot_jobs` follows the NightlySnapshot's jobs, made from targets zipped on
-    those tables (components/export_path.py, components/snapshot.py); without a schedule there
-    are no tables or jobs at all.
+    made from path_inputs.store_inputs in order, `snapshot_tables` follows store_ids, made from
+    the same list, and `snapshot_jobs` follows the NightlySnapshot's jobs, made from targets
+    zipped on those tables (components/path_parts.py, components/snapshot.py); without a
+    schedule there are no tables or jobs at all.
     """
     tables: list[str | None] = list(snapshot_tables) if snapshot_tables else [None] * len(stores)
     jobs: list[str | None] = list(snapshot_jobs) if snapshot_jobs else [None] * len(stores)
