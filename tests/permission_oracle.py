@@ -1,6 +1,6 @@
 """What the deployer's `pulumi up` needs, written from Google's pages, one row per resource type.
 
-An oracle for preflight's tests that owes nothing to `flows/preflight.py` or `infra/scopes.py`:
+An oracle for preflight's tests that owes nothing to `flows/preflight.py` or `vocabulary/scopes.py`:
 each row names the permissions Google documents for the create or the IAM change the resource
 makes, the resource they are tested on (read from the resource's own inputs, pulumi-gcp's
 argument names), and the page that says so. `expected_permissions(plan)` walks a plan with it.

@@ -17,12 +17,12 @@ import pytest
 from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.config import set_all_config
 
-from dicom_bq.infra import naming
 from dicom_bq.infra.components.agent import ProjectNumberMismatchError
 from dicom_bq.infra.program import define_stack, load_settings
 from dicom_bq.stack.config import PROJECT_NAME
 from dicom_bq.stack.plan import GET_PROJECT, _RecordingMocks, _RecordingMonitor, plan_settings
 from dicom_bq.stack.plan import _config_text as config_text
+from dicom_bq.vocabulary import naming
 from tests.conftest import base_settings
 
 CONFIGURED = "111122223333"  # base_settings' sourceProjectNumber

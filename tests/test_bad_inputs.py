@@ -327,7 +327,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "scripts" / "dicom_bq"
 DOLLAR_PATTERNS_LEFT = {
     "infra/components/alerts.py",
     "infra/policy_rules.py",
-    "infra/scopes.py",
+    "vocabulary/scopes.py",
     "security/audit.py",
 }
 

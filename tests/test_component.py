@@ -231,7 +231,7 @@ def test_the_grants_output_lists_exactly_the_grants_made() -> None:
 
 
 def test_bigquerys_encryption_account_is_unknown_offline_outside_googleapis() -> None:
-    """No public source gives the account's address outside googleapis.com (infra/naming.py):
+    """No public source gives the account's address outside googleapis.com (vocabulary/naming.py):
     the offline plan shows it as unknown until the deploy's getServiceAccount lookup."""
     from dicom_bq.stack.plan import UNKNOWN_UNTIL_CREATED, plan_settings
     from tests.conftest import base_settings

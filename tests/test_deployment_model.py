@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from dicom_bq.flows import propagation
-from dicom_bq.infra import naming
-from dicom_bq.infra.settings import parse_duration
 from dicom_bq.stack.plan import Plan, plan_settings
+from dicom_bq.vocabulary import naming
+from dicom_bq.vocabulary.settings import parse_duration
 from tests import deployment_model as model
 from tests.conftest import base_settings, cached_plan
 from tests.stacks import INVENTORIED, generated_stacks

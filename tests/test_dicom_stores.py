@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 
 from dicom_bq.cli import app
 from dicom_bq.errors import DicomBqError
-from dicom_bq.infra.settings import SettingsError, parse_settings
 from dicom_bq.stack.config import read_stack_config
-from dicom_bq.stack.contract import OutputNames, StackOutputs
 from dicom_bq.stack.plan import Plan, PlannedResource, plan_settings, plan_stack, record_program
+from dicom_bq.vocabulary.contract import OutputNames, StackOutputs
+from dicom_bq.vocabulary.settings import SettingsError, parse_settings
 from tests import deployment_model as model
 from tests.conftest import STORE, Cloud, base_settings, cached_plan
 from tests.inventory import ROOT

@@ -29,9 +29,9 @@ from dicom_bq.infra.setting_effects import (
     SettingEffect,
     declaration_problems,
 )
-from dicom_bq.infra.settings import StackSettings, config_keys
 from dicom_bq.stack.config import PROJECT_NAME
 from dicom_bq.stack.plan import Plan, known_project_numbers, plan_settings, record_program
+from dicom_bq.vocabulary.settings import StackSettings, config_keys
 
 BASE: dict[str, Any] = {
     "sourceProject": "dicom-src-test",

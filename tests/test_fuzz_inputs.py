@@ -24,8 +24,8 @@ from typer.testing import CliRunner
 
 from dicom_bq.cli import app
 from dicom_bq.cli.common import FREE_TEXT_OPTIONS, MAX_OPTION_CHARS
-from dicom_bq.infra import identifiers
-from dicom_bq.infra.settings import SettingsError, config_keys, parse_settings
+from dicom_bq.vocabulary import identifiers
+from dicom_bq.vocabulary.settings import SettingsError, config_keys, parse_settings
 from tests.conftest import STORE, base_settings
 from tests.fakes.http import RequestRecorder
 from tests.fast_cli import build_once, click_command

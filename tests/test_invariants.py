@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dicom_bq.infra.scopes import SCOPE_KINDS, project_scope
 from dicom_bq.stack.plan import Plan, plan_settings
+from dicom_bq.vocabulary.scopes import SCOPE_KINDS, project_scope
 from tests.conftest import base_settings, cached_plan
 
 AUTHORITATIVE_IAM = ("IAMPolicy", "IAMBinding", "IamPolicy", "IamBinding")

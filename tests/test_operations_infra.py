@@ -14,12 +14,12 @@ import pytest
 from dicom_bq.flows.preflight import needed_permissions
 from dicom_bq.infra.components import alerts
 from dicom_bq.infra.policy_rules import RULES, is_snapshot_account
-from dicom_bq.infra.settings import SettingsError, parse_settings
 from dicom_bq.security.checks import check_plan
 from dicom_bq.security.review import review_document
 from dicom_bq.security.roles import from_snapshot
-from dicom_bq.stack.contract import OutputNames, StackOutputs
 from dicom_bq.stack.plan import Plan, PlannedResource, plan_settings
+from dicom_bq.vocabulary.contract import OutputNames, StackOutputs
+from dicom_bq.vocabulary.settings import SettingsError, parse_settings
 from tests.conftest import base_settings, cached_plan
 from tests.fakes.discovery import document, schema_problems
 from tests.stacks import operations_stack

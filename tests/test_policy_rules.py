@@ -17,9 +17,9 @@ from dicom_bq.infra.policy_rules import (
     evaluate,
     scope_of,
 )
-from dicom_bq.infra.settings import parse_settings, settings_from_config
 from dicom_bq.security.checks import check_plan, has_mandatory, plan_resources
 from dicom_bq.stack.plan import known_project_numbers, record_program
+from dicom_bq.vocabulary.settings import parse_settings, settings_from_config
 from tests.conftest import base_settings, cached_plan
 from tests.inventory import ROOT
 
@@ -1387,5 +1387,5 @@ def test_the_pack_closes_the_bypasses_too() -> None:
     ],
 )
 def test_sub_scopes_are_full_resource_names(type_: str, props: dict[str, Any], scope: str) -> None:
-    """https://cloud.google.com/iam/docs/full-resource-names, hosts from infra/scopes.py."""
+    """https://cloud.google.com/iam/docs/full-resource-names, hosts from vocabulary/scopes.py."""
     assert scope_of(member(type_, "m", "roles/viewer", **props)) == scope

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from dicom_bq.cli import app
 from dicom_bq.flows.preflight import needed_permissions, preflight_plan
-from dicom_bq.infra.scopes import parse_scope
 from dicom_bq.security.stacks import kept_grants
 from dicom_bq.stack.plan import Plan, plan_settings
+from dicom_bq.vocabulary.scopes import parse_scope
 from tests.conftest import cached_plan
 from tests.fakes.cloud_resources import FakeCloudResources
 from tests.fakes.projects import FakePreflightCloud

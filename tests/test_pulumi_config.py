@@ -23,9 +23,9 @@ from typer.testing import CliRunner
 from dicom_bq.cli import app
 from dicom_bq.errors import DicomBqError
 from dicom_bq.infra import project_config
-from dicom_bq.infra.settings import project_config_schema, required_keys
 from dicom_bq.stack.config import available_stacks, read_stack_config
 from dicom_bq.stack.plan import plan_stack
+from dicom_bq.vocabulary.settings import project_config_schema, required_keys
 from tests.inventory import ROOT
 
 runner = CliRunner()
@@ -54,7 +54,7 @@ def write_stack(folder: Path, stack: str, config: dict[str, Any], **extra: Any) 
 def test_pulumi_yaml_is_generated_from_the_settings_model() -> None:
     current = (ROOT / "Pulumi.yaml").read_text(encoding="utf-8")
     assert project_config.render(current) == current, (
-        f"Pulumi.yaml's config block drifted from dicom_bq/infra/settings.py: run "
+        f"Pulumi.yaml's config block drifted from dicom_bq/vocabulary/settings.py: run "
         f"`{project_config.REGENERATE}` and review the diff"
     )
 

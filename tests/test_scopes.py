@@ -1,4 +1,4 @@
-"""Every scope kind infra/scopes.py describes is handled by every part that deals with scopes:
+"""Every scope kind vocabulary/scopes.py describes is handled by every part that deals with scopes:
 the renderer (a Pulumi class of the described type), the policy rules (scope_of names the
 grant's scope), the audit's commands (show, add, remove) and its live reader (a discovery
 request asking for policy version 3, a parser for the response), and preflight (the permissions
@@ -29,7 +29,14 @@ from dicom_bq.flows.preflight import (
 from dicom_bq.infra.components.iam import IAM_MEMBER_CLASSES, render_grant
 from dicom_bq.infra.grants import GrantSpec, Scope
 from dicom_bq.infra.policy_rules import Resource, scope_of
-from dicom_bq.infra.scopes import (
+from dicom_bq.security.audit import (
+    BINDINGS_OF_RESPONSE,
+    PolicyReader,
+    _iam_command,
+    check_command,
+)
+from dicom_bq.stack.plan import Plan, record_program
+from dicom_bq.vocabulary.scopes import (
     SCOPE_KINDS,
     ParsedScope,
     ScopeKind,
@@ -38,13 +45,6 @@ from dicom_bq.infra.scopes import (
     parse_scope,
     project_scope,
 )
-from dicom_bq.security.audit import (
-    BINDINGS_OF_RESPONSE,
-    PolicyReader,
-    _iam_command,
-    check_command,
-)
-from dicom_bq.stack.plan import Plan, record_program
 from tests.conftest import cached_plan
 
 KINDS: list[ScopeKindName] = sorted(SCOPE_KINDS)

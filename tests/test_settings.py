@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from dicom_bq.infra.settings import SettingsError, parse_settings
+from dicom_bq.vocabulary.settings import SettingsError, parse_settings
 from tests.conftest import base_settings
 
 BAD_SETTINGS: list[tuple[str, dict[str, Any], str]] = [
@@ -318,7 +318,7 @@ def test_cmek_key_locations_follow_googles_pages(
 
 
 def test_a_short_wait_before_google_checked_creations_is_warned() -> None:
-    from dicom_bq.infra.settings import settings_from_config
+    from dicom_bq.vocabulary.settings import settings_from_config
 
     config = {f"dicom-bq:{k}": v for k, v in base_settings(iamPropagationWait="30s").items()}
     assert settings_from_config(config)[1] == []  # nothing waits on the grants

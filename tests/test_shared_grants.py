@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from dicom_bq.infra.scopes import kind_of_member
 from dicom_bq.security.stacks import kept_grants, shared_grants
 from dicom_bq.stack.plan import Plan, PlannedResource, plan_settings
+from dicom_bq.vocabulary.scopes import kind_of_member
 from tests import deployment_model as model
 
 SOURCE, ANALYTICS = "imaging-nonprod", "analytics-nonprod"

@@ -6,13 +6,12 @@ Every parser raises DicomBqError (exit 2) with the fix, before any request is se
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
 from dicom_bq.errors import DicomBqError
-from dicom_bq.infra import identifiers, naming
 from dicom_bq.texts import excerpt
+from dicom_bq.vocabulary import identifiers, naming
 
 MAX_TABLE_URI = 2000
 # gs:// + a bucket (222) + / + an object name (1024 bytes).
@@ -198,34 +197,3 @@ def parse_write_disposition(value: str) -> WriteDisposition:
     except ValueError:
         choices = ", ".join(d.value for d in WriteDisposition)
         raise _fail("--write-disposition", value, f"choose one of {choices}") from None
-
-
-# A service account key or an authorized-user file is a few KiB of JSON.
-MAX_CREDENTIALS_BYTES = 1024 * 1024
-
-
-def check_environment(environ: Mapping[str, str]) -> None:
-    """The environment values every command may use, checked before it runs (DicomBqError, exit
-    2, naming the variable): each emulator variable the clients read (a URL or HOST:PORT,
-    clients/endpoints.py: a malformed one failed deep in http.client, InvalidURL), and the file
-    GOOGLE_APPLICATION_CREDENTIALS names, a regular file of at most 1 MiB (google.auth reads it
-    whole: /dev/zero never ends, a FIFO waits for a writer)."""
-    import os
-
-    from dicom_bq.clients.endpoints import Connection
-    from dicom_bq.files import regular_file_problem
-
-    for variable in sorted(set(Connection._EMULATOR_VARIABLES.values())):
-        value = environ.get(variable)
-        if not value:
-            continue
-        problem = identifiers.check_emulator_host(value)
-        if problem:
-            raise DicomBqError(f"{variable} {excerpt(value)} is not valid: {problem}")
-    credentials = environ.get("GOOGLE_APPLICATION_CREDENTIALS")
-    if credentials and os.path.exists(credentials):  # a missing one: google.auth says so
-        problem = regular_file_problem(credentials, limit=MAX_CREDENTIALS_BYTES)
-        if problem:
-            raise DicomBqError(
-                f"GOOGLE_APPLICATION_CREDENTIALS {excerpt(credentials)} cannot be used: {problem}"
-            )

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dicom_bq.clients.healthcare import parse_export_schema
 from dicom_bq.errors import DicomBqError
-from dicom_bq.infra import identifiers
 from dicom_bq.refs import (
     GcsUri,
     StoreName,
@@ -25,6 +24,7 @@ from dicom_bq.refs import (
     parse_write_disposition,
 )
 from dicom_bq.texts import excerpt
+from dicom_bq.vocabulary import identifiers
 
 __all__ = [
     "billing_project",

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from dicom_bq.stack.config import read_stack_config
-from dicom_bq.stack.contract import OutputNames
 from dicom_bq.stack.plan import plan_stack
+from dicom_bq.vocabulary.contract import OutputNames
 from tests.engine.harness import ROOT, Workspace
 
 pytestmark = pytest.mark.engine

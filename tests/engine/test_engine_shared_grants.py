@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from dicom_bq.stack.contract import OutputNames
+from dicom_bq.vocabulary.contract import OutputNames
 from tests.engine.harness import Workspace
 from tests.engine.standins.common import read_bindings
 

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from dicom_bq.stack.contract import OutputNames
+from dicom_bq.vocabulary.contract import OutputNames
 from tests.conftest import base_settings
 from tests.engine.harness import ROOT, Workspace
 from tests.engine.standins.common import read_universes

@@ -237,7 +237,7 @@ def guarded(command: Callable[..., None]) -> Callable[..., None]:
 
         token = _display.set(None)
         try:
-            from dicom_bq.refs import check_environment
+            from dicom_bq.clients.endpoints import check_environment
 
             check_environment(os.environ)
             screen_values(kwargs)

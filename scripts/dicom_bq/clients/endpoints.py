@@ -21,8 +21,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from dicom_bq.errors import EXIT_FAILED, DicomBqError
-from dicom_bq.infra import identifiers, naming
 from dicom_bq.texts import excerpt
+from dicom_bq.vocabulary import identifiers, naming
 
 CLOUD_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -288,3 +288,33 @@ def _universe_checked(build: Callable[[], Any]) -> Any:
         if "universe domain" not in str(error):
             raise
         raise DicomBqError(f"Google's client refused the universe: {error}", EXIT_FAILED) from None
+
+
+# A service account key or an authorized-user file is a few KiB of JSON.
+MAX_CREDENTIALS_BYTES = 1024 * 1024
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """The environment values every command may use, checked before it runs (DicomBqError, exit
+    2, naming the variable): each emulator variable the clients read (a URL or HOST:PORT,
+    Connection: a malformed one failed deep in http.client, InvalidURL), and the file
+    GOOGLE_APPLICATION_CREDENTIALS names, a regular file of at most 1 MiB (google.auth reads it
+    whole: /dev/zero never ends, a FIFO waits for a writer)."""
+    import os
+
+    from dicom_bq.files import regular_file_problem
+
+    for variable in sorted(set(Connection._EMULATOR_VARIABLES.values())):
+        value = environ.get(variable)
+        if not value:
+            continue
+        problem = identifiers.check_emulator_host(value)
+        if problem:
+            raise DicomBqError(f"{variable} {excerpt(value)} is not valid: {problem}")
+    credentials = environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    if credentials and os.path.exists(credentials):  # a missing one: google.auth says so
+        problem = regular_file_problem(credentials, limit=MAX_CREDENTIALS_BYTES)
+        if problem:
+            raise DicomBqError(
+                f"GOOGLE_APPLICATION_CREDENTIALS {excerpt(credentials)} cannot be used: {problem}"
+            )

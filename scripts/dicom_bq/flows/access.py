@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dicom_bq.clients.endpoints import Connection
-from dicom_bq.infra import naming
+from dicom_bq.vocabulary import naming
 
 
 @dataclass(frozen=True)

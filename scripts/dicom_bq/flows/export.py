@@ -27,8 +27,8 @@ from dicom_bq.flows.exporter import Exporter, ExportPlan
 from dicom_bq.flows.filters import UPLOAD_CHUNK, validated_filter
 from dicom_bq.flows.operations import checked_api_version
 from dicom_bq.flows.targets import Target
-from dicom_bq.infra.settings import StackSettings
 from dicom_bq.refs import GcsUri, StoreName, TableUri
+from dicom_bq.vocabulary.settings import StackSettings
 
 
 class ExportObserver(Protocol):
@@ -99,7 +99,7 @@ def filter_bucket(
     *, bucket: str | None, settings: StackSettings | None, observer: ExportObserver
 ) -> str:
     """The bucket for an uploaded filter file; warns when the agent may not be able to read it."""
-    from dicom_bq.infra import identifiers
+    from dicom_bq.vocabulary import identifiers
 
     stack_bucket = settings.filter_bucket if settings is not None else None
     chosen = bucket or stack_bucket

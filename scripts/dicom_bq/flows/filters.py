@@ -159,8 +159,8 @@ def _billing_project(connection: Connection, *, explicit: str | None, fallback: 
     import os
 
     from dicom_bq.clients.endpoints import PROJECT_VARIABLES
-    from dicom_bq.infra import identifiers
     from dicom_bq.texts import excerpt
+    from dicom_bq.vocabulary import identifiers
 
     billing = connection.billing_project(explicit=explicit, fallback=fallback)
     if not billing or billing in (explicit, fallback):

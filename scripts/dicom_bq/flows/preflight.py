@@ -18,16 +18,6 @@ from typing import Any, Literal
 from dicom_bq.clients.discovery import ApiCallError, DiscoveryClients, GoogleApi
 from dicom_bq.clients.endpoints import Connection
 from dicom_bq.clients.retry import RetryPolicy
-from dicom_bq.infra import naming
-from dicom_bq.infra.scopes import (
-    SCOPE_KINDS,
-    ParsedScope,
-    ScopeKind,
-    ScopeKindName,
-    kind_of_member,
-    parse_scope,
-    project_scope,
-)
 from dicom_bq.security.audit import LivePolicy, PolicyReader, check_command
 from dicom_bq.security.stacks import (
     AgentOwners,
@@ -37,8 +27,18 @@ from dicom_bq.security.stacks import (
     kept_grants,
     with_number,
 )
-from dicom_bq.stack.contract import OutputNames
 from dicom_bq.stack.plan import Plan, PlannedResource
+from dicom_bq.vocabulary import naming
+from dicom_bq.vocabulary.contract import OutputNames
+from dicom_bq.vocabulary.scopes import (
+    SCOPE_KINDS,
+    ParsedScope,
+    ScopeKind,
+    ScopeKindName,
+    kind_of_member,
+    parse_scope,
+    project_scope,
+)
 
 Status = Literal["ok", "fail", "warn"]
 
@@ -109,13 +109,13 @@ class PreflightReport:
 
 def _parsed(scope: str) -> ParsedScope:
     parsed = parse_scope(scope)
-    assert parsed is not None, f"{scope} is of no kind infra/scopes.py describes"
+    assert parsed is not None, f"{scope} is of no kind vocabulary/scopes.py describes"
     return parsed
 
 
 @dataclass(frozen=True)
 class NeededPermission:
-    scope: str  # the full resource name (infra/scopes.py) the permission is tested on
+    scope: str  # the full resource name (vocabulary/scopes.py) the permission is tested on
     permission: str
     why: str
 

@@ -104,7 +104,7 @@ def review_stack(
 def audit_stack(*, target: Target, access: GoogleAccess) -> AuditResult:
     """The live IAM policies against the grants of a stack (planned) or of saved outputs."""
     from dicom_bq.security.audit import AuditTarget, run_audit
-    from dicom_bq.stack.contract import StackOutputs
+    from dicom_bq.vocabulary.contract import StackOutputs
 
     target.check("what to audit")
     document: dict[str, Any]

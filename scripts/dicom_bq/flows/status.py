@@ -27,8 +27,8 @@ from dicom_bq.flows.access import GoogleAccess
 from dicom_bq.flows.targets import Target
 from dicom_bq.flows.verify import stream_tables
 from dicom_bq.refs import StoreName, TableUri
-from dicom_bq.stack.contract import OutputNames, StackOutputs, StoreEntryKeys
 from dicom_bq.texts import excerpt
+from dicom_bq.vocabulary.contract import OutputNames, StackOutputs, StoreEntryKeys
 
 RECENT_EXPORTS = 3
 # An export cannot be tied to its store: operations belong to the Healthcare dataset

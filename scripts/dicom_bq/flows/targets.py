@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 from dicom_bq.errors import DicomBqError
 
 if TYPE_CHECKING:
-    from dicom_bq.infra.settings import StackSettings
     from dicom_bq.stack.config import StackConfig
+    from dicom_bq.vocabulary.settings import StackSettings
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Target:
             raise DicomBqError(
                 "--store needs --table bq://PROJECT.DATASET.TABLE for the verification export"
             )
-        from dicom_bq.infra import identifiers
+        from dicom_bq.vocabulary import identifiers
 
         problem = identifiers.check_bucket(self.filter_bucket) if self.filter_bucket else None
         if problem:

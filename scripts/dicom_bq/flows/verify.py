@@ -25,9 +25,9 @@ from dicom_bq.flows.export import ConfirmTruncate, ExportObserver
 from dicom_bq.flows.exporter import Exporter, ExportPlan, utc_now
 from dicom_bq.flows.seed import SyntheticInstance, synthetic_instance
 from dicom_bq.flows.targets import Target
-from dicom_bq.infra import naming
 from dicom_bq.refs import GcsUri, StoreName, TableUri, WriteDisposition
 from dicom_bq.stack.outputs import VerifyTarget
+from dicom_bq.vocabulary import naming
 
 FILTER_PREFIX = "dicom-bq/verify"
 TEMPORARY_STORE_PREFIX = "dicom-bq-verify-"

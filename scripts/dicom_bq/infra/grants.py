@@ -12,7 +12,7 @@ from typing import Literal
 
 import pulumi
 
-from dicom_bq.infra.scopes import SCOPE_KINDS, ScopeKindName
+from dicom_bq.vocabulary.scopes import SCOPE_KINDS, ScopeKindName
 
 # Every role grant_specs can give the agent: the allow-list when a checker lacks the exact list.
 AGENT_ROLES = frozenset(
@@ -57,7 +57,7 @@ class Scope:
     kind: ScopeKindName
     project: pulumi.Input[str]
     # The kind's bare ID (dataset ID, bucket, the project itself) or its relative resource
-    # name (a topic's, key's or DICOM store's projects/...): infra/scopes.py, ScopeKind.uri.
+    # name (a topic's, key's or DICOM store's projects/...): vocabulary/scopes.py, ScopeKind.uri.
     resource: pulumi.Input[str]
 
     @property

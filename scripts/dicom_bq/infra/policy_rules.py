@@ -32,14 +32,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from dicom_bq.infra import naming
-from dicom_bq.infra.scopes import SCOPE_KINDS, parse_scope, project_scope
+from dicom_bq.vocabulary import naming
+from dicom_bq.vocabulary.scopes import SCOPE_KINDS, parse_scope, project_scope
 
 Enforcement = Literal["mandatory", "advisory"]
 # Matched against canonical_member(...) of a member, never the member as written.
 AGENT = re.compile(r"^serviceAccount:service-[0-9A-Za-z_]+@gcp-sa-healthcare\.[a-z0-9.-]+$")
 _AGENT_NUMBER = re.compile(r"^serviceAccount:service-([0-9A-Za-z_]+)@gcp-sa-healthcare\.")
-# The nightly snapshot's service account and custom role, as infra/naming.py names them.
+# The nightly snapshot's service account and custom role, as vocabulary/naming.py names them.
 SNAPSHOT_ACCOUNT = re.compile(
     rf"^serviceAccount:{re.escape(naming.SNAPSHOT_ACCOUNT_PREFIX)}[0-9a-f]{{8}}@[^@]+$"
 )
@@ -293,7 +293,7 @@ def _text(props: Mapping[str, Any], key: str) -> str:
 
 def scope_of(resource: Resource) -> str:
     """The full resource name an IAM resource grants on, in the grants list's vocabulary: a
-    scope kind's (infra/scopes.py) when the type is one of its family, else the part of one
+    scope kind's (vocabulary/scopes.py) when the type is one of its family, else the part of one
     (table, object, managed folder) or a scope no grant names (organization, folder,
     subscription, key ring)."""
     p = resource.props

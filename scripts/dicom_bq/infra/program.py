@@ -13,14 +13,19 @@ import pulumi
 import pulumi_gcp as gcp
 from pulumi.runtime import config as runtime_config
 
-from dicom_bq.infra import naming
 from dicom_bq.infra.components.export_path import (
     DicomExportPath,
     DicomExportPathArgs,
     DicomStoreArgs,
 )
-from dicom_bq.infra.settings import SettingsError, StackSettings, StoreSpec, settings_from_config
-from dicom_bq.stack.contract import OutputNames, StoreOutputs
+from dicom_bq.vocabulary import naming
+from dicom_bq.vocabulary.contract import OutputNames, StoreOutputs
+from dicom_bq.vocabulary.settings import (
+    SettingsError,
+    StackSettings,
+    StoreSpec,
+    settings_from_config,
+)
 
 
 def engine_config() -> dict[str, Any]:
@@ -259,7 +264,7 @@ def store_entries(
 
 
 def stack_exports(path: DicomExportPath) -> dict[str, pulumi.Output[object]]:
-    """The stack's outputs, named by the contract every command reads (dicom_bq.stack.contract)."""
+    """The stack's outputs, named by the contract every command reads (vocabulary/contract.py)."""
     return {
         OutputNames.STORE: path.store_name,
         OutputNames.DICOMWEB: path.dicomweb_url,

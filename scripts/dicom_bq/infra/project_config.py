@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from dicom_bq.infra.settings import UNDECLARED_KEYS, project_config_schema
+from dicom_bq.vocabulary.settings import UNDECLARED_KEYS, project_config_schema
 
 REGENERATE = "python -m dicom_bq.infra.project_config"
 _MARK = "config:\n"
@@ -20,7 +20,8 @@ _MARK = "config:\n"
 
 def config_block() -> str:
     header = (
-        f"# Generated from dicom_bq/infra/settings.py by `{REGENERATE}`; do not edit by hand.\n"
+        "# Generated from dicom_bq/vocabulary/settings.py by "
+        f"`{REGENERATE}`; do not edit by hand.\n"
         "# Keys without a default are required in every stack. Empty means not set.\n"
         + "".join(
             f"# {key} is read too, undeclared: {UNDECLARED_KEYS[key]}; the program validates it.\n"

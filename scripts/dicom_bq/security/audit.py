@@ -1,6 +1,6 @@
 """`dicom-bq audit`: the live IAM policies compared with the stack's grants list.
 
-The audit says what it read. Every scope a grant names, of any kind infra/scopes.py describes
+The audit says what it read. Every scope a grant names, of any kind vocabulary/scopes.py describes
 (project, BigQuery dataset, bucket, Pub/Sub topic, Cloud KMS key, DICOM store, service
 account), is read, and a
 scope it could not read is a finding of its own.
@@ -29,7 +29,6 @@ from dicom_bq.infra.policy_rules import (
     is_snapshot_account,
     is_snapshot_account_scope,
 )
-from dicom_bq.infra.scopes import LiveResponse, ParsedScope, parse_scope, project_scope, scope_uri
 from dicom_bq.security.stacks import (
     AgentOwners,
     ProjectNumber,
@@ -39,7 +38,14 @@ from dicom_bq.security.stacks import (
     describe_command,
     is_healthcare_agent,
 )
-from dicom_bq.stack.contract import OutputNames, StackOutputs
+from dicom_bq.vocabulary.contract import OutputNames, StackOutputs
+from dicom_bq.vocabulary.scopes import (
+    LiveResponse,
+    ParsedScope,
+    parse_scope,
+    project_scope,
+    scope_uri,
+)
 
 # Google grants this to the agent on its own project when it creates the agent; removing it
 # breaks the Healthcare API, so it is expected, never "extra".
@@ -705,7 +711,7 @@ def _dataset_bindings(dataset: dict[str, Any]) -> tuple[Binding, ...]:
     return tuple(found)
 
 
-# How each kind of live response (infra/scopes.py, LiveRead.response) holds its bindings.
+# How each kind of live response (vocabulary/scopes.py, LiveRead.response) holds its bindings.
 BINDINGS_OF_RESPONSE: dict[LiveResponse, Callable[[dict[str, Any]], tuple[Binding, ...]]] = {
     "iam_policy": _policy_bindings,
     "bigquery_access": _dataset_bindings,

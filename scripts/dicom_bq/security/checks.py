@@ -6,8 +6,8 @@ from typing import Any
 
 from dicom_bq.infra.policy_config import agent_grants, listed_grants, snapshot_grants
 from dicom_bq.infra.policy_rules import Finding, PolicyContext, Resource, evaluate
-from dicom_bq.infra.settings import StackSettings
 from dicom_bq.stack.plan import Plan
+from dicom_bq.vocabulary.settings import StackSettings
 
 
 def plan_resources(plan: Plan) -> list[Resource]:

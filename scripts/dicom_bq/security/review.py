@@ -14,13 +14,11 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from dicom_bq.infra import naming
 from dicom_bq.infra.policy_rules import RULES, Finding
 from dicom_bq.security.audit import check_command
 from dicom_bq.security.checks import has_mandatory
 from dicom_bq.security.roles import CUSTOM_ROLE_SOURCE, RolePermissions, custom_role
 from dicom_bq.security.stacks import kept_grants, remove_command
-from dicom_bq.stack.contract import StackOutputs
 from dicom_bq.stack.plan import UNKNOWN_UNTIL_CREATED, Plan, PlannedResource
 from dicom_bq.stack.render import (
     ALERT_POLICY,
@@ -31,6 +29,8 @@ from dicom_bq.stack.render import (
     findings_markdown,
     markdown_cell,
 )
+from dicom_bq.vocabulary import naming
+from dicom_bq.vocabulary.contract import StackOutputs
 
 SERVICE_ACCOUNT = "gcp:serviceaccount/account:Account"
 

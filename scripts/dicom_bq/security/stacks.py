@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dicom_bq.clients.discovery import ApiCallError, DiscoveryClients
-from dicom_bq.infra import naming
-from dicom_bq.infra.scopes import kind_of_member
+from dicom_bq.vocabulary import naming
+from dicom_bq.vocabulary.scopes import kind_of_member
 
 if TYPE_CHECKING:
     from dicom_bq.stack.plan import Plan
@@ -160,8 +160,8 @@ def read_project_stacks(project_dir: Path | None) -> ProjectStacks:
     """The stacks of the project in `project_dir` (Pulumi.<stack>.yaml files, read offline: the
     stack files say which project each deploys to)."""
     from dicom_bq.errors import DicomBqError
-    from dicom_bq.infra.settings import SettingsError, settings_from_config
     from dicom_bq.stack.config import available_stacks, read_stack_config
+    from dicom_bq.vocabulary.settings import SettingsError, settings_from_config
 
     found = ProjectStacks()
     if project_dir is None:
@@ -232,7 +232,7 @@ def kept_grants(plan: Plan) -> list[KeptGrant]:
 
 
 def remove_command(scope: str, member: str, role: str) -> str:
-    """The command that removes one binding by hand (infra/scopes.py, Commands.binding)."""
+    """The command that removes one binding by hand (vocabulary/scopes.py, Commands.binding)."""
     from dicom_bq.security.audit import iam_command
 
     return iam_command(scope, "remove", member, role)

@@ -11,10 +11,10 @@ from typing import Any
 
 from dicom_bq.errors import EXIT_FAILED, EXIT_TIMEOUT, DicomBqError
 from dicom_bq.files import loads_json, read_bounded
-from dicom_bq.infra import identifiers
 from dicom_bq.refs import StoreName, TableUri
-from dicom_bq.stack.contract import OutputNames, StackOutputs
 from dicom_bq.texts import excerpt, output_excerpt
+from dicom_bq.vocabulary import identifiers
+from dicom_bq.vocabulary.contract import OutputNames, StackOutputs
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.config import set_all_config
 
 from dicom_bq.errors import DicomBqError
-from dicom_bq.infra import naming
 from dicom_bq.infra.program import (
     GcpProviderChoice,
     define_stack,
@@ -28,9 +27,10 @@ from dicom_bq.infra.program import (
     provider_choice,
     universe_problem,
 )
-from dicom_bq.infra.settings import SettingsError, StackSettings, settings_from_config
 from dicom_bq.stack.config import PROJECT_NAME, StackConfig
-from dicom_bq.stack.contract import OutputNames
+from dicom_bq.vocabulary import naming
+from dicom_bq.vocabulary.contract import OutputNames
+from dicom_bq.vocabulary.settings import SettingsError, StackSettings, settings_from_config
 
 UNRESOLVED_NUMBER = "PROJECT_NUMBER_OF_{project}"
 

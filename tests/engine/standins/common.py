@@ -150,7 +150,7 @@ def project_number(project: str) -> str:
 
 
 # Google-operated accounts' domain per API universe, as the program's naming module records it
-# (dicom_bq/infra/naming.py, _AGENT_IAM_DOMAINS): googleapis.com documents
+# (dicom_bq/vocabulary/naming.py, _AGENT_IAM_DOMAINS): googleapis.com documents
 # service-NUMBER@gcp-sa-healthcare.iam.gserviceaccount.com
 # (https://cloud.google.com/healthcare-api/docs/permissions-healthcare-api-gcp-products).
 AGENT_IAM_DOMAINS = {

@@ -14,7 +14,6 @@ from typing import NotRequired, TypedDict, cast
 import pulumi
 import pulumi_gcp as gcp
 
-from dicom_bq.infra import naming
 from dicom_bq.infra.components.agent import AgentAccess
 from dicom_bq.infra.components.healthcare import DicomStorage
 from dicom_bq.infra.components.path_inputs import PathInputs, grant_request, read_inputs
@@ -30,6 +29,7 @@ from dicom_bq.infra.components.path_parts import (
     project_number_gate,
 )
 from dicom_bq.infra.grants import GrantSpec, grant_specs
+from dicom_bq.vocabulary import naming
 
 
 class DicomStoreArgs(TypedDict):

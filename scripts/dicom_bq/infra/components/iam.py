@@ -9,9 +9,9 @@ import pulumi_gcp as gcp
 import pulumiverse_time as time
 
 from dicom_bq.infra.grants import GrantSpec, Scope
-from dicom_bq.infra.scopes import SCOPE_KINDS, ArgumentSource, ScopeKindName
+from dicom_bq.vocabulary.scopes import SCOPE_KINDS, ArgumentSource, ScopeKindName
 
-# The pulumi-gcp class of each scope kind's IAM member resource (infra/scopes.py names its type
+# The pulumi-gcp class of each scope kind's IAM member resource (vocabulary/scopes.py names its type
 # token and arguments; that module cannot import pulumi). tests/test_scopes.py checks that both
 # tables name the same kinds and tokens.
 IAM_MEMBER_CLASSES: dict[ScopeKindName, Callable[..., pulumi.CustomResource]] = {

@@ -17,9 +17,9 @@ import pulumi
 
 from dicom_bq import cron
 from dicom_bq.errors import DicomBqError
-from dicom_bq.infra import naming
 from dicom_bq.infra.components.snapshot import scheduler_region
 from dicom_bq.infra.grants import GrantRequest, TopicGrant
+from dicom_bq.vocabulary import naming
 
 if TYPE_CHECKING:
     from dicom_bq.infra.components.export_path import DicomExportPathArgs

@@ -27,7 +27,6 @@ from typing import Any
 
 import pulumi
 
-from dicom_bq.infra import naming
 from dicom_bq.infra.components.agent import AgentAccess, AgentAccessArgs, after, checked_number
 from dicom_bq.infra.components.alerts import (
     AlertedJob,
@@ -45,6 +44,7 @@ from dicom_bq.infra.components.snapshot import (
     SnapshotTarget,
 )
 from dicom_bq.infra.grants import GrantSpec, Principal
+from dicom_bq.vocabulary import naming
 
 # BigQuery's encryption account of a project, looked up once the BigQuery API is enabled
 # (DicomExportPath._bigquery_encryption_member).

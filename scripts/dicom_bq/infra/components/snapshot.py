@@ -19,10 +19,10 @@ from typing import Any
 import pulumi
 import pulumi_gcp as gcp
 
-from dicom_bq.infra import naming
 from dicom_bq.infra.components.agent import AgentAccess, AgentAccessArgs, after
 from dicom_bq.infra.components.iam import render_grant
 from dicom_bq.infra.grants import SNAPSHOT_PERMISSIONS, GrantSpec
+from dicom_bq.vocabulary import naming
 
 # The token the job sends. Healthcare's methods accept cloud-healthcare and cloud-platform
 # (healthcare v1 discovery document, `scopes` of each method); cloud-platform is also Cloud

@@ -30,8 +30,8 @@ from pydantic.alias_generators import to_camel
 from dicom_bq import cron
 from dicom_bq.errors import DicomBqError
 from dicom_bq.files import loads_json
-from dicom_bq.infra import identifiers, naming
 from dicom_bq.texts import EXCERPT, excerpt, printable
+from dicom_bq.vocabulary import identifiers, naming
 
 CONFIG_NAMESPACE = "dicom-bq"
 MAX_STREAMS = 5
