@@ -365,3 +365,29 @@ def test_no_pattern_ends_in_a_dollar_that_lets_a_newline_through() -> None:
     assert set(found) <= DOLLAR_PATTERNS_LEFT, {
         name: lines for name, lines in found.items() if name not in DOLLAR_PATTERNS_LEFT
     }
+
+
+@pytest.mark.parametrize("free_text", [False, True])
+def test_the_front_door_refuses_exactly_the_control_and_separator_characters(
+    free_text: bool,
+) -> None:
+    # cli/common.py writes Unicode's categories Cc, Zl and Zp as character ranges: held here
+    # against unicodedata for every code point (surrogates cannot be passed on a command line).
+    import sys
+    import unicodedata
+
+    from dicom_bq.cli.common import _forbidden
+
+    every = "".join(chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF)
+    expected = [
+        char
+        for char in every
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp") and not (free_text and char in "\n\r\t")
+    ]
+    refused = []
+    rest = every
+    while (found := _forbidden(rest, free_text)) is not None:
+        position, char = found
+        refused.append(char)
+        rest = rest[position:]
+    assert refused == expected

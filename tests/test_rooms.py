@@ -5,6 +5,7 @@ imports it back, directly or through others, and the vocabulary imports no room 
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "scripts" / "dicom_bq"
@@ -33,6 +34,7 @@ def _imported_rooms(path: Path) -> set[str]:
     return rooms
 
 
+@functools.cache
 def room_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for path in PACKAGE.rglob("*.py"):

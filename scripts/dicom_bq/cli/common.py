@@ -7,8 +7,8 @@ import contextvars
 import functools
 import json
 import os
+import re
 import sys
-import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -151,16 +151,18 @@ FREE_TEXT_OPTIONS = frozenset({"query", "where", "message"})
 # category Cc), and the line and paragraph separators U+2028 and U+2029 (Zl, Zp). A free-text
 # value may hold line breaks and tabs.
 _LINE_CHARACTERS = "\n\r\t"
+# The same characters as one class: General_Category Cc is exactly U+0000-U+001F and
+# U+007F-U+009F, Zl is U+2028 alone and Zp U+2029 alone (Unicode's UnicodeData.txt; tests hold it
+# to unicodedata.category for every code point). A regular expression finds one in a 5 MiB value
+# in milliseconds, where a category lookup per character took seconds.
+_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_FORBIDDEN_IN_FREE_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def _forbidden(value: str, free_text: bool) -> tuple[int, str] | None:
     """The first character `value` may not hold, and its position (1 for the first)."""
-    for position, char in enumerate(value, 1):
-        if unicodedata.category(char) in ("Cc", "Zl", "Zp") and not (
-            free_text and char in _LINE_CHARACTERS
-        ):
-            return position, char
-    return None
+    found = (_FORBIDDEN_IN_FREE_TEXT if free_text else _FORBIDDEN).search(value)
+    return None if found is None else (found.start() + 1, found.group())
 
 
 def _parameter_names() -> dict[str, str]:
