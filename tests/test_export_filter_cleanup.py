@@ -27,7 +27,7 @@ REMOVE = re.compile(
 )
 
 
-def _export(cloud: Cloud, tmp_path: Path, *args: str) -> tuple[Any, str]:
+def export_through_a_filter_file(cloud: Cloud, tmp_path: Path, *args: str) -> tuple[Any, str]:
     """An export of one seeded instance through a local filter file; the object it uploaded."""
     (chosen,) = seed(cloud, 1)
     path = tmp_path / "filter.txt"
@@ -59,7 +59,7 @@ def _exists(name: str) -> bool:
 
 
 def test_the_filter_is_deleted_once_the_export_has_ended(cloud: Cloud, tmp_path: Path) -> None:
-    result, name = _export(cloud, tmp_path, "--json")
+    result, name = export_through_a_filter_file(cloud, tmp_path, "--json")
     assert result.exit_code == 0, result.output
     assert cloud.bigquery.tables  # the export read the filter while it was there
     assert not _exists(name)
@@ -67,7 +67,7 @@ def test_the_filter_is_deleted_once_the_export_has_ended(cloud: Cloud, tmp_path:
 
 
 def test_keep_filter_keeps_it_and_says_how_to_remove_it(cloud: Cloud, tmp_path: Path) -> None:
-    result, name = _export(cloud, tmp_path, "--keep-filter")
+    result, name = export_through_a_filter_file(cloud, tmp_path, "--keep-filter")
     assert result.exit_code == 0, result.output
     assert _exists(name)
     said = " ".join(result.stderr.split())
@@ -79,7 +79,7 @@ def test_keep_filter_keeps_it_and_says_how_to_remove_it(cloud: Cloud, tmp_path: 
 
 def test_the_filter_of_a_failed_export_is_deleted(cloud: Cloud, tmp_path: Path) -> None:
     cloud.bigquery.datasets.clear()  # the operation ends FAILED: dataset not found
-    result, name = _export(cloud, tmp_path)
+    result, name = export_through_a_filter_file(cloud, tmp_path)
     assert result.exit_code != 0, result.output
     assert "FAILED" in result.stdout
     assert not _exists(name)
@@ -87,7 +87,7 @@ def test_the_filter_of_a_failed_export_is_deleted(cloud: Cloud, tmp_path: Path) 
 
 def test_the_filter_of_a_refused_export_is_deleted(cloud: Cloud, tmp_path: Path) -> None:
     cloud.healthcare.caller_denied_exports = 1  # 403 to the request: nothing started
-    result, name = _export(cloud, tmp_path)
+    result, name = export_through_a_filter_file(cloud, tmp_path)
     assert result.exit_code == 1, result.output
     assert cloud.healthcare.operations == {}
     assert not _exists(name)
@@ -101,7 +101,7 @@ def test_the_filter_of_a_running_export_is_kept_with_the_command_that_removes_it
     cloud: Cloud, tmp_path: Path, args: list[str]
 ) -> None:
     cloud.healthcare.export_seconds = 3600
-    result, name = _export(cloud, tmp_path, *args)
+    result, name = export_through_a_filter_file(cloud, tmp_path, *args)
     assert _exists(name)
     (operation,) = cloud.healthcare.operations
     said = " ".join(result.stderr.split())
@@ -122,7 +122,7 @@ def test_an_interrupted_export_keeps_the_filter(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Follower, "follow", interrupted)
-    result, name = _export(cloud, tmp_path)
+    result, name = export_through_a_filter_file(cloud, tmp_path)
     assert result.exit_code == 130, result.output
     assert _exists(name)
     (operation,) = cloud.healthcare.operations
@@ -135,7 +135,9 @@ def test_a_lost_answer_with_no_export_found_keeps_the_filter(cloud: Cloud, tmp_p
     """WRITE_APPEND is never sent twice: the answer lost and no export listed, Google may still
     start one that reads the file."""
     cloud.healthcare.faults.append(Fault("POST", ":export", "reset"))
-    result, name = _export(cloud, tmp_path, "--write-disposition", "WRITE_APPEND")
+    result, name = export_through_a_filter_file(
+        cloud, tmp_path, "--write-disposition", "WRITE_APPEND"
+    )
     assert result.exit_code == 1, result.output
     assert _exists(name)
     said = " ".join(result.stderr.split())
@@ -148,7 +150,7 @@ def test_a_lost_answer_whose_export_was_found_and_ended_deletes_the_filter(
     cloud: Cloud, tmp_path: Path
 ) -> None:
     cloud.healthcare.faults.append(Fault("POST", ":export", "reset", after=True))
-    result, name = _export(cloud, tmp_path)
+    result, name = export_through_a_filter_file(cloud, tmp_path)
     assert result.exit_code == 0, result.output
     assert "found by listing" in result.stderr
     assert not _exists(name)
@@ -163,7 +165,7 @@ def test_a_failed_delete_is_a_warning_not_a_failure(
         raise DicomBqError("Cloud Storage refused: 403 storage.objects.delete denied")
 
     monkeypatch.setattr(StorageObjects, "delete_written", refused)
-    result, name = _export(cloud, tmp_path, "--json")
+    result, name = export_through_a_filter_file(cloud, tmp_path, "--json")
     assert result.exit_code == 0, result.output
     said = " ".join(result.stderr.split())
     assert f"Warning: could not delete gs://{FILTER_BUCKET}/{name}" in said

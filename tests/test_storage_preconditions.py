@@ -10,7 +10,6 @@ without Go the fixture skips the tier and says why."""
 from __future__ import annotations
 
 import functools
-import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,9 @@ from typer.testing import CliRunner
 from dicom_bq.cli import app
 from dicom_bq.clients.storage import StorageObjects, StoredObject
 from dicom_bq.refs import GcsUri
-from tests.conftest import FILTER_BUCKET, STORE, Cloud
+from tests.conftest import FILTER_BUCKET, Cloud
 from tests.peers import fake_gcs_server_url, storage_peer  # noqa: F401 (fixtures)
-from tests.test_export_cli import TABLE, seed
+from tests.test_export_filter_cleanup import export_through_a_filter_file
 
 pytestmark = pytest.mark.storage_peer
 
@@ -262,32 +261,10 @@ def test_build_with_force_refuses_a_write_that_slipped_in(
 # -- export --filter-file ---------------------------------------------------------------------
 
 
-def _export(cloud: Cloud, tmp_path: Path, *args: str) -> tuple[Any, str]:
-    (chosen,) = seed(cloud, 1)
-    result = runner.invoke(
-        app,
-        [
-            "export",
-            "--store",
-            STORE,
-            "--table",
-            TABLE,
-            "--filter-file",
-            str(_filter_file(tmp_path, chosen.filter_line + "\n")),
-            "--filter-bucket",
-            FILTER_BUCKET,
-            *args,
-        ],
-    )
-    uploaded = re.search(rf"Uploaded \S+ to gs://{FILTER_BUCKET}/(\S+)", result.stderr)
-    assert uploaded, result.output
-    return result, uploaded.group(1)
-
-
 def test_export_deletes_its_filter_once_the_operation_has_ended(
     cloud: Cloud, tmp_path: Path
 ) -> None:
-    result, name = _export(cloud, tmp_path, "--json")
+    result, name = export_through_a_filter_file(cloud, tmp_path, "--json")
     assert result.exit_code == 0, result.output
     # The export read it while it was there: exactly the one instance it names.
     assert len(next(iter(cloud.bigquery.tables.values()))) == 1
@@ -295,7 +272,7 @@ def test_export_deletes_its_filter_once_the_operation_has_ended(
 
 
 def test_export_with_keep_filter_keeps_it(cloud: Cloud, tmp_path: Path) -> None:
-    result, name = _export(cloud, tmp_path, "--keep-filter")
+    result, name = export_through_a_filter_file(cloud, tmp_path, "--keep-filter")
     assert result.exit_code == 0, result.output
     assert _read(cloud.storage_url, name) is not None
     assert f"gcloud storage rm gs://{FILTER_BUCKET}/{name} --if-generation-match=" in " ".join(
@@ -315,7 +292,7 @@ def test_export_never_deletes_a_filter_object_another_writer_replaced(
         return delete(self, stored)
 
     monkeypatch.setattr(StorageObjects, "delete_written", replaced_first)
-    result, name = _export(cloud, tmp_path)
+    result, name = export_through_a_filter_file(cloud, tmp_path)
     assert result.exit_code == 0, result.output
     assert _read(cloud.storage_url, name) == OTHER
     said = " ".join(result.stderr.split())
