@@ -60,6 +60,12 @@ class StoredObject:
     generation: int | None  # None only if the answer did not say (Cloud Storage always does)
 
 
+def _stored(target: GcsUri, blob: Any) -> StoredObject:
+    """The object as the upload's answer describes it (objects.insert returns the Object)."""
+    generation = int(blob.generation) if blob.generation is not None else None
+    return StoredObject(uri=target, size=int(blob.size or 0), generation=generation)
+
+
 class GenerationMismatchError(DicomBqError):
     """412 Precondition Failed: the object's live generation was not `expected` (ABSENT: some
     object existed), so nothing was written or deleted. The flows say what it means to them."""
@@ -161,7 +167,9 @@ class StorageObjects:
             ) from None
         return None if blob is None or blob.generation is None else int(blob.generation)
 
-    def upload_text(self, target: GcsUri, text: str, *, if_generation_match: int = ABSENT) -> None:
+    def upload_text(
+        self, target: GcsUri, text: str, *, if_generation_match: int = ABSENT
+    ) -> StoredObject:
         """One upload of `text`, on the precondition of upload_file (create-only by default)."""
         import requests
         from google.api_core import exceptions
@@ -177,6 +185,7 @@ class StorageObjects:
             )
         except (exceptions.GoogleAPIError, requests.RequestException) as error:
             raise _write_failed(target, error, self._endpoint, if_generation_match) from None
+        return _stored(target, blob)
 
     def upload_file(
         self, source: str, target: GcsUri, chunk_size: int, *, if_generation_match: int = ABSENT
@@ -201,8 +210,7 @@ class StorageObjects:
             )
         except (exceptions.GoogleAPIError, requests.RequestException) as error:
             raise _write_failed(target, error, self._endpoint, if_generation_match) from None
-        generation = int(blob.generation) if blob.generation is not None else None
-        return StoredObject(uri=target, size=int(blob.size or 0), generation=generation)
+        return _stored(target, blob)
 
     def delete(self, target: GcsUri) -> None:
         """Delete the object; a missing one is no error. Retried (a resent delete finds the object

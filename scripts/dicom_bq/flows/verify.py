@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from dicom_bq.clients.healthcare import ApiCallError, HealthcareApi
 from dicom_bq.clients.operations import Follower, OperationState
 from dicom_bq.clients.retry import Clock, SystemClock
+from dicom_bq.clients.storage import StoredObject
 from dicom_bq.errors import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -96,9 +97,11 @@ def notification_topics(store: dict[str, Any]) -> list[str]:
 
 
 class FilterStore(Protocol):
-    def upload_text(self, target: GcsUri, text: str) -> None: ...
+    def upload_text(self, target: GcsUri, text: str) -> StoredObject: ...
 
     def delete(self, target: GcsUri) -> None: ...
+
+    def delete_written(self, stored: StoredObject) -> bool: ...
 
 
 @dataclass
@@ -164,6 +167,7 @@ class Made:
     instance_refused: bool = False
     filter_uri: GcsUri | None = None
     filter_written: bool = False
+    filter_stored: StoredObject | None = None  # the generation written, once its answer came
     # --no-seed's scratch table, recorded before its tables.insert; its expiration once sent.
     scratch: TableUri | None = None
     scratch_expires: datetime.datetime | None = None
@@ -473,7 +477,7 @@ class Verifier:
         with self.step("filter") as detail:
             uri = GcsUri(target.filter_bucket, f"{FILTER_PREFIX}/{instance.sop_uid}.txt")
             made.filter_uri = uri
-            self.filters.upload_text(uri, instance.filter_line + "\n")
+            made.filter_stored = self.filters.upload_text(uri, instance.filter_line + "\n")
             made.filter_written = True
             detail.append(f"wrote {uri.uri}")
             return uri
@@ -701,7 +705,7 @@ class Verifier:
             tasks.append(
                 CleanupTask(
                     uri.uri,
-                    lambda: _delete_filter(filters, uri, made.filter_written),
+                    lambda: _delete_filter(filters, uri, made.filter_stored),
                     f"{uri.uri} may remain: delete it with `gcloud storage rm {uri.uri}`",
                 )
             )
@@ -859,15 +863,21 @@ def delete_store_command(store: StoreName) -> str:
     )
 
 
-def _delete_filter(filters: FilterStore, uri: GcsUri, written: bool) -> str:
+def _delete_filter(filters: FilterStore, uri: GcsUri, stored: StoredObject | None) -> str:
+    """Delete the filter object verify wrote: exactly the generation written when its answer
+    came (an object another writer put there since stays), else the per-run name, which only
+    this run wrote to, if its write got there at all."""
     try:
+        if stored is not None and stored.generation is not None:
+            deleted = filters.delete_written(stored)
+            return f"deleted {uri.uri}" if deleted else f"{uri.uri} was already gone"
         filters.delete(uri)  # a missing object is no error (clients/storage.py)
     except DicomBqError as error:
         raise LeftBehindError(
             f"could not delete {uri.uri} ({error.message}): delete it with "
             f"`gcloud storage rm {uri.uri}`"
         ) from None
-    return f"deleted {uri.uri}" if written else f"deleted {uri.uri}, if its write had got there"
+    return f"deleted {uri.uri}, if its write had got there"
 
 
 class VerifyObserver(ExportObserver, Protocol):
