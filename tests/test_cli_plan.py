@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from dicom_bq.cli import app
 from dicom_bq.stack.render import wrap_value
 from tests.inventory import ROOT
+from tests.test_expected_grants import EXPECTED_GRANTS
 
 runner = CliRunner()
 
@@ -22,7 +23,10 @@ def test_plan_json_has_resources_and_grants() -> None:
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     assert {"resources", "grants"} <= document.keys()
-    assert all({"role", "member", "scope"} <= grant.keys() for grant in document["grants"])
+    # Exactly the hand-written list (tests/test_expected_grants.py), not merely well-formed
+    # entries: an empty or shortened list fails.
+    shown = sorted((g["role"], g["member"], g["scope"]) for g in document["grants"])
+    assert shown == sorted(EXPECTED_GRANTS["prod"])
     types = {resource["type"] for resource in document["resources"]}
     assert "gcp:healthcare/dicomStore:DicomStore" in types
 
