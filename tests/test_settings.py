@@ -337,3 +337,14 @@ def test_a_refused_schedule_says_what_to_write() -> None:
     with pytest.raises(SettingsError) as caught:
         parse_settings(base_settings(snapshotSchedule="* * * * *"), "dev")
     assert '"0 2 * * *" for nightly at 02:00' in str(caught.value)
+
+
+def test_a_stack_with_no_store_hears_of_it_once() -> None:
+    # Alone, the store check runs and says it; with other problems, it is added to them.
+    with pytest.raises(SettingsError) as alone:
+        parse_settings(base_settings(dicomStoreId=None))
+    assert len([p for p in alone.value.problems if "dicomStoreId is required" in p]) == 1
+    with pytest.raises(SettingsError) as among:
+        parse_settings(base_settings(dicomStoreId=None, location="X" * 300))
+    assert len([p for p in among.value.problems if "dicomStoreId is required" in p]) == 1
+    assert len(among.value.problems) == 2

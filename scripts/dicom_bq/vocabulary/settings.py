@@ -785,9 +785,12 @@ def parse_settings(raw: Mapping[str, Any], stack: str = "STACK") -> StackSetting
     except ValidationError as error:
         # The store check runs once the fields are valid; a stack without any store hears of
         # it now, with the other problems, as it does of the other required keys.
+        problems = _explain(error, stack)
         neither = not {"dicomStoreId", "dicomStores"} & values.keys()
-        missing = [missing_store_problem(stack)] if neither else []
-        raise SettingsError(_explain(error, stack) + missing) from None
+        # When it is the only problem, the store check itself ran and said it: once is enough.
+        if neither and missing_store_problem(stack) not in problems:
+            problems.append(missing_store_problem(stack))
+        raise SettingsError(problems) from None
 
 
 def near_miss_namespace(namespace: str) -> bool:
