@@ -17,6 +17,36 @@ from tests.inventory import plan_example
 _PLANS: dict[str, Plan] = {}
 
 
+_PLANS_BY_CONFIG: dict[str, Plan] = {}
+
+
+@pytest.fixture
+def plans_made_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For modules whose commands plan the same stack files over and over (audit, preflight):
+    `plan_stack` answers a merged config it already planned with a copy of that plan, so each
+    test pays for the checks it makes, not for the Pulumi mock runtime again (about 0.2 s a plan).
+    Keyed on the whole merged config, so a test that writes another stack file plans it anew.
+    Not for modules that patch the program: a plan made before the patch would be served."""
+    import copy
+    import json
+
+    from dicom_bq.stack import plan as plan_module
+
+    plan_stack = plan_module.plan_stack
+
+    def once(config: Any) -> Plan:
+        key = json.dumps(
+            [config.stack, config.values, config.environments, config.notes],
+            sort_keys=True,
+            default=repr,
+        )
+        if key not in _PLANS_BY_CONFIG:
+            _PLANS_BY_CONFIG[key] = plan_stack(config)
+        return copy.deepcopy(_PLANS_BY_CONFIG[key])
+
+    monkeypatch.setattr(plan_module, "plan_stack", once)
+
+
 def cached_plan(stack: str) -> Plan:
     if stack not in _PLANS:
         _PLANS[stack] = plan_example(stack)

@@ -30,6 +30,7 @@ from tests.inventory import ROOT, plan_example
 from tests.stacks import three_store_stack
 
 runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("plans_made_once")
 AGENT = "serviceAccount:service-987654321098@gcp-sa-healthcare.iam.gserviceaccount.com"
 BQ_ENCRYPTION = "serviceAccount:bq-555566667777@bigquery-encryption.iam.gserviceaccount.com"
 SOURCE, ANALYTICS = "clinical-imaging-prod", "imaging-analytics-prod"

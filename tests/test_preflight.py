@@ -25,6 +25,7 @@ from tests.permission_oracle import expected_permissions, short_name
 from tests.stacks import generated_stacks, operations_stack, three_store_stack
 
 runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("plans_made_once")
 VARIABLES = [
     "SERVICEUSAGE_EMULATOR_HOST",
     "RESOURCEMANAGER_EMULATOR_HOST",
