@@ -32,6 +32,10 @@ from dicom_bq.flows.preflight import (
 from dicom_bq.stack.plan import Plan, PlannedInvoke, PlannedResource
 from dicom_bq.vocabulary.scopes import SCOPE_KINDS
 
+# Imported here, not in the tests: tests/test_preflight.py plans the prod stack once at import, so
+# a worker forked after collection (scripts/mutation) finds it planned.
+from tests.test_preflight import VARIABLES, ready_for
+
 AGENT = "serviceAccount:service-1@gcp-sa-healthcare.iam.gserviceaccount.com"
 KEY = "projects/kms-project/locations/europe-west4/keyRings/ring/cryptoKeys/key"
 KEY_PARTS = {
@@ -434,8 +438,6 @@ STORE_NAME = f"{HC_DATASET}/dicomStores/dicom-prod"
 @pytest.fixture
 def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Any], None]]:
     """Points every API preflight reads at the fake (tests/test_preflight.py, cloud_for)."""
-    from tests.test_preflight import VARIABLES
-
     started: list[Any] = []
 
     def start(fake: Any) -> None:
@@ -461,7 +463,6 @@ def checked(
     from dicom_bq.clients.endpoints import Connection
     from dicom_bq.flows.preflight import run_preflight
     from tests.conftest import cached_plan
-    from tests.test_preflight import ready_for
 
     fake = ready_for("prod")
     if change is not None:
@@ -887,7 +888,6 @@ def test_preflight_plan_puts_the_plans_notes_first_and_says_the_universe(
     from dicom_bq.flows.preflight import preflight_plan
     from tests.conftest import cached_plan
     from tests.inventory import ROOT
-    from tests.test_preflight import ready_for
 
     monkeypatch.setenv("PATH", "/nonexistent")  # no Pulumi CLI: what the stack owns is unknown
     fake = ready_for("prod")
@@ -901,3 +901,74 @@ def test_preflight_plan_puts_the_plans_notes_first_and_says_the_universe(
     assert report.universe_text == made.gcp_provider.describe()
     assert report_lines(report)[0] == f"universe: {made.gcp_provider.describe()}"
     assert fake.problems == []
+
+
+def unnumbered(fake: Any) -> Any:
+    """The prod plan as if dicom-bq:sourceProjectNumber were not set."""
+    import dataclasses
+
+    from tests.conftest import cached_plan
+
+    made = cached_plan("prod")
+    assert made.settings is not None
+    return dataclasses.replace(
+        made, settings=made.settings.model_copy(update={"source_project_number": None})
+    )
+
+
+def test_an_unset_number_is_read_or_said_to_be_known_at_up(serve: Any) -> None:
+    from dicom_bq.clients.endpoints import Connection
+    from dicom_bq.flows.preflight import run_preflight
+
+    for hidden in (False, True):
+        fake = ready_for("prod")
+        if hidden:
+            fake.hidden.add(PROD_HC)
+        serve(fake)
+        report = run_preflight(
+            plan=unnumbered(fake),
+            connection=Connection(universe_domain="googleapis.com"),
+            owned_ids=set(),
+        )
+        identity = by_subject(report, "identity")
+        check = identity[f"number of {PROD_HC}"]
+        if hidden:
+            assert check.status == "warn"
+            assert check.detail.endswith(
+                "): the agent's address is known only once `pulumi up` runs"
+            )
+        else:
+            assert check == PreflightCheck(
+                "identity",
+                f"number of {PROD_HC}",
+                "ok",
+                "987654321098 (Resource Manager); the program reads it too",
+            )
+        # The destination project is checked whatever became of the source's.
+        assert identity[f"number of {PROD_BQ}"].status == "ok"
+
+
+def test_preflight_plan_names_other_stacks_agents_and_why_ownership_is_unknown(
+    serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dicom_bq.flows.preflight import preflight_plan
+    from tests.conftest import cached_plan
+    from tests.inventory import ROOT
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    dev_agent = "serviceAccount:service-123456789012@gcp-sa-healthcare.iam.gserviceaccount.com"
+    fake = ready_for("prod")
+    fake.iam.projects[PROD_BQ] = [{"role": "roles/bigquery.jobUser", "members": [dev_agent]}]
+    fake.healthcare_datasets.add(HC_DATASET)
+    serve(fake)
+    made = cached_plan("prod")
+    report = preflight_plan(plan=made, project_dir=ROOT, impersonate=None)
+    shared = by_subject(report, "shared")[f"roles/bigquery.jobUser on projects/{PROD_BQ}"]
+    assert shared.detail.endswith(
+        f"; also held there by {dev_agent} (the agent of stack dev); kept on destroy"
+    )
+    note = report.notes[len(made.notes)]
+    assert note.startswith("what stack prod already manages is unknown (")
+    assert "None" not in note
+    # Ownership unknown: an existing dataset is a warning, not a failure.
+    assert by_subject(report, "existing")[HC_DATASET].status == "warn"
