@@ -791,7 +791,9 @@ def test_an_unreadable_start_time_counts_as_recent() -> None:
     unknown = operation("1", done=True)
     unknown["metadata"]["createTime"] = "yesterday"
     # Ended long ago or not: with no readable time, it blocks (the check errs towards asking).
-    assert blocked(APPEND, unknown).message.startswith(f"export {op_name('1')} ")
+    assert blocked(APPEND, unknown).message.startswith(
+        f"export {op_name('1')} start unknown and ended SUCCEEDED"
+    )
     error = blocked(APPEND, operation("2"))
     assert error.message.startswith(f"export {op_name('2')} is still running (start unknown)")
 

@@ -477,7 +477,9 @@ def _age(create_time: str | None, now: datetime.datetime) -> datetime.timedelta:
 
 def _described(state: OperationState, now: datetime.datetime) -> str:
     age = _age(state.create_time, now).total_seconds()
-    when = f"started {max(0, int(age // 60))} min ago" if state.create_time else "start unknown"
+    # A createTime that does not parse says nothing of the start: not "0 min ago".
+    known = rfc3339(state.create_time) is not None
+    when = f"started {max(0, int(age // 60))} min ago" if known else "start unknown"
     if not state.done:
         return f"export {state.name} is still running ({when})"
     return f"export {state.name} {when} and ended {state.state}"
