@@ -32,15 +32,9 @@ from dicom_bq.infra.setting_effects import (
 from dicom_bq.stack.config import PROJECT_NAME
 from dicom_bq.stack.plan import Plan, known_project_numbers, plan_settings, record_program
 from dicom_bq.vocabulary.settings import StackSettings, config_keys
+from tests.conftest import base_settings
 
-BASE: dict[str, Any] = {
-    "sourceProject": "dicom-src-test",
-    "sourceProjectNumber": "111122223333",
-    "location": "us-central1",
-    "healthcareDatasetId": "imaging",
-    "dicomStoreId": "dicom",
-    "bigqueryDatasetId": "dicom_metadata",
-}
+BASE: dict[str, Any] = base_settings()
 KMS = "projects/kms-test/locations/us-central1/keyRings/imaging/cryptoKeys/{}"
 SCHEDULE = {"snapshotSchedule": "0 2 * * *"}
 

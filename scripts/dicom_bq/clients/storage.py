@@ -32,6 +32,7 @@ where ifGenerationMatch on a delete is ignored (fake-gcs-server v1.56.1 ignores 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,21 +172,12 @@ class StorageObjects:
         self, target: GcsUri, text: str, *, if_generation_match: int = ABSENT
     ) -> StoredObject:
         """One upload of `text`, on the precondition of upload_file (create-only by default)."""
-        import requests
-        from google.api_core import exceptions
-
-        try:
-            blob = self._client.bucket(target.bucket).blob(target.name)
-            blob.upload_from_string(
-                text,
-                content_type="text/plain",
-                if_generation_match=if_generation_match,
-                retry=WRITE_ONCE,
-                timeout=_timeout(),
-            )
-        except (exceptions.GoogleAPIError, requests.RequestException) as error:
-            raise _write_failed(target, error, self._endpoint, if_generation_match) from None
-        return _stored(target, blob)
+        return self._upload(
+            target,
+            None,
+            if_generation_match,
+            lambda blob, options: blob.upload_from_string(text, **options),
+        )
 
     def upload_file(
         self, source: str, target: GcsUri, chunk_size: int, *, if_generation_match: int = ABSENT
@@ -196,17 +188,35 @@ class StorageObjects:
         resumable in `chunk_size` pieces (a multiple of 256 KiB; the precondition is sent when
         the session starts and holds for the object it finalizes); nothing of it is sent twice,
         although the precondition would make a resend harmless."""
+        return self._upload(
+            target,
+            chunk_size,
+            if_generation_match,
+            lambda blob, options: blob.upload_from_filename(source, **options),
+        )
+
+    def _upload(
+        self,
+        target: GcsUri,
+        chunk_size: int | None,
+        if_generation_match: int,
+        send: Callable[[Any, dict[str, Any]], None],
+    ) -> StoredObject:
+        """The one upload path: `send(blob, options)` writes once (WRITE_ONCE), conditioned on
+        `if_generation_match`; a refusal or a failure becomes _write_failed's error."""
         import requests
         from google.api_core import exceptions
 
         try:
             blob = self._client.bucket(target.bucket).blob(target.name, chunk_size=chunk_size)
-            blob.upload_from_filename(
-                source,
-                content_type="text/plain",
-                if_generation_match=if_generation_match,
-                retry=WRITE_ONCE,
-                timeout=_timeout(),
+            send(
+                blob,
+                {
+                    "content_type": "text/plain",
+                    "if_generation_match": if_generation_match,
+                    "retry": WRITE_ONCE,
+                    "timeout": _timeout(),
+                },
             )
         except (exceptions.GoogleAPIError, requests.RequestException) as error:
             raise _write_failed(target, error, self._endpoint, if_generation_match) from None
