@@ -94,6 +94,7 @@ def test_apis_can_be_left_to_the_consumer() -> None:
     ]
 
 
+@pytest.mark.processes
 def test_pulumis_component_analyzer_reads_the_schema() -> None:
     """The analyzer the Python component provider host runs (pulumi.provider.experimental),
     offline: the component package's schema, as `pulumi package add` would get it. In its own

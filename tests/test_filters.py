@@ -581,6 +581,7 @@ def _child_peak_rss(args: list[str], stdin: Path | None = None) -> tuple[int, st
     return child.returncode, errors, usage.ru_maxrss * 1024
 
 
+@pytest.mark.processes
 def test_cli_memory_stays_bounded_on_a_50_mb_single_line(
     one_long_line: Path, tmp_path: Path
 ) -> None:

@@ -173,6 +173,7 @@ def test_a_closed_bigquery_emulator_port_ends_with_the_endpoint_named(
         assert "Connection refused" in caught.value.message
 
 
+@pytest.mark.processes
 def test_query_with_a_closed_bigquery_emulator_port_exits_1(tmp_path: Path) -> None:
     """The whole command, in its own process (the deadline shortened there), without a
     traceback."""

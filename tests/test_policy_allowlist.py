@@ -497,6 +497,7 @@ def test_bypass_is_refused_offline_with_and_without_a_grants_list(case: str) -> 
             assert all(f.enforcement == "mandatory" for f in named)
 
 
+@pytest.mark.processes
 def test_the_pack_refuses_every_bypass_with_and_without_a_grants_list() -> None:
     plan, base = _base()
     added = [r for _, resources in BYPASSES.values() for r in resources]
@@ -579,6 +580,7 @@ def _unknown_members(resources: list[dict[str, Any]], unknown: str) -> list[dict
     ]
 
 
+@pytest.mark.processes
 def test_values_unknown_during_preview_neither_hide_grants_nor_refuse_the_program() -> None:
     plan, base = _base()
     first_preview = _unknown_members(base, UNKNOWN)

@@ -10,6 +10,8 @@ import pytest
 
 from tests.inventory import ROOT
 
+pytestmark = pytest.mark.processes
+
 POLICY_PYTHON = ROOT / ".venv-policy" / "bin" / "python"
 
 # Run from policy/, as Pulumi runs the pack: `pack` is found there, dicom_bq is installed.

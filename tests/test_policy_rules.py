@@ -1305,6 +1305,7 @@ def test_plan_check_ties_the_identity_to_the_source_project() -> None:
     assert {f.rule for f in evaluate(moved, context)} == {"DBQ012"}
 
 
+@pytest.mark.processes
 def test_the_pack_closes_the_bypasses_too() -> None:
     """CrossGuard, on its own types, with the config it is given (or none)."""
     from tests import test_policy_pack as pack

@@ -232,6 +232,7 @@ def test_every_item_of_an_array_must_be_of_its_type(project: Path, items: str) -
         read_raw(project, "items", f"  dicom-bq:allowedBigqueryLocations: {items}\n")
 
 
+@pytest.mark.processes
 def test_plan_refuses_a_number_in_an_array_cleanly(project: Path) -> None:
     # A real process: what it prints at exit counts too (an event loop left open printed
     # "ValueError: Invalid file descriptor: -1" there).
