@@ -9,8 +9,9 @@ verify   `dicom-bq verify` against the fakes, Orthanc and the storage emulator, 
 filters  `filter validate` on a generated 2-million-line file beside `wc -l` and `grep -cE` of
          the same pattern (mean and worst of 5 runs), `filter build --normalize` on it, and
          validate on a 1 GB file that is one line: seconds, lines/s and peak memory
-suite    the test suite's wall time, as `scripts/test` runs it (one worker per core) and on one
-         worker (-n 0): mean and worst of DICOM_BQ_BENCH_SUITE_RUNS runs (default 3)
+suite    the fast tier's wall time, as `scripts/test` runs it (one worker per core) and on one
+         worker (-n 0), and the process tier's (-m processes): mean and worst of
+         DICOM_BQ_BENCH_SUITE_RUNS runs (default 3)
 engine   the offline `dicom-bq plan` against the real engine's `pulumi preview` of the same
          stacks (dev, prod; median of 3 each), and the engine tier's wall time (-m engine)
 """
@@ -286,7 +287,12 @@ def filters() -> None:
 
 def suite() -> None:
     runs = int(os.environ.get("DICOM_BQ_BENCH_SUITE_RUNS", "3"))
-    for label, extra in (("one worker per core (-n auto)", []), ("one worker (-n 0)", ["-n", "0"])):
+    tiers = (
+        ("fast tier, one worker per core (-n auto)", []),
+        ("fast tier, one worker (-n 0)", ["-n", "0"]),
+        ("process tier (-m processes)", ["-m", "processes"]),
+    )
+    for label, extra in tiers:
         timings = []
         for _ in range(runs):
             started = time.perf_counter()
@@ -298,7 +304,7 @@ def suite() -> None:
             )
             timings.append(time.perf_counter() - started)
         print(
-            f"suite, {label}: mean {statistics.mean(timings):.1f} s, worst {max(timings):.1f} s "
+            f"{label}: mean {statistics.mean(timings):.1f} s, worst {max(timings):.1f} s "
             f"over {runs} runs ({os.cpu_count()} cores)"
         )
 
