@@ -658,6 +658,21 @@ BYPASSES: dict[str, tuple[str, PolicyContext, list[Resource], str]] = {
         ],
         "listed",
     ),
+    # Without a grants list (a pack run by hand, with no config): dataEditor on the project is
+    # still too wide for the agent, the dataset is the scope the export needs.
+    "project-agent-data-editor-without-grants-list": (
+        "DBQ006",
+        PolicyContext(),
+        [
+            member(
+                "gcp:projects/iAMMember:IAMMember",
+                "wide",
+                "roles/bigquery.dataEditor",
+                project="p-bq",
+            )
+        ],
+        "wide",
+    ),
     # organization and folder grants
     "org-agent-data-editor": (
         "DBQ006",
