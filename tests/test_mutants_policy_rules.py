@@ -6,11 +6,13 @@ them."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 import pytest
 
+from dicom_bq.infra import policy_rules
 from dicom_bq.infra.policy_rules import (
     ExpectedGrant,
     ListedGrant,
@@ -21,6 +23,7 @@ from dicom_bq.infra.policy_rules import (
     canonical_member,
     evaluate,
     program_allowlist,
+    resolved,
     scope_of,
 )
 
@@ -825,7 +828,633 @@ def test_top_level_bindings_and_a_policy_documents_are_both_read() -> None:
         # A type IAM does not know keeps its spelling; its value compares lowercased.
         ("Custom:Value", "Custom:value"),
         ("USER:Alice@Example.com", "user:alice@example.com"),
+        # A workload identity's subject may hold colons (GitHub's repo:OWNER/REPO:ref:...): the
+        # type is what comes before the first one, and the subject keeps its case.
+        (
+            "principal://iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/gh/"
+            "subject/repo:Org/Repo:ref:refs/heads/Main",
+            "principal://iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/gh/"
+            "subject/repo:Org/Repo:ref:refs/heads/Main",
+        ),
     ],
 )
 def test_members_compare_the_way_iam_compares_them(member: str, canonical: str) -> None:
     assert canonical_member(member) == canonical
+
+
+# -- where each kind of grant lands: the scope every rule compares -------------------------------
+
+ORG = "//cloudresourcemanager.googleapis.com/organizations/123"
+PUBSUB = "//pubsub.googleapis.com/projects"
+
+
+@pytest.mark.parametrize(
+    ("resource_type", "props", "scope"),
+    [
+        # An organization, by its number or its full name.
+        ("gcp:organizations/iAMMember:IAMMember", {"orgId": "123"}, ORG),
+        ("gcp:organizations/iAMMember:IAMMember", {"orgId": "organizations/123"}, ORG),
+        # A table: pulumi-gcp's tableId takes the table's ID or its full name.
+        (
+            "gcp:bigquery/iamMember:IamMember",
+            {"project": "p", "datasetId": "d", "tableId": "t"},
+            f"{BQ}/p/datasets/d/tables/t",
+        ),
+        (
+            "gcp:bigquery/iamMember:IamMember",
+            {"project": "p", "datasetId": "d", "tableId": "projects/p/datasets/d/tables/t"},
+            f"{BQ}/p/datasets/d/tables/t",
+        ),
+        # An object and a managed folder: inside their bucket, not the bucket itself.
+        (
+            "gcp:storage/objectAccessControl:ObjectAccessControl",
+            {"bucket": "b", "object": "o"},
+            f"{BUCKET}/objects/o",
+        ),
+        (
+            "gcp:storage/managedFolderIamMember:ManagedFolderIamMember",
+            {"bucket": "b", "managedFolder": "f/"},
+            f"{BUCKET}/managedFolders/f/",
+        ),
+        # A subscription, by its ID in a project or its full name.
+        (
+            "gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember",
+            {"project": "p", "subscription": "s"},
+            f"{PUBSUB}/p/subscriptions/s",
+        ),
+        (
+            "gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember",
+            {"project": "p", "subscription": "projects/p/subscriptions/s"},
+            f"{PUBSUB}/p/subscriptions/s",
+        ),
+        # A type no scope kind knows: named by its type and the resource's name.
+        (
+            "gcp:compute/instanceIAMMember:InstanceIAMMember",
+            {"instanceName": "i"},
+            "//instanceiammember/g",
+        ),
+    ],
+)
+def test_each_kind_of_grant_is_on_its_full_resource_name(
+    resource_type: str, props: dict[str, Any], scope: str
+) -> None:
+    assert scope_of(grant(resource_type, "roles/viewer", "user:a@example.com", **props)) == scope
+
+
+def test_an_acl_role_outside_googles_table_is_kept_as_written() -> None:
+    """Objects have READER and OWNER only: a WRITER entry stays WRITER, a role no list names."""
+    resource = storage(
+        "objectACL:ObjectACL", object="o", roleEntities=["WRITER:user-a@example.com"]
+    )
+    assert granted(resource) == {("WRITER", "user:a@example.com")}
+
+
+def test_a_datasets_access_list_names_its_project_and_skips_what_is_not_an_entry() -> None:
+    """projectOwners is the dataset's own project's owners; an entry not known until the update
+    (a string in the list) grants no one yet."""
+    bq = Resource(
+        "gcp:bigquery/dataset:Dataset",
+        "bq",
+        {
+            "project": "p-bq",
+            "datasetId": "a",
+            "accesses": [UNKNOWN_VALUE, {"role": "OWNER", "specialGroup": "projectOwners"}],
+        },
+    )
+    assert granted(bq) == {("roles/bigquery.dataOwner", "projectOwner:p-bq")}
+
+
+def test_the_offline_stand_in_for_a_project_number_is_a_number() -> None:
+    agent = (
+        "serviceAccount:service-PROJECT_NUMBER_OF_p-src@gcp-sa-healthcare.iam.gserviceaccount.com"
+    )
+    assert resolved(agent) == "serviceAccount:service-0@gcp-sa-healthcare.iam.gserviceaccount.com"
+
+
+def test_a_type_that_is_no_type_token_is_refused_not_crashed_on() -> None:
+    assert refusal("mycomponent").startswith("is a resource of package mycomponent (mycomponent)")
+
+
+# -- the wording and reach of the single-purpose rules -----------------------------------------
+
+
+def test_a_datasets_access_list_and_an_iam_policy_are_refused_each_for_what_it_replaces() -> None:
+    with_accesses = Resource(
+        "gcp:bigquery/dataset:Dataset",
+        "bq",
+        {
+            "project": "p-bq",
+            "datasetId": "a",
+            "deleteContentsOnDestroy": False,
+            "accesses": [{"role": "WRITER", "userByEmail": "a@example.com"}],
+        },
+    )
+    policy = Resource("gcp:projects/iAMPolicy:IAMPolicy", "policy", {"project": "p"})
+    assert messages("DBQ001", [with_accesses, policy]) == [
+        "the dataset's `accesses` list replaces every other access entry on the dataset",
+        "gcp:projects/iAMPolicy:IAMPolicy replaces every other grant on its resource",
+    ]
+
+
+@pytest.mark.parametrize("role", ["roles/storage.objectAdmin", "roles/bigquery.admin"])
+def test_the_agent_gets_no_admin_role_whatever_its_case(role: str) -> None:
+    admin = grant("gcp:storage/bucketIAMMember:BucketIAMMember", role, HEALTHCARE_AGENT, bucket="b")
+    assert messages("DBQ004", [admin]) == [f"gives the Healthcare agent {role} on {BUCKET}"]
+
+
+DATA_EDITOR = "roles/bigquery.dataEditor"
+
+
+def test_the_agents_data_editor_on_a_whole_project_is_refused_without_a_grants_list() -> None:
+    def on_project(role: str) -> Resource:
+        return grant("gcp:projects/iAMMember:IAMMember", role, HEALTHCARE_AGENT, project="p-bq")
+
+    assert messages("DBQ006", [on_project(DATA_EDITOR)], PolicyContext()) == [
+        f"grants roles/bigquery.dataEditor on the whole project {CRM}/p-bq"
+    ]
+    assert messages("DBQ006", [on_project("roles/bigquery.jobUser")], PolicyContext()) == []
+
+
+def test_a_grant_off_the_listed_scopes_names_every_listed_one() -> None:
+    listed = PolicyContext(
+        expected_grants=frozenset(
+            {
+                ExpectedGrant(DATA_EDITOR, f"{BQ}/p-bq/datasets/a"),
+                ExpectedGrant(DATA_EDITOR, f"{BQ}/p-bq/datasets/b"),
+            }
+        )
+    )
+    editor = grant(
+        "gcp:bigquery/datasetIamMember:DatasetIamMember",
+        DATA_EDITOR,
+        HEALTHCARE_AGENT,
+        project="p-bq",
+        datasetId="c",
+    )
+    assert messages("DBQ006", [editor], listed) == [
+        f"grants roles/bigquery.dataEditor on {BQ}/p-bq/datasets/c; the grants list says "
+        f"{BQ}/p-bq/datasets/a, {BQ}/p-bq/datasets/b"
+    ]
+
+
+def test_a_dataset_that_drops_its_tables_on_destroy_is_refused() -> None:
+    dropping = Resource("gcp:bigquery/dataset:Dataset", "bq", {"project": "p-bq", "datasetId": "a"})
+    assert messages("DBQ009", [dropping]) == [
+        "deleteContentsOnDestroy is not false: destroying the stack would drop exported PHI"
+    ]
+
+
+def test_a_dataset_without_a_location_is_in_bigquerys_default_us() -> None:
+    unplaced = Resource(
+        "gcp:bigquery/dataset:Dataset",
+        "bq",
+        {"project": "p-bq", "datasetId": "a", "deleteContentsOnDestroy": False},
+    )
+    us_only = PolicyContext(allowed_bigquery_locations=frozenset({"US"}))
+    assert messages("DBQ010", [unplaced], us_only) == []
+    eu_only = PolicyContext(allowed_bigquery_locations=frozenset({"EU"}))
+    assert messages("DBQ010", [unplaced], eu_only) == [
+        "BigQuery location US is not in the allow-list ['EU']"
+    ]
+
+
+def test_an_api_disabled_on_destroy_is_named() -> None:
+    service = Resource(
+        "gcp:projects/service:Service",
+        "api",
+        {"project": "p", "service": "healthcare.googleapis.com"},
+    )
+    assert messages("DBQ013", [service]) == [
+        "destroying the stack would disable healthcare.googleapis.com for everyone"
+    ]
+
+
+# -- DBQ012: every agent grant is judged, against every ServiceIdentity ---------------------------
+
+
+def test_each_agent_grant_is_judged_after_one_that_passes() -> None:
+    foreign = "serviceAccount:service-999@gcp-sa-healthcare.iam.gserviceaccount.com"
+    other = grant(
+        "gcp:projects/iAMMember:IAMMember", "roles/bigquery.jobUser", foreign, project="p-bq"
+    )
+    assert identity_problems([service_identity("p-src"), agent_grant(), other]) == [
+        f"grants to {foreign} but the ServiceIdentity names p-src, not the project of this agent "
+        "(999)" + AGENT_FAILS
+    ]
+
+
+def test_a_refusal_names_every_service_identitys_project() -> None:
+    identities = [service_identity("p-a"), service_identity("p-b")]
+    assert identity_problems([*identities, agent_grant()]) == [
+        f"grants to {HEALTHCARE_AGENT} but the ServiceIdentity names p-a, p-b, not the project "
+        "of this agent (111122223333 or p-src)" + AGENT_FAILS
+    ]
+
+
+def test_without_a_source_project_the_healthcare_datasets_project_is_the_agents() -> None:
+    def problems(resources: list[Resource]) -> list[str]:
+        return [f.message for f in evaluate(resources, PolicyContext()) if f.rule == "DBQ012"]
+
+    placed = Resource("gcp:healthcare/dataset:Dataset", "hc", {"project": "p-src"})
+    assert problems([placed, service_identity("p-src"), agent_grant()]) == []
+    # A dataset in the provider's default project names none.
+    unplaced = Resource("gcp:healthcare/dataset:Dataset", "hc", {"location": "l"})
+    assert problems([unplaced, service_identity("p-other"), agent_grant()]) == [
+        f"grants to {HEALTHCARE_AGENT} but the ServiceIdentity names p-other, not the project of "
+        "this agent (111122223333)" + AGENT_FAILS
+    ]
+
+
+def test_only_a_healthcare_agent_address_needs_a_service_identity() -> None:
+    """A look-alike is no agent: DBQ019 refuses it as a principal the program never grants to."""
+    look_alike = "serviceAccount:service-999@gcp-sa-healthcare.iam.gserviceaccount.com/x"
+    lookalike_grant = grant(
+        "gcp:projects/iAMMember:IAMMember", "roles/bigquery.jobUser", look_alike, project="p-bq"
+    )
+    assert identity_problems([lookalike_grant]) == []
+    (refused,) = unlisted([lookalike_grant])
+    assert refused.startswith(f"grants roles/bigquery.jobUser to {look_alike} on {CRM}/p-bq: ")
+
+
+# -- DBQ014-DBQ017: the snapshot account and Cloud Scheduler's agent -------------------------------
+
+
+def test_the_snapshot_role_refusal_names_every_extra_permission(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    role = custom_role(["healthcare.dicomStores.export", "iam.roles.create", "iam.roles.delete"])
+    assert snapshot_problems([role]) == [
+        "the snapshot role also grants iam.roles.create, iam.roles.delete; it may hold only "
+        "healthcare.dicomStores.export"
+    ]
+    # Every permission the role may hold is named, should the program need more than one.
+    two = ("healthcare.dicomStores.export", "healthcare.dicomStores.get")
+    monkeypatch.setattr("dicom_bq.infra.grants.SNAPSHOT_PERMISSIONS", two)
+    assert snapshot_problems([role]) == [
+        "the snapshot role also grants iam.roles.create, iam.roles.delete; it may hold only "
+        "healthcare.dicomStores.export, healthcare.dicomStores.get"
+    ]
+
+
+def test_without_a_source_project_every_snapshot_roles_project_is_named() -> None:
+    roles = [
+        custom_role(["healthcare.dicomStores.export"], project="p-a"),
+        custom_role(["healthcare.dicomStores.export"], project="p-b"),
+    ]
+    foreign = f"projects/p-c/roles/{SNAPSHOT_ROLE_ID}"
+    assert snapshot_problems([*roles, store_grant(foreign)], PolicyContext()) == [
+        f"gives the snapshot account {foreign}, a role of another project than the source "
+        "project (p-a, p-b)"
+    ]
+
+
+def test_a_snapshot_grant_off_the_listed_stores_names_them_all() -> None:
+    stores = "//healthcare.googleapis.com/projects/p-src/locations/l/datasets/d/dicomStores"
+    role = f"projects/p-src/roles/{SNAPSHOT_ROLE_ID}"
+    listed = PolicyContext(
+        snapshot_grants=frozenset(
+            {ExpectedGrant(role, f"{stores}/t"), ExpectedGrant(role, f"{stores}/u")}
+        )
+    )
+    assert messages("DBQ015", [store_grant(role)], listed) == [
+        f"grants {role} to the snapshot account on {stores}/s; the grants list names "
+        f"{stores}/t, {stores}/u"
+    ]
+
+
+SCHEDULER_AGENT = (
+    "serviceAccount:service-111122223333@gcp-sa-cloudscheduler.iam.gserviceaccount.com"
+)
+TOKEN_CREATOR = "roles/iam.serviceAccountTokenCreator"
+SNAPSHOT_EMAIL = "dicom-bq-snapshot-0a1b2c3d@p-src.iam.gserviceaccount.com"
+ACCOUNTS = "//iam.googleapis.com/projects/p-src/serviceAccounts"
+
+
+def on_account(member: str, email: str = SNAPSHOT_EMAIL, role: str = TOKEN_CREATOR) -> Resource:
+    return Resource(
+        "gcp:serviceaccount/iAMMember:IAMMember",
+        "sa-grant",
+        {
+            "serviceAccountId": f"projects/p-src/serviceAccounts/{email}",
+            "role": role,
+            "member": member,
+        },
+    )
+
+
+def test_cloud_schedulers_agent_mints_tokens_only_for_the_snapshot_account() -> None:
+    someone = store_grant("roles/healthcare.dicomViewer", "user:a@example.com", "first")
+    other = "other@p-src.iam.gserviceaccount.com"
+    assert messages("DBQ016", [someone, on_account(SCHEDULER_AGENT, other)]) == [
+        f"grants {TOKEN_CREATOR} to Cloud Scheduler's service agent on {ACCOUNTS}/{other}, which "
+        "is not the nightly snapshot's service account"
+    ]
+    assert messages("DBQ016", [someone, on_account(SCHEDULER_AGENT)]) == []
+    foreign = "serviceAccount:service-999@gcp-sa-cloudscheduler.iam.gserviceaccount.com"
+    assert messages("DBQ016", [on_account(foreign)]) == [
+        f"lets another project's Cloud Scheduler agent ({foreign}) mint the snapshot account's "
+        "tokens"
+    ]
+
+
+def test_an_impersonation_role_reaching_the_snapshot_account_is_refused() -> None:
+    account = Resource(
+        "gcp:serviceaccount/account:Account",
+        "sa",
+        {"project": "p-src", "accountId": "dicom-bq-snapshot-0a1b2c3d"},
+    )
+    user = grant(
+        "gcp:projects/iAMMember:IAMMember",
+        "roles/iam.serviceAccountUser",
+        "user:a@example.com",
+        project="p-src",
+    )
+    # After the scheduler's own grant on the account, which passes, the rule goes on.
+    assert messages("DBQ017", [account, on_account(SCHEDULER_AGENT), user]) == [
+        f"gives user:a@example.com roles/iam.serviceAccountUser on {CRM}/p-src, which reaches "
+        "the snapshot account: it could act as it"
+    ]
+
+
+# -- DBQ018: what the engine and the program register is allowed; a second singleton is not -------
+
+
+def test_the_engines_resources_and_the_programs_components_and_providers_are_allowed() -> None:
+    resources = [
+        Resource("pulumi:pulumi:Stack", "stack", {}),
+        Resource("pulumi:providers:gcp", "default", {}),
+        *(Resource(t, t, {}) for t in sorted(program_allowlist().component_types)),
+    ]
+    assert messages("DBQ018", resources) == []
+
+
+def test_a_second_bigquery_dataset_is_refused_naming_the_first() -> None:
+    assert messages("DBQ018", [dataset("a"), dataset("b")]) == [
+        "is a second gcp:bigquery/dataset:Dataset (besides a): the program creates one per "
+        "stack, and the rules follow that one"
+    ]
+
+
+# -- DBQ019: what a refusal says, and what is judged when known ----------------------------------
+
+
+def test_an_authorized_view_is_refused_by_the_grants_rule_too() -> None:
+    view = dataset_access(view={"projectId": "p", "datasetId": "d", "tableId": "v"})
+    assert messages("DBQ019", [view]) == [
+        f"authorizes the view p.d.v to read dataset {BQ}/p-bq/datasets/ds: anyone who may query "
+        "it reads the dataset's tables through it (an authorized view, routine or dataset), and "
+        "no grant of the program is one"
+    ]
+
+
+def test_an_iam_member_without_a_readable_member_is_refused() -> None:
+    unreadable = Resource(
+        "gcp:projects/iAMMember:IAMMember", "g", {"project": "p", "role": "roles/viewer"}
+    )
+    assert messages("DBQ019", [unreadable]) == [
+        "gcp:projects/iAMMember:IAMMember without a readable role and member: its grant cannot "
+        "be checked"
+    ]
+
+
+def test_an_unlisted_grant_names_what_the_list_holds_for_its_member() -> None:
+    listed = PolicyContext(
+        listed_grants=frozenset(
+            {
+                ListedGrant(DATA_EDITOR, HEALTHCARE_AGENT, f"{BQ}/p-bq/datasets/a"),
+                ListedGrant("roles/bigquery.jobUser", HEALTHCARE_AGENT, f"{CRM}/p-bq"),
+                ListedGrant("roles/pubsub.publisher", "user:b@example.com", f"{PUBSUB}/p/topics/t"),
+            }
+        )
+    )
+
+    def editor(member: str, dataset_id: str) -> Resource:
+        return grant(
+            "gcp:bigquery/datasetIamMember:DatasetIamMember",
+            DATA_EDITOR,
+            member,
+            project="p-bq",
+            datasetId=dataset_id,
+        )
+
+    assert messages("DBQ019", [editor(HEALTHCARE_AGENT, "b")], listed) == [
+        f"grants roles/bigquery.dataEditor to {HEALTHCARE_AGENT} on {BQ}/p-bq/datasets/b, which "
+        f"the grants list does not name (it lists for {HEALTHCARE_AGENT}: roles/bigquery."
+        f"dataEditor on {BQ}/p-bq/datasets/a; roles/bigquery.jobUser on {CRM}/p-bq)"
+    ]
+    assert messages("DBQ019", [editor("user:eve@example.com", "a")], listed) == [
+        f"grants roles/bigquery.dataEditor to user:eve@example.com on {BQ}/p-bq/datasets/a, "
+        "which the grants list does not name"
+    ]
+    # A role not known until the update matches the listed grant of that member and scope.
+    unknown_role = grant(
+        "gcp:bigquery/datasetIamMember:DatasetIamMember",
+        UNKNOWN_VALUE,
+        HEALTHCARE_AGENT,
+        project="p-bq",
+        datasetId="a",
+    )
+    assert messages("DBQ019", [unknown_role], listed) == []
+
+
+def test_a_custom_role_is_judged_on_what_is_known_of_it() -> None:
+    # Its ID not known yet: its name is judged when known, its permissions now.
+    assert unlisted([custom_role(["healthcare.dicomStores.export"], UNKNOWN_VALUE)]) == []
+    # A permission not known yet: those known must fit the program's set, the rest is judged
+    # when known.
+    assert unlisted([custom_role(["healthcare.dicomStores.export", UNKNOWN_VALUE])]) == []
+    assert unlisted([custom_role(["iam.roles.create", UNKNOWN_VALUE])]) == [
+        f"custom role projects/p-src/roles/{SNAPSHOT_ROLE_ID} holds {{iam.roles.create}} and "
+        "permissions known only after creation; the program's custom role holds exactly "
+        "{healthcare.dicomStores.export}"
+    ]
+
+
+def test_a_custom_role_refusal_names_every_permission_set_the_program_allows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Should the program create more custom roles, or none, the refusal says so."""
+    real = program_allowlist()
+    two = dataclasses.replace(
+        real,
+        custom_role_permissions=frozenset(
+            {frozenset({"a.b.get", "a.b.list"}), frozenset({"healthcare.dicomStores.export"})}
+        ),
+    )
+    monkeypatch.setattr(policy_rules, "program_allowlist", lambda: two)
+    role = custom_role(["iam.roles.create"])
+    head = (
+        f"custom role projects/p-src/roles/{SNAPSHOT_ROLE_ID} holds {{iam.roles.create}}; the "
+        "program's custom role holds exactly "
+    )
+    # In the same order on every run: a reviewer compares runs.
+    assert unlisted([role]) == [head + "{a.b.get, a.b.list} or {healthcare.dicomStores.export}"]
+    none = dataclasses.replace(real, custom_role_permissions=frozenset())
+    monkeypatch.setattr(policy_rules, "program_allowlist", lambda: none)
+    assert unlisted([role]) == [head + "nothing"]
+
+
+def test_a_member_unknown_in_part_is_judged_on_role_and_scope_alone() -> None:
+    """A snapshot account of a project not known yet: its address is not judged until known."""
+    partly = f"serviceAccount:dicom-bq-snapshot-0a1b2c3d@{UNKNOWN_VALUE}.iam.gserviceaccount.com"
+    editor = grant(
+        "gcp:bigquery/datasetIamMember:DatasetIamMember",
+        DATA_EDITOR,
+        partly,
+        project="p-bq",
+        datasetId="a",
+    )
+    assert unlisted([dataset("a"), editor]) == []
+
+
+def test_an_unknown_member_with_a_role_the_program_never_grants_is_refused() -> None:
+    owner = grant(
+        "gcp:bigquery/datasetIamMember:DatasetIamMember",
+        "roles/bigquery.dataOwner",
+        UNKNOWN_VALUE,
+        project="p-bq",
+        datasetId="a",
+    )
+    assert unlisted([dataset("a"), owner]) == [
+        f"grants roles/bigquery.dataOwner to {UNKNOWN_VALUE} on {BQ}/p-bq/datasets/a; the program "
+        "grants no one roles/bigquery.dataOwner on a bigquery_dataset"
+    ]
+
+
+def test_a_principal_the_program_grants_nothing_is_told_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = program_allowlist()
+    no_agent = dataclasses.replace(
+        real, grants=frozenset(g for g in real.grants if g[0] != "agent")
+    )
+    monkeypatch.setattr(policy_rules, "program_allowlist", lambda: no_agent)
+    job_user = grant(
+        "gcp:projects/iAMMember:IAMMember",
+        "roles/bigquery.jobUser",
+        HEALTHCARE_AGENT,
+        project="p-bq",
+    )
+    assert unlisted([job_user]) == [
+        f"grants roles/bigquery.jobUser to the Healthcare service agent on {CRM}/p-bq; the "
+        "program grants the Healthcare service agent nothing"
+    ]
+
+
+def test_a_store_not_known_yet_hides_which_stores_the_stack_creates() -> None:
+    unnamed = Resource(
+        "gcp:healthcare/dicomStore:DicomStore",
+        "store",
+        {"dataset": "projects/p-src/locations/l/datasets/d", "name": UNKNOWN_VALUE},
+    )
+    export = grant(
+        "gcp:healthcare/dicomStoreIamMember:DicomStoreIamMember",
+        f"projects/p-src/roles/{SNAPSHOT_ROLE_ID}",
+        SNAPSHOT_MEMBER,
+        dicomStoreId="projects/p-src/locations/l/datasets/d/dicomStores/s2",
+    )
+    assert unlisted([unnamed, export]) == []
+
+
+# -- DBQ020: streams and notifications of a store, and a job's target ----------------------------
+
+TOPIC = "projects/p-src/topics/t"
+
+
+def dicom_store(**props: Any) -> Resource:
+    return Resource(
+        "gcp:healthcare/dicomStore:DicomStore",
+        "store",
+        {"dataset": "projects/p-src/locations/l/datasets/d", "name": "s", **props},
+    )
+
+
+def stream(table_uri: str) -> dict[str, Any]:
+    return {"bigqueryDestination": {"tableUri": table_uri}}
+
+
+def store_problems(resources: list[Resource], context: PolicyContext = SOURCE) -> list[str]:
+    return [
+        f.message
+        for f in evaluate(resources, context)
+        if f.rule == "DBQ020" and f.resource == "store"
+    ]
+
+
+def topic_grant(role: str) -> Resource:
+    return Resource(
+        "gcp:pubsub/topicIAMMember:TopicIAMMember",
+        "pub",
+        {"project": "p-src", "topic": "t", "role": role, "member": HEALTHCARE_AGENT},
+    )
+
+
+def test_a_store_notifies_only_a_topic_the_agent_may_publish_to() -> None:
+    store = dicom_store(notificationConfig={"pubsubTopic": TOPIC})
+    assert store_problems([store, topic_grant("roles/pubsub.publisher")]) == []
+    # Another role of the agent on the topic is no publishing.
+    assert store_problems([store, topic_grant("roles/pubsub.viewer")]) == [
+        f"notifies {TOPIC}, a topic the stack does not let the agent publish to"
+    ]
+    # With a grants list, the list says which topics.
+    listed = PolicyContext(
+        listed_grants=frozenset(
+            {
+                ListedGrant(
+                    "roles/pubsub.publisher", HEALTHCARE_AGENT, f"//pubsub.googleapis.com/{TOPIC}"
+                )
+            }
+        )
+    )
+    assert store_problems([store], listed) == []
+    other = dicom_store(notificationConfig={"pubsubTopic": "projects/p-src/topics/u"})
+    assert store_problems([other], listed) == [
+        "notifies projects/p-src/topics/u, a topic the grants list does not let the agent "
+        "publish to"
+    ]
+    # A topic not known yet is judged when known.
+    assert store_problems([dicom_store(notificationConfig={"pubsubTopic": UNKNOWN_VALUE})]) == []
+
+
+HOLD = ": PHI would reach a table the stack does not hold"
+
+
+def test_a_store_streams_only_into_the_stacks_dataset() -> None:
+    def streaming(table_uri: str) -> Resource:
+        return dicom_store(streamConfigs=[stream(table_uri)])
+
+    assert store_problems([dataset("a"), streaming("bq://p-bq.a.t")]) == []
+    assert store_problems([dataset("a"), streaming(UNKNOWN_VALUE)]) == []
+    assert store_problems([dataset("a"), streaming("gs://bucket/t")]) == [
+        "streams every instance's metadata into gs://bucket/t is not a bq://PROJECT.DATASET.TABLE "
+        "table" + HOLD
+    ]
+    assert store_problems([dataset("a"), dataset("b"), streaming("bq://p-bq.a.t")]) == [
+        "streams every instance's metadata into bq://p-bq.a.t, while the stack creates 2 BigQuery "
+        f"datasets ({BQ}/p-bq/datasets/a, {BQ}/p-bq/datasets/b) where the program creates one"
+        + HOLD
+    ]
+    # With a grants list and no dataset of its own: a dataset the list lets the agent write.
+    listed = PolicyContext(
+        listed_grants=frozenset(
+            {
+                ListedGrant(DATA_EDITOR, HEALTHCARE_AGENT, f"{BQ}/p-bq/datasets/a"),
+                ListedGrant("roles/bigquery.dataViewer", HEALTHCARE_AGENT, f"{BQ}/p-bq/datasets/b"),
+            }
+        )
+    )
+    assert store_problems([streaming("bq://p-bq.a.t")], listed) == []
+    assert store_problems([streaming("bq://p-bq.b.t")], listed) == [
+        "streams every instance's metadata into bq://p-bq.b.t is in no dataset the grants list "
+        "lets the Healthcare agent write" + HOLD
+    ]
+
+
+def test_a_job_calls_only_the_export_of_a_store() -> None:
+    assert job_problems(httpTarget=http_target(uri="https://example.com/hook")) == [
+        "calls https://example.com/hook, not dicomStores.export on one of the stack's DICOM stores"
+    ]
+    # A URI or a body not known yet is judged when known.
+    assert job_problems(httpTarget=http_target(uri=UNKNOWN_VALUE)) == []
+    assert job_problems(httpTarget=http_target(body=UNKNOWN_VALUE)) == []
+    assert job_problems(httpTarget=http_target(body="not base64!")) == [
+        "has a body that is not base64 JSON: the export it asks for cannot be checked"
+    ]

@@ -1243,12 +1243,15 @@ def _fallback_problem(
         and (is_unknown(b.scope) or k == kind)
         for p, r, k in allow.grants
     ):
-        who = PRINCIPAL_TITLES[principal] if principal else b.member
+        if principal is None:
+            # The member is known only after creation: nothing of the program fits the rest.
+            where = f"a {kind}" if kind else "any scope"
+            what = f"{b.role} on {where}" if key is not None else f"anything on {where}"
+            return f"grants {b.role} to {b.member} on {b.scope}; the program grants no one {what}"
+        who = PRINCIPAL_TITLES[principal]
         granted = sorted(f"{r} on a {k}" for p, r, k in allow.grants if p == principal)
-        return (
-            f"grants {b.role} to {who} on {b.scope}; the program grants "
-            f"{who} only {', '.join(granted) or 'nothing'}"
-        )
+        held = f"only {', '.join(granted)}" if granted else "nothing"
+        return f"grants {b.role} to {who} on {b.scope}; the program grants {who} {held}"
     problem = _own_scope_problem(b, principal or "", own)
     who = PRINCIPAL_TITLES[principal] if principal else b.member
     return f"grants {b.role} to {who} on {problem}" if problem else None
@@ -1267,16 +1270,25 @@ def _custom_role_problems(
     listed = context.listed_grants
     name = _custom_role_name(r)
     found = r.props.get("permissions")
-    if isinstance(found, list) and not any(is_unknown(p) for p in found):
+    if isinstance(found, list):
         # IAM keeps a custom role's includedPermissions as a set: order and repeats do not count.
-        permissions = frozenset(str(p) for p in found)
-        if permissions not in allow.custom_role_permissions:
-            expected = " or ".join(
-                "{" + ", ".join(sorted(s)) + "}" for s in allow.custom_role_permissions
-            )
+        permissions = frozenset(str(p) for p in found if not is_unknown(p))
+        expected = " or ".join(
+            sorted("{" + ", ".join(sorted(s)) + "}" for s in allow.custom_role_permissions)
+        )
+        held = ", ".join(sorted(permissions))
+        if any(is_unknown(p) for p in found):
+            # Some known only after creation (preview): those known must fit one of the
+            # program's sets now; the whole list is judged when known, at the update.
+            if not any(permissions <= s for s in allow.custom_role_permissions):
+                yield (
+                    f"custom role {name} holds {{{held}}} and permissions known only after "
+                    f"creation; the program's custom role holds exactly {expected or 'nothing'}"
+                )
+        elif permissions not in allow.custom_role_permissions:
             yield (
-                f"custom role {name} holds {{{', '.join(sorted(permissions))}}}; the program's "
-                f"custom role holds exactly {expected or 'nothing'}"
+                f"custom role {name} holds {{{held}}}; the program's custom role holds exactly "
+                f"{expected or 'nothing'}"
             )
     elif not is_unknown(found):
         yield f"custom role {name} has no readable permission list"
