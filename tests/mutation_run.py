@@ -309,6 +309,7 @@ def retest(module: str, max_children: int) -> Outcome:
         data = SourceFileMutationData(path=source_in_work(module))
         data.load()
         survivors = [name for name, code in data.exit_code_by_key.items() if code in (0, 33)]
+        killed = 0
 
         # tests/mutation_retest.py imports once and forks per mutant, as mutmut does.
         chunks = [survivors[i::max_children] for i in range(max_children)]
@@ -340,12 +341,12 @@ def retest(module: str, max_children: int) -> Outcome:
                     raise SystemExit(f"{module}: {own} under {name}: pytest {code}")
                 if code != 0:
                     data.exit_code_by_key[name] = code
+                    killed += 1
         data.save()
     finally:
         reset_config()
         os.chdir(here)
     outcome = collect(module, work, previous.seconds, load_explained())
-    killed = len(previous.survivors) - len(outcome.survivors) - len(outcome.explained)
     print(
         f"{module}: {own} killed {killed} of {len(survivors)} survivors in "
         f"{time.monotonic() - started:.0f} s",
