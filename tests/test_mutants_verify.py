@@ -298,7 +298,7 @@ def test_a_temporary_store_is_seeded_filtered_exported_found_and_deleted() -> No
     assert report.operation == DONE
     assert world.api.deleted == [temporary]
     assert world.filters.deleted == [StoredObject(FILTER, len(INSTANCE.filter_line) + 1, 7)]
-    assert step(report, "store").detail == f"{STORE.name}: 3 instances, 2 series, 1 studies"
+    assert step(report, "store").detail == f"{STORE.name}: 3 instances, 2 series, 1 study"
     assert step(report, "temp-store").detail == (
         f"created {temporary} (same dataset, agent, location and CMEK)"
     )
@@ -404,9 +404,9 @@ def test_a_stream_the_agent_may_write_is_described() -> None:
     world.rows.counts["dicom-src-test.streams.live"] = 5
     report = world.run()
     assert step(report, "store").detail == (
-        f"{STORE.name}: 3 instances, 2 series, 1 studies ; stream "
+        f"{STORE.name}: 3 instances, 2 series, 1 study; stream "
         f"bq://dicom-src-test.streams.live: 5 rows, {AGENT} may write (WRITER, "
-        "roles/bigquery.dataOwner) ; notifies projects/p/topics/t"
+        "roles/bigquery.dataOwner); notifies projects/p/topics/t"
     )
     assert report.ok
 
@@ -417,7 +417,7 @@ def test_a_stream_table_not_created_yet_and_an_unknown_agent_are_said() -> None:
     world.rows.access["dicom-src-test:streams"] = []
     report = world.run(VerifyTarget(STORE, OWN_TABLE, None, None))
     assert step(report, "store").detail.endswith(
-        " ; stream bq://dicom-src-test.streams.live: not created yet (Google creates it); the "
+        "; stream bq://dicom-src-test.streams.live: not created yet (Google creates it); the "
         "agent is unknown here (give --stack or --outputs)"
     )
 
@@ -1589,7 +1589,7 @@ def test_each_proof_goes_to_its_targets_universe_with_its_own_clients(
         observer=observer,  # type: ignore[arg-type]
     )
     assert universes == ["example.goog", "googleapis.com"]
-    assert [m["filters"] for m in made] == [("filters", "dicom-src-test"), None]
+    assert [m["filters"] for m in made] == [("filters", "f-bucket"), None]
     assert [s.name for s in report.steps] == ["dicom:store", "other:store"]
     first = made[0]
     assert first["on_step"] == observer.step

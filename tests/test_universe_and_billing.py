@@ -297,13 +297,27 @@ def test_storage_client_uploads_to_storage_in_the_universe(
     _ensure_bucket(storage_url, "universe-filters")
     internet.hosts[f"storage.{UNIVERSE}"] = storage_url
     target = GcsUri("universe-filters", "filter.txt")
-    StorageObjects(Connection(universe_domain=UNIVERSE), "key-prj").upload_text(
+    StorageObjects(Connection(universe_domain=UNIVERSE), "universe-filters").upload_text(
         target, "/studies/1\n"
     )
     hosts = {urlsplit(url).hostname for _, url in internet.seen}
     assert hosts == {f"storage.{UNIVERSE}"}
     with requests.get(f"{storage_url}/storage/v1/b/universe-filters/o/filter.txt?alt=media") as got:
         assert got.text == "/studies/1\n"
+
+
+def test_the_storage_client_acts_for_no_project_and_one_bucket(
+    internet: Internet, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Object calls need no project: the client has none (neither the key's, looked up, nor a
+    bucket name taken for one), and StorageObjects keeps to the bucket it was made for."""
+    use_key(monkeypatch, tmp_path)
+    connection = Connection(universe_domain=UNIVERSE)
+    assert connection.storage_client().project is None
+    objects = StorageObjects(connection, "universe-filters")
+    with pytest.raises(ValueError, match="is not in gs://universe-filters"):
+        objects.upload_text(GcsUri("other-bucket", "filter.txt"), "/studies/1\n")
+    assert internet.sent_by_this_thread() == []
 
 
 def test_credentials_of_another_universe_are_refused_before_any_request(

@@ -147,6 +147,18 @@ def test_verify_without_seed_leaves_no_copy_of_the_store_behind(
     )
 
 
+def test_the_store_step_counts_one_of_each_in_the_singular(cloud: Cloud, tmp_path: Path) -> None:
+    from tests.test_export_cli import seed
+
+    seed(cloud, 1)
+    result = runner.invoke(
+        app, ["verify", "--outputs", str(outputs_file(tmp_path)), "--no-seed", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    store_step = json.loads(result.stdout)["steps"][0]
+    assert store_step["detail"] == f"{STORE}: 1 instance, 1 series, 1 study"
+
+
 def test_verify_without_seed_that_cannot_delete_its_scratch_table_says_so(
     cloud: Cloud, tmp_path: Path
 ) -> None:
@@ -439,7 +451,10 @@ def test_a_streaming_store_is_checked_without_writing_to_it(cloud: Cloud, tmp_pa
     result = runner.invoke(app, ["verify", "--outputs", str(outputs_file(tmp_path)), "--json"])
     assert result.exit_code == 0, result.output
     store_step = json.loads(result.stdout)["steps"][0]["detail"]
-    assert "stream bq://dicom-src-test.dicom_metadata.instances: 1 rows" in store_step
+    # The store's counts, then each stream and topic, one "; " between each (no space before).
+    assert store_step.startswith(f"{STORE}: 0 instances, 0 series, 0 studies; stream ")
+    assert " ;" not in store_step
+    assert "stream bq://dicom-src-test.dicom_metadata.instances: 1 row, " in store_step
     assert "research: not created yet" in store_step
     assert f"{AGENT} may write (WRITER)" in store_step
     assert "notifies projects/dicom-src-test/topics/new-instances" in store_step

@@ -184,15 +184,17 @@ class Connection:
             )
         )
 
-    def storage_client(self, project: str) -> Any:
-        """A google-cloud-storage client, on the emulator when one is set."""
+    def storage_client(self) -> Any:
+        """A google-cloud-storage client for objects, on the emulator when one is set. It acts for
+        no project (project=None: google-cloud-storage's Client neither sets nor looks one up);
+        only bucket-level calls such as buckets.list and buckets.insert would need one."""
         from google.cloud import storage  # type: ignore[attr-defined]
 
         endpoint = self.storage()
         credentials = self.credentials(endpoint.emulated)
         return _universe_checked(
             lambda: storage.Client(
-                project=project,
+                project=None,
                 credentials=credentials,
                 client_options=endpoint.cloud_options(),
             )

@@ -142,9 +142,23 @@ def _write_failed(
 
 
 class StorageObjects:
-    def __init__(self, connection: Connection, project: str) -> None:
-        self._client = connection.storage_client(project)
+    """The objects of one bucket. Its client acts for no project: objects.get, insert and delete
+    name the bucket and the object alone (storage v1 discovery document), so the bucket is never
+    taken for a project, and no project is looked up (Connection.storage_client)."""
+
+    def __init__(self, connection: Connection, bucket: str) -> None:
+        self.bucket = bucket
+        self._client = connection.storage_client()
         self._endpoint = connection.storage()
+
+    def _bucket_of(self, target: GcsUri) -> Any:
+        """The client's handle on this bucket, for an object in it (any other is a mistake of the
+        caller's, refused before a request)."""
+        if target.bucket != self.bucket:
+            raise ValueError(
+                f"{target.uri} is not in gs://{self.bucket}, the bucket of these objects"
+            )
+        return self._client.bucket(self.bucket)
 
     def generation(self, target: GcsUri) -> int | None:
         """The live generation of the object (objects.get), None when there is none. Retried
@@ -152,10 +166,9 @@ class StorageObjects:
         import requests
         from google.api_core import exceptions
 
+        bucket = self._bucket_of(target)
         try:
-            blob = self._client.bucket(target.bucket).get_blob(
-                target.name, retry=_bounded_retry(), timeout=_timeout()
-            )
+            blob = bucket.get_blob(target.name, retry=_bounded_retry(), timeout=_timeout())
         except (exceptions.RetryError, requests.RequestException) as error:
             raise self._unanswered(error) from None
         except exceptions.Forbidden as error:
@@ -207,8 +220,9 @@ class StorageObjects:
         import requests
         from google.api_core import exceptions
 
+        bucket = self._bucket_of(target)
         try:
-            blob = self._client.bucket(target.bucket).blob(target.name, chunk_size=chunk_size)
+            blob = bucket.blob(target.name, chunk_size=chunk_size)
             send(
                 blob,
                 {
@@ -244,8 +258,9 @@ class StorageObjects:
         import requests
         from google.api_core import exceptions
 
+        bucket = self._bucket_of(target)
         try:
-            self._client.bucket(target.bucket).blob(target.name, generation=generation).delete(
+            bucket.blob(target.name, generation=generation).delete(
                 if_generation_match=generation, retry=_bounded_retry(), timeout=_timeout()
             )
         except exceptions.NotFound:

@@ -323,15 +323,19 @@ class Verifier:
                     f"{error.message}"
                 ) from None
             self._refuse_stream_into_verification(target, stream_tables(store))
-            detail.append(
-                f"{target.store.name}: {int(metrics.get('instanceCount') or 0)} instances, "
-                f"{int(metrics.get('seriesCount') or 0)} series, "
-                f"{int(metrics.get('studyCount') or 0)} studies"
+            counts = (
+                _counted(int(metrics.get("instanceCount") or 0), "instance", "instances"),
+                _counted(int(metrics.get("seriesCount") or 0), "series", "series"),
+                _counted(int(metrics.get("studyCount") or 0), "study", "studies"),
             )
-            for uri in stream_tables(store):
-                detail.append(f"; stream {self._check_stream(uri, target.agent_email)}")
-            for topic in notification_topics(store):
-                detail.append(f"; notifies {topic}")
+            parts = [f"{target.store.name}: {', '.join(counts)}"]
+            parts += [
+                f"stream {self._check_stream(uri, target.agent_email)}"
+                for uri in stream_tables(store)
+            ]
+            parts += [f"notifies {topic}" for topic in notification_topics(store)]
+            # One detail: the step joins its details with spaces, which would stand before ";".
+            detail.append("; ".join(parts))
             return store, metrics
 
     def _refuse_stream_into_verification(self, target: VerifyTarget, streams: list[str]) -> None:
@@ -366,7 +370,9 @@ class Verifier:
                 "not exist: streaming fails until it does (run `pulumi up` on the stack)"
             )
         rows = self.rows.row_count(table)
-        exists = "not created yet (Google creates it)" if rows is None else f"{rows} rows"
+        exists = (
+            "not created yet (Google creates it)" if rows is None else _counted(rows, "row", "rows")
+        )
         if not agent_email:
             return f"{uri}: {exists}; the agent is unknown here (give --stack or --outputs)"
         granted = sorted(
@@ -842,6 +848,11 @@ NO_SEED_UNFILTERED = (
 )
 
 
+def _counted(count: int, one: str, many: str) -> str:
+    """A count and its noun: 1 study, 2 studies, 0 studies."""
+    return f"{count} {one if count == 1 else many}"
+
+
 def _stamp(moment: datetime.datetime | None) -> str:
     if moment is None:
         return "unknown"
@@ -962,7 +973,7 @@ def verify_each(
     def proof(target: VerifyTarget) -> VerifyReport:
         connection = access.connection(default_universe=target.universe_domain)
         api = healthcare_api(connection=connection, api_version=api_version)
-        filters = StorageObjects(connection, target.store.project) if target.filter_bucket else None
+        filters = StorageObjects(connection, target.filter_bucket) if target.filter_bucket else None
         rows = BigQueryTables(connection, target.table.project)
         verifier = Verifier(
             api=api,

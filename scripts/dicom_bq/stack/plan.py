@@ -423,7 +423,14 @@ def record_program(
         return pulumi.Output.all(**program()).apply(outputs.update)
 
     with _no_source_positions():
-        run()
+        try:
+            run()
+        except pulumi.RunError as error:
+            if isinstance(error, DicomBqError):
+                raise
+            # The program's refusal: the engine shows a RunError's message without a traceback
+            # (infra/program.py load_settings), and so does the plan.
+            raise DicomBqError(f"the program refused stack {stack!r}: {error}") from None
     registrations = _dependencies_first(monitor.registrations)
     names = {urn: request.name for urn, request, _ in registrations}
     # A provider reference is URN::ID (pulumi sdk/go/common/resource/providers, Reference).

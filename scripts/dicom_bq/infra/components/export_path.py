@@ -16,7 +16,12 @@ import pulumi_gcp as gcp
 
 from dicom_bq.infra.components.agent import AgentAccess
 from dicom_bq.infra.components.healthcare import DicomStorage
-from dicom_bq.infra.components.path_inputs import PathInputs, grant_request, read_inputs
+from dicom_bq.infra.components.path_inputs import (
+    PathInputs,
+    grant_request,
+    read_inputs,
+    settled_on_failure,
+)
 from dicom_bq.infra.components.path_parts import (
     BigQuerySide,
     SnapshotSide,
@@ -186,6 +191,12 @@ class DicomExportPath(pulumi.ComponentResource):
         # Checked before any resource is registered: `pulumi up` creates what was registered
         # before the program fails.
         inputs = read_inputs(args)
+        # A failure from here on settles the snapshot account's pending email first: left
+        # pending, the program's error would never be reported (path_inputs.PendingEmail).
+        with settled_on_failure(inputs):
+            self._build(name, inputs)
+
+    def _build(self, name: str, inputs: PathInputs) -> None:
         specs = grant_specs(grant_request(inputs))
         # The parts (components/path_parts.py), each after what it needs.
         apis = enabled_apis(name, inputs, parent=self)

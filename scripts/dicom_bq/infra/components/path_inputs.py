@@ -7,9 +7,10 @@ resource parts (components/path_parts.py) take the typed result instead of the r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -43,6 +44,40 @@ class StoreInput:
     listed_id: str | None
 
 
+class PendingEmail:
+    """The snapshot account's email before the account exists, where the universe's address form
+    is not known offline: a deferred Output, settled exactly once, with the account's own email
+    once nightly_snapshot has made it, or with the program's error when the program fails first.
+
+    It must be settled either way. After a program raises, the SDK still awaits every Output the
+    program made before it reports the error (pulumi/runtime/stack.py, run_pulumi_func ->
+    wait_for_rpcs, under `pulumi preview`, `pulumi up` and the mocks of `dicom-bq plan` alike):
+    a deferred Output left unresolved keeps that wait, and the run, going forever (pulumi/pulumi
+    #18559, open). Failing it with the program's error also keeps anything that took the address
+    as an input from being registered with a stand-in for it.
+    """
+
+    def __init__(self) -> None:
+        self.output: pulumi.Output[str]
+        self._resolve: Callable[[pulumi.Output[str]], None]
+        self.output, self._resolve = pulumi.deferred_output()
+        self.settled = False
+
+    def resolve(self, email: pulumi.Output[str]) -> None:
+        self.settled = True
+        self._resolve(email)
+
+    def fail(self, error: BaseException) -> None:
+        """Settle it with `error` (the program's), unless the account's email already has."""
+        if self.settled:
+            return
+
+        async def failed() -> str:
+            raise error
+
+        self.resolve(pulumi.Output.from_input(failed()))
+
+
 @dataclass(frozen=True)
 class SnapshotPlan:
     """The nightly snapshot's names, all known before its resources exist."""
@@ -54,10 +89,10 @@ class SnapshotPlan:
     account_id: str
     role_id: str
     role_name: str  # projects/P/roles/ID
-    # The account's email: text where the universe's address form is known offline, else a
-    # deferred Output that resolve_email settles with the account's own email once it exists.
+    # The account's email: text where the universe's address form is known offline, else
+    # pending_email's Output, settled with the account's own email once it exists.
     email: pulumi.Input[str]
-    resolve_email: Callable[[pulumi.Output[str]], None] | None
+    pending_email: PendingEmail | None
     # (store ID, full store name) of each store it exports.
     stores: tuple[tuple[str, str], ...]
 
@@ -105,6 +140,18 @@ class PathInputs:
     @property
     def alerting(self) -> bool:
         return bool(self.alert_emails or self.alert_channels)
+
+
+@contextlib.contextmanager
+def settled_on_failure(inputs: PathInputs) -> Iterator[None]:
+    """Whatever the body raises, the snapshot account's pending email is settled with it first
+    (PendingEmail says why: an Output left unresolved turns the program's error into a hang)."""
+    try:
+        yield
+    except BaseException as error:
+        if inputs.snapshot is not None and inputs.snapshot.pending_email is not None:
+            inputs.snapshot.pending_email.fail(error)
+        raise
 
 
 def read_inputs(args: DicomExportPathArgs) -> PathInputs:
@@ -191,16 +238,18 @@ def snapshot_plan(
     hc_dataset = naming.healthcare_dataset_name(project, location_text, dataset_id_text)
     account_id = naming.snapshot_account_id(hc_dataset)
     role_id = naming.snapshot_role_id(hc_dataset)
+    table = args.get("snapshot_table", naming.DEFAULT_SNAPSHOT_TABLE)
+    _refuse_shared_names(store_ids, table=table, account_id=account_id)
     # Cloud Scheduler's agent is granted on the account: known offline where the universe's
-    # address form is, elsewhere the account's own email once it exists.
+    # address form is, elsewhere the account's own email once it exists. Made after the last
+    # refusal here: from now on, DicomExportPath settles it whatever happens (settled_on_failure).
     email: pulumi.Input[str]
-    resolve_email: Callable[[pulumi.Output[str]], None] | None = None
+    pending_email: PendingEmail | None = None
     if args.get("universe_domain", naming.DEFAULT_UNIVERSE) == naming.DEFAULT_UNIVERSE:
         email = naming.service_account_email(account_id, project)
     else:
-        email, resolve_email = pulumi.deferred_output()
-    table = args.get("snapshot_table", naming.DEFAULT_SNAPSHOT_TABLE)
-    _refuse_shared_names(store_ids, table=table, account_id=account_id)
+        pending_email = PendingEmail()
+        email = pending_email.output
     return SnapshotPlan(
         schedule=schedule,
         time_zone=zone,
@@ -210,7 +259,7 @@ def snapshot_plan(
         role_id=role_id,
         role_name=naming.custom_role_name(project, role_id),
         email=email,
-        resolve_email=resolve_email,
+        pending_email=pending_email,
         stores=tuple((store_id, f"{hc_dataset}/dicomStores/{store_id}") for store_id in store_ids),
     )
 

@@ -316,8 +316,8 @@ def nightly_snapshot(
         ),
         opts=_child(parent),
     )
-    if plan.resolve_email is not None:
-        plan.resolve_email(snapshot.account.email)
+    if plan.pending_email is not None:
+        plan.pending_email.resolve(snapshot.account.email)
     return SnapshotSide(
         member=plan.member if plan.member is not None else snapshot.account.member,
         scheduler_member=snapshot.scheduler.member if snapshot.scheduler is not None else None,
