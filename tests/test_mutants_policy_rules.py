@@ -1458,3 +1458,52 @@ def test_a_job_calls_only_the_export_of_a_store() -> None:
     assert job_problems(httpTarget=http_target(body="not base64!")) == [
         "has a body that is not base64 JSON: the export it asks for cannot be checked"
     ]
+
+
+def test_a_member_and_scope_unknown_with_a_role_the_program_never_grants_says_any_scope() -> None:
+    owner = grant(
+        "gcp:bigquery/datasetIamMember:DatasetIamMember",
+        "roles/bigquery.dataOwner",
+        UNKNOWN_VALUE,
+        project="p-bq",
+        datasetId=UNKNOWN_VALUE,
+    )
+    (refused,) = unlisted([owner])
+    assert refused.endswith("; the program grants no one roles/bigquery.dataOwner on any scope")
+
+
+def test_a_member_unknown_on_a_scope_of_no_described_kind_is_told_so() -> None:
+    on_subscription = grant(
+        "gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember",
+        UNKNOWN_VALUE,
+        UNKNOWN_VALUE,
+        project="p",
+        subscription="s",
+    )
+    assert unlisted([on_subscription]) == [
+        f"grants {UNKNOWN_VALUE} to {UNKNOWN_VALUE} on {PUBSUB}/p/subscriptions/s; the program "
+        "grants nothing on a scope of this kind"
+    ]
+
+
+def test_a_custom_role_partly_unknown_is_refused_when_the_program_makes_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    none = dataclasses.replace(program_allowlist(), custom_role_permissions=frozenset())
+    monkeypatch.setattr(policy_rules, "program_allowlist", lambda: none)
+    assert unlisted([custom_role(["iam.roles.create", UNKNOWN_VALUE])]) == [
+        f"custom role projects/p-src/roles/{SNAPSHOT_ROLE_ID} holds {{iam.roles.create}} and "
+        "permissions known only after creation; the program's custom role holds exactly nothing"
+    ]
+
+
+def test_a_job_body_with_a_character_outside_base64_is_refused_not_skipped() -> None:
+    """Scheduler's body is bytes, base64 in JSON: a character outside the alphabet is not
+    dropped quietly before the export it asks for is checked."""
+    import base64
+
+    request = {"gcsDestination": {"uriPrefix": "gs://elsewhere/"}}
+    body = base64.b64encode(json.dumps(request).encode()).decode()
+    assert job_problems(httpTarget=http_target(body=body[:4] + "!" + body[4:])) == [
+        "has a body that is not base64 JSON: the export it asks for cannot be checked"
+    ]

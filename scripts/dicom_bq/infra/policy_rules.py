@@ -1245,9 +1245,13 @@ def _fallback_problem(
     ):
         if principal is None:
             # The member is known only after creation: nothing of the program fits the rest.
-            where = f"a {kind}" if kind else "any scope"
-            what = f"{b.role} on {where}" if key is not None else f"anything on {where}"
-            return f"grants {b.role} to {b.member} on {b.scope}; the program grants no one {what}"
+            # Every kind of scope described has a program grant, so with a known kind (or an
+            # unknown scope) it is the role that no grant holds.
+            if kind is None and not is_unknown(b.scope):
+                held = "nothing on a scope of this kind"
+            else:
+                held = f"no one {b.role} on {f'a {kind}' if kind else 'any scope'}"
+            return f"grants {b.role} to {b.member} on {b.scope}; the program grants {held}"
         who = PRINCIPAL_TITLES[principal]
         granted = sorted(f"{r} on a {k}" for p, r, k in allow.grants if p == principal)
         held = f"only {', '.join(granted)}" if granted else "nothing"
