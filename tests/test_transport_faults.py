@@ -301,7 +301,7 @@ def _upload(proxy: FaultProxy, how: str, target: GcsUri, tmp_path: Path) -> None
     from dicom_bq.clients.storage import StorageObjects
 
     objects = StorageObjects(
-        Connection(environ={"STORAGE_EMULATOR_HOST": proxy.url}), "dicom-src-test"
+        Connection(environ={"STORAGE_EMULATOR_HOST": proxy.url}), target.bucket
     )
     if how == "text":
         objects.upload_text(target, "/studies/1.2\n")
