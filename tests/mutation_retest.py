@@ -14,15 +14,15 @@ import pytest
 
 
 def main() -> None:
-    test_file, limit = sys.argv[1], int(sys.argv[2])
-    args = ["-x", "-q", "-p", "no:xdist", "-p", "no:randomly", "--rootdir=.", test_file]
+    test_files, limit = sys.argv[1:-1], int(sys.argv[-1])
+    args = ["-x", "-q", "-p", "no:xdist", "-p", "no:randomly", "--rootdir=.", *test_files]
     pytest.main(["--collect-only", "-qq", *args])  # imports everything once, before the forks
     clean = os.fork()
     if clean == 0:  # the file must pass on the unmutated code, or a "kill" means nothing
         os.environ["MUTANT_UNDER_TEST"] = ""
         os._exit(int(pytest.main(args)))
     if os.waitstatus_to_exitcode(os.waitpid(clean, 0)[1]) != 0:
-        raise SystemExit(f"{test_file} fails on the unmutated code")
+        raise SystemExit(f"{', '.join(test_files)} fail on the unmutated code")
     for line in sys.stdin:
         name = line.strip()
         if not name:

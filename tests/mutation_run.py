@@ -105,9 +105,7 @@ def load_targets() -> tuple[float, dict[str, list[str]]]:
     targets: dict[str, list[str]] = {}
     for module, entry in data["targets"].items():
         tests = list(entry["tests"])
-        own = f"tests/test_mutants_{module.rpartition('.')[2]}.py"
-        if (ROOT / own).exists() and own not in tests:
-            tests.append(own)
+        tests += [own for own in own_tests(module) if own not in tests]
         missing = [test for test in tests if not (ROOT / test.partition("::")[0]).exists()]
         if missing:
             raise SystemExit(f"{TARGETS.name}: {module}: no such test file: {', '.join(missing)}")
@@ -119,14 +117,29 @@ def load_targets() -> tuple[float, dict[str, list[str]]]:
     return float(data["threshold"]), targets
 
 
+def own_tests(module: str) -> list[str]:
+    """The tests written to kill the module's survivors: tests/test_mutants_<last part>.py and
+    any tests/test_mutants_<last part>_<topic>.py (one file per topic keeps the edits apart)."""
+    last = module.rpartition(".")[2]
+    found = [ROOT / "tests" / f"test_mutants_{last}.py"]
+    found += sorted((ROOT / "tests").glob(f"test_mutants_{last}_*.py"))
+    return [str(path.relative_to(ROOT)) for path in found if path.exists()]
+
+
 def load_explained() -> list[Explanation]:
-    if not EXPLAINED.exists():
-        return []
-    data = tomllib.loads(EXPLAINED.read_text(encoding="utf-8"))
-    return [
-        Explanation(mutant=entry["mutant"], change=list(entry["change"]), reason=entry["reason"])
-        for entry in data.get("explained", [])
-    ]
+    """tests/mutation_explained.toml and any tests/mutation_explained_<topic>.toml beside it."""
+    explained = []
+    for path in [EXPLAINED, *sorted(EXPLAINED.parent.glob("mutation_explained_*.toml"))]:
+        if not path.exists():
+            continue
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        explained += [
+            Explanation(
+                mutant=entry["mutant"], change=list(entry["change"]), reason=entry["reason"]
+            )
+            for entry in data.get("explained", [])
+        ]
+    return explained
 
 
 def module_path(module: str) -> Path:
@@ -289,12 +302,12 @@ def retest(module: str, max_children: int) -> Outcome:
     from mutmut.mutation.data import SourceFileMutationData
 
     work = OUT / module
-    own = f"tests/test_mutants_{module.rpartition('.')[2]}.py"
+    own = own_tests(module)
     previous = stored(module)
     if previous is None or not (work / "mutants").exists():
         raise SystemExit(f"{module}: no run to retest; run scripts/mutation {module} first")
-    if not (ROOT / own).exists():
-        raise SystemExit(f"{module}: no {own} to retest with")
+    if not own:
+        raise SystemExit(f"{module}: no tests/test_mutants_*.py of it to retest with")
     shutil.copytree(
         ROOT / "tests",
         work / "mutants" / "tests",
@@ -315,7 +328,7 @@ def retest(module: str, max_children: int) -> Outcome:
         chunks = [survivors[i::max_children] for i in range(max_children)]
         workers = [
             subprocess.Popen(
-                ["nice", "-n", "10", sys.executable, "tests/mutation_retest.py", own, "120"],
+                ["nice", "-n", "10", sys.executable, "tests/mutation_retest.py", *own, "120"],
                 cwd=work / "mutants",
                 env={**os.environ, "PYTHONPATH": "src:."},
                 stdin=subprocess.PIPE,
@@ -330,7 +343,9 @@ def retest(module: str, max_children: int) -> Outcome:
             for worker, chunk in zip(workers, [c for c in chunks if c], strict=True)
         ]
         if any(worker.returncode != 0 for worker in workers):
-            raise SystemExit(f"{module}: {own} fails on the unmutated code, or its worker did")
+            raise SystemExit(
+                f"{module}: {' + '.join(own)} fail on the unmutated code, or a worker did"
+            )
         for answer in answers:
             for line in answer.splitlines():
                 code_text, _, name = line.partition(" ")
@@ -338,7 +353,7 @@ def retest(module: str, max_children: int) -> Outcome:
                     continue  # pytest's own output of the warm-up collection
                 code = int(code_text)
                 if code not in (0, 1, 36):
-                    raise SystemExit(f"{module}: {own} under {name}: pytest {code}")
+                    raise SystemExit(f"{module}: {' + '.join(own)} under {name}: pytest {code}")
                 if code != 0:
                     data.exit_code_by_key[name] = code
                     killed += 1
@@ -348,7 +363,7 @@ def retest(module: str, max_children: int) -> Outcome:
         os.chdir(here)
     outcome = collect(module, work, previous.seconds, load_explained())
     print(
-        f"{module}: {own} killed {killed} of {len(survivors)} survivors in "
+        f"{module}: {' + '.join(own)} killed {killed} of {len(survivors)} survivors in "
         f"{time.monotonic() - started:.0f} s",
         flush=True,
     )
