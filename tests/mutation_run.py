@@ -494,14 +494,21 @@ def main(argv: list[str] | None = None) -> int:
     shown = [o for o in outcomes if o.module in modules]
     print()
     print(table(shown, threshold))
-    explained_now = {e["mutant"] for o in shown for e in o.explained}
+    # An explanation is matched by its function and its change (collect), not by the mutant's
+    # number, which shifts when lines are added above it: one that matched no survivor is unused.
+    explained_now = {
+        (e["mutant"].partition("__mutmut_")[0], tuple(e["change"]))
+        for o in shown
+        for e in o.explained
+    }
     for o in shown:
         for name in o.stale_explanations:
             print(f"{o.module}: the explanation of {name} no longer matches its change: stale")
         for entry in load_explained():
             in_module = entry.mutant.startswith(f"dicom_bq.{o.module}.")
-            if in_module and entry.mutant not in explained_now and not o.unchecked:
-                print(f"{o.module}: {entry.mutant} is explained but did not survive: remove it")
+            matched = (entry.function, tuple(entry.change)) in explained_now
+            if in_module and not matched and not o.unchecked:
+                print(f"{o.module}: {entry.mutant} is explained but no survivor has its change")
     unmeasured = [m for m in modules if stored(m) is None]
     if unmeasured:
         print(f"not measured yet: {', '.join(unmeasured)}")
