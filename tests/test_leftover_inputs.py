@@ -227,9 +227,7 @@ def test_a_delete_on_a_closed_storage_emulator_port_stops_at_the_deadline(
 
     monkeypatch.setattr(storage, "RETRY_DEADLINE", 0.5)
     url = f"http://127.0.0.1:{closed_port()}"
-    objects = storage.StorageObjects(
-        Connection(environ={"STORAGE_EMULATOR_HOST": url}), "dicom-f"
-    )
+    objects = storage.StorageObjects(Connection(environ={"STORAGE_EMULATOR_HOST": url}), "dicom-f")
     started = time.monotonic()
     with pytest.raises(DicomBqError) as caught:
         within(10, lambda: objects.delete(GcsUri("dicom-f", "filter.txt")))

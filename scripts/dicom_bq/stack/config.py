@@ -81,8 +81,6 @@ MAX_YAML_ALIASES = 100
 _ATOI = re.compile(r"[+-]?[0-9]+")
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 _UINT64_MAX = (1 << 64) - 1
-# tokens.Name, for the old `ns:config:name` key spelling (config/key.go, ParseKey).
-_TOKEN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 # The engine's warning for a null value (sdk/go/common/workspace/loaders.go, checkForEmptyConfig).
 _NULL_WARNING = (
     "No value for configuration key{s} {keys}. This is currently treated as an empty string "
@@ -199,13 +197,17 @@ _DOT_FLOAT = re.compile(r"\.[0-9_]+([eE][-+]?[0-9_]+)?")
 _TIMESTAMPS = (
     # allowedTimestampFormats: "2006-1-2T15:4:5.999999999Z07:00" (T or t),
     # "2006-1-2 15:4:5.999999999", "2006-1-2"; Go's time.Parse takes one or two digits for each
-    # field but the year, and a comma or a period before the fraction.
+    # field but the year, a comma or a period before the fraction, and a run of spaces for the
+    # layout's space. Digits are ASCII ones (re.ASCII: no other script's digit is a \d).
     re.compile(
         r"(\d{4})-(\d{1,2})-(\d{1,2})[Tt](\d{1,2}):(\d{1,2}):(\d{1,2})(?:[.,](\d+))?"
-        r"(Z|[+-]\d{2}:\d{2})"
+        r"(Z|[+-]\d{2}:\d{2})",
+        re.ASCII,
     ),
-    re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2}) (\d{1,2}):(\d{1,2}):(\d{1,2})(?:[.,](\d+))?()"),
-    re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})()()()()()"),
+    re.compile(
+        r"(\d{4})-(\d{1,2})-(\d{1,2}) +(\d{1,2}):(\d{1,2}):(\d{1,2})(?:[.,](\d+))?()", re.ASCII
+    ),
+    re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})()()()()()", re.ASCII),
 )
 
 
@@ -259,7 +261,7 @@ def _go_timestamp(text: str) -> _Timestamp | None:
         offset = 0
         if zone not in ("", "Z"):
             hours, minutes = int(zone[1:3]), int(zone[4:6])
-            if hours > 24 or minutes > 59:
+            if hours > 24 or minutes > 60:  # time.Parse: "+05:60" is +06:00
                 return None
             offset = (hours * 60 + minutes) * (-1 if zone[0] == "-" else 1)
         nanos = int((fraction + "000000000")[:9])
@@ -273,7 +275,7 @@ def _go_timestamp(text: str) -> _Timestamp | None:
         if offset:
             zone_text = f"{zone_text} {zone_text}"  # time.FixedZone("", offset) prints twice
         clock = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
-        rfc_zone = "Z" if offset == 0 else zone
+        rfc_zone = "Z" if offset == 0 else f"{zone_text[:3]}:{zone_text[3:5]}"
         return _Timestamp(
             f"{year:04d}-{month:02d}-{day:02d} {hour:02d}:{minute:02d}:{second:02d}"
             f"{fraction_text} {zone_text}",
@@ -326,9 +328,37 @@ def _resolve_plain(tag: str, text: str) -> tuple[str, Any]:
     return "!!str", text
 
 
+# strconv.Quote's escapes; any other character Go does not print is written \xHH below 0x80,
+# else \uHHHH, or \UHHHHHHHH beyond the Basic Multilingual Plane.
+_GO_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\a": "\\a",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\v": "\\v",
+}
+
+
 def _go_quote(text: str) -> str:
-    """Go's %#v of a string."""
-    return json.dumps(text, ensure_ascii=False)
+    """Go's %#v of a string (strconv.Quote)."""
+    out = []
+    for char in text:
+        code = ord(char)
+        if char in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[char])
+        elif char.isprintable():
+            out.append(char)
+        elif code < 0x80:
+            out.append(f"\\x{code:02x}")
+        elif code >> 16:
+            out.append(f"\\U{code:08x}")
+        else:
+            out.append(f"\\u{code:04x}")
+    return '"' + "".join(out) + '"'
 
 
 class _V3Decoder:
@@ -841,13 +871,8 @@ def _parse_key(text: str) -> str | None:
     parts = text.split(":")
     if len(parts) == 2:
         return text
-    if (
-        len(parts) == 3
-        and parts[1] == "config"
-        and all(_TOKEN_NAME.fullmatch(part) for part in parts[:2])
-        and parts[2]
-        and ":" not in parts[2]
-    ):
+    # tokens.ParseModuleMember only counts the colons: any namespace and name are kept.
+    if len(parts) == 3 and parts[1] == "config":
         return f"{parts[0]}:{parts[2]}"
     return None
 
