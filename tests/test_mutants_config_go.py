@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 
+from dicom_bq.errors import DicomBqError
 from dicom_bq.stack.config import (
     _AnyKeyMap,
+    _decoded_yaml_v3,
     _go_base64,
     _go_format_g,
     _go_json,
@@ -234,6 +236,19 @@ TIMESTAMPS: list[tuple[str, str | None, str | None]] = [
     ("2001-01-01T00:00:00.Z", None, None),
     ("20010-01-01", None, None),
     ("2001-001-01", None, None),
+    # time.Parse takes a zone minute of 60 (its check is > 60) and a run of spaces for the
+    # layout's one space; its digits are ASCII ones only.
+    ("2001-02-03T04:05:06+05:60", "2001-02-03 04:05:06 +0600 +0600", "2001-02-03T04:05:06+06:00"),
+    ("2001-02-03T04:05:06-00:60", "2001-02-03 04:05:06 -0100 -0100", "2001-02-03T04:05:06-01:00"),
+    ("2001-02-03T04:05:06+24:60", "2001-02-03 04:05:06 +2500 +2500", "2001-02-03T04:05:06+25:00"),
+    ("2001-02-03T04:05:06-23:60", "2001-02-03 04:05:06 -2400 -2400", "2001-02-03T04:05:06-24:00"),
+    ("2001-02-03  04:05:06", "2001-02-03 04:05:06 +0000 UTC", "2001-02-03T04:05:06Z"),
+    ("2001-02-03   04:05:06.5", "2001-02-03 04:05:06.5 +0000 UTC", "2001-02-03T04:05:06.5Z"),
+    ("2001-02-03\t04:05:06", None, None),
+    ("2001-02-03 04:05:06 ", None, None),
+    ("2\u0660\u06601-01-01", None, None),
+    ("2001-0\u0661-01", None, None),
+    ("2001-01-01T00:00:00+0\u0665:00", None, None),
 ]
 
 
@@ -372,9 +387,33 @@ QUOTED: list[tuple[str, str]] = [
     ("é ✓ \U0001f600", '"é ✓ \U0001f600"'),
     ('"q" \\', '"\\"q\\" \\\\"'),
     ("a\tb\nc\rd", '"a\\tb\\nc\\rd"'),
+    # What Go does not print is escaped: \xHH below 0x80, \uHHHH, \UHHHHHHHH past 0xFFFF.
+    ("a\x01\t\n\r\x07\x08\x0c\x0b\x1b\x7f", '"a\\x01\\t\\n\\r\\a\\b\\f\\v\\x1b\\x7f"'),
+    (
+        "\x80\x9f\u2028\u2029\xa0\xad\u200b\uffff",
+        '"\\u0080\\u009f\\u2028\\u2029\\u00a0\\u00ad\\u200b\\uffff"',
+    ),
+    (
+        "\U000e0001 \U0010ffff \U0001d173 \U0001f600",
+        '"\\U000e0001 \\U0010ffff \\U0001d173 \U0001f600"',
+    ),
 ]
 
 
 @pytest.mark.parametrize(("text", "quoted"), QUOTED)
 def test_a_key_is_quoted_as_go_quotes_it(text: str, quoted: str) -> None:
     assert _go_quote(text) == quoted
+
+
+def test_yaml_v3_names_a_key_written_twice_as_go_quotes_it() -> None:
+    with pytest.raises(DicomBqError) as error:
+        _decoded_yaml_v3('k: {"a\\x01\\u2028": 1, "a\\x01\\u2028": 2}\n', "Pulumi.dev.yaml")
+    assert 'line 1: mapping key "a\\x01\\u2028" already defined at line 1' in error.value.message
+
+
+def test_yaml_v3_reads_a_zone_minute_of_60_and_spaces_as_a_timestamp() -> None:
+    value = _decoded_yaml_v3("a: 2001-02-03T04:05:06+05:60\nb: 2001-02-03  04:05:06\n", "f")
+    assert value == {
+        "a": _Timestamp("2001-02-03 04:05:06 +0600 +0600", "2001-02-03T04:05:06+06:00"),
+        "b": _Timestamp("2001-02-03 04:05:06 +0000 UTC", "2001-02-03T04:05:06Z"),
+    }
