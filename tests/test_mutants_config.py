@@ -7,14 +7,18 @@ secrets and yaml.v3's decoding, tests/test_pulumi_config.py the repo's own Pulum
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from dicom_bq.errors import DicomBqError
+from dicom_bq.stack import config as stack_config
 from dicom_bq.stack.config import (
     StackConfig,
     available_stacks,
@@ -329,9 +333,11 @@ def test_the_project_folder_is_the_nearest_one_above(folder: Path, monkeypatch: 
 
 @pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-8"])
 def test_a_stack_file_after_a_byte_order_mark_is_read(folder: Path, encoding: str) -> None:
-    text = "\ufeffconfig:\n  gcp:x: été\n"
+    # Only the mark in front goes: U+FEFF at the end of a value is a character of it.
+    text = "\ufeffconfig:\n  gcp:x: été\n  gcp:y: a\ufeff"
     (folder / "Pulumi.s.yaml").write_bytes(text.encode(encoding))
-    assert read_stack_config(folder, "s", use_cli=False).values == {"gcp:x": "été"}
+    config = read_stack_config(folder, "s", use_cli=False)
+    assert config.values == {"gcp:x": "été", "gcp:y": "a\ufeff"}
 
 
 def test_a_stack_file_that_is_not_utf8_is_refused(folder: Path) -> None:
@@ -435,6 +441,17 @@ def test_a_key_spelled_two_ways_keeps_the_new_spelling_with_a_note(
     ]
 
 
+def test_the_old_spelling_takes_any_namespace_and_name(folder: Path) -> None:
+    # config.ParseKey: two colons with `config` between them; tokens.ParseModuleMember checks
+    # nothing more (pulumi v3.274.0), so the engine keeps these keys.
+    config = read(folder, "config:\n  my ns:config:x: 1\n  'a:config:': 2\n  ':config:b': 3\n")
+    assert config.values == {"my ns:x": "1", "a:": "2", ":b": "3"}
+    assert refusal(folder, "config:\n  dicom-bq:labels:env: dev\n") == (
+        "Pulumi.s.yaml: invalid YAML file: could not unmarshal map: could not parse "
+        f"dicom-bq:labels:env as a configuration key {KEY_FORM}"
+    )
+
+
 @pytest.mark.parametrize(
     ("key", "shown"),
     [("~", "null"), ("true", "true"), ("false", "false"), ("1.5", "1.5"), (".inf", ".inf")],
@@ -467,6 +484,11 @@ def test_a_value_the_engine_cannot_write_back_is_refused_naming_the_key(folder: 
         '  mapping key "1" already defined (two keys of a map are written the same once read '
         "as text)"
     )
+
+
+def test_text_keys_beside_number_keys_stay_as_written(folder: Path) -> None:
+    config = read(folder, "config:\n  gcp:m: {1: a, '007': b, 'true': c, '~': d}\n")
+    assert config.values == {"gcp:m": {"1": "a", "007": "b", "true": "c", "~": "d"}}
 
 
 def test_values_reach_the_program_as_text_or_decoded_json(folder: Path) -> None:
@@ -512,6 +534,53 @@ def test_a_secret_on_a_fresh_salt_is_named_with_its_file(
         "Pulumi.s.yaml: a secret (`secure:`) cannot be decrypted: cipher: message "
         "authentication failed"
     )
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["{a: {secure: 'v1:AAAAAAAAAAAAAAAA:AAAA'}}", "[x, {secure: 'v1:AAAAAAAAAAAAAAAA:AAAA'}]"],
+)
+def test_a_secret_inside_a_value_is_decrypted_too(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("PULUMI_BACKEND_URL", "file://~")  # a fresh salt: nothing decrypts
+    assert refusal(folder, f"config:\n  gcp:m: {value}\n") == (
+        "Pulumi.s.yaml: a secret (`secure:`) cannot be decrypted: cipher: message "
+        "authentication failed"
+    )
+
+
+def seal(key: bytes, plaintext: bytes) -> str:
+    """symmetricCrypter.EncryptValue's v1:NONCE:SEALED."""
+    nonce = bytes(range(12))
+    sealed = AESGCM(key).encrypt(nonce, plaintext, None)
+    return f"v1:{base64.b64encode(nonce).decode()}:{base64.b64encode(sealed).decode()}"
+
+
+def test_decrypted_secrets_reach_the_program_and_satisfy_secret_keys(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One PBKDF2 round instead of the engine's million: the same derivation, milliseconds.
+    monkeypatch.setattr(stack_config, "PASSPHRASE_ITERATIONS", 1)
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "phrase")
+    salt = b"8bytes!!"
+    key = hashlib.pbkdf2_hmac("sha256", b"phrase", salt, 1, 32)
+    state = f"v1:{base64.b64encode(salt).decode()}:{seal(key, b'pulumi')}"
+    declare(
+        folder, "  token: {type: string, secret: true}\n  creds: {type: object, secret: true}\n"
+    )
+    config = read(
+        folder,
+        f"encryptionsalt: {state}\nconfig:\n"
+        f"  token: {{secure: '{seal(key, b't0ken')}'}}\n"
+        f"  creds: {{user: {{secure: '{seal(key, b'alice')}'}}, port: 5}}\n"
+        f"  gcp:list: [plain, {{secure: '{seal(key, b'hidden')}'}}]\n",
+    )
+    assert config.values == {
+        "dicom-bq:token": "t0ken",
+        "dicom-bq:creds": {"user": "alice", "port": 5},
+        "gcp:list": ["plain", "hidden"],
+    }
 
 
 # --- ESC environments ------------------------------------------------------------------------
