@@ -17,6 +17,7 @@ request to https://SERVICE.<universe_domain>/.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +71,9 @@ def _program_before(workspace: Workspace) -> None:
 
 def _program_now(workspace: Workspace) -> None:
     link = workspace.path / "infra"
-    (link / "__main__.py").unlink()
-    link.rmdir()
+    # The old program's directory, with the bytecode its run may have left (scripts/test keeps
+    # bytecode writing on).
+    shutil.rmtree(link)
     link.symlink_to(ROOT / "infra")
 
 
