@@ -486,6 +486,44 @@ def test_a_value_the_engine_cannot_write_back_is_refused_naming_the_key(folder: 
     )
 
 
+def test_plain_scalars_resolve_as_yaml_v3_resolves_them(folder: Path) -> None:
+    config = read(
+        folder,
+        "config:\n  gcp:dot: .5\n  gcp:arabic: .\u0665\n  gcp:huge: 1e400\n  gcp:word: .abc\n"
+        "  gcp:underscores: 1_000\n  gcp:uint: 9223372036854775808\n"
+        "  gcp:tagged: !!float .5\n  gcp:day: !!timestamp 2024-01-05\n",
+    )
+    assert config.values == {
+        "gcp:dot": "0.5",
+        "gcp:arabic": ".\u0665",  # strconv reads ASCII digits only: text
+        "gcp:huge": "1e400",  # out of float64's range: text, not +Inf
+        "gcp:word": ".abc",
+        "gcp:underscores": "1000",
+        "gcp:uint": "9223372036854775808",  # ParseUint's, not a float's 9223372036854775808
+        "gcp:tagged": "0.5",
+        "gcp:day": "2024-01-05 00:00:00 +0000 UTC",
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "resolved"),
+    [
+        ("!!bool yes", "!!str `yes`"),
+        ("!!int 12abc", "!!str `12abc`"),
+        ("!!int .abc", "!!str `.abc`"),
+        ("!!int .5", "!!float `.5`"),
+    ],
+)
+def test_a_tag_its_scalar_does_not_resolve_to_is_refused(
+    folder: Path, value: str, resolved: str
+) -> None:
+    kind = value.split()[0]
+    assert refusal(folder, f"config:\n  gcp:x: {value}\n") == (
+        f"Pulumi.s.yaml: invalid YAML file: yaml: cannot decode {resolved} as a {kind} (Pulumi "
+        "reads it the same way)"
+    )
+
+
 def test_text_keys_beside_number_keys_stay_as_written(folder: Path) -> None:
     config = read(folder, "config:\n  gcp:m: {1: a, '007': b, 'true': c, '~': d}\n")
     assert config.values == {"gcp:m": {"1": "a", "007": "b", "true": "c", "~": "d"}}
