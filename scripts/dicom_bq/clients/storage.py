@@ -148,7 +148,7 @@ class StorageObjects:
 
     def __init__(self, connection: Connection, bucket: str) -> None:
         self.bucket = bucket
-        self._client = connection.storage_client()
+        self._bucket = connection.storage_client().bucket(bucket)
         self._endpoint = connection.storage()
 
     def _bucket_of(self, target: GcsUri) -> Any:
@@ -158,7 +158,7 @@ class StorageObjects:
             raise ValueError(
                 f"{target.uri} is not in gs://{self.bucket}, the bucket of these objects"
             )
-        return self._client.bucket(self.bucket)
+        return self._bucket
 
     def generation(self, target: GcsUri) -> int | None:
         """The live generation of the object (objects.get), None when there is none. Retried

@@ -476,10 +476,11 @@ def _age(create_time: str | None, now: datetime.datetime) -> datetime.timedelta:
 
 
 def _described(state: OperationState, now: datetime.datetime) -> str:
-    age = _age(state.create_time, now).total_seconds()
-    # A createTime that does not parse says nothing of the start: not "0 min ago".
-    known = rfc3339(state.create_time) is not None
-    when = f"started {max(0, int(age // 60))} min ago" if known else "start unknown"
+    # A createTime that does not parse says nothing of the start: not "0 min ago" (which _age,
+    # erring towards asking, would make of it).
+    created = rfc3339(state.create_time)
+    minutes = int((now - created).total_seconds() // 60) if created is not None else None
+    when = f"started {max(0, minutes)} min ago" if minutes is not None else "start unknown"
     if not state.done:
         return f"export {state.name} is still running ({when})"
     return f"export {state.name} {when} and ended {state.state}"
